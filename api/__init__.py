@@ -1,0 +1,1 @@
+"""HTTP API (Flask app factory and blueprints). Built in issue 5."""
