@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make serve` and `make test`.
+# Both create or refresh .venv as needed.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= data
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv serve test test-slow bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+# torch first: 2.13.0 is a CPU wheel on the dev and CI machines; any other
+# requirement that admits a newer torch would pull several GB of CUDA
+# packages. A torch already in the venv is kept.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)  ## create or refresh .venv
+
+serve: venv  ## serve the search demo (builds the demo catalog and index on first run)
+	$(BIN)/ranker serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+
+test: venv  ## the whole test suite except the long suites
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: venv  ## the long suites (soak, long fuzzing, full training)
+	$(BIN)/python -m pytest -m slow
+
+bench: venv  ## benchmarks that print figures (see bench/README.md)
+	$(BIN)/python bench/retrieval.py
+
+clean:  ## remove the venv and the demo data
+	rm -rf $(VENV) $(DATA_DIR)

@@ -1,0 +1,193 @@
+"""The ``ranker`` command line. Every command takes ``--help``.
+
+Commands that touch stored state share ``--data-dir`` (default: the
+``RANKER_DATA_DIR`` environment variable, else ``./data``): the catalog's
+item store and indexes live in ``DIR/index``; later parts keep policies and
+the embedded Redis there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+DEFAULT_DATA_DIR = "data"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("RANKER_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_data_dir,
+    show_default="$RANKER_DATA_DIR or ./data",
+    help="Where the item store, indexes, policies and embedded Redis live.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ranker")
+def main() -> None:
+    """Adaptive multimodal ranking for e-commerce search."""
+
+
+@main.command("demo-catalog")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write catalog.jsonl and images/ into.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same shop (byte for byte).")
+@click.option("--items", "n_items", type=click.IntRange(min=1), default=2400, show_default=True, help="How many items.")
+@click.option("--images/--no-images", default=True, show_default=True, help="Render a picture for every item.")
+def demo_catalog(out_dir: Path, seed: int, n_items: int, images: bool) -> None:
+    """Write a deterministic demo shop: items over 20+ categories, each with a rendered picture."""
+    from ranker.demo_catalog import write_demo_catalog
+
+    path = write_demo_catalog(out_dir, seed=seed, n_items=n_items, with_images=images)
+    click.echo(f"wrote {n_items} items to {path}")
+
+
+@main.group()
+def index() -> None:
+    """Build and inspect the retrieval indexes."""
+
+
+@index.command("build")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Catalog file (.jsonl or .csv).")
+@data_dir_option
+@click.option("--encoders", "encoder_spec", default="default", show_default=True, help="'default' (MiniLM + EfficientNet-Lite0) or 'clip:<checkpoint dir or hub id>'.")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True, help="auto: exact below --exact-threshold items, HNSW above.")
+@click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str) -> None:
+    """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
+    from ranker.catalog import CatalogError, load_catalog
+    from ranker.index import IndexConfig
+    from ranker.retrieval import SearchEngine
+    from ranker.embeddings import load_encoders
+
+    try:
+        loaded = load_catalog(catalog_path, strict=strict)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report_errors("skipped", loaded.errors)
+    click.echo(loaded.summary(), err=True)
+    if not loaded.items:
+        raise click.ClickException(f"{catalog_path}: no valid items to index")
+    engine = SearchEngine(load_encoders(encoder_spec, device), data_dir, index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold))  # type: ignore[arg-type]
+    report = engine.build(loaded.items, progress=True)
+    _report_errors("rejected", report.errors)
+    where = engine.save(encoder_spec=encoder_spec)
+    click.echo(f"{report.summary()}; saved to {where}")
+
+
+@index.command("info")
+@data_dir_option
+def index_info(data_dir: Path) -> None:
+    """Print the index manifest (encoders, counts, index types, build time)."""
+    manifest = data_dir / "index" / "manifest.json"
+    if not manifest.exists():
+        raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}`")
+    click.echo(manifest.read_text())
+
+
+@index.command("compact")
+@data_dir_option
+def index_compact(data_dir: Path) -> None:
+    """Rebuild the indexes without deleted or replaced vectors."""
+    engine = _open(data_dir)
+    engine.compact()
+    engine.save()
+    click.echo(f"compacted {len(engine)} items under {data_dir}")
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--image", "image_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Picture to search with (alone or with TEXT).")
+@click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="How many results.")
+@click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
+@click.option("--price-min", type=click.FloatRange(min=0), help="Lowest price.")
+@click.option("--price-max", type=click.FloatRange(min=0), help="Highest price.")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item_id, title, category, price, score, scores}.")
+def search(text: str | None, image_path: Path | None, k: int, categories: tuple[str, ...], price_min: float | None, price_max: float | None, data_dir: Path, as_json: bool) -> None:
+    """Search the catalog by TEXT, by --image, or both."""
+    from ranker.catalog import CatalogError
+    from ranker.retrieval import Filters, QueryError
+
+    if not text and image_path is None:
+        raise click.UsageError("give TEXT, --image PATH, or both")
+    engine = _open(data_dir)
+    try:
+        filters = Filters(categories=categories or None, price_min=price_min, price_max=price_max)
+        results = engine.search(text, image_path, k=k, filters=filters)
+    except (QueryError, CatalogError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([candidate.to_json() for candidate in results], indent=2))
+        return
+    if not results:
+        click.echo("no results")
+    for rank, candidate in enumerate(results, start=1):
+        channels = "  ".join(f"{name}={value:.3f}" for name, value in candidate.scores.items() if value is not None)
+        click.echo(f"{rank:>3}. {candidate.score:.3f}  {candidate.item.title}  [{candidate.item.category}, {candidate.item.price:.2f}]  ({channels})")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@data_dir_option
+@click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog and index under --data-dir when none exists.")
+def serve(host: str, port: int, data_dir: Path, demo: bool) -> None:
+    """Serve search over HTTP (development server)."""
+    if demo:
+        ensure_demo(data_dir)
+    from api import create_app
+
+    app = create_app({"DATA_DIR": str(data_dir)})
+    click.echo(f"serving {data_dir} on http://{host}:{port}/", err=True)
+    app.run(host=host, port=port, threaded=True)
+
+
+def ensure_demo(data_dir: Path) -> None:
+    """Build the demo catalog and its index under ``data_dir`` when missing."""
+    from ranker.catalog import load_catalog
+    from ranker.demo_catalog import write_demo_catalog
+    from ranker.retrieval import open_engine
+
+    if (data_dir / "index" / "manifest.json").exists():
+        return
+    catalog = data_dir / "demo-catalog" / "catalog.jsonl"
+    if not catalog.exists():
+        click.echo(f"writing the demo catalog to {catalog.parent}", err=True)
+        write_demo_catalog(catalog.parent, seed=0)
+    engine = open_engine(data_dir)
+    report = engine.build(load_catalog(catalog, strict=True).items, progress=True)
+    engine.save(encoder_spec="default")
+    click.echo(report.summary(), err=True)
+
+
+def _open(data_dir: Path):
+    from ranker.retrieval import IndexMismatchError, open_engine
+
+    if not (data_dir / "index" / "manifest.json").exists():
+        raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first")
+    try:
+        return open_engine(data_dir)
+    except IndexMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _report_errors(verb: str, errors: list) -> None:
+    for error in errors[:50]:
+        click.echo(f"{verb}: {error}", err=True)
+    if len(errors) > 50:
+        click.echo(f"... and {len(errors) - 50} more {verb}", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

