@@ -98,7 +98,7 @@ class VectorIndex:
             raise VectorIndexError("keys: repeated key in one add")
         if len(keys) == 0:
             return
-        self.remove(keys)
+        self._mark_dead(keys)
         first_row = len(self._row_keys)
         self._vectors = np.concatenate([self._vectors, rows])
         self._row_keys = np.concatenate([self._row_keys, keys])
@@ -111,7 +111,15 @@ class VectorIndex:
         self._maybe_compact()
 
     def remove(self, keys: np.ndarray) -> int:
-        """Mark the rows of ``keys`` dead; unknown keys are ignored. Returns how many were live."""
+        """Mark the rows of ``keys`` dead; unknown keys are ignored. Returns how many were live.
+
+        Compacts on its own once dead rows pass ``compact_ratio``, as :meth:`add` does."""
+        removed = self._mark_dead(keys)
+        if removed:
+            self._maybe_compact()
+        return removed
+
+    def _mark_dead(self, keys: np.ndarray) -> int:
         removed = 0
         for key in np.asarray(keys, dtype=np.int64).reshape(-1):
             row = self._row_of_key.pop(int(key), None)
