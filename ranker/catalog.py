@@ -70,6 +70,13 @@ class Item(BaseModel):
             raise ValueError("must not be blank")
         return value.strip()
 
+    @field_validator("price", mode="before")
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # JSON true would otherwise pass as 1.0
+            raise ValueError("must be a number, not a boolean")
+        return value
+
     @field_validator("price")
     @classmethod
     def _finite(cls, value: float) -> float:
@@ -193,8 +200,13 @@ def image_bytes(image: str) -> bytes:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with open(path, encoding="utf-8", errors="strict") as lines:
-        for line_number, text in enumerate(lines, start=1):
+    with open(path, "rb") as lines:
+        for line_number, raw in enumerate(lines, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield line_number, CatalogError(f"line {line_number}: not valid UTF-8 ({exc.reason} at byte {exc.start})", line=line_number)
+                continue
             if not text.strip():
                 continue
             try:

@@ -43,8 +43,10 @@ def decode_image(
         except CatalogError as exc:  # bad base64 or missing file: report it as this field's ImageError
             message = str(exc).replace("field 'image'", f"field '{field}'", 1)
             raise ImageError(message, field=field, value=exc.value) from None
+    elif isinstance(source, (bytes, bytearray)):
+        payload = bytes(source)
     else:
-        payload = source
+        raise ImageError(f"field '{field}': expected image bytes, base64 text or a path, got {type(source).__name__}", field=field)
     if len(payload) > max_bytes:
         raise ImageError(f"field '{field}': image is {len(payload):,} bytes, over the limit of {max_bytes:,}", field=field, value=len(payload))
     if not payload:

@@ -453,3 +453,18 @@ def test_bad_catalog_path(tmp_path: Path, name: str, content: str | None, fragme
     assert fragment in str(caught.value)
     assert caught.value.field == "path"
     assert str(path) in str(caught.value)
+
+
+def test_boolean_price_is_rejected(tmp_path):
+    catalog = tmp_path / "shop.jsonl"
+    catalog.write_text('{"item_id": "a", "title": "Mug", "price": true, "category": "Mugs"}\n')
+    report = load_catalog(catalog)
+    assert report.n_skipped == 1 and "'price'" in str(report.errors[0])
+
+
+def test_invalid_utf8_line_is_reported_with_its_number(tmp_path):
+    catalog = tmp_path / "shop.jsonl"
+    good = b'{"item_id": "a", "title": "Mug", "price": 3, "category": "Mugs"}\n'
+    catalog.write_bytes(good + b'{"item_id": "b", "title": "\xff\xfe", "price": 3, "category": "Mugs"}\n')
+    report = load_catalog(catalog)
+    assert len(report.items) == 1 and report.errors[0].line == 2 and "UTF-8" in str(report.errors[0])

@@ -32,7 +32,7 @@ def built_data_dir(tmp_path_factory, demo_catalog_path, encoders) -> Path:
 def test_search_json_lists_results_with_scores(built_data_dir):
     result = CliRunner().invoke(main, ["search", "coffee mug", "-k", "5", "--data-dir", str(built_data_dir), "--json"])
     assert result.exit_code == 0, result.output
-    results = json.loads(result.output)
+    results = json.loads(result.stdout)
     assert len(results) == 5
     for row in results:
         assert {"item_id", "title", "category", "price", "score", "scores"} <= set(row)
@@ -44,20 +44,20 @@ def test_search_by_image_and_text(built_data_dir, demo_items):
     item = demo_items[0]
     result = CliRunner().invoke(main, ["search", item.category, "--image", item.image, "-k", "3", "--data-dir", str(built_data_dir), "--json"])
     assert result.exit_code == 0, result.output
-    top = json.loads(result.output)[0]
+    top = json.loads(result.stdout)[0]
     assert top["item_id"] == item.item_id and set(top["scores"]) == {"text", "text_to_image", "image", "image_to_text"}
 
 
 def test_search_plain_output_and_filters(built_data_dir):
     result = CliRunner().invoke(main, ["search", "gift", "--price-max", "30", "--data-dir", str(built_data_dir)])
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert lines and all(float(line.split("[")[1].split(",")[1].rstrip("]").split("]")[0]) <= 30 for line in lines)
 
 
 def test_index_info_prints_the_manifest(built_data_dir):
     result = CliRunner().invoke(main, ["index", "info", "--data-dir", str(built_data_dir)])
-    manifest = json.loads(result.output)
+    manifest = json.loads(result.stdout)
     assert manifest["count"] == 300
     assert manifest["encoders"]["text"]["dim"] == 384 and manifest["encoders"]["image"]["dim"] == 1280
     assert manifest["indexes"]["text"]["kind"] == "flat"

@@ -178,3 +178,8 @@ def test_image_between_our_limit_and_pillows_is_rejected_by_our_limit() -> None:
     with pytest.raises(ImageError, match=r"8000x8000 = 64,000,000 pixels, over the limit of 40,000,000"):
         decode_image(data)
     assert time.perf_counter() - started < 1.0
+
+
+def test_unsupported_source_type_is_an_image_error():
+    with pytest.raises(ImageError, match="query.image"):
+        decode_image(12345, field="query.image")  # type: ignore[arg-type]
