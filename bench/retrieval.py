@@ -78,13 +78,13 @@ def bench_build(encoders, sizes: list[int], image_items: int, seed: int) -> tupl
                                         "index": engine.indexes["text"].kind}
         print(f"build text-only {size:>7} items: {seconds:7.1f} s  {size / seconds:8.1f} items/s  ({engine.indexes['text'].kind})", flush=True)
         engines[size] = engine
-    with tempfile.TemporaryDirectory() as folder:
-        items = generate_items(image_items, seed=seed, images_dir=Path(folder) / "images")
-        items = [item.model_copy(update={"image": str(Path(folder) / item.image)}) for item in items]
-        engine = SearchEngine(encoders, None)
-        started = time.perf_counter()
-        engine.build(items, progress=True)
-        seconds = time.perf_counter() - started
+    folder = Path(tempfile.mkdtemp(prefix="bench-pictures-"))  # kept: image queries read these files later
+    items = generate_items(image_items, seed=seed, images_dir=folder / "images")
+    items = [item.model_copy(update={"image": str(folder / item.image)}) for item in items]
+    engine = SearchEngine(encoders, None)
+    started = time.perf_counter()
+    engine.build(items, progress=True)
+    seconds = time.perf_counter() - started
     figures[f"text_image_{image_items}"] = {"items": image_items, "seconds": round(seconds, 1), "items_per_s": round(image_items / seconds, 1)}
     print(f"build text+image {image_items:>6} items: {seconds:7.1f} s  {image_items / seconds:8.1f} items/s", flush=True)
     return figures, engines, engine

@@ -90,12 +90,15 @@ class Item(BaseModel):
         return value or None
 
     def text_for_embedding(self) -> str:
-        """The text the text encoder sees: what a shopper might type, most telling first."""
-        parts = [self.title, self.brand, self.category]
-        parts += [f"{value}" for key, value in sorted(self.attributes.items()) if isinstance(value, str)]
-        if self.description:
-            parts.append(self.description)
-        return ". ".join(part for part in parts if part)
+        """The text the text encoder sees: the title, then the category, brand and
+        named attributes that the title does not already say.
+
+        The description is left out: it triples the tokens (and the build
+        time) while the title and attributes carry what shoppers type."""
+        title = self.title.casefold()
+        extras = [self.category, self.brand]
+        extras += [value for _, value in sorted(self.attributes.items()) if isinstance(value, str)]
+        return ". ".join([self.title] + [extra for extra in extras if extra and extra.casefold() not in title])
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump()

@@ -103,3 +103,15 @@ def test_tiny_clip_checkpoint_loads_and_shares_one_space(tiny_clip_dir):
 def test_unknown_encoder_spec_names_the_value():
     with pytest.raises(ValueError, match="'word2vec'"):
         load_encoders("word2vec")
+
+
+@pytest.mark.parametrize("texts", [["mug"], ["a", "a much longer text " * 12, "medium sized text"], ["x"] * 9])
+def test_traced_text_model_matches_eager_model(encoders, texts):
+    import torch
+
+    text = encoders.text
+    batch = text.tokenizer(texts, padding=True, truncation=True, max_length=text.max_length, return_tensors="pt")
+    with torch.inference_mode():
+        eager = text.model(**batch).last_hidden_state
+        traced = text._forward(batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(traced, eager, atol=1e-4, rtol=1e-4)
