@@ -1,0 +1,297 @@
+"""The feature builder: (user, query, candidates) -> the policy's observation.
+
+One piece of code serves the simulator, offline training and live traffic, so
+a policy trained in simulation serves unchanged (DESIGN.md, "The ranking MDP").
+
+Features are catalog-independent: similarities, normalised price, smoothed
+rates, affinities, never raw ids or raw category names. A candidate row has
+:data:`STATIC_FEATURES` (fixed for the request) followed by
+:data:`SLATE_FEATURES` (they change as the slate fills: similarity to what is
+already placed, and the position). The context vector describes the user and
+the query. :func:`schema_hash` names the whole layout; a policy artifact
+records it and refuses to load against another.
+
+Smoothed rates use a Beta prior: ``ctr = (clicks + a) / (impressions + a + b)``
+with ``a = prior_ctr * prior_strength``; the purchase rate likewise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+FEATURE_SCHEMA_VERSION = 1
+STATIC_FEATURES: tuple[str, ...] = (
+    "sim_text",  # query text vs item text (0 when the query has no text)
+    "sim_image",  # query picture vs item picture (0 when either lacks one)
+    "sim_cross",  # best cross-modal similarity (text->picture, picture->text)
+    "retrieval_score",  # the fused retrieval score
+    "retrieval_rank",  # rank among candidates, 0 (first) .. 1 (last)
+    "has_image",
+    "price_z",  # log price, standardised within the candidates
+    "price_vs_user",  # log(price) - the user's mean log price paid (0 when unknown)
+    "ctr",  # smoothed click-through rate
+    "purchase_rate",  # smoothed purchases per impression
+    "log_popularity",  # log1p(impressions), scaled by the candidates' maximum
+    "user_affinity",  # cosine of the user's profile embedding and the item text
+    "user_category_affinity",  # share of the user's interactions in this category
+    "user_brand_affinity",  # share of the user's interactions with this brand
+)
+SLATE_FEATURES: tuple[str, ...] = (
+    "max_sim_to_placed",  # highest text similarity to an item already in the slate
+    "same_category_placed",  # share of placed items in this item's category
+    "position",  # the position being filled, 0 .. 1
+)
+FEATURES: tuple[str, ...] = STATIC_FEATURES + SLATE_FEATURES
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "query_has_text",
+    "query_has_image",
+    "user_history",  # log1p(number of interactions), scaled: 1.0 at 100
+    "user_has_profile",
+    "mean_retrieval_score",
+    "candidate_fill",  # share of the K slots holding a real candidate
+)
+
+
+def schema_hash() -> str:
+    """A short hash of the feature layout; it changes whenever the layout does."""
+    layout = {"version": FEATURE_SCHEMA_VERSION, "features": FEATURES, "context": CONTEXT_FEATURES}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def feature_schema() -> dict[str, object]:
+    """The documented schema, as recorded in policy manifests."""
+    return {"version": FEATURE_SCHEMA_VERSION, "hash": schema_hash(), "features": list(FEATURES), "context": list(CONTEXT_FEATURES)}
+
+
+class FeatureError(ValueError):
+    """Bad input to the feature builder; the message names the argument."""
+
+
+@dataclass
+class UserProfile:
+    """What the state provider knows of a user."""
+
+    embedding: np.ndarray | None = None  # unit vector in the text space
+    n_interactions: int = 0
+    category_counts: dict[str, float] = field(default_factory=dict)
+    brand_counts: dict[str, float] = field(default_factory=dict)
+    mean_log_price: float | None = None
+
+
+@dataclass
+class CandidateSet:
+    """K retrieved candidates as arrays (rows in retrieval order)."""
+
+    item_ids: list[str]
+    categories: list[str]
+    brands: list[str]
+    prices: np.ndarray  # [n]
+    has_image: np.ndarray  # [n] bool
+    text_vectors: np.ndarray  # [n, d] unit rows in the text space
+    retrieval_scores: np.ndarray  # [n] fused
+    channel_scores: dict[str, np.ndarray]  # channel -> [n], NaN where the item lacks that part
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        for name in ("categories", "brands"):
+            if len(getattr(self, name)) != n:
+                raise FeatureError(f"{name}: {len(getattr(self, name))} entries for {n} candidates")
+        for name in ("prices", "has_image", "retrieval_scores"):
+            if np.shape(getattr(self, name)) != (n,):
+                raise FeatureError(f"{name}: shape {np.shape(getattr(self, name))}, expected ({n},)")
+        if self.text_vectors.ndim != 2 or len(self.text_vectors) != n:
+            raise FeatureError(f"text_vectors: shape {self.text_vectors.shape}, expected ({n}, d)")
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+
+class StateProvider(Protocol):
+    """Live state the features read: item counters and user profiles."""
+
+    def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
+        """[n, 3] impressions, clicks, purchases."""
+        ...
+
+    def user_profile(self, user_key: str | None) -> UserProfile: ...
+
+
+class InMemoryStateProvider:
+    """A :class:`StateProvider` in process memory (simulation, tests, single process)."""
+
+    def __init__(self, *, profile_decay: float = 0.9):
+        self.profile_decay = profile_decay
+        self._counts: dict[str, np.ndarray] = {}
+        self._profiles: dict[str, UserProfile] = {}
+        self._price_sums: dict[str, tuple[float, int]] = {}
+
+    def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
+        zero = np.zeros(3)
+        return np.array([self._counts.get(item_id, zero) for item_id in item_ids], dtype=np.float64).reshape(len(item_ids), 3)
+
+    def user_profile(self, user_key: str | None) -> UserProfile:
+        if user_key is None:
+            return UserProfile()
+        return self._profiles.get(user_key, UserProfile())
+
+    def record_impressions(self, item_ids: Sequence[str]) -> None:
+        for item_id in item_ids:
+            self._counts.setdefault(item_id, np.zeros(3))[0] += 1
+
+    def record_interaction(self, user_key: str, *, item_id: str, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> None:
+        """A click, add_to_cart or purchase: item counters and the user's profile move at once."""
+        counts = self._counts.setdefault(item_id, np.zeros(3))
+        if kind == "click":
+            counts[1] += 1
+        elif kind == "purchase":
+            counts[2] += 1
+        elif kind != "add_to_cart":
+            raise FeatureError(f"kind: unknown interaction {kind!r}; use click, add_to_cart or purchase")
+        profile = self._profiles.setdefault(user_key, UserProfile())
+        vector = np.asarray(text_vector, dtype=np.float32)
+        # An exponential moving average keeps the profile on the user's recent taste.
+        mixed = vector if profile.embedding is None else self.profile_decay * profile.embedding + (1 - self.profile_decay) * vector
+        profile.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+        profile.n_interactions += 1
+        profile.category_counts[category] = profile.category_counts.get(category, 0.0) + 1.0
+        profile.brand_counts[brand] = profile.brand_counts.get(brand, 0.0) + 1.0
+        if kind == "purchase" and price > 0:
+            total, n = self._price_sums.get(user_key, (0.0, 0))
+            self._price_sums[user_key] = (total + float(np.log(price)), n + 1)
+            profile.mean_log_price = self._price_sums[user_key][0] / self._price_sums[user_key][1]
+
+
+@dataclass
+class Observation:
+    """The request's features: static part, context, and what slate features need."""
+
+    static: np.ndarray  # [K, len(STATIC_FEATURES)] float32, zero rows past the candidates
+    context: np.ndarray  # [len(CONTEXT_FEATURES)] float32
+    valid: np.ndarray  # [K] bool: a real candidate in this slot
+    similarity: np.ndarray  # [K, K] candidate text similarities
+    category_codes: np.ndarray  # [K] int, -1 for empty slots
+
+
+class FeatureBuilder:
+    """Builds observations for K candidate slots and a slate of L positions."""
+
+    def __init__(self, n_candidates: int, slate_size: int, *, prior_ctr: float = 0.05, prior_purchase_rate: float = 0.01, prior_strength: float = 20.0):
+        if n_candidates < 1:
+            raise FeatureError(f"n_candidates: must be >= 1, got {n_candidates}")
+        if not 1 <= slate_size <= n_candidates:
+            raise FeatureError(f"slate_size: must be between 1 and n_candidates={n_candidates}, got {slate_size}")
+        for name, value in (("prior_ctr", prior_ctr), ("prior_purchase_rate", prior_purchase_rate)):
+            if not 0.0 < value < 1.0:
+                raise FeatureError(f"{name}: must be in (0, 1), got {value}")
+        if prior_strength <= 0:
+            raise FeatureError(f"prior_strength: must be > 0, got {prior_strength}")
+        self.n_candidates = n_candidates
+        self.slate_size = slate_size
+        self.prior_ctr = prior_ctr
+        self.prior_purchase_rate = prior_purchase_rate
+        self.prior_strength = prior_strength
+
+    @property
+    def n_features(self) -> int:
+        return len(FEATURES)
+
+    def build(self, candidates: CandidateSet, *, counts: np.ndarray, profile: UserProfile, query_has_text: bool, query_has_image: bool) -> Observation:
+        """Static features and context for ``candidates`` (at most K; the rest is padding)."""
+        n, k = len(candidates), self.n_candidates
+        if n > k:
+            raise FeatureError(f"candidates: {n} given for {k} slots")
+        if counts.shape != (n, 3):
+            raise FeatureError(f"counts: shape {counts.shape}, expected ({n}, 3)")
+        static = np.zeros((k, len(STATIC_FEATURES)), dtype=np.float32)
+        similarity = np.zeros((k, k), dtype=np.float32)
+        codes = np.full(k, -1, dtype=np.int64)
+        valid = np.zeros(k, dtype=bool)
+        valid[:n] = True
+        if n:
+            columns = self._static_columns(candidates, counts, profile)
+            static[:n] = np.stack([columns[name] for name in STATIC_FEATURES], axis=1)
+            similarity[:n, :n] = candidates.text_vectors @ candidates.text_vectors.T
+            _, codes[:n] = np.unique(np.array(candidates.categories, dtype=object), return_inverse=True)
+        context = np.array(
+            [
+                float(query_has_text),
+                float(query_has_image),
+                min(np.log1p(profile.n_interactions) / np.log1p(100), 1.0),
+                float(profile.embedding is not None),
+                float(candidates.retrieval_scores.mean()) if n else 0.0,
+                n / k,
+            ],
+            dtype=np.float32,
+        )
+        return Observation(static=static, context=context, valid=valid, similarity=similarity, category_codes=codes)
+
+    def _static_columns(self, candidates: CandidateSet, counts: np.ndarray, profile: UserProfile) -> dict[str, np.ndarray]:
+        n = len(candidates)
+        scores = candidates.channel_scores
+        zeros = np.zeros(n)
+
+        def channel(name: str) -> np.ndarray:
+            return np.nan_to_num(scores[name], nan=0.0) if name in scores else zeros
+
+        log_price = np.log(np.maximum(candidates.prices, 0.01))
+        spread = log_price.std()
+        impressions, clicks, purchases = counts[:, 0], counts[:, 1], counts[:, 2]
+        a_click = self.prior_ctr * self.prior_strength
+        a_buy = self.prior_purchase_rate * self.prior_strength
+        popularity = np.log1p(impressions)
+        history = max(profile.n_interactions, 1)
+        return {
+            "sim_text": channel("text"),
+            "sim_image": channel("image"),
+            "sim_cross": np.maximum(channel("text_to_image"), channel("image_to_text")),
+            "retrieval_score": np.nan_to_num(candidates.retrieval_scores, nan=0.0, neginf=0.0),
+            "retrieval_rank": np.arange(n) / max(n - 1, 1),
+            "has_image": candidates.has_image.astype(np.float64),
+            "price_z": (log_price - log_price.mean()) / spread if spread > 1e-9 else zeros,
+            "price_vs_user": log_price - profile.mean_log_price if profile.mean_log_price is not None else zeros,
+            "ctr": (clicks + a_click) / (impressions + self.prior_strength),
+            "purchase_rate": (purchases + a_buy) / (impressions + self.prior_strength),
+            "log_popularity": popularity / popularity.max() if popularity.max() > 0 else zeros,
+            "user_affinity": candidates.text_vectors @ profile.embedding if profile.embedding is not None else zeros,
+            "user_category_affinity": np.array([profile.category_counts.get(c, 0.0) for c in candidates.categories]) / history,
+            "user_brand_affinity": np.array([profile.brand_counts.get(b, 0.0) for b in candidates.brands]) / history,
+        }
+
+
+class SlateFeatures:
+    """The full [K, F] feature matrix while a slate fills, updated in O(K) per placement."""
+
+    def __init__(self, observation: Observation, slate_size: int):
+        self.observation = observation
+        self.slate_size = slate_size
+        k = len(observation.valid)
+        self.features = np.zeros((k, len(FEATURES)), dtype=np.float32)
+        self.features[:, : len(STATIC_FEATURES)] = observation.static
+        self.available = observation.valid.copy()
+        self.placed: list[int] = []
+        self._max_sim = np.zeros(k, dtype=np.float32)
+        self._category_placed = np.zeros(max(int(observation.category_codes.max()) + 1, 1), dtype=np.float32)
+        self._slate_column = len(STATIC_FEATURES)
+
+    def place(self, slot: int) -> None:
+        """Put candidate ``slot`` at the next position."""
+        if not 0 <= slot < len(self.available) or not self.available[slot]:
+            raise FeatureError(f"action: candidate {slot} is not available (placed already, or an empty slot)")
+        if len(self.placed) >= self.slate_size:
+            raise FeatureError(f"action: the slate already holds {self.slate_size} items")
+        self.available[slot] = False
+        self.placed.append(slot)
+        np.maximum(self._max_sim, self.observation.similarity[slot], out=self._max_sim)
+        code = self.observation.category_codes[slot]
+        if code >= 0:
+            self._category_placed[code] += 1
+        column = self._slate_column
+        self.features[:, column] = self._max_sim
+        codes = self.observation.category_codes
+        self.features[:, column + 1] = np.where(codes >= 0, self._category_placed[np.maximum(codes, 0)], 0.0) / len(self.placed)
+        self.features[:, column + 2] = len(self.placed) / self.slate_size

@@ -1,0 +1,121 @@
+"""The feature builder: hand-computed values, padding, slate updates and the schema hash."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ranker.features import (
+    CONTEXT_FEATURES,
+    FEATURES,
+    STATIC_FEATURES,
+    CandidateSet,
+    FeatureBuilder,
+    FeatureError,
+    InMemoryStateProvider,
+    SlateFeatures,
+    feature_schema,
+    schema_hash,
+)
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+@pytest.fixture()
+def candidates() -> CandidateSet:
+    return CandidateSet(
+        item_ids=["a", "b", "c"],
+        categories=["Mugs", "Mugs", "Lamps"],
+        brands=["Acme", "Bolt", "Acme"],
+        prices=np.array([10.0, 20.0, 40.0]),
+        has_image=np.array([True, False, True]),
+        text_vectors=np.stack([unit(1, 0, 0), unit(1, 1, 0), unit(0, 0, 1)]),
+        retrieval_scores=np.array([0.9, 0.6, 0.3]),
+        channel_scores={"text": np.array([0.9, 0.6, 0.3]), "text_to_image": np.array([0.2, np.nan, 0.4])},
+    )
+
+
+def column(matrix: np.ndarray, name: str) -> np.ndarray:
+    return matrix[:, FEATURES.index(name)]
+
+
+def test_static_features_match_hand_computed_values(candidates):
+    state = InMemoryStateProvider()
+    state.record_impressions(["a"] * 80 + ["b"] * 20)
+    state.record_interaction("u1", item_id="a", kind="click", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
+    state.record_interaction("u1", item_id="a", kind="purchase", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
+    builder = FeatureBuilder(n_candidates=5, slate_size=3, prior_ctr=0.05, prior_purchase_rate=0.01, prior_strength=20)
+    observation = builder.build(candidates, counts=state.item_counts(candidates.item_ids), profile=state.user_profile("u1"), query_has_text=True, query_has_image=False)
+    features = SlateFeatures(observation, 3).features
+    assert features.shape == (5, len(FEATURES))
+    np.testing.assert_allclose(column(features, "sim_text")[:3], [0.9, 0.6, 0.3], atol=1e-6)
+    np.testing.assert_allclose(column(features, "sim_cross")[:3], [0.2, 0.0, 0.4], atol=1e-6)
+    np.testing.assert_allclose(column(features, "retrieval_rank")[:3], [0.0, 0.5, 1.0])
+    np.testing.assert_allclose(column(features, "ctr")[:3], [(1 + 1) / (80 + 20), 1 / 40, 1 / 20], atol=1e-6)
+    np.testing.assert_allclose(column(features, "purchase_rate")[:3], [(1 + 0.2) / 100, 0.2 / 40, 0.2 / 20], atol=1e-6)
+    log_price = np.log([10.0, 20.0, 40.0])
+    np.testing.assert_allclose(column(features, "price_z")[:3], (log_price - log_price.mean()) / log_price.std(), atol=1e-5)
+    np.testing.assert_allclose(column(features, "price_vs_user")[:3], log_price - np.log(10.0), atol=1e-5)
+    np.testing.assert_allclose(column(features, "user_affinity")[:3], [1.0, unit(1, 1, 0)[0], 0.0], atol=1e-5)
+    np.testing.assert_allclose(column(features, "user_category_affinity")[:3], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(column(features, "user_brand_affinity")[:3], [1.0, 0.0, 1.0])
+    np.testing.assert_array_equal(features[3:], 0.0)  # padding rows
+    np.testing.assert_array_equal(observation.valid, [True, True, True, False, False])
+    context = dict(zip(CONTEXT_FEATURES, observation.context))
+    assert context["query_has_text"] == 1.0 and context["query_has_image"] == 0.0
+    assert context["candidate_fill"] == pytest.approx(0.6) and context["user_has_profile"] == 1.0
+
+
+def test_unknown_user_has_neutral_features(candidates):
+    builder = FeatureBuilder(3, 2)
+    observation = builder.build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True)
+    for name in ("user_affinity", "user_category_affinity", "user_brand_affinity", "price_vs_user", "log_popularity"):
+        np.testing.assert_array_equal(observation.static[:, STATIC_FEATURES.index(name)], 0.0)
+    np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05)
+
+
+def test_slate_features_follow_placements(candidates):
+    observation = FeatureBuilder(4, 3).build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False)
+    slate = SlateFeatures(observation, 3)
+    np.testing.assert_array_equal(column(slate.features, "position"), 0.0)
+    slate.place(0)
+    np.testing.assert_allclose(column(slate.features, "max_sim_to_placed")[:3], [1.0, unit(1, 1, 0)[0], 0.0], atol=1e-5)
+    np.testing.assert_allclose(column(slate.features, "same_category_placed")[:3], [1.0, 1.0, 0.0])
+    np.testing.assert_allclose(column(slate.features, "position"), 1 / 3)
+    slate.place(2)
+    np.testing.assert_allclose(column(slate.features, "same_category_placed")[:3], [0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(slate.available, [False, True, False, False])
+    with pytest.raises(FeatureError, match="candidate 2 is not available"):
+        slate.place(2)
+    with pytest.raises(FeatureError, match="candidate 3 is not available"):
+        slate.place(3)  # an empty slot
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_candidates": 0, "slate_size": 1}, "n_candidates"),
+        ({"n_candidates": 5, "slate_size": 6}, "slate_size"),
+        ({"n_candidates": 5, "slate_size": 2, "prior_ctr": 1.5}, "prior_ctr"),
+        ({"n_candidates": 5, "slate_size": 2, "prior_strength": 0}, "prior_strength"),
+    ],
+)
+def test_bad_builder_arguments_name_the_parameter(kwargs, message):
+    with pytest.raises(FeatureError, match=message):
+        FeatureBuilder(**kwargs)
+
+
+def test_too_many_candidates_and_unknown_interaction(candidates):
+    with pytest.raises(FeatureError, match="candidates: 3 given for 2 slots"):
+        FeatureBuilder(2, 1).build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False)
+    with pytest.raises(FeatureError, match="'like'"):
+        InMemoryStateProvider().record_interaction("u", item_id="a", kind="like", category="c", brand="b", price=1.0, text_vector=unit(1, 0))
+
+
+def test_schema_hash_is_stable_and_documented():
+    schema = feature_schema()
+    assert schema["hash"] == schema_hash() and len(schema_hash()) == 16
+    assert schema["features"] == list(FEATURES) and len(set(FEATURES)) == len(FEATURES)
