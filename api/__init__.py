@@ -55,8 +55,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/v1/search")
     def search_json() -> Any:
-        from ranker.retrieval import QueryError
-
         text = request.args.get("q", "")
         try:
             k = int(request.args.get("k", "10"))
@@ -81,7 +79,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         item = engine.get(item_id)
         if item is None or item.image is None or not Path(item.image).is_file():
             abort(404)
-        response = send_file(item.image, max_age=86_400)
-        return response
+        return send_file(item.image, max_age=86_400)
 
     return app

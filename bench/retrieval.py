@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ranker.catalog import load_catalog  # noqa: E402
 from ranker.demo_catalog import generate_items, write_demo_catalog  # noqa: E402
 from ranker.embeddings import load_encoders  # noqa: E402
-from ranker.index import IndexConfig, VectorIndex  # noqa: E402
+from ranker.index import VectorIndex  # noqa: E402
 from ranker.retrieval import SearchEngine  # noqa: E402
 
 QUERIES = [

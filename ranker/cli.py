@@ -89,7 +89,9 @@ def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_typ
 @data_dir_option
 def index_info(data_dir: Path) -> None:
     """Print the index manifest (encoders, counts, index types, build time)."""
-    manifest = data_dir / "index" / "manifest.json"
+    from ranker.retrieval import manifest_path
+
+    manifest = manifest_path(data_dir)
     if not manifest.exists():
         raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}`")
     click.echo(manifest.read_text())
@@ -157,9 +159,9 @@ def ensure_demo(data_dir: Path) -> None:
     """Build the demo catalog and its index under ``data_dir`` when missing."""
     from ranker.catalog import load_catalog
     from ranker.demo_catalog import write_demo_catalog
-    from ranker.retrieval import open_engine
+    from ranker.retrieval import manifest_path, open_engine
 
-    if (data_dir / "index" / "manifest.json").exists():
+    if manifest_path(data_dir).exists():
         return
     catalog = data_dir / "demo-catalog" / "catalog.jsonl"
     if not catalog.exists():
@@ -172,9 +174,9 @@ def ensure_demo(data_dir: Path) -> None:
 
 
 def _open(data_dir: Path):
-    from ranker.retrieval import IndexMismatchError, open_engine
+    from ranker.retrieval import IndexMismatchError, manifest_path, open_engine
 
-    if not (data_dir / "index" / "manifest.json").exists():
+    if not manifest_path(data_dir).exists():
         raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first")
     try:
         return open_engine(data_dir)

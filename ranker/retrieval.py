@@ -30,6 +30,7 @@ bridge is a coarse match (a label mix, not a caption).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ class SearchEngine:
         self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
         self.built_at: float | None = None
         self.encoder_spec: str | None = None
-        if index_dir and (index_dir / "manifest.json").exists():
+        if index_dir and manifest_path(self.data_dir).exists():
             self._load(index_dir)
 
     # ---------------------------------------------------------------- writes
@@ -208,7 +209,7 @@ class SearchEngine:
             raise ValueError("data_dir: this engine was created without a data directory, so it cannot be saved")
         parts = {name: index.save(index_dir / name) for name, index in self.indexes.items()}
         write_manifest(
-            index_dir / "manifest.json",
+            manifest_path(self.data_dir),
             {
                 "manifest_version": MANIFEST_VERSION,
                 "encoders": self.encoders.describe(),
@@ -338,9 +339,7 @@ class SearchEngine:
         return self.data_dir / "index" if self.data_dir else None
 
     def _load(self, index_dir: Path) -> None:
-        import json
-
-        manifest = json.loads((index_dir / "manifest.json").read_text())
+        manifest = read_manifest(index_dir.parent)
         expected = self.encoders.describe()
         for part, info in manifest.get("encoders", {}).items():
             wanted = expected.get(part)
@@ -376,14 +375,20 @@ class SearchEngine:
 
 
 
+def manifest_path(data_dir: Path) -> Path:
+    """Where the index manifest under ``data_dir`` lives; it exists once an index was saved."""
+    return Path(data_dir) / "index" / "manifest.json"
+
+
+def read_manifest(data_dir: Path) -> dict[str, Any] | None:
+    path = manifest_path(data_dir)
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def saved_encoder_spec(data_dir: Path) -> str | None:
     """The encoder spec an index under ``data_dir`` was saved with, if any."""
-    import json
-
-    manifest = Path(data_dir) / "index" / "manifest.json"
-    if not manifest.exists():
-        return None
-    return json.loads(manifest.read_text()).get("encoder_spec")
+    manifest = read_manifest(data_dir)
+    return manifest.get("encoder_spec") if manifest else None
 
 
 def open_engine(data_dir: Path, *, encoder_spec: str | None = None, device: str = "auto", index_config: IndexConfig | None = None) -> SearchEngine:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from ranker.catalog import Item
 from ranker.images import ImageError
