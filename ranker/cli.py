@@ -147,7 +147,9 @@ def search(text: str | None, image_path: Path | None, k: int, categories: tuple[
 def serve(host: str, port: int, data_dir: Path, demo: bool) -> None:
     """Serve search over HTTP (development server)."""
     if demo:
-        ensure_demo(data_dir)
+        from ranker.demo_catalog import ensure_demo_index
+
+        ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
     from api import create_app
 
     app = create_app({"DATA_DIR": str(data_dir)})
@@ -155,22 +157,66 @@ def serve(host: str, port: int, data_dir: Path, demo: bool) -> None:
     app.run(host=host, port=port, threaded=True)
 
 
-def ensure_demo(data_dir: Path) -> None:
-    """Build the demo catalog and its index under ``data_dir`` when missing."""
-    from ranker.catalog import load_catalog
-    from ranker.demo_catalog import write_demo_catalog
-    from ranker.retrieval import manifest_path, open_engine
+@main.group()
+def sim() -> None:
+    """The shopper simulator: environments and reference policies."""
 
-    if manifest_path(data_dir).exists():
-        return
-    catalog = data_dir / "demo-catalog" / "catalog.jsonl"
-    if not catalog.exists():
-        click.echo(f"writing the demo catalog to {catalog.parent}", err=True)
-        write_demo_catalog(catalog.parent, seed=0)
-    engine = open_engine(data_dir)
-    report = engine.build(load_catalog(catalog, strict=True).items, progress=True)
-    engine.save(encoder_spec="default")
-    click.echo(report.summary(), err=True)
+
+@sim.command("list")
+def sim_list() -> None:
+    """List the registered simulator environments and their settings."""
+    import envs
+
+    for env_id, kwargs in envs.ENV_IDS.items():
+        settings = ", ".join(f"{key}={value}" for key, value in kwargs.items() if key in ("catalog", "click_model", "n_candidates", "slate_size"))
+        click.echo(f"{env_id:<34} {settings}")
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: use KEY=VALUE", param_hint="--set")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
+
+
+@sim.command("evaluate")
+@click.option("--env", "env_id", default="envs/SlateShopping-v0", show_default=True, help="A registered environment id (see `ranker sim list`).")
+@click.option("--episodes", type=click.IntRange(min=2), default=1000, show_default=True, help="Sessions per policy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="World seed: every policy meets the same sessions.")
+@click.option("--catalog", default=None, help="A data directory with a built index, or 'demo' (default: the environment's own).")
+@click.option("--policy", "policies", multiple=True, type=click.Choice(["random", "retrieval", "popularity", "oracle"]), help="Only these reference policies (repeatable; default all).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade --set slate_size=5 (JSON values).")
+@click.option("--json", "as_json", is_flag=True, help='Print {"env", "episodes", "seed", "policies": {NAME: {reward_mean, reward_ci95, ...}}}.')
+def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, policies: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
+    """Mean reward per session (95% CI) of the reference policies, and their ratio to the oracle."""
+    import gymnasium as gym
+
+    import envs
+    from envs.evaluation import compare, format_table
+    from envs.policies import reference_policies
+
+    if env_id not in envs.ENV_IDS:
+        raise click.BadParameter(f"{env_id!r} is not registered; known: {', '.join(envs.ENV_IDS)}", param_hint="--env")
+    kwargs = _parse_overrides(overrides)
+    if catalog:
+        kwargs["catalog"] = catalog
+    try:
+        env = gym.make(env_id, **kwargs)
+    except envs.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    chosen = {name: policy for name, policy in reference_policies(seed).items() if not policies or name in policies}
+    table = compare(env, chosen, episodes=episodes, seed=seed, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps({"env": env_id, "episodes": episodes, "seed": seed, "policies": table}, indent=2))
+    else:
+        click.echo(f"{env_id}: {episodes} sessions per policy, seed {seed}")
+        click.echo(format_table(table))
 
 
 def _open(data_dir: Path):

@@ -1032,3 +1032,24 @@ _SHAPES: Mapping[str, Callable[[_Pen, np.random.Generator], None]] = MappingProx
     "tent": _draw_tent, "perfume": _draw_perfume, "teapot": _draw_teapot, "vase": _draw_vase, "rug": _draw_rug,
     "kettle": _draw_kettle, "phone_case": _draw_phone_case, "bottle": _draw_bottle, "umbrella": _draw_umbrella,
 })
+
+
+def ensure_demo_index(data_dir: Path, *, log: Callable[[str], None] = print) -> bool:
+    """Build the demo catalog and its index under ``data_dir`` when no index is there.
+
+    Returns True when it built one. The catalog goes to ``data_dir/demo-catalog``.
+    """
+    from ranker.catalog import load_catalog
+    from ranker.retrieval import manifest_path, open_engine
+
+    if manifest_path(data_dir).exists():
+        return False
+    catalog = Path(data_dir) / "demo-catalog" / "catalog.jsonl"
+    if not catalog.exists():
+        log(f"writing the demo catalog to {catalog.parent}")
+        write_demo_catalog(catalog.parent, seed=0)
+    engine = open_engine(Path(data_dir))
+    report = engine.build(load_catalog(catalog, strict=True).items, progress=True)
+    engine.save(encoder_spec="default")
+    log(report.summary())
+    return True

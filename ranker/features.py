@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -47,6 +48,7 @@ SLATE_FEATURES: tuple[str, ...] = (
     "position",  # the position being filled, 0 .. 1
 )
 FEATURES: tuple[str, ...] = STATIC_FEATURES + SLATE_FEATURES
+_STATIC_COLUMN = {name: column for column, name in enumerate(STATIC_FEATURES)}
 CONTEXT_FEATURES: tuple[str, ...] = (
     "query_has_text",
     "query_has_image",
@@ -72,15 +74,43 @@ class FeatureError(ValueError):
     """Bad input to the feature builder; the message names the argument."""
 
 
+INTERACTION_KINDS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
+
+
 @dataclass
 class UserProfile:
-    """What the state provider knows of a user."""
+    """What the state provider knows of a user; :meth:`record` folds in one interaction."""
 
     embedding: np.ndarray | None = None  # unit vector in the text space
     n_interactions: int = 0
     category_counts: dict[str, float] = field(default_factory=dict)
     brand_counts: dict[str, float] = field(default_factory=dict)
-    mean_log_price: float | None = None
+    log_price_sum: float = 0.0  # over purchases
+    n_purchases: int = 0
+
+    @property
+    def mean_log_price(self) -> float | None:
+        """Mean log price of what the user bought; None before the first purchase."""
+        return self.log_price_sum / self.n_purchases if self.n_purchases else None
+
+    def record(self, *, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray, decay: float = 0.9) -> None:
+        """A click, add_to_cart or purchase of an item with these attributes.
+
+        The embedding is an exponential moving average of interacted items'
+        text vectors (weight ``1 - decay`` on the newest), kept unit length, so
+        it follows the user's recent taste.
+        """
+        if kind not in INTERACTION_KINDS:
+            raise FeatureError(f"kind: unknown interaction {kind!r}; use click, add_to_cart or purchase")
+        vector = np.asarray(text_vector, dtype=np.float32)
+        mixed = vector if self.embedding is None else decay * self.embedding + (1 - decay) * vector
+        self.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
+        self.n_interactions += 1
+        self.category_counts[category] = self.category_counts.get(category, 0.0) + 1.0
+        self.brand_counts[brand] = self.brand_counts.get(brand, 0.0) + 1.0
+        if kind == "purchase" and price > 0:
+            self.log_price_sum += float(np.log(price))
+            self.n_purchases += 1
 
 
 @dataclass
@@ -128,7 +158,6 @@ class InMemoryStateProvider:
         self.profile_decay = profile_decay
         self._counts: dict[str, np.ndarray] = {}
         self._profiles: dict[str, UserProfile] = {}
-        self._price_sums: dict[str, tuple[float, int]] = {}
 
     def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
         zero = np.zeros(3)
@@ -145,25 +174,14 @@ class InMemoryStateProvider:
 
     def record_interaction(self, user_key: str, *, item_id: str, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> None:
         """A click, add_to_cart or purchase: item counters and the user's profile move at once."""
+        profile = self._profiles.get(user_key) or UserProfile()
+        profile.record(kind=kind, category=category, brand=brand, price=price, text_vector=text_vector, decay=self.profile_decay)
+        self._profiles[user_key] = profile
         counts = self._counts.setdefault(item_id, np.zeros(3))
         if kind == "click":
             counts[1] += 1
         elif kind == "purchase":
             counts[2] += 1
-        elif kind != "add_to_cart":
-            raise FeatureError(f"kind: unknown interaction {kind!r}; use click, add_to_cart or purchase")
-        profile = self._profiles.setdefault(user_key, UserProfile())
-        vector = np.asarray(text_vector, dtype=np.float32)
-        # An exponential moving average keeps the profile on the user's recent taste.
-        mixed = vector if profile.embedding is None else self.profile_decay * profile.embedding + (1 - self.profile_decay) * vector
-        profile.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-        profile.n_interactions += 1
-        profile.category_counts[category] = profile.category_counts.get(category, 0.0) + 1.0
-        profile.brand_counts[brand] = profile.brand_counts.get(brand, 0.0) + 1.0
-        if kind == "purchase" and price > 0:
-            total, n = self._price_sums.get(user_key, (0.0, 0))
-            self._price_sums[user_key] = (total + float(np.log(price)), n + 1)
-            profile.mean_log_price = self._price_sums[user_key][0] / self._price_sums[user_key][1]
 
 
 @dataclass
@@ -173,8 +191,12 @@ class Observation:
     static: np.ndarray  # [K, len(STATIC_FEATURES)] float32, zero rows past the candidates
     context: np.ndarray  # [len(CONTEXT_FEATURES)] float32
     valid: np.ndarray  # [K] bool: a real candidate in this slot
-    similarity: np.ndarray  # [K, K] candidate text similarities
+    text_vectors: np.ndarray  # [K, d] candidate text vectors, zero rows for empty slots
     category_codes: np.ndarray  # [K] int, -1 for empty slots
+
+    def similarity_to(self, slot: int) -> np.ndarray:
+        """[K] text cosine of every candidate to candidate ``slot`` (computed on demand: a slate needs L rows, not K)."""
+        return self.text_vectors @ self.text_vectors[slot]
 
 
 class FeatureBuilder:
@@ -208,59 +230,73 @@ class FeatureBuilder:
         if counts.shape != (n, 3):
             raise FeatureError(f"counts: shape {counts.shape}, expected ({n}, 3)")
         static = np.zeros((k, len(STATIC_FEATURES)), dtype=np.float32)
-        similarity = np.zeros((k, k), dtype=np.float32)
         codes = np.full(k, -1, dtype=np.int64)
         valid = np.zeros(k, dtype=bool)
         valid[:n] = True
         if n:
-            columns = self._static_columns(candidates, counts, profile)
-            static[:n] = np.stack([columns[name] for name in STATIC_FEATURES], axis=1)
-            similarity[:n, :n] = candidates.text_vectors @ candidates.text_vectors.T
-            _, codes[:n] = np.unique(np.array(candidates.categories, dtype=object), return_inverse=True)
+            self._fill_static(static[:n], candidates, counts, profile)
+            code_of = {category: code for code, category in enumerate(dict.fromkeys(candidates.categories))}
+            codes[:n] = [code_of[category] for category in candidates.categories]
         context = np.array(
             [
                 float(query_has_text),
                 float(query_has_image),
-                min(np.log1p(profile.n_interactions) / np.log1p(100), 1.0),
+                min(math.log1p(profile.n_interactions) / math.log1p(100), 1.0),
                 float(profile.embedding is not None),
                 float(candidates.retrieval_scores.mean()) if n else 0.0,
                 n / k,
             ],
             dtype=np.float32,
         )
-        return Observation(static=static, context=context, valid=valid, similarity=similarity, category_codes=codes)
+        vectors = candidates.text_vectors.astype(np.float32, copy=False)
+        if n < k:
+            vectors = np.concatenate([vectors, np.zeros((k - n, vectors.shape[1]), dtype=np.float32)])
+        return Observation(static=static, context=context, valid=valid, text_vectors=vectors, category_codes=codes)
 
-    def _static_columns(self, candidates: CandidateSet, counts: np.ndarray, profile: UserProfile) -> dict[str, np.ndarray]:
+    def _fill_static(self, out: np.ndarray, candidates: CandidateSet, counts: np.ndarray, profile: UserProfile) -> None:
+        """Write the :data:`STATIC_FEATURES` columns of ``out`` ([n, S], zeros on entry)."""
         n = len(candidates)
         scores = candidates.channel_scores
-        zeros = np.zeros(n)
-
-        def channel(name: str) -> np.ndarray:
-            return np.nan_to_num(scores[name], nan=0.0) if name in scores else zeros
-
+        column = _STATIC_COLUMN
+        for feature, channel in (("sim_text", "text"), ("sim_image", "image")):
+            if channel in scores:
+                out[:, column[feature]] = finite_or_zero(scores[channel])
+        cross = [finite_or_zero(scores[channel]) for channel in ("text_to_image", "image_to_text") if channel in scores]
+        if cross:
+            out[:, column["sim_cross"]] = np.maximum.reduce(cross) if len(cross) > 1 else cross[0]
+        out[:, column["retrieval_score"]] = finite_or_zero(candidates.retrieval_scores)
+        out[:, column["retrieval_rank"]] = np.arange(n) / max(n - 1, 1)
+        out[:, column["has_image"]] = candidates.has_image
         log_price = np.log(np.maximum(candidates.prices, 0.01))
-        spread = log_price.std()
-        impressions, clicks, purchases = counts[:, 0], counts[:, 1], counts[:, 2]
-        a_click = self.prior_ctr * self.prior_strength
-        a_buy = self.prior_purchase_rate * self.prior_strength
+        centred = log_price - log_price.sum() / n
+        spread = math.sqrt(float(centred @ centred) / n)
+        if spread > 1e-9:
+            out[:, column["price_z"]] = centred / spread
+        if profile.mean_log_price is not None:
+            out[:, column["price_vs_user"]] = log_price - profile.mean_log_price
+        impressions = counts[:, 0]
+        out[:, column["ctr"]] = (counts[:, 1] + self.prior_ctr * self.prior_strength) / (impressions + self.prior_strength)
+        out[:, column["purchase_rate"]] = (counts[:, 2] + self.prior_purchase_rate * self.prior_strength) / (impressions + self.prior_strength)
         popularity = np.log1p(impressions)
+        top = popularity.max()
+        if top > 0:
+            out[:, column["log_popularity"]] = popularity / top
+        if profile.embedding is not None:
+            out[:, column["user_affinity"]] = candidates.text_vectors @ profile.embedding
         history = max(profile.n_interactions, 1)
-        return {
-            "sim_text": channel("text"),
-            "sim_image": channel("image"),
-            "sim_cross": np.maximum(channel("text_to_image"), channel("image_to_text")),
-            "retrieval_score": np.nan_to_num(candidates.retrieval_scores, nan=0.0, neginf=0.0),
-            "retrieval_rank": np.arange(n) / max(n - 1, 1),
-            "has_image": candidates.has_image.astype(np.float64),
-            "price_z": (log_price - log_price.mean()) / spread if spread > 1e-9 else zeros,
-            "price_vs_user": log_price - profile.mean_log_price if profile.mean_log_price is not None else zeros,
-            "ctr": (clicks + a_click) / (impressions + self.prior_strength),
-            "purchase_rate": (purchases + a_buy) / (impressions + self.prior_strength),
-            "log_popularity": popularity / popularity.max() if popularity.max() > 0 else zeros,
-            "user_affinity": candidates.text_vectors @ profile.embedding if profile.embedding is not None else zeros,
-            "user_category_affinity": np.array([profile.category_counts.get(c, 0.0) for c in candidates.categories]) / history,
-            "user_brand_affinity": np.array([profile.brand_counts.get(b, 0.0) for b in candidates.brands]) / history,
-        }
+        if profile.category_counts:
+            out[:, column["user_category_affinity"]] = _shares(profile.category_counts, candidates.categories, history)
+        if profile.brand_counts:
+            out[:, column["user_brand_affinity"]] = _shares(profile.brand_counts, candidates.brands, history)
+
+
+def finite_or_zero(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN and infinities replaced by 0."""
+    return np.where(np.isfinite(values), values, 0.0)
+
+
+def _shares(counts: dict[str, float], names: Sequence[str], total: float) -> np.ndarray:
+    return np.array([counts.get(name, 0.0) for name in names]) / total
 
 
 class SlateFeatures:
@@ -275,7 +311,8 @@ class SlateFeatures:
         self.available = observation.valid.copy()
         self.placed: list[int] = []
         self._max_sim = np.zeros(k, dtype=np.float32)
-        self._category_placed = np.zeros(max(int(observation.category_codes.max()) + 1, 1), dtype=np.float32)
+        # one counter per category code, plus a last one that stays 0 for empty slots (code -1)
+        self._category_placed = np.zeros(int(observation.category_codes.max()) + 2, dtype=np.float32)
         self._slate_column = len(STATIC_FEATURES)
 
     def place(self, slot: int) -> None:
@@ -286,12 +323,11 @@ class SlateFeatures:
             raise FeatureError(f"action: the slate already holds {self.slate_size} items")
         self.available[slot] = False
         self.placed.append(slot)
-        np.maximum(self._max_sim, self.observation.similarity[slot], out=self._max_sim)
-        code = self.observation.category_codes[slot]
+        observation, column, features = self.observation, self._slate_column, self.features
+        np.maximum(self._max_sim, observation.similarity_to(slot), out=self._max_sim)
+        code = observation.category_codes[slot]
         if code >= 0:
             self._category_placed[code] += 1
-        column = self._slate_column
-        self.features[:, column] = self._max_sim
-        codes = self.observation.category_codes
-        self.features[:, column + 1] = np.where(codes >= 0, self._category_placed[np.maximum(codes, 0)], 0.0) / len(self.placed)
-        self.features[:, column + 2] = len(self.placed) / self.slate_size
+        features[:, column] = self._max_sim
+        features[:, column + 1] = self._category_placed[observation.category_codes] * (1.0 / len(self.placed))
+        features[:, column + 2] = len(self.placed) / self.slate_size

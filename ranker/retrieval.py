@@ -288,17 +288,12 @@ class SearchEngine:
 
     # ------------------------------------------------------------- internals
     def _rescore(self, query: QueryVectors, channels: list[str], keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        weighted = np.zeros(len(keys), dtype=np.float64)
-        weights = np.zeros(len(keys), dtype=np.float64)
         per_channel: dict[str, np.ndarray] = {}
         for channel in channels:
             part, index_name = CHANNELS[channel]
             vectors, present = self.indexes[index_name].vectors_for(keys)
-            similarity = np.where(present, vectors @ getattr(query, part), np.nan)
-            per_channel[channel] = similarity
-            weighted += np.where(present, CHANNEL_WEIGHTS[channel] * np.nan_to_num(similarity), 0.0)
-            weights += np.where(present, CHANNEL_WEIGHTS[channel], 0.0)
-        return np.where(weights > 0, weighted / np.maximum(weights, 1e-12), -np.inf), per_channel
+            per_channel[channel] = np.where(present, vectors @ getattr(query, part), np.nan)
+        return fuse_scores(per_channel, len(keys)), per_channel
 
     def _upsert_chunk(self, chunk: Sequence[Item], report: BuildReport) -> None:
         accepted: list[Item] = []
@@ -373,6 +368,22 @@ class SearchEngine:
             for error in report.errors:  # a picture that went bad on disk since: drop that item
                 self.store.delete([str(error.value)])
 
+
+
+def fuse_scores(per_channel: dict[str, np.ndarray], n: int | tuple[int, ...]) -> np.ndarray:
+    """The fused score: weighted mean of the channel similarities an item has (NaN = no vector).
+
+    ``n`` is the shape of every channel array (the number of items, or
+    (queries, items) for a batch). Items with no channel at all score
+    ``-inf``. The simulator scores its cached embeddings with this same function.
+    """
+    weighted = np.zeros(n, dtype=np.float64)
+    weights = np.zeros(n, dtype=np.float64)
+    for channel, similarity in per_channel.items():
+        present = ~np.isnan(similarity)
+        weighted += np.where(present, CHANNEL_WEIGHTS[channel] * np.nan_to_num(similarity), 0.0)
+        weights += np.where(present, CHANNEL_WEIGHTS[channel], 0.0)
+    return np.where(weights > 0, weighted / np.maximum(weights, 1e-12), -np.inf)
 
 
 def manifest_path(data_dir: Path) -> Path:

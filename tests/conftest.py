@@ -60,3 +60,11 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     CLIPModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def sim_catalog(demo_engine):
+    """The simulator's view of the demo shop fixture: real vectors, a query bank encoded by MiniLM."""
+    from envs.catalog import build_sim_catalog
+
+    return build_sim_catalog(demo_engine, source="demo-fixture")

@@ -1,0 +1,298 @@
+"""The simulator's view of a catalog: item attributes, cached embeddings and a query bank.
+
+A :class:`SimCatalog` is made once from a built search index (the real item
+vectors of ``ranker index build``), plus a bank of queries written from item
+titles and encoded with the same text encoder the service uses. Sessions then
+retrieve candidates from these cached embeddings with the service's own
+fusion (:func:`ranker.retrieval.fuse_scores`), exactly and without FAISS, so
+an environment step never runs an encoder.
+
+Saved as one ``.npz`` (no pickles) under ``DATA_DIR/sim/``; it is rebuilt when
+the index is rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.config import ConfigError
+from ranker.retrieval import CHANNELS, fuse_scores
+
+SIM_CATALOG_VERSION = 1
+PHOTO_NOISE_SEED = 7
+
+
+@dataclass
+class Retrieved:
+    """Top-K candidates of one query: catalog rows in fused-score order, with the channel scores."""
+
+    rows: np.ndarray  # [k] int
+    fused: np.ndarray  # [k]
+    channels: dict[str, np.ndarray]  # channel -> [k], NaN where the item lacks that part
+
+
+@dataclass
+class SimCatalog:
+    """Item arrays (row i is one item) and the query bank."""
+
+    item_ids: list[str]
+    titles: list[str]
+    category_codes: np.ndarray  # [n] int into category_names
+    category_names: list[str]
+    brand_codes: np.ndarray  # [n] int into brand_names
+    brand_names: list[str]
+    prices: np.ndarray  # [n] float64
+    text: np.ndarray  # [n, d] unit rows
+    has_image: np.ndarray  # [n] bool
+    image: np.ndarray | None  # [n, d_image] unit rows (zeros without a picture); None: no pictures at all
+    image_in_text: np.ndarray | None  # [n, d]
+    query_texts: list[str]
+    query_items: np.ndarray  # [q] row of the item each query was written for
+    query_text: np.ndarray  # [q, d]
+    source: str = "arrays"
+    _cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.item_ids)
+        if n == 0:
+            raise ConfigError("catalog: has no items", parameter="catalog", value=self.source)
+        for name in ("titles", "category_codes", "brand_codes", "prices", "text", "has_image"):
+            if len(getattr(self, name)) != n:
+                raise ConfigError(f"catalog: {name} has {len(getattr(self, name))} rows for {n} items", parameter="catalog", value=self.source)
+        if self.text.ndim != 2 or not np.all(np.isfinite(self.text)):
+            raise ConfigError("catalog: text embeddings missing or not finite", parameter="catalog", value=self.source)
+        if len(self.query_texts) == 0 or len(self.query_items) != len(self.query_texts) or len(self.query_text) != len(self.query_texts):
+            raise ConfigError("catalog: the query bank is empty or inconsistent", parameter="catalog", value=self.source)
+        if self.image is None or not self.has_image.any():
+            self.image = self.image_in_text = None
+        order = np.argsort(self.query_items, kind="stable")
+        bounds = np.searchsorted(self.query_items[order], np.arange(n + 1))
+        self.queries_of_item = {row: order[bounds[row] : bounds[row + 1]] for row in range(n) if bounds[row + 1] > bounds[row]}
+        # per-row names as arrays, so a session gathers K of them at once
+        self.item_id_array = np.array(self.item_ids, dtype=object)
+        self.category_of_row = np.array(self.category_names, dtype=object)[self.category_codes]
+        self.brand_of_row = np.array(self.brand_names, dtype=object)[self.brand_codes]
+        self.median_price = float(np.median(self.prices))
+        self.category_median_price = np.array(
+            [np.median(self.prices[self.category_codes == code]) if np.any(self.category_codes == code) else self.median_price for code in range(len(self.category_names))]
+        )
+
+    # ----------------------------------------------------------- properties
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def has_pictures(self) -> bool:
+        return self.image is not None
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "items": self.n_items, "with_picture": int(self.has_image.sum()), "queries": len(self.query_texts),
+                "categories": len(self.category_names), "brands": len(self.brand_names)}
+
+    # ------------------------------------------------------------ retrieval
+    def photos(self, noise: float) -> tuple[np.ndarray, np.ndarray]:
+        """The pictures users search with, one per item: (image, image_in_text) vectors plus fixed noise.
+
+        A user looking for item i photographs something like it: i's vectors
+        plus noise of norm ``noise`` drawn from i's row alone, renormalised.
+        The same item always gives the same photo, so retrieval can be cached.
+        """
+        assert self.image is not None and self.image_in_text is not None
+        key = ("photos", noise)
+        if key not in self._cache:
+            out = []
+            for salt, vectors in enumerate((self.image, self.image_in_text)):
+                jitter = np.random.default_rng([PHOTO_NOISE_SEED, salt]).standard_normal(vectors.shape).astype(np.float32)
+                photo = vectors + noise * jitter / np.linalg.norm(jitter, axis=1, keepdims=True)
+                out.append(photo / np.linalg.norm(photo, axis=1, keepdims=True))
+            self._cache[key] = (out[0], out[1])
+        return self._cache[key]
+
+    def retrieve(self, query: int, mode: str, k: int, *, image_noise: float = 0.6) -> Retrieved:
+        """Top ``k`` items for bank query ``query`` in ``mode`` (text, image or text+image)."""
+        rows, fused, channels = self.retrieval_table(mode, k, image_noise=image_noise)
+        return Retrieved(rows=rows[query], fused=fused[query], channels={name: values[query] for name, values in channels.items()})
+
+    def retrieval_table(self, mode: str, k: int, *, image_noise: float = 0.6, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Top ``k`` (rows, fused, channel scores) for every bank query in ``mode``, computed once in batches."""
+        key = ("table", mode, k, image_noise)
+        if key in self._cache:
+            return self._cache[key]
+        if "image" in mode and not self.has_pictures:
+            raise ConfigError(f"query_modes: {mode!r} needs a catalog with pictures", parameter="query_modes", value=mode)
+        k = min(k, self.n_items)
+        n_queries = len(self.query_texts)
+        rows = np.empty((n_queries, k), dtype=np.int64)
+        fused_top = np.empty((n_queries, k), dtype=np.float64)
+        channels_top: dict[str, np.ndarray] = {}
+        items = {"text": self.text, "image": self.image, "image_in_text": self.image_in_text}
+        photo, photo_in_text = self.photos(image_noise) if "image" in mode else (None, None)
+        for start in range(0, n_queries, chunk):
+            batch = np.arange(start, min(start + chunk, n_queries))
+            parts: dict[str, np.ndarray] = {}
+            if "text" in mode:
+                parts["text"] = self.query_text[batch]
+            if photo is not None and photo_in_text is not None:
+                owners = self.query_items[batch]
+                parts["image"], parts["image_in_text"] = photo[owners], photo_in_text[owners]
+            per_channel: dict[str, np.ndarray] = {}
+            for channel, (part, index_name) in CHANNELS.items():
+                if part not in parts or items[index_name] is None:
+                    continue
+                similarity = (parts[part] @ items[index_name].T).astype(np.float64)
+                if index_name != "text":
+                    similarity[:, ~self.has_image] = np.nan
+                per_channel[channel] = similarity
+            fused = fuse_scores(per_channel, (len(batch), self.n_items))
+            top = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < self.n_items else np.tile(np.arange(k), (len(batch), 1))
+            top.sort(axis=1)  # ties in the score go to the lower row
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(fused, top, 1), axis=1, kind="stable"), 1)
+            rows[batch], fused_top[batch] = top, np.take_along_axis(fused, top, 1)
+            for channel, similarity in per_channel.items():
+                channels_top.setdefault(channel, np.empty((n_queries, k)))[batch] = np.take_along_axis(similarity, top, 1)
+        self._cache[key] = (rows, fused_top, channels_top)
+        return self._cache[key]
+
+    # -------------------------------------------------------------- storage
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {
+            "item_ids": np.array(self.item_ids, dtype=str), "titles": np.array(self.titles, dtype=str),
+            "category_codes": self.category_codes, "category_names": np.array(self.category_names, dtype=str),
+            "brand_codes": self.brand_codes, "brand_names": np.array(self.brand_names, dtype=str),
+            "prices": self.prices, "text": self.text, "has_image": self.has_image,
+            "query_texts": np.array(self.query_texts, dtype=str), "query_items": self.query_items, "query_text": self.query_text,
+            "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source})),
+        }
+        if self.image is not None and self.image_in_text is not None:
+            arrays["image"], arrays["image_in_text"] = self.image, self.image_in_text
+        temporary = path.with_suffix(".tmp.npz")
+        np.savez(temporary, **arrays)
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "SimCatalog":
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["meta"]))
+            if meta.get("version") != SIM_CATALOG_VERSION:
+                raise ConfigError(f"catalog: {path} is simulator catalog version {meta.get('version')}, expected {SIM_CATALOG_VERSION}", parameter="catalog", value=str(path))
+            return cls(
+                item_ids=data["item_ids"].tolist(), titles=data["titles"].tolist(),
+                category_codes=data["category_codes"], category_names=data["category_names"].tolist(),
+                brand_codes=data["brand_codes"], brand_names=data["brand_names"].tolist(),
+                prices=data["prices"], text=data["text"], has_image=data["has_image"],
+                image=data["image"] if "image" in data else None, image_in_text=data["image_in_text"] if "image_in_text" in data else None,
+                query_texts=data["query_texts"].tolist(), query_items=data["query_items"], query_text=data["query_text"],
+                source=meta.get("source", str(path)),
+            )
+
+
+# ------------------------------------------------------------------ building
+def query_variants(title: str, category: str, rng: np.random.Generator, n: int) -> list[str]:
+    """Up to ``n`` distinct search phrases a shopper might type for an item.
+
+    The last two title words (the product noun in most shops) with each other
+    word kept at random, or the category name with one title word. Lower case.
+    """
+    words = title.lower().split()
+    head, noun = words[:-2], words[-2:]
+    variants: list[str] = []
+    for attempt in range(4 * n):
+        if attempt % 2 == 0:
+            kept = [word for word in head if rng.random() < 0.35]
+            phrase = " ".join(kept + noun)
+        else:
+            phrase = f"{words[int(rng.integers(len(words)))]} {category.lower()}"
+        if phrase not in variants:
+            variants.append(phrase)
+        if len(variants) == n:
+            break
+    return variants
+
+
+def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine") -> SimCatalog:
+    """A :class:`SimCatalog` from a built :class:`ranker.retrieval.SearchEngine` (its real vectors)."""
+    keys = np.sort(engine.store.keys())
+    if len(keys) == 0:
+        raise ConfigError(f"catalog: the index at {source} has no items", parameter="catalog", value=source)
+    items = [engine.store.item_for_key(int(key)) for key in keys]
+    text, present = engine.indexes["text"].vectors_for(keys)
+    if not present.all():
+        raise ConfigError(f"catalog: {int((~present).sum())} items of {source} have no text embedding; rebuild the index", parameter="catalog", value=source)
+    image, has_image = engine.indexes["image"].vectors_for(keys)
+    image_in_text, _ = engine.indexes["image_in_text"].vectors_for(keys)
+    categories = sorted({item.category or "uncategorised" for item in items})
+    brands = sorted({item.brand or "unbranded" for item in items})
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    owners: list[int] = []
+    for row, item in enumerate(items):
+        for phrase in query_variants(item.title, item.category or "", rng, queries_per_item):
+            texts.append(phrase)
+            owners.append(row)
+    query_text = engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
+    return SimCatalog(
+        item_ids=[item.item_id for item in items], titles=[item.title for item in items],
+        category_codes=np.array([categories.index(item.category or "uncategorised") for item in items]), category_names=categories,
+        brand_codes=np.array([brands.index(item.brand or "unbranded") for item in items]), brand_names=brands,
+        prices=np.array([item.price if item.price is not None else 0.0 for item in items], dtype=np.float64),
+        text=text, has_image=has_image, image=image if has_image.any() else None, image_in_text=image_in_text if has_image.any() else None,
+        query_texts=texts, query_items=np.array(owners, dtype=np.int64), query_text=np.asarray(query_text, dtype=np.float32), source=source,
+    )
+
+
+def sim_catalog_path(data_dir: Path, *, queries_per_item: int = 2, seed: int = 0) -> Path:
+    """Where the simulator catalog of ``data_dir`` is cached: named after the index build it came from."""
+    from ranker.retrieval import read_manifest
+
+    manifest = read_manifest(Path(data_dir)) or {}
+    stamp = json.dumps([manifest.get("built_at"), manifest.get("saved_at"), manifest.get("count"), queries_per_item, seed, SIM_CATALOG_VERSION])
+    return Path(data_dir) / "sim" / f"catalog-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}.npz"
+
+
+def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_item: int = 2, seed: int = 0) -> SimCatalog:
+    """Resolve a catalog spec: a :class:`SimCatalog`, a data directory with a built index, ``"demo"`` or ``"tiny"``.
+
+    ``"demo"`` is the demo shop under ``$RANKER_DATA_DIR`` (else ``./data``),
+    the one ``make serve`` uses; it is built there first when missing.
+    """
+    if isinstance(spec, SimCatalog):
+        return spec
+    if spec == "tiny":
+        from envs.tiny import tiny_catalog
+
+        return tiny_catalog()
+    if spec == "demo":
+        from ranker.demo_catalog import ensure_demo_index
+
+        data_dir = Path(os.environ.get("RANKER_DATA_DIR", "data"))
+        ensure_demo_index(data_dir)
+    else:
+        data_dir = Path(spec)
+    from ranker.retrieval import manifest_path
+
+    if not manifest_path(data_dir).exists():
+        raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; build one with `ranker index build --data-dir {data_dir}`", parameter="catalog", value=str(spec))
+    return _cached_catalog(sim_catalog_path(data_dir, queries_per_item=queries_per_item, seed=seed), data_dir, queries_per_item, seed)
+
+
+@lru_cache(maxsize=4)
+def _cached_catalog(path: Path, data_dir: Path, queries_per_item: int, seed: int) -> SimCatalog:
+    if path.exists():
+        return SimCatalog.load(path)
+    from ranker.retrieval import open_engine
+
+    catalog = build_sim_catalog(open_engine(data_dir, device="cpu"), queries_per_item=queries_per_item, seed=seed, source=str(data_dir))
+    catalog.save(path)
+    return catalog

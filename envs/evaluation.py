@@ -1,0 +1,90 @@
+"""Measure policies on the same seeded sessions: mean reward per session with a 95% interval.
+
+Every policy runs ``episodes`` sessions from ``env.reset(seed=seed)``: the
+same world, the same shoppers, the same searches, in the same order (see
+:mod:`envs.shopping`). The interval is Student's t over sessions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import stats
+from tqdm.auto import tqdm
+
+from envs.policies import Policy
+
+
+@dataclass
+class SessionLog:
+    """Per-session totals of one policy."""
+
+    name: str
+    rewards: np.ndarray
+    clicks: np.ndarray
+    carts: np.ndarray
+    purchases: np.ndarray
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        mean, low, high = mean_ci95(self.rewards)
+        return {
+            "reward_mean": mean,
+            "reward_ci95": [low, high],
+            "clicks_mean": float(self.clicks.mean()),
+            "add_to_carts_mean": float(self.carts.mean()),
+            "purchases_mean": float(self.purchases.mean()),
+            "sessions_per_second": len(self.rewards) / self.seconds if self.seconds else None,
+        }
+
+
+def mean_ci95(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its 95% Student-t interval."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2 or values.std() == 0:
+        return mean, mean, mean
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=stats.sem(values))
+    return mean, float(low), float(high)
+
+
+def run_policy(env: Any, policy: Policy, *, episodes: int, seed: int, name: str = "policy", progress: bool = False) -> SessionLog:
+    """``episodes`` sessions of ``policy`` from a new world seeded ``seed``."""
+    import time
+
+    totals = np.zeros((episodes, 4))
+    started = time.perf_counter()
+    for episode in tqdm(range(episodes), desc=name, unit="session", disable=not progress, leave=False):
+        observation, _ = env.reset(seed=seed if episode == 0 else None)
+        done = False
+        while not done:
+            observation, reward, terminated, truncated, info = env.step(policy(env, observation))
+            totals[episode] += (reward, info["click"], info["add_to_cart"], info["purchase"])
+            done = terminated or truncated
+    return SessionLog(name, *totals.T.copy(), seconds=time.perf_counter() - started)
+
+
+def compare(env: Any, policies: Mapping[str, Policy], *, episodes: int, seed: int, progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Each policy's summary on the same sessions, with ``oracle_ratio`` when an ``oracle`` is among them."""
+    logs = {name: run_policy(env, policy, episodes=episodes, seed=seed, name=name, progress=progress) for name, policy in policies.items()}
+    table = {name: log.summary() for name, log in logs.items()}
+    if "oracle" in logs:
+        ceiling = logs["oracle"].rewards.mean()
+        for name in table:
+            table[name]["oracle_ratio"] = float(logs[name].rewards.mean() / ceiling) if ceiling > 0 else None
+    return table
+
+
+def format_table(table: Mapping[str, Mapping[str, Any]]) -> str:
+    """A plain-text table of :func:`compare`'s result."""
+    lines = [f"{'policy':<14}{'reward/session':>16}{'95% CI':>22}{'clicks':>9}{'carts':>8}{'purchases':>11}{'vs oracle':>11}"]
+    for name, row in table.items():
+        low, high = row["reward_ci95"]
+        ratio = row.get("oracle_ratio")
+        lines.append(
+            f"{name:<14}{row['reward_mean']:>16.4f}{f'[{low:.4f}, {high:.4f}]':>22}{row['clicks_mean']:>9.3f}"
+            f"{row['add_to_carts_mean']:>8.3f}{row['purchases_mean']:>11.3f}{'' if ratio is None else f'{ratio:.1%}':>11}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,77 @@
+"""Reference policies for the simulator: the floor, what shops use today, and the ceiling.
+
+A policy here is a callable ``policy(env, observation) -> action`` that
+places one candidate per call (the env is passed so the oracle can read the
+simulator's ground truth; the others use only the observation).
+
+- ``random``: a uniformly random available candidate.
+- ``retrieval``: retrieval order (the fused retrieval score), what the
+  service does without a learned policy.
+- ``popularity``: highest smoothed click-through rate first (the shop's
+  counters), ties in retrieval order.
+- ``oracle``: knows every simulated user's true probabilities. It places
+  the candidate with the highest index ``r / (1 - c)``, where ``r`` is the
+  expected reward if examined and ``c`` the chance to go on past it (just
+  ``r`` under the position-based model). With no near-duplicates this order
+  is optimal for a scanning user (exchange argument: ``i`` before ``j`` iff
+  ``r_i (1 - c_j) > r_j (1 - c_i)``), so it is the ceiling a learned policy
+  is measured against.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from ranker.features import FEATURES
+
+Policy = Callable[[Any, dict[str, np.ndarray]], int]
+
+
+def _best(scores: np.ndarray, mask: np.ndarray) -> int:
+    """The available slot with the highest score; ties go to the lower slot (retrieval order)."""
+    return int(np.argmax(np.where(mask.astype(bool), scores, -np.inf)))
+
+
+class RandomPolicy:
+    name = "random"
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        return int(self.rng.choice(np.flatnonzero(observation["mask"])))
+
+
+class FeaturePolicy:
+    """Highest value of one feature column first (negated with ``ascending``)."""
+
+    def __init__(self, name: str, feature: str, *, ascending: bool = False):
+        self.name = name
+        self.column = FEATURES.index(feature)
+        self.sign = -1.0 if ascending else 1.0
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        return _best(self.sign * observation["features"][:, self.column], observation["mask"])
+
+
+class OraclePolicy:
+    name = "oracle"
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        simulator = env.unwrapped
+        reward, continuation = simulator.expected_rewards()
+        if not simulator.click_model.scans:
+            return _best(reward, observation["mask"])
+        return _best(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
+
+
+def reference_policies(seed: int = 0) -> dict[str, Policy]:
+    """The reference set, in table order."""
+    return {
+        "random": RandomPolicy(seed),
+        "retrieval": FeaturePolicy("retrieval", "retrieval_rank", ascending=True),
+        "popularity": FeaturePolicy("popularity", "ctr"),
+        "oracle": OraclePolicy(),
+    }

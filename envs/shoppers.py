@@ -1,0 +1,151 @@
+"""The shopper model: a population of users with hidden preferences, their intents and utilities.
+
+A :class:`World` is the hidden truth of one simulated shop, drawn from a seed:
+item quality and popularity, warm popularity counters, and every user's
+category interests, brand affinities, budget, price sensitivity, patience and
+activity. :meth:`World.sample_session` draws who shops and what for;
+:meth:`World.utilities` gives the probabilities the click model and the
+purchase model act on. Equations: ``envs/README.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.catalog import SimCatalog
+from envs.config import QUERY_MODES, ShopperConfig
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def logit(p: float) -> float:
+    return float(np.log(p / (1.0 - p)))
+
+
+@dataclass(frozen=True)
+class Session:
+    """One search: the user, what they want, and how they asked for it."""
+
+    user: int
+    category: int  # code of the intended category
+    target: int  # catalog row of the item the user has in mind
+    query: int  # row of the query bank
+    mode: str  # text, image or text+image
+    log_budget: float  # this session's budget, log price
+
+
+@dataclass
+class Utilities:
+    """Per-candidate probabilities for one session (before near-duplicate discounts)."""
+
+    attraction: np.ndarray  # P(click | examined)
+    cart: np.ndarray  # P(add to cart | click)
+    purchase: np.ndarray  # P(purchase | add to cart)
+    utility: np.ndarray  # the latent utility m
+    patience: float  # gamma_u
+
+    def padded(self, size: int) -> "Utilities":
+        """Zero probabilities for the empty slots past the candidates."""
+        pad = size - len(self.attraction)
+        if pad <= 0:
+            return self
+        grow = lambda values: np.pad(values, (0, pad))  # noqa: E731
+        return Utilities(grow(self.attraction), grow(self.cart), grow(self.purchase), grow(self.utility), self.patience)
+
+
+class World:
+    """Hidden preferences of a simulated shop's items and users, drawn from ``seed``."""
+
+    def __init__(self, catalog: SimCatalog, config: ShopperConfig, seed: int):
+        self.catalog = catalog
+        self.config = config
+        rng = np.random.default_rng([seed, 101])
+        n, n_categories, n_brands, n_users = catalog.n_items, len(catalog.category_names), len(catalog.brand_names), config.n_users
+        # items
+        self.quality = config.quality_scale * rng.standard_normal(n)
+        self.popularity = np.exp(config.popularity_spread * rng.standard_normal(n))
+        impressions = rng.poisson(config.history_impressions * self.popularity / self.popularity.mean())
+        clicks = rng.binomial(impressions, sigmoid(logit(0.05) + self.quality))
+        purchases = rng.binomial(clicks, sigmoid(logit(0.1) + self.quality))
+        self.initial_counts = np.stack([impressions, clicks, purchases], axis=1).astype(np.float64)
+        # users
+        # only items with a query in the bank can be what a user looks for
+        queryable = np.zeros(n, dtype=bool)
+        queryable[list(catalog.queries_of_item)] = True
+        present = np.bincount(catalog.category_codes[queryable], minlength=n_categories) > 0
+        interests = rng.gamma(config.interest_concentration, size=(n_users, n_categories)) * present
+        interests[interests.sum(axis=1) == 0] = present  # a user with no drawn interest browses everything
+        self.interests = interests / interests.sum(axis=1, keepdims=True)
+        self.brand_affinity = config.brand_affinity_scale * rng.standard_normal((n_users, n_brands))
+        self.budget_offset = config.budget_spread * rng.standard_normal(n_users)
+        mean, shape = config.price_sensitivity_mean, config.price_sensitivity_shape
+        self.price_sensitivity = rng.gamma(shape, mean / shape, size=n_users) if mean > 0 else np.zeros(n_users)
+        a = config.patience_mean * config.patience_concentration
+        b = (1.0 - config.patience_mean) * config.patience_concentration
+        self.patience = np.full(n_users, config.patience_mean) if min(a, b) <= 0 else rng.beta(a, b, size=n_users)
+        activity = np.exp(config.activity_spread * rng.standard_normal(n_users))
+        # sampling tables (inverse CDFs)
+        self._user_cdf = np.cumsum(activity / activity.sum())
+        self._interest_cdf = np.cumsum(self.interests, axis=1)
+        self._category_rows = [np.flatnonzero((catalog.category_codes == code) & queryable) for code in range(n_categories)]
+        self._category_cdf = [np.cumsum(self.popularity[rows]) / self.popularity[rows].sum() if len(rows) else rows for rows in self._category_rows]
+        modes = {mode: share for mode, share in config.query_modes.items() if catalog.has_pictures or mode == "text"}
+        if not catalog.has_pictures:  # without pictures every session searches by text
+            modes = {"text": 1.0}
+        total = sum(modes.values())
+        self.modes = [mode for mode in QUERY_MODES if modes.get(mode, 0) > 0]
+        self._mode_cdf = np.cumsum([modes[mode] / total for mode in self.modes])
+
+    def sample_session(self, rng: np.random.Generator, *, user: int | None = None) -> Session:
+        """Who shops (by activity), for which category (by interest), which item (by popularity), how asked."""
+        u, c, t, q, m = rng.random(5)
+        noise = rng.standard_normal()
+        if user is None:
+            user = int(min(np.searchsorted(self._user_cdf, u), len(self._user_cdf) - 1))
+        category = int(min(np.searchsorted(self._interest_cdf[user], c), self._interest_cdf.shape[1] - 1))
+        rows = self._category_rows[category]
+        target = int(rows[min(np.searchsorted(self._category_cdf[category], t), len(rows) - 1)])
+        queries = self.catalog.queries_of_item[target]
+        query = int(queries[int(q * len(queries))])
+        mode = self.modes[int(min(np.searchsorted(self._mode_cdf, m), len(self.modes) - 1))]
+        log_budget = float(np.log(self.catalog.category_median_price[category]) + self.budget_offset[user]
+                           + self.config.session_budget_noise * noise)
+        return Session(user=user, category=category, target=target, query=query, mode=mode, log_budget=log_budget)
+
+    def utilities(self, session: Session, rows: np.ndarray, vectors: np.ndarray | None = None) -> Utilities:
+        """The user's probabilities for the items at catalog ``rows``.
+
+        ``m = w_rel cos(item, target) + w_cat [same category] + a_u[brand] + q_item - lambda_u over_budget``
+        with ``over_budget = max(0, log price - log budget)``; attraction =
+        sigmoid(m - tau_click), cart = sigmoid(m - tau_cart), purchase =
+        sigmoid(m - tau_buy - lambda_u over_budget): price weighs on the decision to buy twice.
+        ``vectors``: the rows' text vectors, when the caller has them already.
+        """
+        cfg, catalog = self.config, self.catalog
+        relevance = (catalog.text[rows] if vectors is None else vectors) @ catalog.text[session.target]
+        over_budget = np.maximum(np.log(np.maximum(catalog.prices[rows], 0.01)) - session.log_budget, 0.0)
+        price_penalty = self.price_sensitivity[session.user] * over_budget
+        utility = (
+            cfg.relevance_weight * relevance
+            + cfg.category_weight * (catalog.category_codes[rows] == session.category)
+            + self.brand_affinity[session.user, catalog.brand_codes[rows]]
+            + self.quality[rows]
+            - price_penalty
+        )
+        return Utilities(
+            attraction=sigmoid(utility - cfg.click_threshold),
+            cart=sigmoid(utility - cfg.cart_threshold),
+            purchase=sigmoid(utility - cfg.purchase_threshold - price_penalty),
+            utility=utility,
+            patience=float(self.patience[session.user]),
+        )
+
+    def duplicate_factor(self, max_similarity: np.ndarray | float) -> np.ndarray:
+        """Attraction kept by an item whose highest cosine to an item above it is ``max_similarity``."""
+        cfg = self.config
+        overlap = np.clip((np.asarray(max_similarity) - cfg.duplicate_threshold) / (1.0 - cfg.duplicate_threshold), 0.0, 1.0)
+        return 1.0 - cfg.duplicate_penalty * overlap
