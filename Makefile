@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv serve test test-slow bench clean
+.PHONY: help venv serve test test-slow bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,8 +34,13 @@ test: venv  ## the whole test suite except the long suites
 test-slow: venv  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow
 
-bench: venv  ## benchmarks that print figures (see bench/README.md)
+bench: venv  ## benchmarks that print figures (see bench/README.md); about 40 minutes
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/simulator.py
+	$(BIN)/python bench/policy.py --train 300000
+
+train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained
+	$(BIN)/ranker train --env envs/SlateShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)
 
 clean:  ## remove the venv and the demo data
 	rm -rf $(VENV) $(DATA_DIR)

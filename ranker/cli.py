@@ -143,18 +143,43 @@ def search(text: str | None, image_path: Path | None, k: int, categories: tuple[
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @data_dir_option
-@click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog and index under --data-dir when none exists.")
+@click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog, its index and a starting policy under --data-dir when missing.")
 def serve(host: str, port: int, data_dir: Path, demo: bool) -> None:
     """Serve search over HTTP (development server)."""
     if demo:
         from ranker.demo_catalog import ensure_demo_index
 
+        from ranker.training import ensure_starting_policy
+
         ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
+        ensure_starting_policy(data_dir, log=lambda line: click.echo(line, err=True))
     from api import create_app
 
     app = create_app({"DATA_DIR": str(data_dir)})
     click.echo(f"serving {data_dir} on http://{host}:{port}/", err=True)
     app.run(host=host, port=port, threaded=True)
+
+
+def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
+    """A registered simulator environment with CLI overrides, or a ClickException naming the bad setting."""
+    import gymnasium as gym
+
+    import envs
+
+    if env_id not in envs.ENV_IDS:
+        raise click.BadParameter(f"{env_id!r} is not registered; known: {', '.join(envs.ENV_IDS)}", param_hint="--env")
+    kwargs = _parse_overrides(overrides)
+    if catalog:
+        kwargs["catalog"] = catalog
+    try:
+        return gym.make(env_id, **kwargs), kwargs
+    except envs.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+env_option = click.option("--env", "env_id", default="envs/SlateShopping-v0", show_default=True, help="A registered simulator id (see `ranker sim list`).")
+catalog_option = click.option("--catalog", default=None, help="A data directory with a built index, or 'demo' (default: the environment's own).")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade (JSON values; repeatable).")
 
 
 @main.group()
@@ -186,30 +211,19 @@ def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
 
 
 @sim.command("evaluate")
-@click.option("--env", "env_id", default="envs/SlateShopping-v0", show_default=True, help="A registered environment id (see `ranker sim list`).")
+@env_option
 @click.option("--episodes", type=click.IntRange(min=2), default=1000, show_default=True, help="Sessions per policy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed: every policy meets the same sessions.")
-@click.option("--catalog", default=None, help="A data directory with a built index, or 'demo' (default: the environment's own).")
+@catalog_option
 @click.option("--policy", "policies", multiple=True, type=click.Choice(["random", "retrieval", "popularity", "oracle"]), help="Only these reference policies (repeatable; default all).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade --set slate_size=5 (JSON values).")
+@set_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"env", "episodes", "seed", "policies": {NAME: {reward_mean, reward_ci95, ...}}}.')
 def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, policies: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
     """Mean reward per session (95% CI) of the reference policies, and their ratio to the oracle."""
-    import gymnasium as gym
-
-    import envs
     from envs.evaluation import compare, format_table
     from envs.policies import reference_policies
 
-    if env_id not in envs.ENV_IDS:
-        raise click.BadParameter(f"{env_id!r} is not registered; known: {', '.join(envs.ENV_IDS)}", param_hint="--env")
-    kwargs = _parse_overrides(overrides)
-    if catalog:
-        kwargs["catalog"] = catalog
-    try:
-        env = gym.make(env_id, **kwargs)
-    except envs.ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+    env, _ = _make_env(env_id, catalog, overrides)
     chosen = {name: policy for name, policy in reference_policies(seed).items() if not policies or name in policies}
     table = compare(env, chosen, episodes=episodes, seed=seed, progress=not as_json)
     if as_json:
@@ -217,6 +231,78 @@ def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, pol
     else:
         click.echo(f"{env_id}: {episodes} sessions per policy, seed {seed}")
         click.echo(format_table(table))
+
+
+@main.command()
+@env_option
+@click.option("--timesteps", type=click.IntRange(min=1), default=200_000, show_default=True, help="Environment steps of PPO.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Artifact directory (weights, manifest, checkpoints, TensorBoard logs).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--n-envs", type=click.IntRange(min=1), default=16, show_default=True, help="Parallel simulated shops per PPO rollout.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=20_000, show_default=True, help="Evaluate on held-out worlds and checkpoint every N steps.")
+@click.option("--eval-episodes", type=click.IntRange(min=2), default=300, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--parent", "parent_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Start from this policy artifact (recorded as the parent).")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@catalog_option
+@set_option
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(env_id: str, timesteps: int, out_dir: Path, seed: int, n_envs: int, eval_every: int, eval_episodes: int, learning_rate: float,
+          parent_dir: Path | None, device: str, catalog: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Train a ranking policy with PPO in the shopper simulator and save it as an artifact."""
+    from ranker.policy import PolicyError, RankingPolicy
+    from ranker.training import TrainConfig, train as run_training
+
+    env, kwargs = _make_env(env_id, catalog, overrides)  # validates the settings before any training starts
+    env.close()
+    try:
+        parent = RankingPolicy.load(parent_dir) if parent_dir else None
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    config = TrainConfig(env_id=env_id, env_kwargs=kwargs, timesteps=timesteps, seed=seed, n_envs=n_envs, eval_every=eval_every,
+                         eval_episodes=eval_episodes, learning_rate=learning_rate, device=device)
+    policy = run_training(config, out_dir, progress=not quiet, parent=parent)
+    held_out = policy.manifest["evaluation"]["held_out"]
+    low, high = held_out["reward_ci95"]
+    click.echo(f"saved policy {policy.version} to {out_dir}: held-out reward/session {held_out['reward_mean']:.4f} [{low:.4f}, {high:.4f}] "
+               f"after {policy.manifest['training']['timesteps_done']} steps ({policy.manifest['training']['steps_per_second']:.0f} steps/s)")
+
+
+@main.command()
+@env_option
+@click.option("--policy", "policy_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), required=True, help="A policy artifact directory.")
+@click.option("--episodes", type=click.IntRange(min=2), default=2000, show_default=True, help="Sessions per policy.")
+@click.option("--seed", type=int, default=0, show_default=True, help="World seed of the evaluation sessions (baselines are fitted on seed + 1).")
+@click.option("--log-episodes", type=click.IntRange(min=10), default=3000, show_default=True, help="Logged sessions the LambdaMART and bandit baselines are fitted on.")
+@click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write evaluation.png and learning_curve.png (default: POLICY/evaluation).")
+@catalog_option
+@set_option
+@click.option("--json", "as_json", is_flag=True, help='Print {"env", "episodes", "policies": {NAME: {reward_mean, reward_ci95, clicks_mean, purchases_mean, oracle_ratio}}}.')
+def evaluate(env_id: str, policy_dir: Path, episodes: int, seed: int, log_episodes: int, plots_dir: Path | None, catalog: str | None,
+             overrides: tuple[str, ...], as_json: bool) -> None:
+    """Compare a trained policy with every baseline and the oracle on the same seeded sessions."""
+    from envs.evaluation import format_table
+    from ranker.evaluation import TABLE_ORDER, evaluate_policies, plot_learning_curve, plot_table
+    from ranker.policy import PolicyError, RankingPolicy
+    from ranker.training import learning_curve
+
+    try:
+        policy = RankingPolicy.load(policy_dir)
+    except PolicyError as exc:
+        raise click.ClickException(str(exc)) from None
+    env, _ = _make_env(env_id, catalog, overrides)
+    table = evaluate_policies(env, policy, episodes=episodes, seed=seed, log_episodes=log_episodes, progress=not as_json)
+    table = {name: table[name] for name in TABLE_ORDER if name in table}
+    plots_dir = plots_dir or policy_dir / "evaluation"
+    plot_table(table, plots_dir / "evaluation.png", title=f"{env_id}: {episodes} sessions per policy")
+    references = {name: table[name]["reward_mean"] for name in ("oracle", "retrieval", "lambdamart") if name in table}
+    plot_learning_curve(learning_curve(policy), plots_dir / "learning_curve.png", references=references)
+    if as_json:
+        click.echo(json.dumps({"env": env_id, "episodes": episodes, "seed": seed, "policy": policy.version, "plots": str(plots_dir), "policies": table}, indent=2))
+    else:
+        click.echo(f"{env_id}: policy {policy.version}, {episodes} sessions per policy, seed {seed}")
+        click.echo(format_table(table))
+        click.echo(f"plots: {plots_dir / 'evaluation.png'}, {plots_dir / 'learning_curve.png'}")
 
 
 def _open(data_dir: Path):

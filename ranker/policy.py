@@ -1,0 +1,237 @@
+"""The ranking policy: a permutation-equivariant scorer, a Plackett-Luce slate policy, and its artifact.
+
+:class:`SlateNet` scores every candidate with one shared network from the
+candidate's features, the context and a summary of the candidates still
+available (a DeepSets mean), so permuting the candidates permutes the scores.
+A masked softmax over the scores picks the item for each position; sampled
+position by position that is a Plackett-Luce distribution over slates. A
+value head reads the mean of the candidates' hidden states.
+
+Serving (:class:`RankingPolicy`):
+
+- ``greedy``: one forward pass on the request's features, sorted by score;
+- ``sample`` with a temperature: position by position with the slate
+  features updated after each placement (as in training), returning each
+  position's log-probability for online learning and off-policy estimates.
+
+Artifact: a directory with ``policy.safetensors`` and ``manifest.json``
+(version, parent, creation time, feature schema and its hash, architecture,
+training configuration, evaluation results, the weights' sha256). Loading
+checks the hash of the weights and refuses another feature schema; nothing
+is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ranker.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures, feature_schema, schema_hash
+
+ARTIFACT_FORMAT = "ranker-policy"
+ARTIFACT_FORMAT_VERSION = 1
+WEIGHTS_FILE = "policy.safetensors"
+MANIFEST_FILE = "manifest.json"
+
+
+class PolicyError(ValueError):
+    """A policy artifact that cannot be used here (missing, tampered with, or built for another schema)."""
+
+
+class SlateNet(nn.Module):
+    """Shared per-candidate scorer and a pooled value head."""
+
+    def __init__(self, n_features: int = len(FEATURES), n_context: int = len(CONTEXT_FEATURES), hidden: int = 128):
+        super().__init__()
+        self.n_features, self.n_context, self.hidden = n_features, n_context, hidden
+        self.encoder = nn.Sequential(
+            nn.Linear(2 * n_features + n_context, hidden), nn.ReLU(),
+            nn.Linear(hidden, hidden), nn.ReLU(),
+        )
+        self.score = nn.Linear(hidden, 1)
+        self.value = nn.Sequential(nn.Linear(hidden + n_context, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        with torch.no_grad():  # start near the uniform policy
+            self.score.weight.mul_(0.01)
+            self.score.bias.zero_()
+
+    def forward(self, features: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """features [B, K, F], context [B, C], mask [B, K] (1 = available) -> scores [B, K], values [B]."""
+        weights = mask.unsqueeze(-1)
+        count = weights.sum(dim=1).clamp(min=1.0)
+        summary = (features * weights).sum(dim=1) / count  # [B, F]: the candidates still available
+        k = features.shape[1]
+        inputs = torch.cat([features, summary.unsqueeze(1).expand(-1, k, -1), context.unsqueeze(1).expand(-1, k, -1)], dim=-1)
+        hidden = self.encoder(inputs)
+        scores = self.score(hidden).squeeze(-1)
+        pooled = (hidden * weights).sum(dim=1) / count
+        values = self.value(torch.cat([pooled, context], dim=-1)).squeeze(-1)
+        return scores, values
+
+    def architecture(self) -> dict[str, int]:
+        return {"n_features": self.n_features, "n_context": self.n_context, "hidden": self.hidden}
+
+
+def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log P(pick k) over the available candidates; -inf where masked."""
+    logits = scores / temperature
+    return torch.log_softmax(logits.masked_fill(mask <= 0, float("-inf")), dim=-1)
+
+
+@dataclass
+class Ranking:
+    """A composed slate: candidate slots in display order, their scores and (when sampled) log-probabilities."""
+
+    slots: list[int]
+    scores: np.ndarray  # [K] the first pass's scores
+    log_probs: list[float] | None = None
+    temperature: float | None = None
+
+
+@dataclass
+class RankingPolicy:
+    """A trained :class:`SlateNet` with its manifest: ranks requests, saves and loads itself."""
+
+    net: SlateNet
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.net.eval()
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("version", "unsaved"))
+
+    # ---------------------------------------------------------------- acting
+    @torch.no_grad()
+    def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Scores [K] for one observation (or [B, K] for a batch)."""
+        batch = features.ndim == 3
+        f = torch.as_tensor(features if batch else features[None], dtype=torch.float32)
+        c = torch.as_tensor(context if batch else context[None], dtype=torch.float32)
+        m = torch.as_tensor(mask if batch else mask[None], dtype=torch.float32)
+        out, _ = self.net(f, c, m)
+        return out.numpy() if batch else out[0].numpy()
+
+    def act(self, observation: dict[str, np.ndarray]) -> int:
+        """The argmax action for a simulator observation (``features``, ``context``, ``mask``)."""
+        scores = self.scores(observation["features"], observation["context"], observation["mask"])
+        return int(np.argmax(np.where(observation["mask"].astype(bool), scores, -np.inf)))
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:  # the envs.policies interface
+        return self.act(observation)
+
+    def rank(self, observation: Observation, slate_size: int, *, temperature: float | None = None, rng: np.random.Generator | None = None) -> Ranking:
+        """Compose a slate of ``slate_size`` from a request's features.
+
+        ``temperature`` None or 0: greedy, one forward pass, sorted. Otherwise
+        sampled position by position from the masked softmax at that
+        temperature, with the slate features updated after each placement.
+        """
+        slate = SlateFeatures(observation, slate_size)
+        context = observation.context
+        first = self.scores(slate.features, context, slate.available.astype(np.float32))
+        n_valid = int(observation.valid.sum())
+        length = min(slate_size, n_valid)
+        if not temperature:
+            order = np.argsort(-np.where(observation.valid, first, -np.inf), kind="stable")[:length]
+            return Ranking(slots=[int(slot) for slot in order], scores=first)
+        rng = rng or np.random.default_rng()
+        slots: list[int] = []
+        log_probs: list[float] = []
+        scores = first
+        for position in range(length):
+            if position:
+                scores = self.scores(slate.features, context, slate.available.astype(np.float32))
+            log_p = masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(slate.available.astype(np.float32)), temperature).numpy()
+            probabilities = np.exp(log_p)
+            slot = int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+            slots.append(slot)
+            log_probs.append(float(log_p[slot]))
+            slate.place(slot)
+        return Ranking(slots=slots, scores=first, log_probs=log_probs, temperature=temperature)
+
+    # --------------------------------------------------------------- storage
+    def save(self, directory: Path, **manifest: Any) -> Path:
+        """Write the artifact; ``manifest`` entries (training, evaluation, parent, version) are recorded."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        self.manifest = {
+            "format": ARTIFACT_FORMAT,
+            "format_version": ARTIFACT_FORMAT_VERSION,
+            "version": manifest.pop("version", None) or self.manifest.get("version") or new_version(),
+            "parent": manifest.pop("parent", self.manifest.get("parent")),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "feature_schema": feature_schema(),
+            "schema_hash": schema_hash(),
+            "architecture": self.net.architecture(),
+            "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(directory / WEIGHTS_FILE)},
+            **{key: value for key, value in self.manifest.items() if key in ("training", "evaluation")},
+            **manifest,
+        }
+        temporary = directory / (MANIFEST_FILE + ".tmp")
+        temporary.write_text(json.dumps(self.manifest, indent=2, default=_json_default))
+        os.replace(temporary, directory / MANIFEST_FILE)
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path) -> "RankingPolicy":
+        directory = Path(directory)
+        manifest_file = directory / MANIFEST_FILE
+        if not manifest_file.exists():
+            raise PolicyError(f"policy: no {MANIFEST_FILE} in {directory}")
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"policy: {manifest_file} is not valid JSON ({exc})") from None
+        if manifest.get("format") != ARTIFACT_FORMAT:
+            raise PolicyError(f"policy: {directory} is not a ranker policy artifact (format {manifest.get('format')!r})")
+        if manifest.get("schema_hash") != schema_hash():
+            raise PolicyError(
+                f"policy: {directory} (version {manifest.get('version')}) was trained on feature schema {manifest.get('schema_hash')} "
+                f"(version {manifest.get('feature_schema', {}).get('version')}), but this service builds schema {schema_hash()} "
+                f"(version {feature_schema()['version']}); retrain it with `ranker train`"
+            )
+        weights = directory / manifest.get("weights", {}).get("file", WEIGHTS_FILE)
+        if not weights.exists():
+            raise PolicyError(f"policy: weights file {weights} is missing")
+        expected = manifest.get("weights", {}).get("sha256")
+        if expected != sha256_of(weights):
+            raise PolicyError(f"policy: {weights} does not match the sha256 in its manifest (corrupt or modified); refusing to load it")
+        net = SlateNet(**manifest.get("architecture", {}))
+        net.load_state_dict(load_file(str(weights)))
+        return cls(net=net, manifest=manifest)
+
+
+def new_version() -> str:
+    return time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

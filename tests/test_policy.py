@@ -1,0 +1,185 @@
+"""The ranking policy: equivariance, masking, log-probabilities, artifacts, training, evaluation CLI."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import envs  # noqa: F401  (registers the environments)
+from ranker.cli import main
+from ranker.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
+from ranker.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
+from ranker.training import TrainConfig, train
+
+K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
+
+
+@pytest.fixture()
+def policy() -> RankingPolicy:
+    torch.manual_seed(0)
+    net = SlateNet(hidden=32)
+    with torch.no_grad():  # a net with real spread in its scores, not the near-uniform start
+        net.score.weight.normal_(0, 1.0)
+    return RankingPolicy(net)
+
+
+def random_observation(rng: np.random.Generator, n: int = K):
+    vectors = rng.standard_normal((n, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    candidates = CandidateSet(
+        item_ids=[f"i{i}" for i in range(n)], categories=[f"c{i % 3}" for i in range(n)], brands=[f"b{i % 4}" for i in range(n)],
+        prices=rng.uniform(5, 200, n), has_image=rng.random(n) < 0.5, text_vectors=vectors,
+        retrieval_scores=np.sort(rng.random(n))[::-1], channel_scores={"text": rng.random(n)},
+    )
+    return FeatureBuilder(K, 5).build(candidates, counts=rng.integers(0, 50, (n, 3)).astype(float), profile=UserProfile(), query_has_text=True, query_has_image=False)
+
+
+def test_permuting_candidates_permutes_the_scores(policy):
+    rng = np.random.default_rng(1)
+    features = rng.standard_normal((K, F)).astype(np.float32)
+    context = rng.standard_normal(C).astype(np.float32)
+    mask = (rng.random(K) < 0.8).astype(np.float32)
+    permutation = rng.permutation(K)
+    scores = policy.scores(features, context, mask)
+    permuted = policy.scores(features[permutation], context, mask[permutation])
+    np.testing.assert_allclose(permuted, scores[permutation], rtol=1e-5, atol=1e-6)
+    assert np.std(scores) > 0.01  # not trivially constant
+
+
+def test_masked_candidates_are_never_chosen(policy):
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        observation = random_observation(rng, n=9)  # 3 empty slots
+        for temperature in (None, 0.5, 5.0):
+            ranking = policy.rank(observation, 5, temperature=temperature, rng=rng)
+            assert len(set(ranking.slots)) == 5 and all(observation.valid[slot] for slot in ranking.slots)
+        features = rng.standard_normal((K, F)).astype(np.float32)
+        mask = np.zeros(K, dtype=np.int8)
+        mask[rng.choice(K, 3, replace=False)] = 1
+        assert mask[policy.act({"features": features, "context": np.zeros(C, np.float32), "mask": mask})] == 1
+
+
+def test_greedy_is_the_score_order(policy):
+    observation = random_observation(np.random.default_rng(3))
+    ranking = policy.rank(observation, 5)
+    assert ranking.slots == list(np.argsort(-ranking.scores, kind="stable")[:5])
+    assert ranking.log_probs is None
+
+
+def test_log_probabilities_match_the_sampled_slate(policy):
+    """Each position's log-probability is the masked softmax of the scores at that step, and they sum to log P(slate)."""
+    from ranker.features import SlateFeatures
+
+    observation = random_observation(np.random.default_rng(4))
+    ranking = policy.rank(observation, 5, temperature=0.7, rng=np.random.default_rng(0))
+    slate = SlateFeatures(observation, 5)
+    for slot, logged in zip(ranking.slots, ranking.log_probs):
+        scores = policy.scores(slate.features, observation.context, slate.available.astype(np.float32))
+        expected = masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(slate.available.astype(np.float32)), 0.7)[slot].item()
+        assert logged == pytest.approx(expected, abs=1e-5)
+        slate.place(slot)
+    # and the sampler follows those probabilities: the first position's empirical frequencies
+    rng = np.random.default_rng(5)
+    first = [policy.rank(observation, 1, temperature=0.7, rng=rng).slots[0] for _ in range(3000)]
+    scores = policy.scores(SlateFeatures(observation, 5).features, observation.context, observation.valid.astype(np.float32))
+    probabilities = np.exp(masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(observation.valid.astype(np.float32)), 0.7).numpy())
+    empirical = np.bincount(first, minlength=K) / len(first)
+    assert np.abs(empirical - probabilities).max() < 0.03
+
+
+def test_artifact_round_trip_and_refusals(policy, tmp_path, monkeypatch):
+    directory = policy.save(tmp_path / "p", training={"env": "x"}, evaluation={"reward_mean": 1.0}, parent="v-parent")
+    loaded = RankingPolicy.load(directory)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["parent"] == "v-parent" and manifest["schema_hash"] and manifest["feature_schema"]["features"] == list(FEATURES)
+    assert manifest["weights"]["sha256"] and manifest["training"] == {"env": "x"}
+    observation = random_observation(np.random.default_rng(6))
+    np.testing.assert_allclose(loaded.rank(observation, 5).scores, policy.rank(observation, 5).scores, rtol=1e-6)
+    # another feature schema is refused with a clear message
+    manifest["schema_hash"] = "0000000000000000"
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(PolicyError, match="feature schema 0000000000000000.*retrain"):
+        RankingPolicy.load(directory)
+    # tampered weights are refused
+    policy.save(directory)
+    weights = directory / "policy.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(PolicyError, match="sha256"):
+        RankingPolicy.load(directory)
+    with pytest.raises(PolicyError, match="no manifest.json"):
+        RankingPolicy.load(tmp_path / "nothing")
+
+
+def tiny_config(**overrides) -> TrainConfig:
+    settings = dict(env_id="envs/SlateShoppingTiny-v0", timesteps=2048, n_envs=4, n_steps=64, batch_size=128, n_epochs=4,
+                    learning_rate=3e-3, hidden=32, eval_every=1024, eval_episodes=200, device="cpu")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_same_seed_gives_the_same_policy(tmp_path):
+    first = train(tiny_config(timesteps=512, eval_every=512), tmp_path / "a", progress=False)
+    second = train(tiny_config(timesteps=512, eval_every=512), tmp_path / "b", progress=False)
+    other = train(tiny_config(timesteps=512, eval_every=512, seed=1), tmp_path / "c", progress=False)
+    for name, tensor in first.net.state_dict().items():
+        assert torch.equal(tensor, second.net.state_dict()[name]), name
+    assert any(not torch.equal(tensor, other.net.state_dict()[name]) for name, tensor in first.net.state_dict().items())
+
+
+def test_short_training_beats_random_on_the_tiny_env(tmp_path):
+    from envs.evaluation import run_policy
+    from envs.policies import RandomPolicy
+
+    policy = train(tiny_config(), tmp_path / "tiny", progress=False)
+    env = gym.make("envs/SlateShoppingTiny-v0")
+    trained = run_policy(env, policy, episodes=1500, seed=7)
+    random = run_policy(env, RandomPolicy(0), episodes=1500, seed=7)
+    assert trained.summary()["reward_ci95"][0] > random.summary()["reward_ci95"][1]
+    # the artifact records the run
+    manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
+    assert manifest["training"]["env_id"] == "envs/SlateShoppingTiny-v0" and manifest["training"]["learning_curve"]
+    assert list((tmp_path / "tiny" / "checkpoints").iterdir()) and list((tmp_path / "tiny" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_cli_train_then_evaluate_prints_the_table_and_writes_plots(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "policy"
+    trained = runner.invoke(main, ["train", "--env", "envs/SlateShoppingTiny-v0", "--timesteps", "1024", "--n-envs", "4", "--eval-every", "512",
+                                   "--eval-episodes", "50", "--out", str(out), "--quiet", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert "saved policy" in trained.output and (out / "manifest.json").exists()
+    result = runner.invoke(main, ["evaluate", "--env", "envs/SlateShoppingTiny-v0", "--policy", str(out), "--episodes", "200",
+                                  "--log-episodes", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["env"] == "envs/SlateShoppingTiny-v0" and report["episodes"] == 200
+    assert set(report["policies"]) == {"ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "oracle"}
+    for row in report["policies"].values():
+        assert {"reward_mean", "reward_ci95", "clicks_mean", "purchases_mean", "oracle_ratio"} <= set(row)
+        assert row["reward_ci95"][0] <= row["reward_mean"] <= row["reward_ci95"][1]
+    assert report["policies"]["oracle"]["oracle_ratio"] == pytest.approx(1.0)
+    for plot in ("evaluation.png", "learning_curve.png"):
+        assert (out / "evaluation" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = runner.invoke(main, ["evaluate", "--env", "envs/SlateShoppingTiny-v0", "--policy", str(tmp_path)])
+    assert bad.exit_code != 0 and "manifest.json" in bad.output
+
+
+def test_serve_demo_gets_a_starting_policy_once(demo_engine, tmp_path):
+    import shutil
+
+    from ranker.training import ensure_starting_policy
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(demo_engine.data_dir, data_dir)
+    lines: list[str] = []
+    first = ensure_starting_policy(data_dir, timesteps=256, log=lines.append)
+    assert RankingPolicy.load(first).manifest["training"]["env_kwargs"] == {"catalog": str(data_dir)}
+    assert lines and "starting policy" in lines[0]
+    assert ensure_starting_policy(data_dir, timesteps=256, log=lines.append) == first and len(lines) == 1
