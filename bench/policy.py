@@ -13,6 +13,11 @@
 
 from __future__ import annotations
 
+import os
+
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # one request, one core
+
 import argparse
 import json
 import time

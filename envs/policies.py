@@ -29,7 +29,7 @@ from ranker.features import FEATURES
 Policy = Callable[[Any, dict[str, np.ndarray]], int]
 
 
-def _best(scores: np.ndarray, mask: np.ndarray) -> int:
+def best_available(scores: np.ndarray, mask: np.ndarray) -> int:
     """The available slot with the highest score; ties go to the lower slot (retrieval order)."""
     return int(np.argmax(np.where(mask.astype(bool), scores, -np.inf)))
 
@@ -53,7 +53,7 @@ class FeaturePolicy:
         self.sign = -1.0 if ascending else 1.0
 
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
-        return _best(self.sign * observation["features"][:, self.column], observation["mask"])
+        return best_available(self.sign * observation["features"][:, self.column], observation["mask"])
 
 
 class OraclePolicy:
@@ -63,8 +63,8 @@ class OraclePolicy:
         simulator = env.unwrapped
         reward, continuation = simulator.expected_rewards()
         if not simulator.click_model.scans:
-            return _best(reward, observation["mask"])
-        return _best(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
+            return best_available(reward, observation["mask"])
+        return best_available(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
 
 
 def reference_policies(seed: int = 0) -> dict[str, Policy]:

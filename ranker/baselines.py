@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from envs.policies import best_available
+
 LABELS = {"purchase": 3, "add_to_cart": 2, "click": 1}
 
 
@@ -81,10 +83,6 @@ def rows(observation: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([features, np.broadcast_to(observation["context"], (len(features), len(observation["context"])))], axis=1)
 
 
-def _best(scores: np.ndarray, mask: np.ndarray) -> int:
-    return int(np.argmax(np.where(mask.astype(bool), scores, -np.inf)))
-
-
 class LambdaMART:
     """LightGBM lambdarank on the logs; scores every available candidate at each position."""
 
@@ -102,7 +100,7 @@ class LambdaMART:
         return self
 
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
-        return _best(self.model.predict(rows(observation)), observation["mask"])
+        return best_available(self.model.predict(rows(observation)), observation["mask"])
 
 
 class LinearBandit:
@@ -124,4 +122,4 @@ class LinearBandit:
         x = rows(observation).astype(np.float64)
         x = np.hstack([x, np.ones((len(x), 1))])
         bonus = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", x, self.a_inverse, x), 0.0))
-        return _best(x @ self.theta + self.alpha * bonus, observation["mask"])
+        return best_available(x @ self.theta + self.alpha * bonus, observation["mask"])

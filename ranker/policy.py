@@ -107,21 +107,31 @@ class RankingPolicy:
 
     def __post_init__(self) -> None:
         self.net.eval()
+        self._weights: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def _numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The scorer's layers as numpy (W^T, b): serving runs the small MLP without torch's per-op overhead."""
+        if self._weights is None:
+            layers = [self.net.encoder[0], self.net.encoder[2], self.net.score]
+            self._weights = [(layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()) for layer in layers]
+        return self._weights
 
     @property
     def version(self) -> str:
         return str(self.manifest.get("version", "unsaved"))
 
     # ---------------------------------------------------------------- acting
-    @torch.no_grad()
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Scores [K] for one observation (or [B, K] for a batch)."""
-        batch = features.ndim == 3
-        f = torch.as_tensor(features if batch else features[None], dtype=torch.float32)
-        c = torch.as_tensor(context if batch else context[None], dtype=torch.float32)
-        m = torch.as_tensor(mask if batch else mask[None], dtype=torch.float32)
-        out, _ = self.net(f, c, m)
-        return out.numpy() if batch else out[0].numpy()
+        """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""
+        features = np.asarray(features, dtype=np.float32)
+        weights = np.asarray(mask, dtype=np.float32)[:, None]
+        summary = (features * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
+        k = len(features)
+        inputs = np.concatenate([features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(np.asarray(context, dtype=np.float32), (k, len(context)))], axis=1)
+        (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
+        hidden = np.maximum(inputs @ w1 + b1, 0.0)
+        hidden = np.maximum(hidden @ w2 + b2, 0.0)
+        return (hidden @ w3 + b3)[:, 0]
 
     def act(self, observation: dict[str, np.ndarray]) -> int:
         """The argmax action for a simulator observation (``features``, ``context``, ``mask``)."""
@@ -153,9 +163,10 @@ class RankingPolicy:
         for position in range(length):
             if position:
                 scores = self.scores(slate.features, context, slate.available.astype(np.float32))
-            log_p = masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(slate.available.astype(np.float32)), temperature).numpy()
-            probabilities = np.exp(log_p)
-            slot = int(rng.choice(len(probabilities), p=probabilities / probabilities.sum()))
+            logits = np.where(slate.available, scores / temperature, -np.inf)
+            log_p = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+            cumulative = np.cumsum(np.exp(log_p))  # masked slots add 0, so side="right" never lands on one
+            slot = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
             slots.append(slot)
             log_probs.append(float(log_p[slot]))
             slate.place(slot)

@@ -310,3 +310,12 @@ def test_observations_use_the_shared_feature_schema(sim_catalog):
     # retrieval order is the slot order
     rank = observation["features"][:, FEATURES.index("retrieval_rank")]
     assert np.all(np.diff(rank) > 0)
+
+
+@pytest.mark.slow
+def test_default_demo_catalog_builds_and_passes_the_checker(tmp_path, monkeypatch):
+    """The registered default: the demo shop under $RANKER_DATA_DIR, built on first use (minutes)."""
+    monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path / "data"))
+    env = gym.make("envs/SlateShopping-v0")
+    check_env(env.unwrapped, skip_render_check=True)
+    assert env.unwrapped.catalog.n_items == 2400 and env.unwrapped.catalog.has_pictures

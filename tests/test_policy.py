@@ -183,3 +183,13 @@ def test_serve_demo_gets_a_starting_policy_once(demo_engine, tmp_path):
     assert RankingPolicy.load(first).manifest["training"]["env_kwargs"] == {"catalog": str(data_dir)}
     assert lines and "starting policy" in lines[0]
     assert ensure_starting_policy(data_dir, timesteps=256, log=lines.append) == first and len(lines) == 1
+
+
+def test_numpy_serving_scores_match_the_torch_network(policy):
+    rng = np.random.default_rng(9)
+    features = rng.standard_normal((K, F)).astype(np.float32)
+    context = rng.standard_normal(C).astype(np.float32)
+    mask = (rng.random(K) < 0.7).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = policy.net(torch.as_tensor(features[None]), torch.as_tensor(context[None]), torch.as_tensor(mask[None]))
+    np.testing.assert_allclose(policy.scores(features, context, mask), expected[0].numpy(), rtol=1e-4, atol=1e-5)
