@@ -40,15 +40,10 @@ def evaluate_policies(env: Any, policy: RankingPolicy | None, *, episodes: int, 
 
 def plot_table(table: dict[str, dict[str, Any]], path: Path, *, title: str = "") -> Path:
     """Bar chart of mean reward per session with 95% CIs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [name for name in TABLE_ORDER if name in table] + [name for name in table if name not in TABLE_ORDER]
     means = [table[name]["reward_mean"] for name in names]
     errors = [[means[i] - table[name]["reward_ci95"][0] for i, name in enumerate(names)], [table[name]["reward_ci95"][1] - means[i] for i, name in enumerate(names)]]
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure, axes = _figure()
     colours = ["#d62728" if name == "ppo" else "#7f7f7f" if name == "oracle" else "#1f77b4" for name in names]
     axes.bar(names, means, yerr=errors, capsize=4, color=colours)
     for index, name in enumerate(names):
@@ -57,22 +52,12 @@ def plot_table(table: dict[str, dict[str, Any]], path: Path, *, title: str = "")
             axes.annotate(f"{ratio:.0%}", (index, means[index]), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     axes.set_ylabel("reward per session (95% CI)")
     axes.set_title(title or "policies on the same seeded sessions (% of oracle)")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def plot_learning_curve(curve: list[dict[str, Any]], path: Path, *, references: dict[str, float] | None = None) -> Path:
     """Held-out reward per session against training timesteps, with reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure, axes = _figure()
     if curve:
         steps = [point["timesteps"] for point in curve]
         axes.plot(steps, [point["reward_mean"] for point in curve], marker="o", color="#d62728", label="PPO (held-out worlds)")
@@ -83,6 +68,22 @@ def plot_learning_curve(curve: list[dict[str, Any]], path: Path, *, references: 
     axes.set_ylabel("reward per session")
     axes.set_title("learning curve")
     axes.legend(loc="lower right", fontsize=8)
+    return _save(figure, path)
+
+
+def _figure():
+    """A new figure on the headless backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(8, 4))
+
+
+def _save(figure: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
