@@ -144,8 +144,14 @@ class World:
             patience=float(self.patience[session.user]),
         )
 
-    def duplicate_factor(self, max_similarity: np.ndarray | float) -> np.ndarray:
-        """Attraction kept by an item whose highest cosine to an item above it is ``max_similarity``."""
+    def duplicate_factor(self, max_similarity: np.ndarray) -> np.ndarray:
+        """Attraction kept by items whose highest cosine to an item above them is ``max_similarity``."""
         cfg = self.config
         overlap = np.clip((np.asarray(max_similarity) - cfg.duplicate_threshold) / (1.0 - cfg.duplicate_threshold), 0.0, 1.0)
         return 1.0 - cfg.duplicate_penalty * overlap
+
+    def duplicate_factor_one(self, max_similarity: float) -> float:
+        """:meth:`duplicate_factor` for one item, in plain floats (a step's hot path)."""
+        cfg = self.config
+        overlap = (max_similarity - cfg.duplicate_threshold) / (1.0 - cfg.duplicate_threshold)
+        return 1.0 - cfg.duplicate_penalty * min(max(overlap, 0.0), 1.0)

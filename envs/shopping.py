@@ -171,9 +171,7 @@ class SlateShoppingEnv(gym.Env):
         """The near-duplicate factor of ``slot`` at the next position (applies to attraction and cart)."""
         if not self.slate.placed:
             return 1.0
-        shopper = self.config.shopper
-        overlap = (float(self.slate.features[slot, MAX_SIM_COLUMN]) - shopper.duplicate_threshold) / (1.0 - shopper.duplicate_threshold)
-        return 1.0 - shopper.duplicate_penalty * min(max(overlap, 0.0), 1.0)  # World.duplicate_factor for one item
+        return self.world.duplicate_factor_one(float(self.slate.features[slot, MAX_SIM_COLUMN]))  # type: ignore[union-attr]
 
     def _value(self, slot: int) -> float:
         return float(self._values[slot])

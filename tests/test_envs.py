@@ -319,3 +319,12 @@ def test_default_demo_catalog_builds_and_passes_the_checker(tmp_path, monkeypatc
     env = gym.make("envs/SlateShopping-v0")
     check_env(env.unwrapped, skip_render_check=True)
     assert env.unwrapped.catalog.n_items == 2400 and env.unwrapped.catalog.has_pictures
+
+
+def test_duplicate_discount_scalar_and_vector_forms_agree():
+    env = gym.make("envs/SlateShoppingTiny-v0")
+    env.reset(seed=0)
+    world = env.unwrapped.world
+    similarities = np.array([0.0, 0.85, 0.9, 0.93, 0.98, 1.0])
+    np.testing.assert_allclose([world.duplicate_factor_one(float(s)) for s in similarities], world.duplicate_factor(similarities))
+    assert world.duplicate_factor_one(0.98) == pytest.approx(1 - 0.8 * 0.8)
