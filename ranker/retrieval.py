@@ -130,6 +130,17 @@ class Candidate:
 
 
 @dataclass
+class EmbeddedItems:
+    """Items with their vectors, ready to insert: ``image`` rows follow ``with_picture``."""
+
+    items: list[Item]
+    text: np.ndarray  # [n, d_text]
+    with_picture: list[int]  # rows of ``items`` that have a picture
+    image: np.ndarray  # [len(with_picture), d_image]
+    image_in_text: np.ndarray  # [len(with_picture), d_text]
+
+
+@dataclass
 class BuildReport:
     """What a build or upsert did, including every item it rejected and why."""
 
@@ -295,35 +306,54 @@ class SearchEngine:
             per_channel[channel] = np.where(present, vectors @ getattr(query, part), np.nan)
         return fuse_scores(per_channel, len(keys)), per_channel
 
-    def _upsert_chunk(self, chunk: Sequence[Item], report: BuildReport) -> None:
+    def embed_items(self, items: Sequence[Item]) -> tuple["EmbeddedItems", list[CatalogError]]:
+        """Encode ``items`` without storing them; an item whose picture cannot be used is rejected whole."""
         accepted: list[Item] = []
         pictures: list[Any] = []
-        for item in chunk:
+        errors: list[CatalogError] = []
+        for item in items:
             if item.image is None:
                 accepted.append(item)
                 continue
             try:
                 pictures.append(decode_image(item.image))
             except CatalogError as exc:
-                report.errors.append(CatalogError(f"item {item.item_id!r}: {exc}", field="image", value=item.item_id))
+                errors.append(CatalogError(f"item {item.item_id!r}: {exc}", field="image", value=item.item_id))
                 continue
             accepted.append(item)
+        text_dim, image_dim = self.indexes["text"].dim, self.indexes["image"].dim
         if not accepted:
-            return
+            return EmbeddedItems([], np.zeros((0, text_dim), np.float32), [], np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)), errors
         text_vectors = self._encode_unique_texts([item.text_for_embedding() for item in accepted])
         with_picture = [row for row, item in enumerate(accepted) if item.image is not None]
-        embedded = self.encoders.encode_pictures(pictures, progress=False) if pictures else None
-        keys = self.store.upsert(accepted)
-        self.indexes["text"].add(keys, text_vectors)
-        picture_keys = keys[with_picture]
-        without_picture = np.setdiff1d(keys, picture_keys)
-        if embedded is not None:
+        if pictures:
+            embedded = self.encoders.encode_pictures(pictures, progress=False)
+            image, in_text = embedded.image, embedded.in_text
+        else:
+            image, in_text = np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)
+        return EmbeddedItems(accepted, text_vectors, with_picture, image, in_text), errors
+
+    def insert_embedded(self, embedded: "EmbeddedItems") -> np.ndarray:
+        """Store items whose vectors are already computed (by :meth:`embed_items`, here or in another process)."""
+        if not embedded.items:
+            return np.zeros(0, dtype=np.int64)
+        keys = self.store.upsert(embedded.items)
+        self.indexes["text"].add(keys, embedded.text)
+        picture_keys = keys[embedded.with_picture]
+        if len(picture_keys):
             self.indexes["image"].add(picture_keys, embedded.image)
-            self.indexes["image_in_text"].add(picture_keys, embedded.in_text)
+            self.indexes["image_in_text"].add(picture_keys, embedded.image_in_text)
+        without_picture = np.setdiff1d(keys, picture_keys)
         for name in ("image", "image_in_text"):
             self.indexes[name].remove(without_picture)  # an update may drop the picture
-        report.n_indexed += len(accepted)
-        report.n_with_image += len(with_picture)
+        return keys
+
+    def _upsert_chunk(self, chunk: Sequence[Item], report: BuildReport) -> None:
+        embedded, errors = self.embed_items(chunk)
+        report.errors.extend(errors)
+        self.insert_embedded(embedded)
+        report.n_indexed += len(embedded.items)
+        report.n_with_image += len(embedded.with_picture)
 
     def _encode_unique_texts(self, texts: list[str]) -> np.ndarray:
         """Identical texts (product variants) are encoded once."""

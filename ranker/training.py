@@ -14,7 +14,6 @@ artifacts. The device is chosen automatically (CUDA when present).
 from __future__ import annotations
 
 import csv
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -231,26 +230,3 @@ def learning_curve(policy: RankingPolicy) -> list[dict[str, Any]]:
 
 
 __all__ = ["SlatePolicy", "SlateObservation", "TrainConfig", "train", "snapshot", "learning_curve"]
-
-
-STARTING_POLICY_TIMESTEPS = 30_000
-
-
-def ensure_starting_policy(data_dir: Path, *, timesteps: int = STARTING_POLICY_TIMESTEPS, log: Callable[[str], None] = print) -> Path:
-    """The demo's starting policy under ``data_dir/policies``: trained (small budget) on first use.
-
-    Trains on the shop under ``data_dir`` itself, so the policy has seen that
-    catalog's candidates; returns the artifact directory.
-    """
-    policies = Path(data_dir) / "policies"
-    existing = sorted(path.parent for path in policies.glob("*/manifest.json"))
-    if existing:
-        return existing[-1]
-    log(f"training a starting policy ({timesteps:,} simulator steps) into {policies}")
-    config = TrainConfig(env_kwargs={"catalog": str(data_dir)}, timesteps=timesteps, eval_every=timesteps, eval_episodes=200)
-    staging = policies / ".training"
-    shutil.rmtree(staging, ignore_errors=True)  # an interrupted earlier attempt
-    policy = train(config, staging, progress=True)
-    final = policies / policy.version
-    staging.rename(final)
-    return final

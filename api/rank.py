@@ -1,0 +1,42 @@
+"""``POST /v1/rank``: a slate for a user's query."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_openapi3 import APIBlueprint, Tag
+
+from api.common import metrics, service
+from api.schemas import ErrorResponse, RankRequest, RankResponse
+from ranker.retrieval import Filters
+
+bp = APIBlueprint("rank", __name__, url_prefix="/v1", abp_tags=[Tag(name="rank", description="rank products for a search")])
+
+
+@bp.post("/rank", responses={200: RankResponse, 422: ErrorResponse}, operation_id="rank")
+def rank(body: RankRequest) -> Any:
+    """Rank products for a text and/or image query.
+
+    Candidates come from FAISS over the catalog's embeddings; the serving
+    policy orders them (sampled with the configured temperature unless
+    `greedy`). `explain: true` adds, per item, the split of its score into text
+    similarity, image similarity and the policy's adjustment.
+    """
+    filters = None
+    if body.filters is not None:
+        categories = tuple(body.filters.categories) if body.filters.categories is not None else None
+        filters = Filters(categories=categories, price_min=body.filters.price_min, price_max=body.filters.price_max)
+    svc = service()
+    result = svc.rank(
+        user_id=body.user_id,
+        text=body.query.text,
+        image=body.query.image_bytes(),
+        num_results=body.num_results,
+        num_candidates=body.num_candidates,
+        filters=filters,
+        session_id=body.session_id,
+        temperature=0.0 if body.greedy else None,
+    )
+    metrics().rankings.labels("true" if result.logged else "false").inc()
+    metrics().serving(result.policy_version)
+    return result.to_json(explain=body.explain)

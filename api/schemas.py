@@ -1,0 +1,225 @@
+"""Request and response bodies of HTTP API v1, as pydantic models.
+
+flask-openapi3 validates requests against these and publishes them in
+``/openapi.json``; nothing in the views re-checks a type by hand. Models are
+strict (``"5"`` is not a number) and closed (an unknown field is an error).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_RESULTS = 100
+MAX_CANDIDATES = 1000
+MAX_BATCH = 1000
+MAX_EVENTS = 1000
+MAX_IMAGE_BASE64 = 28_000_000  # ~20 MB of image bytes
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def decode_base64(value: str) -> bytes:
+    """Strict base64 (a ``data:`` URI prefix is allowed)."""
+    payload = value.partition(",")[2] if value.startswith("data:") else value
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if not data:
+        raise ValueError("empty image")
+    return data
+
+
+# ---------------------------------------------------------------- rank
+class Query(Closed):
+    text: str | None = Field(default=None, max_length=1000, description="what the user typed")
+    image: str | None = Field(default=None, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)")
+
+    @field_validator("image")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_base64(value)
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> "Query":
+        if not (self.text and self.text.strip()) and self.image is None:
+            raise ValueError("give a non-empty text, an image, or both")
+        return self
+
+    def image_bytes(self) -> bytes | None:
+        return None if self.image is None else decode_base64(self.image)
+
+
+class RankFilters(Closed):
+    categories: list[str] | None = Field(default=None, max_length=100)
+    price_min: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    price_max: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class RankRequest(Closed):
+    user_id: str = Field(min_length=1, max_length=256, description="the shop's user id; pseudonymised (keyed HMAC) before anything is stored")
+    query: Query
+    num_results: int = Field(default=10, ge=1, le=MAX_RESULTS)
+    num_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description="candidates retrieved before ranking (default 100)")
+    filters: RankFilters | None = None
+    explain: bool = False
+    session_id: str | None = Field(default=None, max_length=256)
+    greedy: bool = Field(default=False, description="sort by score instead of sampling with the serving temperature")
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> "RankRequest":
+        if self.num_candidates is not None and self.num_candidates < self.num_results:
+            raise ValueError(f"num_candidates: must be >= num_results ({self.num_results}), got {self.num_candidates}")
+        return self
+
+
+class Explanation(BaseModel):
+    text_similarity: float
+    image_similarity: float
+    policy_adjustment: float
+
+
+class RankedItemOut(BaseModel):
+    item_id: str
+    position: int
+    score: float
+    retrieval_score: float
+    title: str
+    category: str
+    brand: str
+    price: float
+    explain: Explanation | None = None
+
+
+class RankResponse(BaseModel):
+    ranking_id: str
+    policy_version: str
+    logged: bool = Field(description="false when the event log was unreachable: the slate is served but cannot take feedback")
+    temperature: float
+    n_candidates: int
+    items: list[RankedItemOut]
+
+
+# ------------------------------------------------------------ feedback
+class FeedbackEvent(Closed):
+    event_id: str | None = Field(default=None, min_length=1, max_length=128, description="idempotency key: a repeat is counted as a duplicate")
+    item_id: str = Field(min_length=1, max_length=256)
+    type: Literal["click", "add_to_cart", "purchase"]
+    value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    ts: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+
+
+class FeedbackRequest(Closed):
+    ranking_id: str = Field(min_length=1, max_length=128)
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class FeedbackResponse(BaseModel):
+    accepted: int
+    duplicates: int
+
+
+# --------------------------------------------------------------- items
+class ItemFields(Closed):
+    title: str = Field(min_length=1, max_length=2000)
+    description: str = Field(default="", max_length=2000)
+    image: str | None = Field(default=None, max_length=MAX_IMAGE_BASE64, description="the product picture, base64 (or a data: URI)")
+    price: float = Field(ge=0, allow_inf_nan=False)
+    category: str = Field(min_length=1, max_length=200)
+    brand: str = Field(default="", max_length=200)
+    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @field_validator("image")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_base64(value)
+        return value
+
+
+class ItemIn(ItemFields):
+    item_id: str = Field(min_length=1, max_length=256)
+
+
+class ItemPath(BaseModel):
+    item_id: str = Field(min_length=1, max_length=256)
+
+
+class ItemsBatch(Closed):
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "ItemsBatch":
+        seen: set[str] = set()
+        for item in self.items:
+            if item.item_id in seen:
+                raise ValueError(f"items: item_id {item.item_id!r} appears twice in one batch")
+            seen.add(item.item_id)
+        return self
+
+
+class ItemOut(BaseModel):
+    item_id: str
+    title: str
+    description: str
+    price: float
+    category: str
+    brand: str
+    has_image: bool
+    attributes: dict[str, Any]
+
+
+class Rejected(BaseModel):
+    item_id: str
+    field: str
+    message: str
+
+
+class BatchResponse(BaseModel):
+    upserted: int
+    rejected: list[Rejected]
+
+
+# ------------------------------------------------------------ policies
+class PolicyOut(BaseModel):
+    version: str
+    parent: str | None
+    created_at: str | None
+    evaluation: dict[str, Any] | None
+    current: bool
+
+
+class PoliciesResponse(BaseModel):
+    current: str | None
+    serving_here: str | None = Field(description="the version this process serves (it follows `current` within one request)")
+    history: list[str]
+    policies: list[PolicyOut]
+
+
+class PolicyPath(BaseModel):
+    version: str = Field(min_length=1, max_length=128)
+
+
+class PromoteResponse(BaseModel):
+    current: str
+    previous: str | None
+
+
+# -------------------------------------------------------------- errors
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+

@@ -1,0 +1,205 @@
+"""The event log: rankings and interactions in Redis Streams (DESIGN.md, "Events").
+
+Two streams, both capped (approximately) at ``max_len`` entries:
+
+- ``{p}:rankings``: one :class:`RankingEvent` per served slate, with the
+  feature snapshot the policy saw and the per-position log-probabilities;
+- ``{p}:interactions``: one :class:`InteractionEvent` per accepted click,
+  add-to-cart or purchase.
+
+Besides the stream entry, a served ranking leaves a small lookup record,
+``{p}:ranking:<ranking_id>`` (user, slate, policy version), that feedback is
+checked against; it expires after ``ranking_ttl_s`` (longer than the
+attribution window). Impression counters move in the same transaction.
+
+Feedback is idempotent: one Lua script claims each ``event_id`` with
+``SET NX`` (kept ``dedup_ttl_s``), and only a first claim appends the event
+and bumps the item's click or purchase counter, so a retried request counts
+once. The learner (a later issue) reads the streams through a consumer group.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import redis
+
+from ranker.redis_backend import as_text, key
+from ranker.state import counter_key
+
+EVENT_TYPES = ("click", "add_to_cart", "purchase")
+MAX_STREAM_LEN = 1_000_000
+RANKING_TTL_S = 24 * 3600
+DEDUP_TTL_S = 7 * 24 * 3600
+
+# KEYS: interactions stream, clicks hash, purchases hash, then one dedup key per event.
+# ARGV: dedup ttl, stream max length, then per event: payload, item id, type.
+_APPEND_INTERACTIONS = """
+local flags = {}
+for i = 4, #KEYS do
+  local base = 3 + (i - 4) * 3
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
+    local kind = ARGV[base + 2]
+    if kind == 'click' then redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1) end
+    if kind == 'purchase' then redis.call('HINCRBY', KEYS[3], ARGV[base + 1], 1) end
+    flags[#flags + 1] = 1
+  else
+    flags[#flags + 1] = 0
+  end
+end
+return flags
+"""
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_ranking_id() -> str:
+    return "r_" + uuid.uuid4().hex
+
+
+@dataclass
+class RankingEvent:
+    """One served slate (DESIGN.md "Events"); ``features`` is the [K, F_static] snapshot."""
+
+    ranking_id: str
+    ts: float
+    user_key: str
+    session_id: str | None
+    query_text: str | None
+    query_has_image: bool
+    query_hash: str
+    policy_version: str
+    candidate_ids: list[str]
+    retrieval_scores: list[float]
+    slate: list[str]
+    log_probs: list[float] | None
+    temperature: float
+    features: np.ndarray = field(repr=False)  # [K, F_static] float32, rows in candidate order
+    context: np.ndarray = field(repr=False)  # [C] float32
+    experiment: str | None = None
+    arm: str | None = None
+
+    def to_fields(self) -> dict[str, bytes | str]:
+        meta = {name: value for name, value in asdict(self).items() if name not in ("features", "context")}
+        return {
+            "event": json.dumps(meta),
+            "features": np.ascontiguousarray(self.features, dtype=np.float32).tobytes(),
+            "features_shape": f"{self.features.shape[0]},{self.features.shape[1]}",
+            "context": np.ascontiguousarray(self.context, dtype=np.float32).tobytes(),
+        }
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> "RankingEvent":
+        meta = json.loads(fields[b"event"])
+        rows, columns = (int(n) for n in fields[b"features_shape"].split(b","))
+        features = np.frombuffer(fields[b"features"], dtype=np.float32).reshape(rows, columns).copy()
+        context = np.frombuffer(fields[b"context"], dtype=np.float32).copy()
+        return cls(**meta, features=features, context=context)
+
+
+@dataclass
+class InteractionEvent:
+    """A click, add_to_cart or purchase of a slate's item (DESIGN.md "Events")."""
+
+    event_id: str
+    ranking_id: str
+    item_id: str
+    position: int
+    type: str
+    value: float | None
+    ts: float
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_fields(cls, fields: dict[bytes, bytes]) -> "InteractionEvent":
+        return cls(**json.loads(fields[b"event"]))
+
+
+@dataclass
+class RankingRecord:
+    """What feedback is checked against: who saw which slate, under which policy."""
+
+    ranking_id: str
+    user_key: str
+    slate: list[str]
+    policy_version: str
+    ts: float
+
+    def position_of(self, item_id: str) -> int | None:
+        try:
+            return self.slate.index(item_id)
+        except ValueError:
+            return None
+
+
+class EventLog:
+    """Appends and reads the two streams; every write is a single round trip."""
+
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S):
+        self.client = client
+        self.prefix = prefix
+        self.max_len = max_len
+        self.ranking_ttl_s = ranking_ttl_s
+        self.dedup_ttl_s = dedup_ttl_s
+        self.rankings_stream = key(prefix, "rankings")
+        self.interactions_stream = key(prefix, "interactions")
+        self._append_interactions = client.register_script(_APPEND_INTERACTIONS)
+
+    def _ranking_key(self, ranking_id: str) -> str:
+        return key(self.prefix, "ranking", ranking_id)
+
+    # ------------------------------------------------------------ writes
+    def append_ranking(self, event: RankingEvent) -> str:
+        """Log the slate, remember it for feedback, count its impressions; returns the stream id."""
+        record = {"user_key": event.user_key, "slate": event.slate, "policy_version": event.policy_version, "ts": event.ts}
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.rankings_stream, event.to_fields(), maxlen=self.max_len, approximate=True)
+        pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
+        impressions = counter_key(self.prefix, "impressions")
+        for item_id in event.slate:
+            pipe.hincrby(impressions, item_id, 1)
+        stream_id = pipe.execute()[0]
+        return stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+
+    def append_interactions(self, events: Sequence[InteractionEvent]) -> list[bool]:
+        """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted."""
+        if not events:
+            return []
+        keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases")]
+        keys += [key(self.prefix, "event", event.event_id) for event in events]
+        args: list[Any] = [self.dedup_ttl_s, self.max_len]
+        for event in events:
+            args += [event.to_json(), event.item_id, event.type]
+        return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
+
+    # ------------------------------------------------------------- reads
+    def ranking(self, ranking_id: str) -> RankingRecord | None:
+        raw = self.client.get(self._ranking_key(ranking_id))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        return RankingRecord(ranking_id=ranking_id, **data)
+
+    def rankings(self, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, RankingEvent]]:
+        return [(as_text(entry_id), RankingEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.rankings_stream, start, end, count=count)]
+
+    def interactions(self, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, InteractionEvent]]:
+        return [(as_text(entry_id), InteractionEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.interactions_stream, start, end, count=count)]
+
+    def lengths(self) -> dict[str, int]:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.rankings_stream)
+        pipe.xlen(self.interactions_stream)
+        rankings, interactions = pipe.execute()
+        return {"rankings": int(rankings), "interactions": int(interactions)}
+

@@ -1,0 +1,198 @@
+"""Policy versions: artifacts on disk, the serving pointer in Redis.
+
+Artifacts live under ``<data_dir>/policies/<version>/`` (see
+:mod:`ranker.policy`; on several machines that directory is shared storage).
+Which version serves is one Redis key, ``{p}:policy:current``; the versions it
+replaced are a list, ``{p}:policy:history``, newest first, so a rollback
+returns to the previous one. Promote and rollback are WATCH/MULTI
+transactions, so two admins racing cannot lose a history entry.
+
+Every server process holds a :class:`PolicyCache` and hands it the pointer it
+reads with each request's first round trip (a cheap GET, no restart, no
+pub/sub thread to keep alive across gunicorn forks). A pointer naming a
+version this process cannot load leaves the current one serving and is
+reported, never a failed request.
+
+A fresh data directory starts with the packaged starting policy: PPO trained
+300k steps in the demo shop simulation (``ranker/assets/starting_policy``; its
+manifest records the training and the evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from ranker.policy import MANIFEST_FILE, PolicyError, RankingPolicy
+from ranker.redis_backend import key
+
+log = logging.getLogger(__name__)
+
+STARTING_POLICY = Path(__file__).parent / "assets" / "starting_policy"
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RegistryError(ValueError):
+    """A promote or rollback that cannot happen; ``field``/``value`` name the cause."""
+
+    def __init__(self, message: str, *, field: str = "version", value: Any = None, status: int = 409):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.status = status
+
+
+@dataclass
+class PolicyInfo:
+    version: str
+    parent: str | None
+    created_at: str | None
+    evaluation: dict[str, Any] | None
+    current: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "parent": self.parent, "created_at": self.created_at, "evaluation": self.evaluation, "current": self.current}
+
+
+def install_starting_policy(policies_dir: Path) -> str:
+    """Copy the packaged starting policy into ``policies_dir`` (once); returns its version."""
+    version = json.loads((STARTING_POLICY / MANIFEST_FILE).read_text())["version"]
+    target = Path(policies_dir) / version
+    if not (target / MANIFEST_FILE).exists():
+        staging = Path(policies_dir) / f".{version}.copying"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(STARTING_POLICY, staging)
+        staging.rename(target)
+    return version
+
+
+class PolicyRegistry:
+    """Lists artifacts and moves the serving pointer."""
+
+    def __init__(self, client: "redis.Redis", policies_dir: Path, *, prefix: str = "ranker"):
+        self.client = client
+        self.policies_dir = Path(policies_dir)
+        self.current_key = key(prefix, "policy", "current")
+        self.history_key = key(prefix, "policy", "history")
+
+    def path_of(self, version: str) -> Path:
+        if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+            raise RegistryError(f"version: {version!r} is not a policy version name", value=version, status=404)
+        return self.policies_dir / version
+
+    def versions(self) -> list[str]:
+        """Versions on disk, oldest first (by creation time in the manifest)."""
+        manifests = []
+        for path in self.policies_dir.glob(f"*/{MANIFEST_FILE}"):
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            manifests.append((str(manifest.get("created_at", "")), path.parent.name))
+        return [version for _, version in sorted(manifests)]
+
+    def describe(self) -> list[PolicyInfo]:
+        current = self.current()
+        infos = []
+        for version in self.versions():
+            manifest = json.loads((self.policies_dir / version / MANIFEST_FILE).read_text())
+            infos.append(PolicyInfo(version, manifest.get("parent"), manifest.get("created_at"), manifest.get("evaluation"), version == current))
+        return infos
+
+    def current(self) -> str | None:
+        value = self.client.get(self.current_key)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def history(self) -> list[str]:
+        return [value.decode() for value in self.client.lrange(self.history_key, 0, -1)]
+
+    def ensure_current(self) -> str:
+        """Point at the starting policy when nothing serves yet (first start); returns the current version."""
+        version = install_starting_policy(self.policies_dir)
+        self.client.set(self.current_key, version, nx=True)
+        return self.current() or version
+
+    def promote(self, version: str) -> str:
+        """Serve ``version`` from now on; the one it replaces goes on the history. Returns the previous version."""
+        path = self.path_of(version)
+        if not (path / MANIFEST_FILE).exists():
+            raise RegistryError(f"version: no policy {version!r} under {self.policies_dir}", value=version, status=404)
+        try:
+            RankingPolicy.load(path)  # refuse what would not load (schema, checksum) before any server sees it
+        except PolicyError as exc:
+            raise RegistryError(str(exc), value=version, status=409) from None
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.current_key)
+                    previous = pipe.get(self.current_key)
+                    previous = previous.decode() if previous else None
+                    if previous == version:
+                        raise RegistryError(f"version: {version} is already serving", value=version)
+                    pipe.multi()
+                    if previous:
+                        pipe.lpush(self.history_key, previous)
+                    pipe.set(self.current_key, version)
+                    pipe.execute()
+                    return previous
+                except redis.WatchError:
+                    continue
+
+    def rollback(self) -> tuple[str, str]:
+        """Return to the version served before the current one; returns (from, to)."""
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.current_key, self.history_key)
+                    current = pipe.get(self.current_key)
+                    previous = pipe.lindex(self.history_key, 0)
+                    if previous is None:
+                        raise RegistryError("rollback: no earlier version to return to", field="version", value=current.decode() if current else None)
+                    pipe.multi()
+                    pipe.lpop(self.history_key)
+                    pipe.set(self.current_key, previous)
+                    pipe.execute()
+                    return (current.decode() if current else ""), previous.decode()
+                except redis.WatchError:
+                    continue
+
+
+class PolicyCache:
+    """The policy this process serves; :meth:`get` swaps it when the pointer moved."""
+
+    def __init__(self, policies_dir: Path):
+        self.policies_dir = Path(policies_dir)
+        self._lock = threading.Lock()
+        self.version: str | None = None
+        self.policy: RankingPolicy | None = None
+        self.failed: dict[str, str] = {}  # version -> why it could not load
+
+    def get(self, pointer: str | None) -> RankingPolicy:
+        """The policy for ``pointer`` (loaded once); the current one when ``pointer`` is None or unloadable."""
+        if pointer and pointer != self.version and pointer not in self.failed:
+            with self._lock:
+                if pointer != self.version:
+                    self._load(pointer)
+        if self.policy is None:
+            raise PolicyError("policy: no policy loaded and none could be loaded")
+        return self.policy
+
+    def _load(self, version: str) -> None:
+        try:
+            if not VERSION_PATTERN.match(version):
+                raise PolicyError(f"policy pointer {version!r} is not a version name")
+            policy = RankingPolicy.load(self.policies_dir / version)
+        except (PolicyError, OSError) as exc:
+            log.error("policy %s cannot be loaded, still serving %s: %s", version, self.version, exc)
+            self.failed[version] = str(exc)
+            return
+        self.policy, self.version = policy, version
+        log.info("now serving policy %s", version)

@@ -1,0 +1,372 @@
+"""The serving pipeline, without HTTP: rank, take feedback, change the catalog.
+
+:class:`RankingService` is what ``api`` calls and what ``bench/serve.py``
+calls in-process. One rank request:
+
+1. one Redis round trip reads the policy pointer and any catalog writes other
+   processes made (applied before searching, so they are searchable at once);
+2. the query is encoded and candidates retrieved (``ranker.retrieval``);
+3. one round trip reads the candidates' counters and the user's profile
+   (``ranker.state``), and the features are built (``ranker.features``);
+4. the current policy composes the slate: sampled with the configured
+   temperature (logging each position's log-probability) or greedy;
+5. one transaction logs the RankingEvent, remembers the slate for feedback and
+   counts impressions (``ranker.events``).
+
+When Redis cannot be reached, ranking goes on with empty state and the
+current policy; the result says it was not logged. Feedback, which must be
+stored to count, raises :class:`Unavailable` instead.
+
+Explanations: an item's ``score`` is the policy's score for it. It splits
+into the retrieval score's text part (the text-query channels' share of the
+weighted fusion), its image part (the picture-query channels' share) and the
+policy adjustment, ``score - retrieval_score``; the three sum to ``score``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import redis
+
+from ranker.catalog import Item
+from ranker.catalog_log import CatalogLog
+from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.features import CandidateSet, FeatureBuilder, UserProfile
+from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
+from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
+from ranker.state import RedisStateProvider
+
+log = logging.getLogger(__name__)
+
+TEXT_CHANNELS = ("text", "text_to_image")  # channels driven by the query's text
+IMAGE_CHANNELS = ("image", "image_to_text")  # channels driven by the query's picture
+
+
+class Unavailable(RuntimeError):
+    """Redis cannot be reached and the operation must not pretend it succeeded."""
+
+
+class FeedbackError(ValueError):
+    """Feedback that does not match a served ranking; ``field``/``value`` say what."""
+
+    def __init__(self, message: str, *, field: str, value: Any = None, status: int = 422):
+        super().__init__(message)
+        self.field = field
+        self.value = value
+        self.status = status
+
+
+@dataclass
+class ServiceConfig:
+    prefix: str = "ranker"
+    temperature: float = 0.5  # 0 = greedy
+    num_results: int = 10
+    num_candidates: int = 100
+    user_key_secret: bytes = b""
+    ranking_ttl_s: int = 24 * 3600
+    dedup_ttl_s: int = 7 * 24 * 3600
+    seed: int | None = None
+
+
+@dataclass
+class RankedItem:
+    candidate: Candidate
+    position: int
+    score: float
+    log_prob: float | None
+
+    def to_json(self, explain: bool) -> dict[str, Any]:
+        item = self.candidate.item
+        out: dict[str, Any] = {
+            "item_id": item.item_id,
+            "position": self.position,
+            "score": round(self.score, 6),
+            "retrieval_score": round(self.candidate.score, 6),
+            "title": item.title,
+            "category": item.category,
+            "brand": item.brand,
+            "price": item.price,
+        }
+        if explain:
+            out["explain"] = explain_score(self.candidate, self.score)
+        return out
+
+
+@dataclass
+class RankResult:
+    ranking_id: str
+    policy_version: str
+    items: list[RankedItem]
+    logged: bool
+    temperature: float
+    n_candidates: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self, explain: bool = False) -> dict[str, Any]:
+        return {
+            "ranking_id": self.ranking_id,
+            "policy_version": self.policy_version,
+            "logged": self.logged,
+            "temperature": self.temperature,
+            "n_candidates": self.n_candidates,
+            "items": [item.to_json(explain) for item in self.items],
+        }
+
+
+def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
+    """Split ``score`` into text similarity, image similarity and the policy's adjustment (they sum to it)."""
+    present = {channel: value for channel, value in candidate.scores.items() if value is not None}
+    total_weight = sum(CHANNEL_WEIGHTS[channel] for channel in present) or 1.0
+
+    def part(channels: Sequence[str]) -> float:
+        return sum(CHANNEL_WEIGHTS[c] * present[c] for c in channels if c in present) / total_weight
+
+    text, image = part(TEXT_CHANNELS), part(IMAGE_CHANNELS)
+    return {
+        "text_similarity": round(text, 6),
+        "image_similarity": round(image, 6),
+        "policy_adjustment": round(score - text - image, 6),
+    }
+
+
+def pseudonymise(user_id: str, secret: bytes) -> str:
+    """The keyed HMAC of a user id: what Redis and the logs see instead of the id."""
+    return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+
+
+def query_hash(text: str | None, image: bytes | None) -> str:
+    digest = hashlib.sha256((text or "").encode("utf-8"))
+    digest.update(b"\0")
+    digest.update(image or b"")
+    return digest.hexdigest()[:16]
+
+
+class RankingService:
+    """Engine + live state + policy + event log, for one server process."""
+
+    def __init__(self, engine: SearchEngine, client: "redis.Redis", policies_dir: Path, config: ServiceConfig | None = None):
+        self.engine = engine
+        self.client = client
+        self.config = config or ServiceConfig()
+        prefix = self.config.prefix
+        self.state = RedisStateProvider(client, prefix=prefix)
+        self.events = EventLog(client, prefix=prefix, ranking_ttl_s=self.config.ranking_ttl_s, dedup_ttl_s=self.config.dedup_ttl_s)
+        self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
+        self.catalog_log = CatalogLog(client, prefix=prefix)
+        self.policies = PolicyCache(policies_dir)
+        self._engine_lock = threading.RLock()
+        self._rng = np.random.default_rng(self.config.seed)
+        self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
+        # first start: a policy to serve and every catalog write so far
+        try:
+            self.policies.get(self.registry.ensure_current())
+            with self._engine_lock:
+                self.catalog_log.catch_up(engine)
+        except redis.RedisError as exc:  # serve what is on disk; the pointer is read again with every request
+            self._redis_failed("start", exc)
+            self.policies.get(install_starting_policy(policies_dir))
+
+    # ------------------------------------------------------------ ranking
+    def rank(
+        self,
+        *,
+        user_id: str,
+        text: str | None = None,
+        image: bytes | None = None,
+        num_results: int | None = None,
+        num_candidates: int | None = None,
+        filters: Filters | None = None,
+        session_id: str | None = None,
+        temperature: float | None = None,
+    ) -> RankResult:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        num_results = num_results or self.config.num_results
+        num_candidates = max(num_candidates or self.config.num_candidates, num_results)
+        temperature = self.config.temperature if temperature is None else temperature
+        redis_ok = True
+        pointer = None
+        try:
+            pointer = self.sync()
+        except redis.RedisError as exc:
+            redis_ok = self._redis_failed("sync", exc)
+        query = self.engine.embed_query(text, image)
+        timings["encode"] = _ms(started)
+        with self._engine_lock:
+            candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
+            candidate_set = self._candidate_set(candidates, query)
+        timings["retrieve"] = _ms(started) - timings["encode"]
+        user_key = pseudonymise(user_id, self.config.user_key_secret)
+        counts, profile = np.zeros((len(candidates), 3)), UserProfile()
+        if redis_ok:
+            try:
+                counts, profile = self.state.snapshot(candidate_set.item_ids, user_key)
+            except redis.RedisError as exc:
+                redis_ok = self._redis_failed("state", exc)
+        policy = self.policies.get(pointer)
+        ranking_id = new_ranking_id()
+        if not candidates:
+            return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, timings)
+        builder = FeatureBuilder(num_candidates, num_results)
+        observation = builder.build(candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None)
+        ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng)
+        timings["policy"] = _ms(started) - timings["encode"] - timings["retrieve"]
+        log_probs = ranking.log_probs or [None] * len(ranking.slots)
+        items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
+        event = RankingEvent(
+            ranking_id=ranking_id,
+            ts=time.time(),
+            user_key=user_key,
+            session_id=session_id,
+            query_text=query_text_of(text),
+            query_has_image=image is not None,
+            query_hash=query_hash(text, image),
+            policy_version=self.policies.version or "",
+            candidate_ids=candidate_set.item_ids,
+            retrieval_scores=[round(float(score), 6) for score in candidate_set.retrieval_scores],
+            slate=[item.candidate.item.item_id for item in items],
+            log_probs=ranking.log_probs,
+            temperature=float(temperature),
+            features=observation.static[: len(candidates)],
+            context=observation.context,
+        )
+        logged = False
+        if redis_ok:
+            try:
+                self.events.append_ranking(event)
+                logged = True
+            except redis.RedisError as exc:
+                self._redis_failed("log", exc)
+        timings["total"] = _ms(started)
+        return RankResult(ranking_id, event.policy_version, items, logged, float(temperature), len(candidates), timings)
+
+    def sync(self) -> str | None:
+        """One round trip: the policy pointer, and catalog writes to apply; returns the pointer."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.registry.current_key)
+        self.catalog_log.queue_read(pipe)
+        pointer, entries = pipe.execute()
+        if entries:
+            with self._engine_lock:
+                self.catalog_log.apply(self.engine, entries)
+        return pointer.decode() if pointer else None
+
+    def _candidate_set(self, candidates: list[Candidate], query: QueryVectors) -> CandidateSet:
+        keys = np.array([candidate.key for candidate in candidates], dtype=np.int64)
+        text_vectors, _ = self.engine.indexes["text"].vectors_for(keys)
+        channels = query.channels()
+        return CandidateSet(
+            item_ids=[candidate.item.item_id for candidate in candidates],
+            categories=[candidate.item.category for candidate in candidates],
+            brands=[candidate.item.brand for candidate in candidates],
+            prices=np.array([candidate.item.price for candidate in candidates], dtype=np.float64),
+            has_image=np.array([candidate.item.image is not None for candidate in candidates], dtype=bool),
+            text_vectors=text_vectors,
+            retrieval_scores=np.array([candidate.score for candidate in candidates], dtype=np.float64),
+            channel_scores={
+                channel: np.array([np.nan if candidate.scores.get(channel) is None else candidate.scores[channel] for candidate in candidates])
+                for channel in channels
+            },
+        )
+
+    def _redis_failed(self, stage: str, exc: Exception) -> bool:
+        self.redis_failures += 1
+        log.warning("Redis unreachable during %s (%s): ranking without it, not logged", stage, exc)
+        return False
+
+    # ----------------------------------------------------------- feedback
+    def feedback(self, ranking_id: str, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates)."""
+        try:
+            record = self.events.ranking(ranking_id)
+        except redis.RedisError as exc:
+            raise Unavailable(f"event log unreachable: {exc}") from None
+        if record is None:
+            raise FeedbackError(f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)", field="ranking_id", value=ranking_id, status=404)
+        parsed: list[InteractionEvent] = []
+        for index, raw in enumerate(events):
+            position = record.position_of(raw["item_id"])
+            if position is None:
+                raise FeedbackError(
+                    f"events[{index}].item_id: {raw['item_id']!r} was not in ranking {ranking_id}",
+                    field=f"events[{index}].item_id",
+                    value=raw["item_id"],
+                )
+            if raw["type"] not in EVENT_TYPES:
+                raise FeedbackError(f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"])
+            parsed.append(
+                InteractionEvent(
+                    event_id=raw.get("event_id") or uuid.uuid4().hex,
+                    ranking_id=ranking_id,
+                    item_id=raw["item_id"],
+                    position=position,
+                    type=raw["type"],
+                    value=raw.get("value"),
+                    ts=raw.get("ts") or time.time(),
+                )
+            )
+        try:
+            flags = self.events.append_interactions(parsed)
+            for event, accepted in zip(parsed, flags):
+                if accepted:
+                    self._update_profile(record.user_key, event)
+        except redis.RedisError as exc:
+            raise Unavailable(f"event log unreachable: {exc}") from None
+        accepted = sum(flags)
+        return accepted, len(flags) - accepted
+
+    def _update_profile(self, user_key: str, event: InteractionEvent) -> None:
+        with self._engine_lock:
+            item = self.engine.get(event.item_id)
+            key = self.engine.store.key_of(event.item_id)
+            vectors, present = self.engine.indexes["text"].vectors_for(np.array([key if key is not None else -1], dtype=np.int64))
+        if item is None or not present[0]:
+            return  # deleted since it was shown: the event is logged, the profile has nothing to learn from
+        self.state.record_profile(user_key, kind=event.type, category=item.category, brand=item.brand, price=item.price, text_vector=vectors[0])
+
+    # ------------------------------------------------------------ catalog
+    def upsert_items(self, items: Sequence[Item]) -> list[Any]:
+        """Encode, publish to every process, apply here; returns the items rejected (with why)."""
+        embedded, errors = self.engine.embed_items(items)
+        if embedded.items:
+            try:
+                self.catalog_log.publish_upsert(embedded)
+                self.sync()
+            except redis.RedisError as exc:
+                raise Unavailable(f"catalog log unreachable: {exc}") from None
+        return errors
+
+    def delete_item(self, item_id: str) -> bool:
+        if self.engine.get(item_id) is None:
+            return False
+        try:
+            self.catalog_log.publish_delete([item_id])
+            self.sync()
+        except redis.RedisError as exc:
+            raise Unavailable(f"catalog log unreachable: {exc}") from None
+        return True
+
+    def get_item(self, item_id: str) -> Item | None:
+        try:
+            self.sync()
+        except redis.RedisError as exc:
+            self._redis_failed("sync", exc)
+        return self.engine.get(item_id)
+
+
+def query_text_of(text: str | None) -> str | None:
+    return text.strip() if text and text.strip() else None
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,123 @@
+"""Live feature state in Redis: item counters and user profiles.
+
+The feature builder reads two kinds of state (:class:`ranker.features.StateProvider`):
+
+- item counters, three hashes keyed by item id: ``{p}:counts:impressions``,
+  ``{p}:counts:clicks``, ``{p}:counts:purchases``. Impressions move when a
+  slate is logged; clicks and purchases when feedback is accepted (in the same
+  script that appends the event, so a counter moves exactly once per event);
+- user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
+  with the JSON scalars of :class:`ranker.features.UserProfile` and its
+  embedding as float32 bytes. An update is a WATCH/MULTI transaction, retried
+  when two requests for one user race, so no interaction is lost. Profiles
+  expire after ``profile_ttl_s`` without activity.
+
+A rank request reads everything it needs in one round trip (:meth:`RedisStateProvider.snapshot`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence
+
+import numpy as np
+import redis
+
+from ranker.features import UserProfile
+from ranker.redis_backend import key
+
+COUNTERS = ("impressions", "clicks", "purchases")
+PROFILE_TTL_S = 90 * 24 * 3600
+PROFILE_RETRIES = 20
+
+
+def counter_key(prefix: str, counter: str) -> str:
+    return key(prefix, "counts", counter)
+
+
+def profile_key(prefix: str, user_key: str) -> str:
+    return key(prefix, "user", user_key)
+
+
+def encode_profile(profile: UserProfile) -> dict[str, bytes | str]:
+    scalars = {
+        "n_interactions": profile.n_interactions,
+        "category_counts": profile.category_counts,
+        "brand_counts": profile.brand_counts,
+        "log_price_sum": profile.log_price_sum,
+        "n_purchases": profile.n_purchases,
+    }
+    fields: dict[str, bytes | str] = {"profile": json.dumps(scalars)}
+    if profile.embedding is not None:
+        fields["embedding"] = np.asarray(profile.embedding, dtype=np.float32).tobytes()
+    return fields
+
+
+def decode_profile(scalars: bytes | None, embedding: bytes | None) -> UserProfile:
+    if not scalars:
+        return UserProfile()
+    data = json.loads(scalars)
+    return UserProfile(
+        embedding=np.frombuffer(embedding, dtype=np.float32).copy() if embedding else None,
+        n_interactions=int(data["n_interactions"]),
+        category_counts={k: float(v) for k, v in data["category_counts"].items()},
+        brand_counts={k: float(v) for k, v in data["brand_counts"].items()},
+        log_price_sum=float(data["log_price_sum"]),
+        n_purchases=int(data["n_purchases"]),
+    )
+
+
+def _counts(rows: Sequence[Sequence[bytes | None]], n: int) -> np.ndarray:
+    counts = np.zeros((n, len(COUNTERS)), dtype=np.float64)
+    for column, values in enumerate(rows):
+        counts[:, column] = [float(value) if value is not None else 0.0 for value in values]
+    return counts
+
+
+class RedisStateProvider:
+    """A :class:`ranker.features.StateProvider` over Redis, shared by every server process."""
+
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", profile_decay: float = 0.9, profile_ttl_s: int = PROFILE_TTL_S):
+        self.client = client
+        self.prefix = prefix
+        self.profile_decay = profile_decay
+        self.profile_ttl_s = profile_ttl_s
+
+    # ------------------------------------------------------------ reads
+    def snapshot(self, item_ids: Sequence[str], user_key: str | None) -> tuple[np.ndarray, UserProfile]:
+        """Counters for ``item_ids`` ([n, 3]) and the user's profile, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        if item_ids:
+            for counter in COUNTERS:
+                pipe.hmget(counter_key(self.prefix, counter), list(item_ids))
+        if user_key is not None:
+            pipe.hmget(profile_key(self.prefix, user_key), ["profile", "embedding"])
+        replies = pipe.execute() if len(pipe) else []
+        counts = _counts(replies[:3], len(item_ids)) if item_ids else np.zeros((0, 3))
+        profile = decode_profile(*replies[-1]) if user_key is not None else UserProfile()
+        return counts, profile
+
+    def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
+        return self.snapshot(item_ids, None)[0]
+
+    def user_profile(self, user_key: str | None) -> UserProfile:
+        return self.snapshot([], user_key)[1]
+
+    # ----------------------------------------------------------- writes
+    def record_profile(self, user_key: str, *, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> UserProfile:
+        """Fold one interaction into the user's profile (optimistic transaction, retried on a race)."""
+        name = profile_key(self.prefix, user_key)
+        for _ in range(PROFILE_RETRIES):
+            with self.client.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(name)
+                    profile = decode_profile(*pipe.hmget(name, ["profile", "embedding"]))
+                    profile.record(kind=kind, category=category, brand=brand, price=price, text_vector=text_vector, decay=self.profile_decay)
+                    pipe.multi()
+                    pipe.hset(name, mapping=encode_profile(profile))
+                    pipe.expire(name, self.profile_ttl_s)
+                    pipe.execute()
+                    return profile
+                except redis.WatchError:
+                    continue
+        raise redis.RedisError(f"user profile {user_key}: {PROFILE_RETRIES} concurrent updates in a row; try again")

@@ -1,0 +1,195 @@
+"""The event log, live state and policy pointer: one contract suite, run against every Redis backend."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import redis
+
+from ranker.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.features import UserProfile
+from ranker.policy import RankingPolicy
+from ranker.redis_backend import connect
+from ranker.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
+from ranker.state import RedisStateProvider
+
+
+@pytest.fixture()
+def client(redis_url):
+    return connect(redis_url, socket_timeout=5)
+
+
+def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
+    rng = np.random.default_rng(0)
+    candidates = list(slate) + ["d", "e"]
+    return RankingEvent(
+        ranking_id=new_ranking_id(), ts=time.time(), user_key=user_key, session_id="s1", query_text="red shoes",
+        query_has_image=False, query_hash="abc", policy_version="v1", candidate_ids=candidates,
+        retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5], slate=list(slate), log_probs=[-0.1, -0.2, -0.3], temperature=0.5,
+        features=rng.standard_normal((5, 14)).astype(np.float32), context=rng.standard_normal(6).astype(np.float32),
+    )
+
+
+def interaction(ranking_id: str, item_id: str, kind: str = "click", event_id: str = "e1", position: int = 0) -> InteractionEvent:
+    return InteractionEvent(event_id=event_id, ranking_id=ranking_id, item_id=item_id, position=position, type=kind, value=None, ts=time.time())
+
+
+def test_ranking_event_round_trips_through_the_stream_with_its_feature_snapshot(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    event = ranking_event()
+    log.append_ranking(event)
+    [(_, stored)] = log.rankings()
+    np.testing.assert_array_equal(stored.features, event.features)
+    np.testing.assert_array_equal(stored.context, event.context)
+    assert stored.slate == event.slate and stored.log_probs == event.log_probs and stored.policy_version == "v1"
+    record = log.ranking(event.ranking_id)
+    assert record.slate == ["a", "b", "c"] and record.user_key == "u1" and record.position_of("c") == 2
+    assert log.ranking("r_unknown") is None
+
+
+def test_logged_slates_count_impressions_for_their_items_only(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    log.append_ranking(ranking_event(slate=("a", "b", "c")))
+    log.append_ranking(ranking_event(slate=("a", "x", "y")))
+    counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "d"])
+    np.testing.assert_array_equal(counts[:, 0], [2, 1, 0])  # d was a candidate, never shown
+
+
+def test_a_repeated_event_id_is_a_duplicate_and_counts_once(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    event = ranking_event()
+    log.append_ranking(event)
+    first = log.append_interactions([interaction(event.ranking_id, "a", "click", "e1"), interaction(event.ranking_id, "b", "purchase", "e2")])
+    again = log.append_interactions([interaction(event.ranking_id, "a", "click", "e1"), interaction(event.ranking_id, "c", "click", "e3")])
+    assert first == [True, True] and again == [False, True]
+    assert len(log.interactions()) == 3
+    counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "c"])
+    np.testing.assert_array_equal(counts[:, 1:], [[1, 0], [0, 1], [1, 0]])  # clicks, purchases
+
+
+def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    event = ranking_event()
+    log.append_ranking(event)
+    results: list[bool] = []
+
+    def send() -> None:
+        results.extend(log.append_interactions([interaction(event.ranking_id, "a", "click", "same")]))
+
+    threads = [threading.Thread(target=send) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 15 + [True]
+    assert len(log.interactions()) == 1
+
+
+def test_ranking_records_expire_after_their_ttl(client, prefix):
+    log = EventLog(client, prefix=prefix, ranking_ttl_s=1)
+    event = ranking_event()
+    log.append_ranking(event)
+    assert log.ranking(event.ranking_id) is not None
+    time.sleep(1.2)
+    assert log.ranking(event.ranking_id) is None
+    assert len(log.rankings()) == 1  # the log itself keeps the event
+
+
+def test_profiles_fold_in_every_interaction_under_concurrent_updates(client, prefix):
+    state = RedisStateProvider(client, prefix=prefix)
+    vector = np.zeros(8, dtype=np.float32)
+    vector[0] = 1.0
+
+    def click(n: int) -> None:
+        for _ in range(n):
+            state.record_profile("u1", kind="click", category="shoes", brand="acme", price=10.0, text_vector=vector)
+
+    threads = [threading.Thread(target=click, args=(10,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    state.record_profile("u1", kind="purchase", category="bags", brand="acme", price=np.e, text_vector=vector)
+    profile = state.user_profile("u1")
+    assert profile.n_interactions == 41
+    assert profile.category_counts == {"shoes": 40.0, "bags": 1.0} and profile.brand_counts == {"acme": 41.0}
+    assert profile.mean_log_price == pytest.approx(1.0)
+    np.testing.assert_allclose(profile.embedding, vector, atol=1e-6)
+    assert client.ttl(f"{{{prefix}}}:user:u1") > 0  # profiles expire when a user goes quiet
+
+
+def test_profile_in_redis_matches_the_in_memory_profile(client, prefix):
+    state = RedisStateProvider(client, prefix=prefix)
+    expected = UserProfile()
+    rng = np.random.default_rng(1)
+    for kind, category in (("click", "a"), ("add_to_cart", "b"), ("purchase", "a")):
+        vector = rng.standard_normal(8).astype(np.float32)
+        vector /= np.linalg.norm(vector)
+        state.record_profile("u2", kind=kind, category=category, brand="z", price=20.0, text_vector=vector)
+        expected.record(kind=kind, category=category, brand="z", price=20.0, text_vector=vector)
+    stored = state.user_profile("u2")
+    np.testing.assert_allclose(stored.embedding, expected.embedding, rtol=1e-6)
+    assert (stored.n_interactions, stored.category_counts, stored.n_purchases) == (3, expected.category_counts, 1)
+    assert state.user_profile("nobody") == UserProfile() and state.user_profile(None) == UserProfile()
+
+
+# --------------------------------------------------------------- registry
+def second_version(policies_dir, version="v-second"):
+    policy = RankingPolicy.load(STARTING_POLICY)
+    policy.save(policies_dir / version, version=version, parent=policy.version)
+    return version
+
+
+def test_promote_and_rollback_move_the_pointer_and_keep_the_history(client, prefix, tmp_path):
+    registry = PolicyRegistry(client, tmp_path, prefix=prefix)
+    start = registry.ensure_current()
+    assert registry.current() == start and registry.versions() == [start]
+    second = second_version(tmp_path)
+    assert registry.promote(second) == start
+    assert registry.current() == second and registry.history() == [start]
+    with pytest.raises(RegistryError, match="already serving"):
+        registry.promote(second)
+    assert registry.rollback() == (second, start)
+    assert registry.current() == start and registry.history() == []
+    with pytest.raises(RegistryError, match="no earlier version"):
+        registry.rollback()
+    assert registry.ensure_current() == start  # a restart does not move the pointer
+
+
+def test_promote_refuses_unknown_and_corrupt_versions(client, prefix, tmp_path):
+    registry = PolicyRegistry(client, tmp_path, prefix=prefix)
+    start = registry.ensure_current()
+    with pytest.raises(RegistryError) as unknown:
+        registry.promote("v-missing")
+    assert unknown.value.status == 404
+    with pytest.raises(RegistryError):
+        registry.promote("../../etc")
+    broken = second_version(tmp_path, "v-broken")
+    (tmp_path / broken / "policy.safetensors").write_bytes(b"not weights")
+    with pytest.raises(RegistryError, match="sha256") as corrupt:
+        registry.promote(broken)
+    assert corrupt.value.status == 409 and registry.current() == start
+
+
+def test_policy_cache_swaps_on_a_new_pointer_and_keeps_serving_on_a_bad_one(tmp_path):
+    start = install_starting_policy(tmp_path)
+    second = second_version(tmp_path)
+    cache = PolicyCache(tmp_path)
+    first_policy = cache.get(start)
+    assert cache.get(None) is first_policy and cache.version == start
+    assert cache.get(second) is not first_policy and cache.version == second
+    manifest = json.loads((tmp_path / second / "manifest.json").read_text())
+    assert cache.policy.manifest["version"] == manifest["version"]
+    assert cache.get("v-nowhere") is cache.policy and cache.version == second and "v-nowhere" in cache.failed
+
+
+def test_an_unreachable_server_raises_a_redis_error_quickly(tmp_path):
+    client = connect(f"unix://{tmp_path}/nothing.sock")
+    started = time.perf_counter()
+    with pytest.raises(redis.RedisError):
+        EventLog(client, prefix="x").ranking("r_1")
+    assert time.perf_counter() - started < 2.0
