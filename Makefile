@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv serve test test-slow bench train clean
+.PHONY: help venv serve serve-prod test test-slow bench bench-serve train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -25,8 +25,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create or refresh .venv
 
-serve: venv  ## serve the search demo (builds the demo catalog and index on first run)
+serve: venv  ## the ranking API on the demo shop, embedded Redis, starting policy (builds the demo index on first run)
 	$(BIN)/ranker serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+
+serve-prod: venv  ## the same under gunicorn, 2 workers (REDIS_URL unset: embedded Redis started by the master)
+	$(BIN)/python -c "from pathlib import Path; from ranker.demo_catalog import ensure_demo_index; ensure_demo_index(Path('$(DATA_DIR)'), log=print)"
+	RANKER_DATA_DIR=$(DATA_DIR) RANKER_BIND=$(HOST):$(PORT) OMP_NUM_THREADS=1 $(BIN)/gunicorn -c api/gunicorn_conf.py
 
 test: venv  ## the whole test suite except the long suites
 	$(BIN)/python -m pytest -m "not slow"

@@ -108,7 +108,9 @@ def _build_service(app: OpenAPI) -> None:
         ),
     )
     app.extensions["ranking_service"] = service
-    app.extensions["ranker_metrics"] = Metrics()
+    metrics = app.extensions["ranker_metrics"] = Metrics()
+    metrics.items.set(len(engine))
+    metrics.serving(service.policies.version)
 
 
 def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:

@@ -44,7 +44,7 @@ from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent,
 from ranker.features import CandidateSet, FeatureBuilder, UserProfile
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
-from ranker.state import RedisStateProvider
+from ranker.state import Interaction, RedisStateProvider
 
 log = logging.getLogger(__name__)
 
@@ -317,22 +317,27 @@ class RankingService:
             )
         try:
             flags = self.events.append_interactions(parsed)
-            for event, accepted in zip(parsed, flags):
-                if accepted:
-                    self._update_profile(record.user_key, event)
+            learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
+            if learned:
+                self.state.record_profile_batch(record.user_key, learned)
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
         accepted = sum(flags)
         return accepted, len(flags) - accepted
 
-    def _update_profile(self, user_key: str, event: InteractionEvent) -> None:
+    def _interactions(self, events: Sequence[InteractionEvent]) -> list[Interaction]:
+        """What the user's profile learns from ``events``; items deleted since they were shown teach nothing."""
+        if not events:
+            return []
         with self._engine_lock:
-            item = self.engine.get(event.item_id)
-            key = self.engine.store.key_of(event.item_id)
-            vectors, present = self.engine.indexes["text"].vectors_for(np.array([key if key is not None else -1], dtype=np.int64))
-        if item is None or not present[0]:
-            return  # deleted since it was shown: the event is logged, the profile has nothing to learn from
-        self.state.record_profile(user_key, kind=event.type, category=item.category, brand=item.brand, price=item.price, text_vector=vectors[0])
+            items = [self.engine.get(event.item_id) for event in events]
+            keys = [self.engine.store.key_of(event.item_id) for event in events]
+            vectors, present = self.engine.indexes["text"].vectors_for(np.array([-1 if key is None else key for key in keys], dtype=np.int64))
+        return [
+            Interaction(event.type, item.category, item.brand, item.price, vectors[row])
+            for row, (event, item) in enumerate(zip(events, items))
+            if item is not None and present[row]
+        ]
 
     # ------------------------------------------------------------ catalog
     def upsert_items(self, items: Sequence[Item]) -> list[Any]:

@@ -18,6 +18,9 @@ A rank request reads everything it needs in one round trip (:meth:`RedisStatePro
 from __future__ import annotations
 
 import json
+import random
+import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -28,7 +31,7 @@ from ranker.redis_backend import key
 
 COUNTERS = ("impressions", "clicks", "purchases")
 PROFILE_TTL_S = 90 * 24 * 3600
-PROFILE_RETRIES = 20
+PROFILE_RETRIES = 50
 
 
 def counter_key(prefix: str, counter: str) -> str:
@@ -105,19 +108,35 @@ class RedisStateProvider:
 
     # ----------------------------------------------------------- writes
     def record_profile(self, user_key: str, *, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> UserProfile:
-        """Fold one interaction into the user's profile (optimistic transaction, retried on a race)."""
+        """Fold one interaction into the user's profile."""
+        return self.record_profile_batch(user_key, [Interaction(kind, category, brand, price, text_vector)])
+
+    def record_profile_batch(self, user_key: str, interactions: Sequence["Interaction"]) -> UserProfile:
+        """Fold interactions into the user's profile, in order, in one optimistic transaction (retried on a race)."""
         name = profile_key(self.prefix, user_key)
-        for _ in range(PROFILE_RETRIES):
+        for attempt in range(PROFILE_RETRIES):
             with self.client.pipeline(transaction=True) as pipe:
                 try:
                     pipe.watch(name)
                     profile = decode_profile(*pipe.hmget(name, ["profile", "embedding"]))
-                    profile.record(kind=kind, category=category, brand=brand, price=price, text_vector=text_vector, decay=self.profile_decay)
+                    for one in interactions:
+                        profile.record(kind=one.kind, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector, decay=self.profile_decay)
                     pipe.multi()
                     pipe.hset(name, mapping=encode_profile(profile))
                     pipe.expire(name, self.profile_ttl_s)
                     pipe.execute()
                     return profile
                 except redis.WatchError:
-                    continue
+                    time.sleep(random.uniform(0, 0.001) * (attempt + 1))  # jittered backoff: racing writers spread out
         raise redis.RedisError(f"user profile {user_key}: {PROFILE_RETRIES} concurrent updates in a row; try again")
+
+
+@dataclass
+class Interaction:
+    """What a profile learns from one event: its kind and the item's attributes."""
+
+    kind: str
+    category: str
+    brand: str
+    price: float
+    text_vector: np.ndarray
