@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv serve serve-prod test test-slow bench bench-serve train clean
+.PHONY: help venv serve serve-prod test test-slow bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -37,6 +37,7 @@ test: venv  ## the whole test suite except the long suites
 
 test-slow: venv  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow
+	RANKER_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/test_api_fuzz.py
 
 bench: venv  ## benchmarks that print figures (see bench/README.md); about 40 minutes
 	$(BIN)/python bench/retrieval.py

@@ -24,6 +24,14 @@ class Closed(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+def _whole_number(cls: type, value: Any) -> Any:
+    """JSON Schema counts 3.0 as an integer; strings, booleans and 2.5 stay errors."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+
 def decode_base64(value: str) -> bytes:
     """Strict base64 (a ``data:`` URI prefix is allowed)."""
     payload = value.partition(",")[2] if value.startswith("data:") else value
@@ -38,8 +46,10 @@ def decode_base64(value: str) -> bytes:
 
 # ---------------------------------------------------------------- rank
 class Query(Closed):
-    text: str | None = Field(default=None, max_length=1000, description="what the user typed")
-    image: str | None = Field(default=None, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)")
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}}, {"required": ["image"], "properties": {"image": {"type": "string"}}}]})
+
+    text: str | None = Field(default=None, min_length=1, max_length=1000, description="what the user typed")
+    image: str | None = Field(default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"})
 
     @field_validator("image")
     @classmethod
@@ -73,6 +83,8 @@ class RankRequest(Closed):
     explain: bool = False
     session_id: str | None = Field(default=None, max_length=256)
     greedy: bool = Field(default=False, description="sort by score instead of sampling with the serving temperature")
+
+    _whole_numbers = field_validator("num_results", "num_candidates", mode="before")(_whole_number)
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> "RankRequest":
@@ -131,7 +143,7 @@ class FeedbackResponse(BaseModel):
 class ItemFields(Closed):
     title: str = Field(min_length=1, max_length=2000)
     description: str = Field(default="", max_length=2000)
-    image: str | None = Field(default=None, max_length=MAX_IMAGE_BASE64, description="the product picture, base64 (or a data: URI)")
+    image: str | None = Field(default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="the product picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"})
     price: float = Field(ge=0, allow_inf_nan=False)
     category: str = Field(min_length=1, max_length=200)
     brand: str = Field(default="", max_length=200)

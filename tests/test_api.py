@@ -316,7 +316,7 @@ def test_write_and_admin_endpoints_need_the_api_key_when_configured(make_app, fr
         ({"query": {"text": "mug"}}, "user_id"),
         ({"user_id": "u"}, "query"),
         ({"user_id": "u", "query": {}}, "query"),
-        ({"user_id": "u", "query": {"text": ""}}, "query"),
+        ({"user_id": "u", "query": {"text": ""}}, "query.text"),
         ({"user_id": "u", "query": {"text": "   "}}, "query"),
         ({"user_id": 7, "query": {"text": "mug"}}, "user_id"),
         ({"user_id": "u", "query": {"text": ["mug"]}}, "query.text"),
