@@ -65,9 +65,18 @@ def new_ranking_id() -> str:
     return "r_" + uuid.uuid4().hex
 
 
+ARRAY_FIELDS = ("features", "context", "placed_similarity")
+
+
 @dataclass
 class RankingEvent:
-    """One served slate (DESIGN.md "Events"); ``features`` is the [K, F_static] snapshot."""
+    """One served slate (DESIGN.md "Events"), with what a learner needs to replay the policy's decisions.
+
+    ``features`` is the [n, F_static] snapshot in candidate order; ``slots`` are
+    the slate's rows in it, in display order; ``category_codes`` and
+    ``placed_similarity`` ([L, n]: each placed item's text cosine to every
+    candidate) rebuild the slate features of every step exactly.
+    """
 
     ranking_id: str
     ts: float
@@ -80,29 +89,33 @@ class RankingEvent:
     candidate_ids: list[str]
     retrieval_scores: list[float]
     slate: list[str]
+    slots: list[int]
     log_probs: list[float] | None
     temperature: float
-    features: np.ndarray = field(repr=False)  # [K, F_static] float32, rows in candidate order
-    context: np.ndarray = field(repr=False)  # [C] float32
+    category_codes: list[int]
+    features: np.ndarray = field(repr=False)
+    context: np.ndarray = field(repr=False)
+    placed_similarity: np.ndarray = field(repr=False)
     experiment: str | None = None
     arm: str | None = None
 
     def to_fields(self) -> dict[str, bytes | str]:
-        meta = {name: value for name, value in asdict(self).items() if name not in ("features", "context")}
-        return {
-            "event": json.dumps(meta),
-            "features": np.ascontiguousarray(self.features, dtype=np.float32).tobytes(),
-            "features_shape": f"{self.features.shape[0]},{self.features.shape[1]}",
-            "context": np.ascontiguousarray(self.context, dtype=np.float32).tobytes(),
-        }
+        meta = {name: value for name, value in asdict(self).items() if name not in ARRAY_FIELDS}
+        fields: dict[str, bytes | str] = {"event": json.dumps(meta)}
+        for name in ARRAY_FIELDS:
+            array = np.ascontiguousarray(getattr(self, name), dtype=np.float32)
+            fields[name] = array.tobytes()
+            fields[name + "_shape"] = ",".join(str(n) for n in array.shape)
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> "RankingEvent":
         meta = json.loads(fields[b"event"])
-        rows, columns = (int(n) for n in fields[b"features_shape"].split(b","))
-        features = np.frombuffer(fields[b"features"], dtype=np.float32).reshape(rows, columns).copy()
-        context = np.frombuffer(fields[b"context"], dtype=np.float32).copy()
-        return cls(**meta, features=features, context=context)
+        arrays = {}
+        for name in ARRAY_FIELDS:
+            shape = tuple(int(n) for n in fields[(name + "_shape").encode()].split(b",") if n)
+            arrays[name] = np.frombuffer(fields[name.encode()], dtype=np.float32).reshape(shape).copy()
+        return cls(**meta, **arrays)
 
 
 @dataclass
@@ -168,8 +181,7 @@ class EventLog:
         impressions = counter_key(self.prefix, "impressions")
         for item_id in event.slate:
             pipe.hincrby(impressions, item_id, 1)
-        stream_id = pipe.execute()[0]
-        return stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+        return as_text(pipe.execute()[0])
 
     def append_interactions(self, events: Sequence[InteractionEvent]) -> list[bool]:
         """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted."""

@@ -223,6 +223,8 @@ class RankingService:
         timings["policy"] = _ms(started) - timings["encode"] - timings["retrieve"]
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
         items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
+        n = len(candidates)
+        vectors = observation.text_vectors[:n]
         event = RankingEvent(
             ranking_id=ranking_id,
             ts=time.time(),
@@ -235,10 +237,13 @@ class RankingService:
             candidate_ids=candidate_set.item_ids,
             retrieval_scores=[round(float(score), 6) for score in candidate_set.retrieval_scores],
             slate=[item.candidate.item.item_id for item in items],
+            slots=[int(slot) for slot in ranking.slots],
             log_probs=ranking.log_probs,
             temperature=float(temperature),
-            features=observation.static[: len(candidates)],
+            category_codes=[int(code) for code in observation.category_codes[:n]],
+            features=observation.static[:n],
             context=observation.context,
+            placed_similarity=vectors[ranking.slots] @ vectors.T,
         )
         logged = False
         if redis_ok:

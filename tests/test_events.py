@@ -29,8 +29,9 @@ def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
     return RankingEvent(
         ranking_id=new_ranking_id(), ts=time.time(), user_key=user_key, session_id="s1", query_text="red shoes",
         query_has_image=False, query_hash="abc", policy_version="v1", candidate_ids=candidates,
-        retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5], slate=list(slate), log_probs=[-0.1, -0.2, -0.3], temperature=0.5,
-        features=rng.standard_normal((5, 14)).astype(np.float32), context=rng.standard_normal(6).astype(np.float32),
+        retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5], slate=list(slate), slots=[0, 1, 2], log_probs=[-0.1, -0.2, -0.3], temperature=0.5,
+        category_codes=[0, 0, 1, 1, 2], features=rng.standard_normal((5, 14)).astype(np.float32),
+        context=rng.standard_normal(6).astype(np.float32), placed_similarity=rng.standard_normal((3, 5)).astype(np.float32),
     )
 
 
@@ -45,6 +46,8 @@ def test_ranking_event_round_trips_through_the_stream_with_its_feature_snapshot(
     [(_, stored)] = log.rankings()
     np.testing.assert_array_equal(stored.features, event.features)
     np.testing.assert_array_equal(stored.context, event.context)
+    np.testing.assert_array_equal(stored.placed_similarity, event.placed_similarity)
+    assert stored.slots == [0, 1, 2] and stored.category_codes == [0, 0, 1, 1, 2]
     assert stored.slate == event.slate and stored.log_probs == event.log_probs and stored.policy_version == "v1"
     record = log.ranking(event.ranking_id)
     assert record.slate == ["a", "b", "c"] and record.user_key == "u1" and record.position_of("c") == 2

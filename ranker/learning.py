@@ -1,0 +1,678 @@
+"""Online learning: the Redis event log -> PPO updates -> gated policy versions.
+
+The learner is one process beside the servers (``ranker learn``). Each round:
+
+1. **Read** the rankings and interactions streams through a consumer group
+   (``XREADGROUP``); at start it first re-reads its own pending entries, so a
+   learner killed at any point resumes with everything it had not committed.
+2. **Join** (:class:`Joiner`). A ranking waits ``label_delay_s`` after its
+   last activity (the ranking, or an interaction with it) for more feedback,
+   then becomes a :class:`Trajectory`: the logged feature snapshot, the slots
+   the policy chose, their logged log-probabilities, and per-position rewards
+   (click 0.1, add to cart 0.3, purchase 1.0 by default, as in the
+   simulator). Interactions must fall inside the attribution window
+   (``attribution_window_s`` after the ranking); later ones, ones for unknown
+   or expired rankings, repeats of an event id, and ones that arrive after
+   their ranking was already used ("late") are skipped and counted. The
+   label delay trades completeness for freshness: feedback that comes after
+   it still updates live counters and profiles, but not the learner.
+3. **Filter**. Rankings served greedily carry no propensities and cannot
+   train PPO; rankings whose feature layout is not this code's schema, or
+   that hold NaN or infinite values, are skipped; rankings served by a
+   version more than ``max_staleness`` promotions behind the serving one are
+   dropped. Newer off-policy data is importance-weighted by PPO's own ratio
+   against the logged probabilities, clipped at ``1 +- clip_range``.
+4. **Update** (:func:`ppo_update`): PPO's clipped objective on every logged
+   decision of the batch (the slate features of each step are rebuilt exactly
+   from the snapshot), a value baseline on the reward-to-go, a few epochs of
+   minibatches, on CUDA when available. Deterministic for a given batch.
+5. **Gate** (:func:`gate`): the candidate must not be worse than the serving
+   version (a) in the simulator, on the same seeded sessions (paired), and
+   (b) by a self-normalised per-decision importance-sampling estimate with a
+   bootstrap interval, on held-out logged rankings of the batch. "Not worse":
+   the mean difference is above ``-tolerance`` and its 95% interval reaches 0.
+6. **Commit**: one Redis transaction acknowledges every entry the batch used,
+   records the decision, folds the batch's rewards into per-version reward
+   statistics and, when the gate passed and the serving version is still the
+   candidate's parent, moves the policy pointer. Nothing is acknowledged
+   before that, so a crash repeats the batch (same entries, same update, same
+   version name) and nothing is counted twice.
+7. **Guardrail**: once a promoted version has ``guardrail_min_rankings``
+   rankings of live reward, a one-sided Welch test against its parent rolls
+   it back on a significant drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import redis
+import torch
+from scipy import stats
+
+from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent
+from ranker.features import CONTEXT_FEATURES, FEATURES, STATIC_FEATURES, SlateFeatures
+from ranker.policy import RankingPolicy, masked_log_softmax
+from ranker.redis_backend import as_text, key
+from ranker.registry import PolicyRegistry
+
+log = logging.getLogger(__name__)
+
+CRASH_POINTS = ("read", "trained", "committed")
+
+
+def _crash_point(name: str, counter: dict[str, int]) -> None:
+    """Fault injection for the kill test: ``RANKER_LEARN_CRASH_AT=trained:2`` kills -9 at the second "trained" point."""
+    spec = os.environ.get("RANKER_LEARN_CRASH_AT")
+    if not spec:
+        return
+    point, _, nth = spec.partition(":")
+    if point == name:
+        counter[name] = counter.get(name, 0) + 1
+        if counter[name] == int(nth or 1):
+            os.kill(os.getpid(), 9)
+
+
+SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event")
+
+
+@dataclass
+class LearnerConfig:
+    prefix: str = "ranker"
+    group: str = "learner"
+    consumer: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    attribution_window_s: float = 30 * 60
+    label_delay_s: float = 10.0
+    batch_size: int = 256  # trajectories per update
+    min_batch: int = 32  # smallest batch the time trigger may use
+    update_interval_s: float = 20.0  # the oldest ready trajectory waits at most this long
+    max_staleness: int = 3  # promotions the logging version may lag behind the serving one
+    holdout_every: int = 5  # every n-th trajectory (by stream id) is held out for the off-policy gate
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0})
+    clip_range: float = 0.2
+    epochs: int = 4
+    minibatch_steps: int = 512
+    learning_rate: float = 3e-4
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    gate_env: str | None = "envs/SlateShopping-v0"  # None: no simulator gate
+    gate_env_kwargs: dict[str, Any] = field(default_factory=dict)
+    gate_episodes: int = 300
+    gate_seed: int = 20_000
+    sim_tolerance: float = 0.02  # reward per session
+    ope_tolerance: float = 0.05  # reward per ranking
+    bootstrap: int = 500
+    guardrail_min_rankings: int = 300
+    guardrail_alpha: float = 0.01
+    device: str = "auto"
+    read_count: int = 1000
+    block_ms: int = 1000
+
+
+# ------------------------------------------------------------------ join
+@dataclass
+class Trajectory:
+    """One logged slate with its rewards; ``entry_ids`` are every stream entry it used."""
+
+    entry_id: str
+    event: RankingEvent
+    rewards: np.ndarray  # [L]
+    interaction_entries: list[str]
+
+    @property
+    def total_reward(self) -> float:
+        return float(self.rewards.sum())
+
+
+@dataclass
+class _Pending:
+    entry_id: str
+    event: RankingEvent
+    last_activity: float
+    interactions: list[tuple[str, InteractionEvent]] = field(default_factory=list)
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Joiner:
+    """Rankings waiting for feedback; interactions waiting for their ranking."""
+
+    def __init__(self, config: LearnerConfig):
+        self.config = config
+        self.pending: dict[str, _Pending] = {}
+        self.orphans: dict[str, list[tuple[str, InteractionEvent, float]]] = {}  # ranking_id -> (entry, event, seen_at)
+        self.emitted: dict[str, float] = {}  # ranking_id -> when it became a trajectory (for "late")
+        self.skipped: dict[str, int] = {reason: 0 for reason in SKIP_REASONS}
+        self.done_entries: list[tuple[str, str]] = []  # (stream, entry id) to acknowledge without an update
+
+    def skip(self, reason: str, stream: str, entry_id: str) -> None:
+        self.skipped[reason] += 1
+        self.done_entries.append((stream, entry_id))
+
+    def add_ranking(self, entry_id: str, event: RankingEvent, now: float) -> None:
+        self.pending[event.ranking_id] = _Pending(entry_id, event, max(event.ts, min(now, event.ts + self.config.label_delay_s)))
+        for interaction_entry, interaction, _ in self.orphans.pop(event.ranking_id, []):
+            self._attach(interaction_entry, interaction)
+
+    def add_interaction(self, entry_id: str, event: InteractionEvent, now: float) -> None:
+        if event.ranking_id in self.emitted:
+            self.skip("late", "interactions", entry_id)
+        elif event.ranking_id in self.pending:
+            self._attach(entry_id, event)
+        else:
+            self.orphans.setdefault(event.ranking_id, []).append((entry_id, event, now))
+
+    def _attach(self, entry_id: str, event: InteractionEvent) -> None:
+        pending = self.pending[event.ranking_id]
+        if event.type not in EVENT_TYPES or not 0 <= event.position < len(pending.event.slate) or pending.event.slate[event.position] != event.item_id:
+            self.skip("bad_event", "interactions", entry_id)
+        elif event.ts > pending.event.ts + self.config.attribution_window_s:
+            self.skip("expired", "interactions", entry_id)
+        elif any(other.event_id == event.event_id for _, other in pending.interactions):
+            self.skip("duplicate", "interactions", entry_id)
+        else:
+            pending.interactions.append((entry_id, event))
+            pending.last_activity = max(pending.last_activity, min(event.ts, pending.event.ts + self.config.attribution_window_s))
+
+    def ready(self, now: float) -> list[Trajectory]:
+        """Trajectories whose label delay (or attribution window) has passed, in stream order."""
+        config = self.config
+        out = []
+        for ranking_id, pending in list(self.pending.items()):
+            closes = min(pending.last_activity + config.label_delay_s, pending.event.ts + config.attribution_window_s)
+            if now < closes:
+                continue
+            del self.pending[ranking_id]
+            self.emitted[ranking_id] = now
+            rewards = np.zeros(len(pending.event.slate), dtype=np.float64)
+            for _, interaction in pending.interactions:
+                rewards[interaction.position] += config.reward_weights.get(interaction.type, 0.0)
+            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions]))
+        for ranking_id, orphans in list(self.orphans.items()):  # interactions whose ranking never came
+            keep = []
+            for entry_id, event, seen_at in orphans:
+                if now - seen_at > config.label_delay_s + 60:
+                    self.skip("unknown_ranking", "interactions", entry_id)
+                else:
+                    keep.append((entry_id, event, seen_at))
+            if keep:
+                self.orphans[ranking_id] = keep
+            else:
+                del self.orphans[ranking_id]
+        horizon = now - config.attribution_window_s
+        self.emitted = {ranking_id: at for ranking_id, at in self.emitted.items() if at > horizon}
+        return sorted(out, key=lambda trajectory: stream_order(trajectory.entry_id))
+
+
+def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -> str | None:
+    """Why a trajectory cannot train PPO, or None. ``lineage``: serving version first, then its history."""
+    event = trajectory.event
+    if not event.log_probs or not event.temperature:
+        return "no_propensity"
+    if event.features.ndim != 2 or event.features.shape[1] != len(STATIC_FEATURES) or len(event.context) != len(CONTEXT_FEATURES):
+        return "schema_mismatch"
+    if event.placed_similarity.shape != (len(event.slots), len(event.features)) or len(event.log_probs) != len(event.slots):
+        return "schema_mismatch"
+    if not (np.isfinite(event.features).all() and np.isfinite(event.context).all() and np.isfinite(event.placed_similarity).all() and np.isfinite(event.log_probs).all()):
+        return "not_finite"
+    if event.policy_version not in lineage[: max_staleness + 1]:
+        return "stale"
+    return None
+
+
+# ---------------------------------------------------------------- replay
+class LoggedObservation:
+    """The parts of :class:`ranker.features.Observation` that :class:`SlateFeatures` reads, from a logged event."""
+
+    def __init__(self, event: RankingEvent):
+        n = len(event.features)
+        self.static = event.features
+        self.context = event.context
+        self.valid = np.ones(n, dtype=bool)
+        self.category_codes = np.asarray(event.category_codes, dtype=np.int64)
+        self._rows = {slot: row for row, slot in enumerate(event.slots)}
+        self._similarity = event.placed_similarity
+
+    def similarity_to(self, slot: int) -> np.ndarray:
+        return self._similarity[self._rows[slot]]
+
+
+@dataclass
+class Steps:
+    """Every logged decision of a batch, padded to the largest candidate set."""
+
+    features: np.ndarray  # [N, K, F]
+    mask: np.ndarray  # [N, K]
+    context: np.ndarray  # [N, C]
+    actions: np.ndarray  # [N]
+    old_log_probs: np.ndarray  # [N]
+    temperatures: np.ndarray  # [N]
+    returns: np.ndarray  # [N] reward-to-go
+    rewards: np.ndarray  # [N]
+    trajectory: np.ndarray  # [N] index of the trajectory
+
+
+def replay(trajectories: Sequence[Trajectory]) -> Steps:
+    """Rebuild the policy's inputs at every position of every logged slate."""
+    k = max(len(t.event.features) for t in trajectories)
+    rows: dict[str, list[Any]] = {name: [] for name in Steps.__dataclass_fields__}
+    for index, trajectory in enumerate(trajectories):
+        event = trajectory.event
+        observation = LoggedObservation(event)
+        slate = SlateFeatures(observation, len(event.slots))
+        n = len(event.features)
+        reward_to_go = np.cumsum(trajectory.rewards[::-1])[::-1]
+        for position, slot in enumerate(event.slots):
+            features = np.zeros((k, len(FEATURES)), dtype=np.float32)
+            features[:n] = slate.features
+            mask = np.zeros(k, dtype=np.float32)
+            mask[:n] = slate.available
+            rows["features"].append(features)
+            rows["mask"].append(mask)
+            rows["context"].append(event.context)
+            rows["actions"].append(slot)
+            rows["old_log_probs"].append(event.log_probs[position])
+            rows["temperatures"].append(event.temperature)
+            rows["returns"].append(reward_to_go[position])
+            rows["rewards"].append(trajectory.rewards[position])
+            rows["trajectory"].append(index)
+            slate.place(slot)
+    return Steps(**{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory") else np.float32) for name, values in rows.items()})
+
+
+def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
+    """The policy's log-probability of each logged action, at the logged temperature."""
+    net = policy.net.to(device)
+    with torch.no_grad():
+        scores, _ = net(torch.as_tensor(steps.features, device=device), torch.as_tensor(steps.context, device=device), torch.as_tensor(steps.mask, device=device))
+        logits = scores / torch.as_tensor(steps.temperatures, device=device)[:, None]
+        log_p = masked_log_softmax(logits, torch.as_tensor(steps.mask, device=device))
+        chosen = log_p.gather(1, torch.as_tensor(steps.actions, device=device)[:, None])[:, 0]
+    policy.net.to("cpu")
+    return chosen.cpu().numpy()
+
+
+# ---------------------------------------------------------------- update
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def ppo_update(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, seed: int) -> tuple[RankingPolicy, dict[str, float]]:
+    """A copy of ``policy`` after PPO epochs on ``steps``; deterministic for a given seed on one device."""
+    device = resolve_device(config.device)
+    torch.manual_seed(seed)
+    net = type(policy.net)(**policy.net.architecture())
+    net.load_state_dict(policy.net.state_dict())
+    net.to(device).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
+    tensors = {name: torch.as_tensor(getattr(steps, name), device=device) for name in ("features", "mask", "context", "actions", "old_log_probs", "temperatures", "returns")}
+    rng = np.random.default_rng(seed)
+    n = len(steps.actions)
+    history: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}
+    for _ in range(config.epochs):
+        order = rng.permutation(n)
+        for start in range(0, n, config.minibatch_steps):
+            index = torch.as_tensor(order[start : start + config.minibatch_steps], device=device)
+            batch = {name: tensor[index] for name, tensor in tensors.items()}
+            scores, values = net(batch["features"], batch["context"], batch["mask"])
+            log_p = masked_log_softmax(scores / batch["temperatures"][:, None], batch["mask"])
+            chosen = log_p.gather(1, batch["actions"][:, None])[:, 0]
+            advantages = batch["returns"] - values.detach()
+            if len(advantages) > 1:
+                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            ratio = torch.exp(chosen - batch["old_log_probs"])
+            clipped = torch.clamp(ratio, 1 - config.clip_range, 1 + config.clip_range)
+            policy_loss = -torch.min(ratio * advantages, clipped * advantages).mean()
+            value_loss = ((values - batch["returns"]) ** 2).mean()
+            probabilities = log_p.exp()
+            entropy = -(probabilities * log_p.masked_fill(batch["mask"] <= 0, 0.0)).sum(dim=1).mean()
+            loss = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.max_grad_norm)
+            optimiser.step()
+            with torch.no_grad():
+                history["policy_loss"].append(float(policy_loss))
+                history["value_loss"].append(float(value_loss))
+                history["clip_fraction"].append(float(((ratio - 1).abs() > config.clip_range).float().mean()))
+                history["approx_kl"].append(float((batch["old_log_probs"] - chosen).mean()))
+    net.to("cpu").eval()
+    summary = {name: float(np.mean(values)) for name, values in history.items()}
+    summary["device"] = str(device)
+    return RankingPolicy(net=net, manifest={}), summary
+
+
+# ------------------------------------------------------------------ gate
+def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
+    """The gate's rule: the mean difference is above ``-tolerance`` and its interval reaches 0."""
+    return mean >= -tolerance and high >= 0.0
+
+
+def ope_difference(candidate: RankingPolicy, behaviour_steps: Steps, n_trajectories: int, *, resamples: int, seed: int) -> dict[str, float]:
+    """SNIPS (per-decision) value of ``candidate`` minus the logged (on-policy) value, with a bootstrap 95% interval."""
+    new_log_p = log_probs_of(candidate, behaviour_steps)
+    log_ratio = np.clip(new_log_p - behaviour_steps.old_log_probs, -20, 20)
+    trajectory = behaviour_steps.trajectory
+    # cumulative ratio up to each position within its trajectory (steps are stored trajectory by trajectory, in position order)
+    cumulative = np.zeros_like(log_ratio)
+    for index in range(n_trajectories):
+        rows = np.flatnonzero(trajectory == index)
+        cumulative[rows] = np.cumsum(log_ratio[rows])
+    weights = np.exp(cumulative)
+    position = np.zeros(len(trajectory), dtype=np.int64)
+    for index in range(n_trajectories):
+        rows = np.flatnonzero(trajectory == index)
+        position[rows] = np.arange(len(rows))
+    rewards = behaviour_steps.rewards
+
+    def estimate(sample: np.ndarray) -> tuple[float, float]:
+        counts = np.bincount(sample, minlength=n_trajectories)
+        w = weights * counts[trajectory]
+        snips = 0.0
+        for t in np.unique(position):
+            rows = position == t
+            total = w[rows].sum()
+            if total > 0:
+                snips += float((w[rows] * rewards[rows]).sum() / total)
+        logged = float((rewards * counts[trajectory]).sum() / max(counts.sum(), 1))
+        return snips, logged
+
+    everyone = np.arange(n_trajectories)
+    value, logged = estimate(everyone)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        new, old = estimate(rng.choice(everyone, size=n_trajectories, replace=True))
+        differences.append(new - old)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"candidate": value, "serving": logged, "difference": value - logged, "ci95": [float(low), float(high)],
+            "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)), "rankings": n_trajectories}
+
+
+def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig) -> dict[str, Any]:
+    """Paired per-session reward difference in the simulator (same worlds, sessions and outcomes)."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the environments)
+    from envs.evaluation import mean_ci95, run_policy
+
+    env = gym.make(config.gate_env, **config.gate_env_kwargs)
+    try:
+        new = run_policy(env, candidate, episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
+        old = run_policy(env, serving, episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
+    finally:
+        env.close()
+    mean, low, high = mean_ci95(new.rewards - old.rewards)
+    return {"candidate": float(new.rewards.mean()), "serving": float(old.rewards.mean()), "difference": mean, "ci95": [low, high], "sessions": config.gate_episodes}
+
+
+def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int) -> dict[str, Any]:
+    """Both checks; ``passed`` when neither says the candidate is worse."""
+    result: dict[str, Any] = {"passed": True, "reasons": []}
+    if config.gate_env:
+        sim = simulator_difference(candidate, serving, config)
+        sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
+        result["simulator"] = sim
+        if not sim["passed"]:
+            result["reasons"].append(f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})")
+    if holdout:
+        ope = ope_difference(candidate, replay(holdout), len(holdout), resamples=config.bootstrap, seed=seed)
+        ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
+        result["off_policy"] = ope
+        if not ope["passed"]:
+            result["reasons"].append(f"off-policy (SNIPS): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}] (tolerance {config.ope_tolerance})")
+    result["passed"] = not result["reasons"]
+    return result
+
+
+# ---------------------------------------------------------------- learner
+@dataclass
+class UpdateReport:
+    version: str
+    parent: str
+    trajectories: int
+    decision: str  # promoted | rejected | superseded | replayed
+    gate: dict[str, Any]
+    training: dict[str, Any]
+    seconds: float
+
+
+class Learner:
+    """Reads the event log, updates, gates and commits (module docstring)."""
+
+    def __init__(self, client: "redis.Redis", policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time):
+        self.client = client
+        self.config = config or LearnerConfig()
+        self.clock = clock
+        self.registry = PolicyRegistry(client, policies_dir, prefix=self.config.prefix)
+        self.events = EventLog(client, prefix=self.config.prefix)
+        self.joiner = Joiner(self.config)
+        self.ready: list[Trajectory] = []
+        self.decisions_key = key(self.config.prefix, "learner", self.config.group, "decisions")
+        self.counts_key = key(self.config.prefix, "learner", self.config.group, "skipped")
+        self.updates: list[UpdateReport] = []
+        self._read_pending = True
+        self._crashes: dict[str, int] = {}
+        self._ensure_groups()
+
+    def _streams(self) -> dict[str, str]:
+        return {"rankings": self.events.rankings_stream, "interactions": self.events.interactions_stream}
+
+    def _ensure_groups(self) -> None:
+        for stream in self._streams().values():
+            try:
+                self.client.xgroup_create(stream, self.config.group, id="0", mkstream=True)
+            except redis.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    # ------------------------------------------------------------- reading
+    def poll(self, block_ms: int | None = None) -> int:
+        """Read new entries (first: this consumer's pending ones) into the joiner; returns how many."""
+        if self._read_pending:
+            n = self._read("0", None)
+            if n >= self.config.read_count:
+                return n
+            self._read_pending = False  # this consumer's backlog is in; from now on, new entries
+            return n + self._read(">", None)
+        return self._read(">", self.config.block_ms if block_ms is None else block_ms)
+
+    def _read(self, start: str, block_ms: int | None) -> int:
+        streams = self._streams()
+        replies = self.client.xreadgroup(self.config.group, self.config.consumer, {name: start for name in streams.values()},
+                                         count=self.config.read_count, block=block_ms)
+        now = self.clock()
+        n = 0
+        by_stream = {as_text(stream): entries for stream, entries in (replies or [])}
+        for entry_id, fields in by_stream.get(streams["rankings"], []):
+            n += 1
+            entry_id = as_text(entry_id)
+            try:
+                self.joiner.add_ranking(entry_id, RankingEvent.from_fields(fields), now)
+            except (KeyError, ValueError, TypeError):
+                self.joiner.skip("schema_mismatch", "rankings", entry_id)
+        for entry_id, fields in by_stream.get(streams["interactions"], []):
+            n += 1
+            entry_id = as_text(entry_id)
+            try:
+                self.joiner.add_interaction(entry_id, InteractionEvent.from_fields(fields), now)
+            except (KeyError, ValueError, TypeError):
+                self.joiner.skip("bad_event", "interactions", entry_id)
+        return n
+
+    # -------------------------------------------------------------- rounds
+    def step(self, *, force: bool = False, block_ms: int | None = None) -> UpdateReport | None:
+        """One round: read, join, and update when a batch is due (``force``: whatever is ready, at least one)."""
+        self.poll(block_ms)
+        _crash_point("read", self._crashes)
+        now = self.clock()
+        self.ready.extend(self.joiner.ready(now))
+        self._flush_skips()
+        if not self.ready:
+            return None
+        due = len(self.ready) >= self.config.batch_size
+        waited = now - self.ready[0].event.ts - self.config.label_delay_s >= self.config.update_interval_s
+        if due or force or (waited and len(self.ready) >= self.config.min_batch):
+            batch, self.ready = self.ready[: self.config.batch_size], self.ready[self.config.batch_size :]
+            return self.update(batch)
+        return None
+
+    def run(self, *, max_updates: int | None = None, until: Callable[[], bool] | None = None, on_update: Callable[[UpdateReport], None] | None = None) -> None:
+        while (max_updates is None or len(self.updates) < max_updates) and not (until and until()):
+            try:
+                report = self.step()
+            except redis.RedisError as exc:  # a Redis restart: wait, re-read what was pending, go on
+                log.warning("Redis unavailable (%s); retrying in 1 s", exc)
+                time.sleep(1.0)
+                self._read_pending = True
+                self.ready.clear()
+                self.joiner = Joiner(self.config)
+                continue
+            if report and on_update:
+                on_update(report)
+            self.guardrail()
+
+    def _flush_skips(self) -> None:
+        if not self.joiner.done_entries:
+            return
+        streams = self._streams()
+        pipe = self.client.pipeline(transaction=True)
+        for stream, entry_id in self.joiner.done_entries:
+            pipe.xack(streams[stream], self.config.group, entry_id)
+        for reason, count in self.joiner.skipped.items():
+            if count:
+                pipe.hincrby(self.counts_key, reason, count)
+        pipe.execute()
+        self.joiner.done_entries.clear()
+        self.joiner.skipped = {reason: 0 for reason in SKIP_REASONS}
+
+    # -------------------------------------------------------------- update
+    def update(self, batch: list[Trajectory]) -> UpdateReport | None:
+        started = time.perf_counter()
+        config = self.config
+        batch_key = hashlib.sha256("\n".join(t.entry_id for t in batch).encode()).hexdigest()[:16]
+        known = self.client.hget(self.decisions_key, batch_key)
+        if known is not None:  # committed before a crash ate the acknowledgements
+            self._commit(batch, batch_key, json.loads(known), promote_from=None, stats=False)
+            report = UpdateReport(json.loads(known)["version"], json.loads(known)["parent"], len(batch), "replayed", {}, {}, time.perf_counter() - started)
+            self.updates.append(report)
+            return report
+        serving_version = self.registry.current() or self.registry.ensure_current()
+        lineage = [serving_version, *self.registry.history()]
+        usable_batch, skipped = [], []
+        for trajectory in batch:
+            reason = usable(trajectory, lineage, config.max_staleness)
+            (skipped if reason else usable_batch).append((trajectory, reason))
+        trajectories = [trajectory for trajectory, _ in usable_batch]
+        skip_counts: dict[str, int] = {}
+        for _, reason in skipped:
+            skip_counts[reason] = skip_counts.get(reason, 0) + 1
+        holdout = [t for index, t in enumerate(trajectories) if config.holdout_every and index % config.holdout_every == config.holdout_every - 1]
+        train = [t for t in trajectories if t not in holdout]
+        if len(train) == 0:
+            decision = {"version": None, "parent": serving_version, "decision": "nothing_to_learn", "skipped": skip_counts}
+            self._commit(batch, batch_key, decision, promote_from=None, skip_counts=skip_counts)
+            return None
+        serving = RankingPolicy.load(self.registry.path_of(serving_version))
+        seed = int(batch_key[:8], 16)
+        candidate, training = ppo_update(serving, replay(train), config, seed=seed)
+        version = f"ol-{batch_key}"
+        training.update({"kind": "online-ppo", "trajectories": len(train), "held_out": len(holdout), "skipped": skip_counts,
+                         "first_entry": batch[0].entry_id, "last_entry": batch[-1].entry_id, "batch_key": batch_key,
+                         "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)}})
+        verdict = gate(candidate, serving, holdout, config, seed=seed)
+        candidate.save(self.registry.path_of(version), version=version, parent=serving_version, training=training, evaluation={"gate": verdict})
+        _crash_point("trained", self._crashes)
+        decision = {"version": version, "parent": serving_version, "decision": "promoted" if verdict["passed"] else "rejected",
+                    "reasons": verdict["reasons"], "at": self.clock()}
+        decision["decision"] = self._commit(batch, batch_key, decision, promote_from=serving_version if verdict["passed"] else None, skip_counts=skip_counts)
+        _crash_point("committed", self._crashes)
+        report = UpdateReport(version, serving_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
+        self.updates.append(report)
+        log.info("update %s (parent %s, %d trajectories): %s %s", version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))
+        return report
+
+    def _commit(self, batch: Sequence[Trajectory], batch_key: str, decision: dict[str, Any], *, promote_from: str | None,
+                skip_counts: dict[str, int] | None = None, stats: bool = True) -> str:
+        """Acknowledge the batch, record the decision and statistics, promote: all or nothing."""
+        streams = self._streams()
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(self.registry.current_key)
+                    current = as_text(pipe.get(self.registry.current_key))
+                    outcome = decision["decision"]
+                    if promote_from is not None and current != promote_from:
+                        outcome = "superseded"  # someone promoted meanwhile: the gate compared against an old version
+                    pipe.multi()
+                    if promote_from is not None and outcome != "superseded":
+                        pipe.lpush(self.registry.history_key, promote_from)
+                        pipe.set(self.registry.current_key, decision["version"])
+                    pipe.hset(self.decisions_key, batch_key, json.dumps(dict(decision, decision=outcome)))
+                    for trajectory in batch:
+                        pipe.xack(streams["rankings"], self.config.group, trajectory.entry_id)
+                        for entry_id in trajectory.interaction_entries:
+                            pipe.xack(streams["interactions"], self.config.group, entry_id)
+                        if stats:
+                            reward_key = key(self.config.prefix, "learner", "reward", trajectory.event.policy_version)
+                            pipe.hincrbyfloat(reward_key, "n", 1)
+                            pipe.hincrbyfloat(reward_key, "sum", trajectory.total_reward)
+                            pipe.hincrbyfloat(reward_key, "sumsq", trajectory.total_reward**2)
+                    for reason, count in (skip_counts or {}).items():
+                        pipe.hincrby(self.counts_key, reason, count)
+                    pipe.execute()
+                    return outcome
+                except redis.WatchError:
+                    continue
+
+    # ----------------------------------------------------------- guardrail
+    def reward_stats(self, version: str) -> tuple[float, float, float]:
+        values = self.client.hgetall(key(self.config.prefix, "learner", "reward", version))
+        get = lambda name: float(values.get(name.encode(), 0.0))  # noqa: E731
+        return get("n"), get("sum"), get("sumsq")
+
+    def guardrail(self) -> str | None:
+        """Roll the serving version back when its live reward is significantly below its parent's; returns what happened."""
+        current = self.registry.current()
+        history = self.registry.history()
+        if not current or not history:
+            return None
+        parent = history[0]
+        n_new, s_new, q_new = self.reward_stats(current)
+        n_old, s_old, q_old = self.reward_stats(parent)
+        minimum = self.config.guardrail_min_rankings
+        if n_new < minimum or n_old < minimum:
+            return None
+        mean_new, mean_old = s_new / n_new, s_old / n_old
+        var_new = max(q_new / n_new - mean_new**2, 0.0) * n_new / (n_new - 1)
+        var_old = max(q_old / n_old - mean_old**2, 0.0) * n_old / (n_old - 1)
+        test = stats.ttest_ind_from_stats(mean_new, math.sqrt(var_new), n_new, mean_old, math.sqrt(var_old), n_old, equal_var=False, alternative="less")
+        if test.pvalue < self.config.guardrail_alpha:
+            self.registry.rollback()
+            message = f"rolled back {current} -> {parent}: live reward {mean_new:.4f} vs {mean_old:.4f} per ranking (Welch p={test.pvalue:.2g}, n={int(n_new)}/{int(n_old)})"
+            self.client.hset(key(self.config.prefix, "learner", "rollbacks"), current, message)
+            log.warning(message)
+            return message
+        return None
+
+    def skipped_counts(self) -> dict[str, int]:
+        return {as_text(name): int(value) for name, value in self.client.hgetall(self.counts_key).items()}
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        return {as_text(name): json.loads(value) for name, value in self.client.hgetall(self.decisions_key).items()}

@@ -1,0 +1,263 @@
+"""The online learner: join rules, exact replay of logged decisions, updates, the gate, commits and crash safety."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from api import create_app
+from ranker.events import InteractionEvent, RankingEvent
+from ranker.learning import Joiner, Learner, LearnerConfig, Trajectory, log_probs_of, ope_difference, replay, usable
+from ranker.policy import RankingPolicy, sha256_of
+from ranker.redis_backend import connect, key
+from ranker.registry import STARTING_POLICY
+from ranker.retrieval import SearchEngine
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
+
+
+@pytest.fixture(scope="module")
+def engine(encoders, demo_items, tmp_path_factory):
+    engine = SearchEngine(encoders, tmp_path_factory.mktemp("learn-engine"))
+    engine.build(demo_items[:120])
+    return engine
+
+
+@pytest.fixture()
+def shop(embedded_redis, prefix, tmp_path, engine):
+    """A service with a log of sampled rankings and feedback: shoppers click the first item of their favourite category."""
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
+                      "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+    return app.extensions["ranking_service"]
+
+
+def serve_sessions(service, n: int, *, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    ids = []
+    for index in range(n):
+        result = service.rank(user_id=f"user-{index % 7}", text=QUERIES[index % len(QUERIES)], num_results=5)
+        ids.append(result.ranking_id)
+        for item in result.items:
+            if rng.random() < 0.35:
+                kind = "purchase" if rng.random() < 0.3 else "click"
+                service.feedback(result.ranking_id, [{"event_id": f"{result.ranking_id}-{item.position}", "item_id": item.candidate.item.item_id, "type": kind}])
+                break
+    return ids
+
+
+def learner_config(**overrides) -> LearnerConfig:
+    config = LearnerConfig(label_delay_s=0.0, batch_size=1000, gate_env="envs/SlateShoppingTiny-v0", gate_episodes=100, bootstrap=100, block_ms=10)
+    for name, value in overrides.items():
+        setattr(config, name, value)
+    return config
+
+
+# ------------------------------------------------------------------ replay
+def test_replaying_a_logged_slate_reproduces_its_logged_log_probabilities(shop, prefix):
+    serve_sessions(shop, 12)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix))
+    learner.poll()
+    trajectories = learner.joiner.ready(time.time() + 1)
+    assert len(trajectories) == 12
+    steps = replay(trajectories)
+    assert len(steps.actions) == 12 * 5
+    serving = RankingPolicy.load(STARTING_POLICY)
+    np.testing.assert_allclose(log_probs_of(serving, steps), steps.old_log_probs, atol=2e-4)
+    rewards = np.array([t.total_reward for t in trajectories])
+    assert rewards.sum() > 0 and set(np.round(rewards, 3)) <= {0.0, 0.1, 1.0}
+
+
+def test_off_policy_estimate_of_the_serving_policy_is_its_logged_value(shop, prefix):
+    serve_sessions(shop, 40)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix))
+    learner.poll()
+    trajectories = learner.joiner.ready(time.time() + 1)
+    estimate = ope_difference(RankingPolicy.load(STARTING_POLICY), replay(trajectories), len(trajectories), resamples=50, seed=0)
+    assert estimate["difference"] == pytest.approx(0.0, abs=1e-3)  # weights are all 1 for the behaviour policy
+    assert estimate["effective_sample_size"] == pytest.approx(len(trajectories) * 5, rel=1e-3)
+
+
+# --------------------------------------------------------------- join rules
+def fake_ranking(ranking_id: str, ts: float, slate=("a", "b", "c"), log_probs=(-1.0, -1.0, -1.0), version="v1", temperature=1.0) -> RankingEvent:
+    n = 4
+    return RankingEvent(ranking_id=ranking_id, ts=ts, user_key="u", session_id=None, query_text="q", query_has_image=False, query_hash="h",
+                        policy_version=version, candidate_ids=list(slate) + ["d"], retrieval_scores=[0.5] * n, slate=list(slate),
+                        slots=[0, 1, 2], log_probs=list(log_probs) if log_probs else None, temperature=temperature, category_codes=[0, 1, 0, 1],
+                        features=np.zeros((n, 14), np.float32), context=np.zeros(6, np.float32), placed_similarity=np.zeros((3, n), np.float32))
+
+
+def click(ranking_id: str, item: str, position: int, ts: float, event_id: str = "e", kind: str = "click") -> InteractionEvent:
+    return InteractionEvent(event_id=event_id, ranking_id=ranking_id, item_id=item, position=position, type=kind, value=None, ts=ts)
+
+
+def test_joiner_applies_the_window_the_label_delay_and_counts_what_it_skips():
+    config = LearnerConfig(label_delay_s=10, attribution_window_s=100, reward_weights={"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0})
+    joiner = Joiner(config)
+    joiner.add_interaction("1-1", click("r1", "b", 1, 5.0, "early"), now=5.0)  # before its ranking: out of order, kept
+    joiner.add_ranking("1-0", fake_ranking("r1", 0.0), now=6.0)
+    joiner.add_interaction("1-2", click("r1", "b", 1, 6.0, "early"), now=6.0)  # a repeat of the same event id
+    joiner.add_interaction("1-3", click("r1", "c", 2, 7.0, "buy", "purchase"), now=7.0)
+    joiner.add_interaction("1-4", click("r1", "zzz", 0, 7.0, "bad"), now=7.0)  # item not at that position
+    joiner.add_ranking("2-0", fake_ranking("r2", 0.0), now=7.0)
+    joiner.add_interaction("2-1", click("r2", "a", 0, 150.0, "too-late"), now=150.0)  # outside the window
+    assert joiner.ready(16.0) == []  # r1's last activity was at 7 s: it waits until 17 s
+    ready = joiner.ready(17.0)
+    assert [t.event.ranking_id for t in ready] == ["r1", "r2"]
+    np.testing.assert_allclose(ready[0].rewards, [0.0, 0.1, 1.0])
+    assert ready[0].interaction_entries == ["1-1", "1-3"]
+    np.testing.assert_allclose(ready[1].rewards, [0.0, 0.0, 0.0])
+    joiner.add_interaction("1-5", click("r1", "a", 0, 20.0, "after"), now=20.0)  # its ranking already trained
+    joiner.add_interaction("9-9", click("r-nobody", "a", 0, 20.0, "ghost"), now=20.0)
+    joiner.ready(20.0 + config.label_delay_s + 61)
+    assert {reason: n for reason, n in joiner.skipped.items() if n} == {"duplicate": 1, "bad_event": 1, "expired": 1, "late": 1, "unknown_ranking": 1}
+    assert sorted(entry for _, entry in joiner.done_entries) == ["1-2", "1-4", "1-5", "2-1", "9-9"]
+
+
+def test_unusable_trajectories_are_named():
+    def trajectory(event):
+        return Trajectory("1-0", event, np.zeros(3), [])
+
+    lineage = ["v3", "v2", "v1", "v0"]
+    assert usable(trajectory(fake_ranking("r", 0, version="v3")), lineage, 3) is None
+    assert usable(trajectory(fake_ranking("r", 0, log_probs=None, temperature=0.0)), lineage, 3) == "no_propensity"
+    assert usable(trajectory(fake_ranking("r", 0, version="v-old")), lineage, 3) == "stale"
+    assert usable(trajectory(fake_ranking("r", 0, version="v0")), lineage, 2) == "stale"
+    bad = fake_ranking("r", 0)
+    bad.features[1, 3] = np.nan
+    assert usable(trajectory(bad), lineage, 3) == "not_finite"
+    wide = fake_ranking("r", 0)
+    wide.features = np.zeros((4, 15), np.float32)  # another feature schema
+    assert usable(trajectory(wide), ["v1"], 3) == "schema_mismatch"
+
+
+# ------------------------------------------------------------------ update
+def test_an_update_trains_gates_and_commits_atomically(shop, prefix):
+    serve_sessions(shop, 60)
+    start = shop.registry.current()
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix))
+    report = learner.step(force=True)
+    assert report is not None and report.parent == start and report.trajectories == 48  # every 5th held out for the gate
+    candidate = RankingPolicy.load(shop.registry.path_of(report.version))
+    assert candidate.manifest["parent"] == start and candidate.manifest["training"]["kind"] == "online-ppo"
+    assert sha256_of(shop.registry.path_of(report.version) / "policy.safetensors") != sha256_of(STARTING_POLICY / "policy.safetensors")
+    verdict = candidate.manifest["evaluation"]["gate"]
+    assert {"simulator", "off_policy"} <= set(verdict) and verdict["off_policy"]["rankings"] == 12
+    assert report.decision in ("promoted", "rejected")
+    assert shop.registry.current() == (report.version if report.decision == "promoted" else start)
+    for stream in (learner.events.rankings_stream, learner.events.interactions_stream):
+        assert shop.client.xpending(stream, "learner")["pending"] == 0
+    n, total, _ = learner.reward_stats(start)  # live reward of the serving version: every ranking, held-out ones included
+    logged = sum(0.1 if event.type == "click" else 1.0 for _, event in shop.events.interactions())
+    assert n == 60 and total == pytest.approx(logged)
+    assert learner.decisions()[candidate.manifest["training"]["batch_key"]]["decision"] == report.decision
+
+
+def test_a_rejected_candidate_is_kept_with_its_reasons_and_the_pointer_stays(shop, prefix):
+    serve_sessions(shop, 30)
+    start = shop.registry.current()
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, sim_tolerance=-1.0))  # an impossible bar
+    report = learner.step(force=True)
+    assert report.decision == "rejected" and "simulator" in report.gate["reasons"][0]
+    assert shop.registry.current() == start and (shop.registry.path_of(report.version) / "manifest.json").exists()
+
+
+def test_greedy_rankings_are_skipped_and_counted(shop, prefix):
+    for index in range(5):
+        shop.rank(user_id="g", text=QUERIES[index], temperature=0.0)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix))
+    assert learner.step(force=True) is None
+    assert learner.skipped_counts() == {"no_propensity": 5}
+    assert shop.client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
+
+
+def test_guardrail_rolls_back_a_version_whose_live_reward_dropped(shop, prefix):
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, guardrail_min_rankings=50))
+    start = shop.registry.ensure_current()
+    policy = RankingPolicy.load(STARTING_POLICY)
+    policy.save(shop.registry.path_of("v-worse"), version="v-worse", parent=start)
+    shop.registry.promote("v-worse")
+    rng = np.random.default_rng(0)
+    for version, mean in ((start, 0.5), ("v-worse", 0.2)):
+        rewards = rng.binomial(1, mean, size=200).astype(float)
+        stats_key = key(prefix, "learner", "reward", version)
+        shop.client.hset(stats_key, mapping={"n": len(rewards), "sum": float(rewards.sum()), "sumsq": float((rewards**2).sum())})
+    message = learner.guardrail()
+    assert message and "rolled back v-worse" in message and shop.registry.current() == start
+
+
+# ------------------------------------------------------------ crash safety
+def copy_streams(client, source: str, target: str) -> None:
+    for name in ("rankings", "interactions"):
+        for entry_id, fields in client.xrange(key(source, name)):
+            client.xadd(key(target, name), fields, id=entry_id)
+
+
+def run_learner(data_dir: Path, redis_url: str, prefix: str, updates: int, consumer: str, crash_at: str | None = None) -> subprocess.Popen:
+    command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix,
+               "--batch-size", "20", "--label-delay", "0", "--gate-env", "envs/SlateShoppingTiny-v0", "--gate-episodes", "60",
+               "--max-updates", str(updates), "--consumer", consumer, "--device", "cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.pop("RANKER_LEARN_CRASH_AT", None)
+    if crash_at:
+        env["RANKER_LEARN_CRASH_AT"] = crash_at
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def test_a_learner_killed_at_any_point_resumes_to_the_same_result(shop, prefix, embedded_redis, tmp_path):
+    serve_sessions(shop, 60)
+    client = connect(embedded_redis, socket_timeout=30)
+    start = shop.registry.current()
+    runs = {}
+    # killed: kill -9 right after reading, after training a candidate but before committing it (twice), after
+    # committing, and at arbitrary moments; each time the same consumer starts again and resumes its pending entries
+    crashes = ["read:1", "trained:1", "committed:1", "trained:1", 2.5, 5.0]
+    for label, kills in (("straight", []), ("killed", crashes)):
+        run_prefix = f"{prefix}-{label}"
+        copy_streams(client, prefix, run_prefix)
+        client.set(key(run_prefix, "policy", "current"), start)
+        data_dir = tmp_path / label
+        (data_dir / "policies").mkdir(parents=True)
+        shutil.copytree(shop.registry.path_of(start), data_dir / "policies" / start)
+        learner = Learner(client, data_dir / "policies", learner_config(prefix=run_prefix))  # only to read what the run did
+        progress = []
+        for kill in kills:
+            if isinstance(kill, str):
+                process = run_learner(data_dir, embedded_redis, run_prefix, 3, "worker", crash_at=kill)
+                process.communicate(timeout=300)
+                assert process.returncode == -signal.SIGKILL
+            else:
+                process = run_learner(data_dir, embedded_redis, run_prefix, 3, "worker")
+                time.sleep(kill)
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+            progress.append(len(learner.decisions()))
+        if kills:
+            assert progress[:4] == [0, 0, 1, 1]  # the crashes before a commit left nothing behind; the one after kept it
+        remaining = 3 - len(learner.decisions())
+        if remaining > 0:
+            process = run_learner(data_dir, embedded_redis, run_prefix, remaining, "worker")
+            _, stderr = process.communicate(timeout=300)
+            assert process.returncode == 0, stderr.decode()[-2000:]
+        decisions = learner.decisions()
+        assert len(decisions) == 3
+        for name in ("rankings", "interactions"):
+            assert client.xpending(key(run_prefix, name), "learner")["pending"] == 0
+        current = client.get(key(run_prefix, "policy", "current")).decode()
+        n = sum(learner.reward_stats(version)[0] for version in {start, *(d["version"] for d in decisions.values())})
+        runs[label] = {
+            "decisions": {batch: (d["version"], d["decision"], d["parent"]) for batch, d in decisions.items()},
+            "current": current,
+            "weights": sha256_of(data_dir / "policies" / current / "policy.safetensors"),
+            "rewards_counted": n,
+        }
+    assert runs["killed"] == runs["straight"]
+    assert runs["straight"]["rewards_counted"] == 60  # every ranking counted once
