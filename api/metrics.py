@@ -6,7 +6,9 @@
 - ``ranker_feedback_events_total{result}``: ``accepted`` and ``duplicate`` events;
 - ``ranker_redis_failures_total``: requests served without Redis;
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
-- ``ranker_catalog_items``: items in this process's index.
+- ``ranker_catalog_items``: items in this process's index;
+- ``ranker_learner_skipped{reason}``, ``ranker_learner_updates{decision}``: what the
+  online learner skipped and decided (read from Redis when scraped).
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set by ``api/gunicorn_conf.py``)
 makes every worker write its samples to files there, and ``/metrics`` sums
@@ -33,6 +35,8 @@ class Metrics:
         self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
         self.policy = Gauge("ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall")
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
+        self.learner_skipped = Gauge("ranker_learner_skipped", "log entries the learner skipped, by reason (read from Redis at scrape)", ["reason"], registry=registry, multiprocess_mode="max")
+        self.learner_updates = Gauge("ranker_learner_updates", "learner updates, by decision (read from Redis at scrape)", ["decision"], registry=registry, multiprocess_mode="max")
         self._serving: str | None = None
 
     def serving(self, version: str | None) -> None:

@@ -11,6 +11,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import metrics, service
 from api.schemas import ItemPath
+from ranker.learning import LearnerStatus
 from ranker.retrieval import QueryError
 
 bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")])
@@ -40,9 +41,18 @@ def readyz() -> Any:
 @bp.get("/metrics", operation_id="metrics")
 def prometheus() -> Any:
     """Prometheus exposition of the service's metrics."""
-    metrics().items.set(len(service().engine))
-    metrics().serving(service().policies.version)
-    payload, content_type = metrics().exposition()
+    svc, m = service(), metrics()
+    m.items.set(len(svc.engine))
+    m.serving(svc.policies.version)
+    try:
+        learner = LearnerStatus(svc.client, prefix=current_app.config["PREFIX"])
+        for reason, count in learner.skipped().items():
+            m.learner_skipped.labels(reason).set(count)
+        for decision, count in learner.decision_counts().items():
+            m.learner_updates.labels(decision).set(count)
+    except redis.RedisError:
+        pass  # counted by the rank path; the scrape still answers
+    payload, content_type = m.exposition()
     return Response(payload, content_type=content_type)
 
 

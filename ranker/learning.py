@@ -113,6 +113,7 @@ class LearnerConfig:
     sim_tolerance: float = 0.02  # reward per session
     ope_tolerance: float = 0.05  # reward per ranking
     bootstrap: int = 500
+    keep_versions: int = 20  # retention: newest versions kept on disk (serving and rollback history always kept)
     guardrail_min_rankings: int = 300
     guardrail_alpha: float = 0.01
     device: str = "auto"
@@ -442,6 +443,27 @@ def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Tra
 
 
 # ---------------------------------------------------------------- learner
+class LearnerStatus:
+    """What a learner group recorded in Redis: skip counts and decisions (read by the API's /metrics)."""
+
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", group: str = "learner"):
+        self.client = client
+        self.decisions_key = key(prefix, "learner", group, "decisions")
+        self.counts_key = key(prefix, "learner", group, "skipped")
+
+    def skipped(self) -> dict[str, int]:
+        return {as_text(name): int(value) for name, value in self.client.hgetall(self.counts_key).items()}
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        return {as_text(name): json.loads(value) for name, value in self.client.hgetall(self.decisions_key).items()}
+
+    def decision_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for decision in self.decisions().values():
+            counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
+        return counts
+
+
 @dataclass
 class UpdateReport:
     version: str
@@ -464,8 +486,8 @@ class Learner:
         self.events = EventLog(client, prefix=self.config.prefix)
         self.joiner = Joiner(self.config)
         self.ready: list[Trajectory] = []
-        self.decisions_key = key(self.config.prefix, "learner", self.config.group, "decisions")
-        self.counts_key = key(self.config.prefix, "learner", self.config.group, "skipped")
+        self.status = LearnerStatus(client, prefix=self.config.prefix, group=self.config.group)
+        self.decisions_key, self.counts_key = self.status.decisions_key, self.status.counts_key
         self.updates: list[UpdateReport] = []
         self._read_pending = True
         self._crashes: dict[str, int] = {}
@@ -603,6 +625,7 @@ class Learner:
                     "reasons": verdict["reasons"], "at": self.clock()}
         decision["decision"] = self._commit(batch, batch_key, decision, promote_from=serving_version if verdict["passed"] else None, skip_counts=skip_counts)
         _crash_point("committed", self._crashes)
+        self.registry.prune(keep=config.keep_versions)
         report = UpdateReport(version, serving_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
         self.updates.append(report)
         log.info("update %s (parent %s, %d trajectories): %s %s", version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))
@@ -672,7 +695,7 @@ class Learner:
         return None
 
     def skipped_counts(self) -> dict[str, int]:
-        return {as_text(name): int(value) for name, value in self.client.hgetall(self.counts_key).items()}
+        return self.status.skipped()
 
     def decisions(self) -> dict[str, dict[str, Any]]:
-        return {as_text(name): json.loads(value) for name, value in self.client.hgetall(self.decisions_key).items()}
+        return self.status.decisions()

@@ -146,6 +146,16 @@ class PolicyRegistry:
                 except redis.WatchError:
                     continue
 
+    def prune(self, *, keep: int = 20) -> list[str]:
+        """Retention: delete the oldest versions beyond the newest ``keep``; never the serving one,
+        one on the rollback history, or the packaged starting policy. Returns what was deleted."""
+        protected = {self.current(), *self.history(), json.loads((STARTING_POLICY / MANIFEST_FILE).read_text())["version"]}
+        versions = self.versions()
+        removable = [version for version in versions[: max(len(versions) - keep, 0)] if version not in protected]
+        for version in removable:
+            shutil.rmtree(self.policies_dir / version, ignore_errors=True)
+        return removable
+
     def rollback(self) -> tuple[str, str]:
         """Return to the version served before the current one; returns (from, to)."""
         with self.client.pipeline(transaction=True) as pipe:

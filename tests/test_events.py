@@ -196,3 +196,17 @@ def test_an_unreachable_server_raises_a_redis_error_quickly(tmp_path):
     with pytest.raises(redis.RedisError):
         EventLog(client, prefix="x").ranking("r_1")
     assert time.perf_counter() - started < 2.0
+
+
+def test_retention_keeps_the_newest_versions_and_everything_that_can_serve(client, prefix, tmp_path):
+    registry = PolicyRegistry(client, tmp_path, prefix=prefix)
+    start = registry.ensure_current()
+    versions = []
+    for index in range(6):
+        versions.append(second_version(tmp_path, f"v-{index}"))
+        time.sleep(1.05)  # manifests record creation to the second
+    registry.promote("v-0")
+    registry.promote("v-1")
+    deleted = registry.prune(keep=2)
+    assert sorted(deleted) == ["v-2", "v-3"]  # v-0 and v-1 serve or can be rolled back to; v-4, v-5 are the newest
+    assert set(registry.versions()) == {start, "v-0", "v-1", "v-4", "v-5"}

@@ -33,11 +33,15 @@ def engine(encoders, demo_items, tmp_path_factory):
 
 
 @pytest.fixture()
-def shop(embedded_redis, prefix, tmp_path, engine):
-    """A service with a log of sampled rankings and feedback: shoppers click the first item of their favourite category."""
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
-                      "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
-    return app.extensions["ranking_service"]
+def shop_app(embedded_redis, prefix, tmp_path, engine):
+    """The service, sampling at temperature 1 (so every ranking carries propensities)."""
+    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
+                       "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+
+
+@pytest.fixture()
+def shop(shop_app):
+    return shop_app.extensions["ranking_service"]
 
 
 def serve_sessions(service, n: int, *, seed: int = 0) -> list[str]:
@@ -177,6 +181,14 @@ def test_greedy_rankings_are_skipped_and_counted(shop, prefix):
     assert learner.step(force=True) is None
     assert learner.skipped_counts() == {"no_propensity": 5}
     assert shop.client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
+
+
+def test_api_metrics_report_what_the_learner_skipped(shop_app, shop, prefix):
+    for index in range(3):
+        shop.rank(user_id="g", text=QUERIES[index], temperature=0.0)
+    Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix)).step(force=True)
+    metrics = shop_app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'ranker_learner_skipped{reason="no_propensity"} 3.0' in metrics
 
 
 def test_guardrail_rolls_back_a_version_whose_live_reward_dropped(shop, prefix):
