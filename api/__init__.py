@@ -15,6 +15,7 @@ against the pydantic models of ``api.schemas``; every error is JSON
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import secrets
@@ -89,7 +90,8 @@ def _build_service(app: OpenAPI) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     if not config["REDIS_URL"]:
         embedded = EmbeddedRedis(data_dir / "redis")
-        app.extensions["embedded_redis"] = embedded  # owned by this app: stops with the process
+        app.extensions["embedded_redis"] = embedded  # owned by this app: saved and stopped when the process exits
+        atexit.register(embedded.close)
         config["REDIS_URL"] = embedded.url
     engine = config["ENGINE"] or open_engine(data_dir)
     service = RankingService(
@@ -117,10 +119,17 @@ def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:
     if configured:
         return str(configured).encode()
     path = data_dir / "user_key.secret"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    if not path.exists():  # written whole under a private name, then linked into place: racing workers agree on one key
+        temporary = data_dir / f".user_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
     return path.read_text().strip().encode()
 
 

@@ -28,6 +28,8 @@ timeout = 120  # a worker loads the encoders and the index before its first requ
 graceful_timeout = 30
 wsgi_app = "api:create_app()"
 accesslog = os.environ.get("RANKER_ACCESS_LOG") or None
+# gunicorn's control socket defaults to one per user; one per data directory keeps servers apart
+control_socket = str(Path(os.environ.get("RANKER_DATA_DIR", "data")).resolve() / "gunicorn.ctl")
 
 _embedded = None
 

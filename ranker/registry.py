@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import threading
@@ -67,10 +68,13 @@ def install_starting_policy(policies_dir: Path) -> str:
     version = json.loads((STARTING_POLICY / MANIFEST_FILE).read_text())["version"]
     target = Path(policies_dir) / version
     if not (target / MANIFEST_FILE).exists():
-        staging = Path(policies_dir) / f".{version}.copying"
+        staging = Path(policies_dir) / f".{version}.{os.getpid()}.copying"  # several processes may start at once
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(STARTING_POLICY, staging)
-        staging.rename(target)
+        try:
+            staging.rename(target)
+        except OSError:  # another process got there first
+            shutil.rmtree(staging, ignore_errors=True)
     return version
 
 

