@@ -343,7 +343,7 @@ def _report_errors(verb: str, errors: list) -> None:
 @click.option("--attribution-window", envvar="RANKER_ATTRIBUTION_WINDOW_S", type=click.FloatRange(0), default=1800.0, show_default=True, help="Seconds after a ranking in which its interactions count.")
 @click.option("--max-staleness", envvar="RANKER_LEARN_MAX_STALENESS", type=click.IntRange(0), default=3, show_default=True, help="Promotions a logging version may lag behind the serving one before its data is dropped.")
 @click.option("--gate-env", envvar="RANKER_GATE_ENV", default="envs/SlateShopping-v0", show_default=True, help="Simulator for the gate ('none' to skip); runs on --data-dir's catalog.")
-@click.option("--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=300, show_default=True)
+@click.option("--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=1000, show_default=True, help="Simulated sessions per policy in the gate.")
 @click.option("--gate-set", "gate_overrides", multiple=True, metavar="KEY=VALUE", help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).")
 @click.option("--sim-tolerance", envvar="RANKER_GATE_SIM_TOLERANCE", type=click.FloatRange(0), default=0.02, show_default=True, help="Reward per session a candidate may lose in the simulator.")
 @click.option("--ope-tolerance", envvar="RANKER_GATE_OPE_TOLERANCE", type=click.FloatRange(0), default=0.05, show_default=True, help="Reward per ranking a candidate may lose in the off-policy estimate.")

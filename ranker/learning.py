@@ -25,16 +25,20 @@ The learner is one process beside the servers (``ranker learn``). Each round:
 4. **Update** (:func:`ppo_update`): PPO's clipped objective on every logged
    decision of the batch (the slate features of each step are rebuilt exactly
    from the snapshot), a value baseline on the reward-to-go, a few epochs of
-   minibatches, on CUDA when available. Deterministic for a given batch.
+   minibatches, on CUDA when available. Deterministic for a given batch. The
+   learner trains its own line of versions (the "working" version: its
+   latest candidate), so learning accumulates across batches while the gate
+   decides what serves; the line restarts from the serving version when that
+   moves under it or after ``reset_after_rejections`` rejections in a row.
 5. **Gate** (:func:`gate`): the candidate must not be worse than the serving
    version (a) in the simulator, on the same seeded sessions (paired), and
    (b) by a self-normalised per-decision importance-sampling estimate with a
    bootstrap interval, on held-out logged rankings of the batch. "Not worse":
    the mean difference is above ``-tolerance`` and its 95% interval reaches 0.
 6. **Commit**: one Redis transaction acknowledges every entry the batch used,
-   records the decision, folds the batch's rewards into per-version reward
-   statistics and, when the gate passed and the serving version is still the
-   candidate's parent, moves the policy pointer. Nothing is acknowledged
+   records the decision and the working version, folds the batch's rewards
+   into per-version reward statistics and, when the gate passed and the
+   serving version has not moved meanwhile, moves the policy pointer. Nothing is acknowledged
    before that, so a crash repeats the batch (same entries, same update, same
    version name) and nothing is counted twice.
 7. **Guardrail**: once a promoted version has ``guardrail_min_rankings``
@@ -108,11 +112,12 @@ class LearnerConfig:
     max_grad_norm: float = 0.5
     gate_env: str | None = "envs/SlateShopping-v0"  # None: no simulator gate
     gate_env_kwargs: dict[str, Any] = field(default_factory=dict)
-    gate_episodes: int = 300
+    gate_episodes: int = 1000
     gate_seed: int = 20_000
     sim_tolerance: float = 0.02  # reward per session
     ope_tolerance: float = 0.05  # reward per ranking
     bootstrap: int = 500
+    reset_after_rejections: int = 5  # the working line goes back to the serving version after this many rejections in a row
     keep_versions: int = 20  # retention: newest versions kept on disk (serving and rollback history always kept)
     guardrail_min_rankings: int = 300
     guardrail_alpha: float = 0.01
@@ -406,8 +411,25 @@ def ope_difference(candidate: RankingPolicy, behaviour_steps: Steps, n_trajector
             "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)), "rankings": n_trajectories}
 
 
-def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig) -> dict[str, Any]:
-    """Paired per-session reward difference in the simulator (same worlds, sessions and outcomes)."""
+class Sampled:
+    """A policy as it serves: each position sampled from the masked softmax at ``temperature`` (greedy at 0)."""
+
+    def __init__(self, policy: RankingPolicy, temperature: float, seed: int):
+        self.policy, self.temperature = policy, temperature
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        if not self.temperature:
+            return self.policy.act(observation)
+        mask = observation["mask"].astype(bool)
+        logits = np.where(mask, self.policy.scores(observation["features"], observation["context"], observation["mask"]) / self.temperature, -np.inf)
+        weights = np.exp(logits - logits.max())
+        return int(self.rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0) -> dict[str, Any]:
+    """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
+    same sampling seed for both policies, each ranking as it would serve (at ``temperature``)."""
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the environments)
@@ -415,19 +437,21 @@ def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, confi
 
     env = gym.make(config.gate_env, **config.gate_env_kwargs)
     try:
-        new = run_policy(env, candidate, episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
-        old = run_policy(env, serving, episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
+        new = run_policy(env, Sampled(candidate, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
+        old = run_policy(env, Sampled(serving, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
     finally:
         env.close()
     mean, low, high = mean_ci95(new.rewards - old.rewards)
-    return {"candidate": float(new.rewards.mean()), "serving": float(old.rewards.mean()), "difference": mean, "ci95": [low, high], "sessions": config.gate_episodes}
+    return {"candidate": float(new.rewards.mean()), "serving": float(old.rewards.mean()), "difference": mean, "ci95": [low, high],
+            "sessions": config.gate_episodes, "temperature": temperature}
 
 
 def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int) -> dict[str, Any]:
     """Both checks; ``passed`` when neither says the candidate is worse."""
     result: dict[str, Any] = {"passed": True, "reasons": []}
     if config.gate_env:
-        sim = simulator_difference(candidate, serving, config)
+        temperatures = [t.event.temperature for t in holdout] or [0.0]
+        sim = simulator_difference(candidate, serving, config, temperature=float(np.median(temperatures)))
         sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
         result["simulator"] = sim
         if not sim["passed"]:
@@ -488,6 +512,7 @@ class Learner:
         self.ready: list[Trajectory] = []
         self.status = LearnerStatus(client, prefix=self.config.prefix, group=self.config.group)
         self.decisions_key, self.counts_key = self.status.decisions_key, self.status.counts_key
+        self.working_key = key(self.config.prefix, "learner", self.config.group, "working")
         self.updates: list[UpdateReport] = []
         self._read_pending = True
         self._crashes: dict[str, int] = {}
@@ -591,7 +616,7 @@ class Learner:
         batch_key = hashlib.sha256("\n".join(t.entry_id for t in batch).encode()).hexdigest()[:16]
         known = self.client.hget(self.decisions_key, batch_key)
         if known is not None:  # committed before a crash ate the acknowledgements
-            self._commit(batch, batch_key, json.loads(known), promote_from=None, stats=False)
+            self._commit(batch, batch_key, dict(json.loads(known), decision="replayed"), serving=None, stats=False)
             report = UpdateReport(json.loads(known)["version"], json.loads(known)["parent"], len(batch), "replayed", {}, {}, time.perf_counter() - started)
             self.updates.append(report)
             return report
@@ -607,33 +632,51 @@ class Learner:
             skip_counts[reason] = skip_counts.get(reason, 0) + 1
         holdout = [t for index, t in enumerate(trajectories) if config.holdout_every and index % config.holdout_every == config.holdout_every - 1]
         train = [t for t in trajectories if t not in holdout]
+        working = self.working()
         if len(train) == 0:
             decision = {"version": None, "parent": serving_version, "decision": "nothing_to_learn", "skipped": skip_counts}
-            self._commit(batch, batch_key, decision, promote_from=None, skip_counts=skip_counts)
+            self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
             return None
+        base_version = self._base(working, serving_version)
         serving = RankingPolicy.load(self.registry.path_of(serving_version))
+        base = serving if base_version == serving_version else RankingPolicy.load(self.registry.path_of(base_version))
         seed = int(batch_key[:8], 16)
-        candidate, training = ppo_update(serving, replay(train), config, seed=seed)
+        candidate, training = ppo_update(base, replay(train), config, seed=seed)
         version = f"ol-{batch_key}"
         training.update({"kind": "online-ppo", "trajectories": len(train), "held_out": len(holdout), "skipped": skip_counts,
-                         "first_entry": batch[0].entry_id, "last_entry": batch[-1].entry_id, "batch_key": batch_key,
+                         "serving": serving_version, "first_entry": batch[0].entry_id, "last_entry": batch[-1].entry_id, "batch_key": batch_key,
                          "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)}})
         verdict = gate(candidate, serving, holdout, config, seed=seed)
-        candidate.save(self.registry.path_of(version), version=version, parent=serving_version, training=training, evaluation={"gate": verdict})
+        candidate.save(self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict})
         _crash_point("trained", self._crashes)
-        decision = {"version": version, "parent": serving_version, "decision": "promoted" if verdict["passed"] else "rejected",
+        decision = {"version": version, "parent": base_version, "serving": serving_version, "decision": "promoted" if verdict["passed"] else "rejected",
                     "reasons": verdict["reasons"], "at": self.clock()}
-        decision["decision"] = self._commit(batch, batch_key, decision, promote_from=serving_version if verdict["passed"] else None, skip_counts=skip_counts)
+        decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
         _crash_point("committed", self._crashes)
-        self.registry.prune(keep=config.keep_versions)
-        report = UpdateReport(version, serving_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
+        current_working = self.working()
+        self.registry.prune(keep=config.keep_versions, also_keep=[current_working["version"]] if current_working else [])
+        report = UpdateReport(version, base_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
         self.updates.append(report)
-        log.info("update %s (parent %s, %d trajectories): %s %s", version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))
+        log.info("update %s (parent %s, serving %s, %d trajectories): %s %s", version, base_version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))
         return report
 
-    def _commit(self, batch: Sequence[Trajectory], batch_key: str, decision: dict[str, Any], *, promote_from: str | None,
-                skip_counts: dict[str, int] | None = None, stats: bool = True) -> str:
-        """Acknowledge the batch, record the decision and statistics, promote: all or nothing."""
+    def working(self) -> dict[str, Any] | None:
+        """The learner's own line of versions: it keeps training its latest candidate while the gate decides what serves."""
+        raw = self.client.get(self.working_key)
+        return json.loads(raw) if raw else None
+
+    def _base(self, working: dict[str, Any] | None, serving_version: str) -> str:
+        """Where the next update starts: the working version, unless the serving one moved under it
+        (a rollback, a manual promote) or it was rejected too many times in a row."""
+        if not working or working["serving"] != serving_version or working["rejections"] >= self.config.reset_after_rejections:
+            return serving_version
+        if not (self.registry.path_of(working["version"]) / "manifest.json").exists():
+            return serving_version
+        return working["version"]
+
+    def _commit(self, batch: Sequence[Trajectory], batch_key: str, decision: dict[str, Any], *, serving: str | None,
+                working: dict[str, Any] | None = None, skip_counts: dict[str, int] | None = None, stats: bool = True) -> str:
+        """Acknowledge the batch, record the decision, statistics and working line, promote: all or nothing."""
         streams = self._streams()
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -641,13 +684,20 @@ class Learner:
                     pipe.watch(self.registry.current_key)
                     current = as_text(pipe.get(self.registry.current_key))
                     outcome = decision["decision"]
-                    if promote_from is not None and current != promote_from:
-                        outcome = "superseded"  # someone promoted meanwhile: the gate compared against an old version
+                    if outcome in ("promoted", "rejected") and current != serving:
+                        outcome = "superseded"  # someone promoted or rolled back meanwhile: the gate compared against another version
                     pipe.multi()
-                    if promote_from is not None and outcome != "superseded":
-                        pipe.lpush(self.registry.history_key, promote_from)
+                    if outcome == "promoted":
+                        pipe.lpush(self.registry.history_key, serving)
                         pipe.set(self.registry.current_key, decision["version"])
-                    pipe.hset(self.decisions_key, batch_key, json.dumps(dict(decision, decision=outcome)))
+                        pipe.set(self.working_key, json.dumps({"version": decision["version"], "serving": decision["version"], "rejections": 0}))
+                    elif outcome == "rejected":
+                        rejections = (working or {}).get("rejections", 0) + 1 if (working or {}).get("serving") == serving else 1
+                        pipe.set(self.working_key, json.dumps({"version": decision["version"], "serving": serving, "rejections": rejections}))
+                    elif outcome == "superseded":
+                        pipe.delete(self.working_key)
+                    if outcome != "replayed":
+                        pipe.hset(self.decisions_key, batch_key, json.dumps(dict(decision, decision=outcome)))
                     for trajectory in batch:
                         pipe.xack(streams["rankings"], self.config.group, trajectory.entry_id)
                         for entry_id in trajectory.interaction_entries:

@@ -28,7 +28,7 @@ import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import redis
 
@@ -150,10 +150,10 @@ class PolicyRegistry:
                 except redis.WatchError:
                     continue
 
-    def prune(self, *, keep: int = 20) -> list[str]:
+    def prune(self, *, keep: int = 20, also_keep: Sequence[str] = ()) -> list[str]:
         """Retention: delete the oldest versions beyond the newest ``keep``; never the serving one,
         one on the rollback history, or the packaged starting policy. Returns what was deleted."""
-        protected = {self.current(), *self.history(), json.loads((STARTING_POLICY / MANIFEST_FILE).read_text())["version"]}
+        protected = {self.current(), *self.history(), *also_keep, json.loads((STARTING_POLICY / MANIFEST_FILE).read_text())["version"]}
         versions = self.versions()
         removable = [version for version in versions[: max(len(versions) - keep, 0)] if version not in protected]
         for version in removable:
