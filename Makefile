@@ -39,10 +39,12 @@ test-slow: venv  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow
 	RANKER_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/test_api_fuzz.py
 
-bench: venv  ## benchmarks that print figures (see bench/README.md); about 40 minutes
+bench: venv  ## benchmarks that print figures (see bench/README.md); about 70 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/policy.py --train 300000
+	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/online.py
 
 train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained
 	$(BIN)/ranker train --env envs/SlateShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)

@@ -630,8 +630,9 @@ class Learner:
         skip_counts: dict[str, int] = {}
         for _, reason in skipped:
             skip_counts[reason] = skip_counts.get(reason, 0) + 1
-        holdout = [t for index, t in enumerate(trajectories) if config.holdout_every and index % config.holdout_every == config.holdout_every - 1]
-        train = [t for t in trajectories if t not in holdout]
+        held = [bool(config.holdout_every) and index % config.holdout_every == config.holdout_every - 1 for index in range(len(trajectories))]
+        holdout = [t for t, out in zip(trajectories, held) if out]
+        train = [t for t, out in zip(trajectories, held) if not out]
         working = self.working()
         if len(train) == 0:
             decision = {"version": None, "parent": serving_version, "decision": "nothing_to_learn", "skipped": skip_counts}
