@@ -12,8 +12,10 @@ What runs (all real parts, on loopback):
 - one learner (``ranker learn --prefix learn``) with default cadence
   settings; its simulator gate is configured like the live shoppers;
 - simulated shoppers from ``envs`` whose preferences differ from the
-  population the starting policy was trained on (``--shift``, default: more
-  price-sensitive users with stronger brand tastes). Every session is played
+  population the starting policy was trained on (``--shift``, default: shoppers
+  who punish near-duplicates harder: an item whose cosine to one placed above
+  it passes 0.75 loses attraction, all of it at cosine 1; training used 0.9
+  and 80%). Every session is played
   three times on identically seeded simulators: through the learning server,
   through the frozen server (``POST /v1/rank``, the shopper's clicks, carts
   and purchases, ``POST /v1/feedback``) and, in process, by the oracle.
@@ -45,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "bench" / "out" / "online"
-DEFAULT_SHIFT = {"price_sensitivity_mean": 5.0, "brand_affinity_scale": 1.6}
+DEFAULT_SHIFT = {"duplicate_penalty": 1.0, "duplicate_threshold": 0.75}
 THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
