@@ -44,6 +44,12 @@ def decode_base64(value: str) -> bytes:
     return data
 
 
+def _valid_base64(cls: type, value: str | None) -> str | None:
+    if value is not None:
+        decode_base64(value)
+    return value
+
+
 # ---------------------------------------------------------------- rank
 class Query(Closed):
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}}, {"required": ["image"], "properties": {"image": {"type": "string"}}}]})
@@ -51,12 +57,7 @@ class Query(Closed):
     text: str | None = Field(default=None, min_length=1, max_length=1000, description="what the user typed")
     image: str | None = Field(default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"})
 
-    @field_validator("image")
-    @classmethod
-    def _base64(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_base64(value)
-        return value
+    _image = field_validator("image")(_valid_base64)
 
     @model_validator(mode="after")
     def _something(self) -> "Query":
@@ -149,12 +150,7 @@ class ItemFields(Closed):
     brand: str = Field(default="", max_length=200)
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
-    @field_validator("image")
-    @classmethod
-    def _base64(cls, value: str | None) -> str | None:
-        if value is not None:
-            decode_base64(value)
-        return value
+    _image = field_validator("image")(_valid_base64)
 
 
 class ItemIn(ItemFields):

@@ -547,20 +547,16 @@ class Learner:
         now = self.clock()
         n = 0
         by_stream = {as_text(stream): entries for stream, entries in (replies or [])}
-        for entry_id, fields in by_stream.get(streams["rankings"], []):
-            n += 1
-            entry_id = as_text(entry_id)
-            try:
-                self.joiner.add_ranking(entry_id, RankingEvent.from_fields(fields), now)
-            except (KeyError, ValueError, TypeError):
-                self.joiner.skip("schema_mismatch", "rankings", entry_id)
-        for entry_id, fields in by_stream.get(streams["interactions"], []):
-            n += 1
-            entry_id = as_text(entry_id)
-            try:
-                self.joiner.add_interaction(entry_id, InteractionEvent.from_fields(fields), now)
-            except (KeyError, ValueError, TypeError):
-                self.joiner.skip("bad_event", "interactions", entry_id)
+        readers = (("rankings", RankingEvent, self.joiner.add_ranking, "schema_mismatch"),
+                   ("interactions", InteractionEvent, self.joiner.add_interaction, "bad_event"))
+        for name, event_type, add, unreadable in readers:  # rankings first: their interactions then find them
+            for entry_id, fields in by_stream.get(streams[name], []):
+                n += 1
+                entry_id = as_text(entry_id)
+                try:
+                    add(entry_id, event_type.from_fields(fields), now)
+                except (KeyError, ValueError, TypeError):
+                    self.joiner.skip(unreadable, name, entry_id)
         return n
 
     # -------------------------------------------------------------- rounds

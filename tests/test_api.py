@@ -18,24 +18,19 @@ from PIL import Image
 from api import create_app
 from ranker.policy import RankingPolicy
 from ranker.registry import STARTING_POLICY
-from ranker.retrieval import SearchEngine
 
 API_KEY = "test-key"
 
 
 @pytest.fixture(scope="module")
-def engine(encoders, demo_items, tmp_path_factory):
+def engine(demo_engine_of):
     """A read-only engine over 80 demo items (tests that write the catalog use `fresh_engine`)."""
-    engine = SearchEngine(encoders, tmp_path_factory.mktemp("api-data"))
-    engine.build(demo_items[:80])
-    return engine
+    return demo_engine_of(80)
 
 
 @pytest.fixture()
-def fresh_engine(encoders, demo_items, tmp_path):
-    engine = SearchEngine(encoders, tmp_path / "engine")
-    engine.build(demo_items[:12])
-    return engine
+def fresh_engine(demo_engine_of):
+    return demo_engine_of(12)
 
 
 @pytest.fixture()
@@ -216,13 +211,9 @@ def test_batch_upsert_stores_good_items_and_lists_bad_pictures(make_app, fresh_e
     assert "twice" in error_of(client.post("/v1/items", json=duplicate), 422)["message"]
 
 
-def test_catalog_writes_reach_another_process_through_redis(make_app, encoders, demo_items, tmp_path):
+def test_catalog_writes_reach_another_process_through_redis(make_app, demo_engine_of, tmp_path):
     """Two apps = two server processes with their own indexes, one Redis."""
-    engines = []
-    for name in ("one", "two"):
-        engine = SearchEngine(encoders, tmp_path / name)
-        engine.build(demo_items[:10])
-        engines.append(engine)
+    engines = [demo_engine_of(10), demo_engine_of(10)]
     writer = make_app(ENGINE=engines[0], DATA_DIR=str(tmp_path / "d1")).test_client()
     reader = make_app(ENGINE=engines[1], DATA_DIR=str(tmp_path / "d2")).test_client()
     writer.put("/v1/items/far-away", json={"title": "Aurora borealis snow globe", "price": 30.0, "category": "Decor"})

@@ -22,11 +22,8 @@ EXAMPLES = int(os.environ.get("RANKER_FUZZ_EXAMPLES", "15"))
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(encoders, demo_items, embedded_redis, tmp_path_factory):
-    from ranker.retrieval import SearchEngine
-
-    engine = SearchEngine(encoders, tmp_path_factory.mktemp("fuzz-engine"))
-    engine.build(demo_items[:30])
+def fuzz_app(demo_engine_of, embedded_redis, tmp_path_factory):
+    engine = demo_engine_of(30)
     return create_app({"TESTING": True, "DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")), "REDIS_URL": embedded_redis,
                        "PREFIX": "fuzz", "ENGINE": engine, "USER_KEY_SECRET": "s"})
 

@@ -19,17 +19,14 @@ from ranker.learning import Joiner, Learner, LearnerConfig, Trajectory, log_prob
 from ranker.policy import RankingPolicy, sha256_of
 from ranker.redis_backend import connect, key
 from ranker.registry import STARTING_POLICY
-from ranker.retrieval import SearchEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
 
 
 @pytest.fixture(scope="module")
-def engine(encoders, demo_items, tmp_path_factory):
-    engine = SearchEngine(encoders, tmp_path_factory.mktemp("learn-engine"))
-    engine.build(demo_items[:120])
-    return engine
+def engine(demo_engine_of):
+    return demo_engine_of(120)
 
 
 @pytest.fixture()
