@@ -580,6 +580,7 @@ class Learner:
         while (max_updates is None or len(self.updates) < max_updates) and not (until and until()):
             try:
                 report = self.step()
+                self.guardrail()
             except redis.RedisError as exc:  # a Redis restart: wait, re-read what was pending, go on
                 log.warning("Redis unavailable (%s); retrying in 1 s", exc)
                 time.sleep(1.0)
@@ -589,7 +590,6 @@ class Learner:
                 continue
             if report and on_update:
                 on_update(report)
-            self.guardrail()
 
     def _flush_skips(self) -> None:
         if not self.joiner.done_entries:
