@@ -446,3 +446,16 @@ def test_user_ids_are_pseudonymised_with_the_configured_key(make_app):
 
     assert event.user_key == pseudonymise("zed@example.com", b"k1") != pseudonymise("zed@example.com", b"k2")
 
+
+
+def test_an_empty_data_directory_serves_what_the_api_puts_in(embedded_redis, prefix, tmp_path):
+    """No index, no policy on disk: the service starts with an empty catalog and the packaged starting policy."""
+    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "empty"), "REDIS_URL": embedded_redis, "PREFIX": prefix, "USER_KEY_SECRET": "s"})
+    client = app.test_client()
+    empty = rank(client, "anything")
+    assert empty["items"] == [] and empty["policy_version"] == RankingPolicy.load(STARTING_POLICY).version
+    items = {"items": [{"item_id": "p1", "title": "Walnut chess board", "price": 80.0, "category": "Games"},
+                       {"item_id": "p2", "title": "Ceramic tea cup", "price": 12.0, "category": "Kitchen", "image": png_base64()}]}
+    assert client.post("/v1/items", json=items).get_json() == {"upserted": 2, "rejected": []}
+    assert [item["item_id"] for item in rank(client, "chess", greedy=True)["items"]] == ["p1", "p2"]
+    assert client.get("/readyz").get_json()["items"] == 2
