@@ -12,7 +12,7 @@ Figures:
    threads, one connection each, a fixed number of requests per level);
 2. the same pipeline in-process: ``RankingService.rank`` (what the endpoint
    calls) on the same index, Redis, queries and users, p50/p99 with its
-   stages (encode, retrieve, policy); also the Flask test client (the whole
+   stages (sync, encode, retrieve, state, policy, log); also the Flask test client (the whole
    app without a socket). The ratio HTTP p50 / in-process p50 at concurrency
    1 is the serving overhead (target <= 1.3);
 3. ``POST /v1/feedback`` ingestion in events/s accepted: rankings served in
@@ -386,7 +386,7 @@ def bench_in_process(service, queries: list[str], n_requests: int, users: int, g
     temperature = 0.0 if greedy else None
     for index in range(warmup):
         service.rank(user_id=f"bench-user-{index % users}", text=queries[index % len(queries)], num_results=10, temperature=temperature)
-    samples, stages = [], {"encode": [], "retrieve": [], "policy": []}
+    samples, stages = [], {"sync": [], "encode": [], "retrieve": [], "state": [], "policy": [], "log": []}
     for index in range(n_requests):
         started = time.perf_counter()
         result = service.rank(user_id=f"bench-user-{index % users}", text=queries[index % len(queries)], num_results=10, temperature=temperature)
@@ -472,7 +472,7 @@ def print_table(results: dict) -> None:
     rows: list[tuple[str, str]] = []
     inproc = results["in_process"]
     rows.append(("RankingService.rank in-process, p50 / p99", f"{inproc['latency_ms']['p50']:.1f} / {inproc['latency_ms']['p99']:.1f} ms"
-                 f"  (encode {inproc['stage_p50_ms']['encode']:.1f}, retrieve {inproc['stage_p50_ms']['retrieve']:.1f}, policy {inproc['stage_p50_ms']['policy']:.1f} ms p50)"))
+                 "  (p50 ms: " + ", ".join(f"{stage} {value:.1f}" for stage, value in inproc["stage_p50_ms"].items()) + ")"))
     tc = results["flask_test_client"]
     rows.append(("Flask app in-process (test client), p50 / p99", f"{tc['latency_ms']['p50']:.1f} / {tc['latency_ms']['p99']:.1f} ms"))
     for level in results["http_rank"]:

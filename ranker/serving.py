@@ -189,8 +189,7 @@ class RankingService:
         session_id: str | None = None,
         temperature: float | None = None,
     ) -> RankResult:
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
+        watch = Stopwatch()
         num_results = num_results or self.config.num_results
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
         temperature = self.config.temperature if temperature is None else temperature
@@ -200,12 +199,13 @@ class RankingService:
             pointer = self.sync()
         except redis.RedisError as exc:
             redis_ok = self._redis_failed("sync", exc)
+        watch.lap("sync")
         query = self.engine.embed_query(text, image)
-        timings["encode"] = _ms(started)
+        watch.lap("encode")
         with self._engine_lock:
             candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
             candidate_set = self._candidate_set(candidates, query)
-        timings["retrieve"] = _ms(started) - timings["encode"]
+        watch.lap("retrieve")
         user_key = pseudonymise(user_id, self.config.user_key_secret)
         counts, profile = np.zeros((len(candidates), 3)), UserProfile()
         if redis_ok:
@@ -213,14 +213,15 @@ class RankingService:
                 counts, profile = self.state.snapshot(candidate_set.item_ids, user_key)
             except redis.RedisError as exc:
                 redis_ok = self._redis_failed("state", exc)
+        watch.lap("state")
         policy = self.policies.get(pointer)
         ranking_id = new_ranking_id()
         if not candidates:
-            return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, timings)
+            return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps)
         builder = FeatureBuilder(num_candidates, num_results)
         observation = builder.build(candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None)
         ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng)
-        timings["policy"] = _ms(started) - timings["encode"] - timings["retrieve"]
+        watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
         items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
         n = len(candidates)
@@ -252,8 +253,8 @@ class RankingService:
                 logged = True
             except redis.RedisError as exc:
                 self._redis_failed("log", exc)
-        timings["total"] = _ms(started)
-        return RankResult(ranking_id, event.policy_version, items, logged, float(temperature), len(candidates), timings)
+        watch.lap("log")
+        return RankResult(ranking_id, event.policy_version, items, logged, float(temperature), len(candidates), watch.total())
 
     def sync(self) -> str | None:
         """One round trip: the policy pointer, and catalog writes to apply; returns the pointer."""
@@ -378,5 +379,17 @@ def query_text_of(text: str | None) -> str | None:
     return text.strip() if text and text.strip() else None
 
 
-def _ms(started: float) -> float:
-    return (time.perf_counter() - started) * 1000.0
+class Stopwatch:
+    """Milliseconds per stage of a request (``laps``), and their total."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._started = self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = (now - self._last) * 1000.0
+        self._last = now
+
+    def total(self) -> dict[str, float]:
+        return dict(self.laps, total=(self._last - self._started) * 1000.0)
