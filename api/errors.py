@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
 from ranker.catalog import CatalogError
-from ranker.registry import RegistryError
+from ranker.errors import RequestError
 from ranker.retrieval import QueryError
-from ranker.serving import FeedbackError, Unavailable
+from ranker.serving import Unavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
@@ -93,13 +93,9 @@ def register(app: Flask) -> None:
         field = exc.field or "image"
         return error_response(422, "invalid_image" if "image" in field else "invalid_item", str(exc), field)
 
-    @app.errorhandler(FeedbackError)
-    def _feedback_error(exc: FeedbackError) -> Any:
-        return error_response(exc.status, "invalid_feedback" if exc.status == 422 else "not_found", str(exc), exc.field)
-
-    @app.errorhandler(RegistryError)
-    def _registry_error(exc: RegistryError) -> Any:
-        return error_response(exc.status, "policy_conflict" if exc.status == 409 else "not_found", str(exc), exc.field)
+    @app.errorhandler(RequestError)  # feedback outside a served slate, unknown policy versions, ...
+    def _request_error(exc: RequestError) -> Any:
+        return error_response(exc.status, exc.code, str(exc), exc.field)
 
     @app.errorhandler(Unavailable)
     def _unavailable(exc: Unavailable) -> Any:

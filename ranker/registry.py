@@ -32,6 +32,7 @@ from typing import Any, Sequence
 
 import redis
 
+from ranker.errors import RequestError
 from ranker.policy import MANIFEST_FILE, PolicyError, RankingPolicy
 from ranker.redis_backend import key
 
@@ -41,14 +42,11 @@ STARTING_POLICY = Path(__file__).parent / "assets" / "starting_policy"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-class RegistryError(ValueError):
-    """A promote or rollback that cannot happen; ``field``/``value`` name the cause."""
+class RegistryError(RequestError):
+    """A promote or rollback that cannot happen (409), or a version that does not exist (404)."""
 
     def __init__(self, message: str, *, field: str = "version", value: Any = None, status: int = 409):
-        super().__init__(message)
-        self.field = field
-        self.value = value
-        self.status = status
+        super().__init__(message, field=field, value=value, status=status, code="policy_conflict" if status == 409 else "not_found")
 
 
 @dataclass

@@ -40,6 +40,7 @@ import redis
 
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
+from ranker.errors import RequestError
 from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent, new_ranking_id
 from ranker.features import CandidateSet, FeatureBuilder, UserProfile
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
@@ -56,14 +57,11 @@ class Unavailable(RuntimeError):
     """Redis cannot be reached and the operation must not pretend it succeeded."""
 
 
-class FeedbackError(ValueError):
-    """Feedback that does not match a served ranking; ``field``/``value`` say what."""
+class FeedbackError(RequestError):
+    """Feedback that does not match a served ranking (422), or names no ranking at all (404)."""
 
     def __init__(self, message: str, *, field: str, value: Any = None, status: int = 422):
-        super().__init__(message)
-        self.field = field
-        self.value = value
-        self.status = status
+        super().__init__(message, field=field, value=value, status=status, code="invalid_feedback" if status == 422 else "not_found")
 
 
 @dataclass
