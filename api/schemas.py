@@ -112,12 +112,20 @@ class RankedItemOut(BaseModel):
     explain: Explanation | None = None
 
 
+class ServedBy(BaseModel):
+    experiment_id: str
+    mode: Literal["ab", "interleave"]
+    arm: str | None = Field(description="the user's arm (A/B); null when interleaved")
+    teams: list[str] | None = Field(default=None, description="interleaving: the arm whose ranking placed each item, in slate order")
+
+
 class RankResponse(BaseModel):
     ranking_id: str
-    policy_version: str
+    policy_version: str = Field(description="the policy that ranked: a version, `retrieval` (baseline arm), or `interleaved:A,B`")
     logged: bool = Field(description="false when the event log was unreachable: the slate is served but cannot take feedback")
     temperature: float
     n_candidates: int
+    experiment: ServedBy | None = Field(default=None, description="the experiment and arm that served this ranking, if any")
     items: list[RankedItemOut]
 
 
@@ -219,6 +227,100 @@ class PolicyPath(BaseModel):
 class PromoteResponse(BaseModel):
     current: str
     previous: str | None
+
+
+class EstimateQuery(BaseModel):
+    rankings: int = Field(default=2000, ge=10, le=100_000, description="how many of the latest logged rankings to use")
+    resamples: int = Field(default=500, ge=50, le=5000, description="bootstrap resamples for the intervals")
+
+
+class EstimateResponse(BaseModel):
+    version: str
+    rankings: int = Field(description="logged rankings used (those with propensities)")
+    skipped: dict[str, int]
+    logged_value: float | None = Field(description="mean reward per ranking of the logging policies")
+    estimators: dict[str, Any] = Field(description="per estimator (ips, snips, dr): value and 95% interval")
+    effective_sample_size: float | None
+
+
+# --------------------------------------------------------- experiments
+Metric = Literal["purchases_per_session", "purchase_rate", "click_through", "revenue_per_session"]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class ArmIn(Closed):
+    name: str = Field(pattern=NAME, description="the arm's name in reports")
+    policy: str = Field(min_length=1, max_length=128, description="a policy version, or `retrieval` (retrieval order, no policy)")
+    weight: float = Field(gt=0, le=1, allow_inf_nan=False, description="share of the experiment's users (weights sum to 1)")
+
+    @field_validator("weight", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ExperimentIn(Closed):
+    name: str = Field(min_length=1, max_length=200)
+    experiment_id: str | None = Field(default=None, pattern=NAME, description="default: generated")
+    mode: Literal["ab", "interleave"] = Field(default="ab", description="`ab`: users split between arms; `interleave`: team-draft interleaving of 2 arms")
+    arms: list[ArmIn] = Field(min_length=2, max_length=10)
+    layer: str | None = Field(default=None, pattern=NAME, description="experiments that share a layer split its users; without one an experiment may not share users with another")
+    traffic: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False, description="share of users in the experiment")
+    primary_metric: Metric = "purchases_per_session"
+    guardrail_metrics: list[Metric] = Field(default_factory=lambda: ["click_through"], max_length=4)
+    start_at: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="unix time; default: now")
+    end_at: float | None = Field(default=None, gt=0, allow_inf_nan=False, description="unix time; default: open-ended (stop it)")
+    description: str = Field(default="", max_length=2000)
+
+    @field_validator("traffic", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class ArmOut(BaseModel):
+    name: str
+    policy: str
+    weight: float
+
+
+class ExperimentOut(BaseModel):
+    experiment_id: str
+    name: str
+    mode: str
+    arms: list[ArmOut]
+    salt: str
+    layer: str | None
+    traffic: float
+    buckets: list[int]
+    primary_metric: str
+    guardrail_metrics: list[str]
+    created_at: float
+    start_at: float
+    end_at: float | None
+    stopped_at: float | None
+    description: str
+    status: Literal["scheduled", "running", "stopped"]
+
+
+class ExperimentsResponse(BaseModel):
+    experiments: list[ExperimentOut]
+
+
+class ExperimentPath(BaseModel):
+    experiment_id: str = Field(min_length=1, max_length=64)
+
+
+class ReportQuery(BaseModel):
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, allow_inf_nan=False)
+    mde: float = Field(default=0.10, gt=0, le=10, allow_inf_nan=False, description="relative effect the sequential test is tuned for")
+
+
+class ReportResponse(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    experiment: ExperimentOut
+    mode: str
+    generated_at: float
 
 
 # -------------------------------------------------------------- errors

@@ -57,12 +57,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def post(base: str, path: str, body: dict) -> dict:
-    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -89,72 +83,6 @@ def prepare_data(source: Path, target: Path) -> None:
     shutil.copytree(source / "index", target / "index")
     if (source / "sim").exists():
         shutil.copytree(source / "sim", target / "sim")
-
-
-class Shopper:
-    """One seeded simulator that plays sessions against a server (or the oracle, in process)."""
-
-    def __init__(self, data_dir: Path, shift: dict, seed: int):
-        import gymnasium as gym
-
-        import envs  # noqa: F401  (registers the environments)
-
-        self.env = gym.make("envs/SlateShopping-v0", catalog=str(data_dir), query_modes={"text": 1.0}, **shift)
-        self.simulator = self.env.unwrapped
-        self.seed = seed
-        self.started = False
-
-    def reset(self) -> dict:
-        observation, info = self.env.reset(seed=None if self.started else self.seed)
-        self.started = True
-        self.observation = observation
-        return info
-
-    def play_slots(self, slots: list[int]) -> tuple[float, list[dict]]:
-        reward, outcomes = 0.0, []
-        for slot in slots:
-            self.observation, step_reward, _, _, info = self.env.step(slot)
-            reward += step_reward
-            outcomes.append(info)
-        return reward, outcomes
-
-    def play_policy(self, policy) -> float:
-        total, done = 0.0, False
-        while not done:
-            self.observation, reward, done, _, _ = self.env.step(policy(self.env, self.observation))
-            total += reward
-        return total
-
-    def slots_for(self, item_ids: list[str]) -> tuple[list[int], int]:
-        """The simulator's candidate slots of a served slate; items it did not retrieve are replaced by its next candidates."""
-        row_of = {self.simulator.catalog.item_ids[row]: slot for slot, row in enumerate(self.simulator.rows)}
-        slots = [row_of[item] for item in item_ids if item in row_of]
-        missing = len(item_ids) - len(slots)
-        for slot in range(len(self.simulator.rows)):
-            if len(slots) >= self.simulator.config.slate_size:
-                break
-            if slot not in slots:
-                slots.append(slot)
-        return slots[: self.simulator.config.slate_size], missing
-
-
-def session_through(base: str, shopper: Shopper, info: dict, index: int) -> tuple[float, str, int]:
-    slate_size = shopper.simulator.config.slate_size
-    body = post(base, "/v1/rank", {"user_id": f"shopper-{info['user']}", "query": {"text": info["query"]}, "num_results": slate_size,
-                                   "num_candidates": shopper.simulator.config.n_candidates})
-    items = [item["item_id"] for item in body["items"]]
-    slots, missing = shopper.slots_for(items)
-    reward, outcomes = shopper.play_slots(slots)
-    events = []
-    for outcome in outcomes:
-        if outcome["item_id"] not in items:
-            continue
-        for kind in ("click", "add_to_cart", "purchase"):
-            if outcome[kind]:
-                events.append({"event_id": f"{body['ranking_id']}-{outcome['position']}-{kind}", "item_id": outcome["item_id"], "type": kind})
-    if events:
-        post(base, "/v1/feedback", {"ranking_id": body["ranking_id"], "events": events})
-    return reward, body["policy_version"], missing
 
 
 def rolling(values: np.ndarray, window: int) -> np.ndarray:
@@ -202,7 +130,10 @@ def main() -> None:
                            "--gate-set", "shopper=" + json.dumps(args.shift), "--gate-set", 'query_modes={"text": 1.0}']
         processes.append(subprocess.Popen(learner_command, cwd=ROOT, env=env, stdout=logs["learner"], stderr=subprocess.STDOUT, start_new_session=True))
 
-        shoppers = {name: Shopper(data_dir, args.shift, args.seed) for name in ("learning", "frozen", "oracle")}
+        from ranker.harness import ApiClient, Shopper, session_through
+
+        clients = {name: ApiClient(base) for name, base in bases.items()}
+        shoppers = {name: Shopper(data_dir, args.seed, **args.shift) for name in ("learning", "frozen", "oracle")}
         oracle = OraclePolicy()
         rewards = {name: np.zeros(args.sessions) for name in shoppers}
         versions: list[str] = []
@@ -215,7 +146,8 @@ def main() -> None:
             infos = {name: shopper.reset() for name, shopper in shoppers.items()}
             assert infos["learning"]["query"] == infos["frozen"]["query"] == infos["oracle"]["query"]
             for name in ("learning", "frozen"):
-                reward, version, lost = session_through(bases[name], shoppers[name], infos[name], index)
+                reward, body, lost = session_through(clients[name], shoppers[name], infos[name])
+                version = body["policy_version"]
                 rewards[name][index] = reward
                 missing += lost
                 if name == "learning":

@@ -14,8 +14,11 @@ attribution window). Impression counters move in the same transaction.
 
 Feedback is idempotent: one Lua script claims each ``event_id`` with
 ``SET NX`` (kept ``dedup_ttl_s``), and only a first claim appends the event
-and bumps the item's click or purchase counter, so a retried request counts
-once. The learner (a later issue) reads the streams through a consumer group.
+and bumps the item's click or purchase counter, the user's activity counters
+and, for a ranking served inside an experiment (its :class:`Exposure`), the
+experiment's outcome counters (:class:`ExperimentKeys`), so a retried request
+counts once everywhere. The learner reads the streams through a consumer
+group.
 """
 
 from __future__ import annotations
@@ -23,31 +26,44 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import redis
 
 from ranker.redis_backend import as_text, key
-from ranker.state import counter_key
+from ranker.state import activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 1_000_000
 RANKING_TTL_S = 24 * 3600
 DEDUP_TTL_S = 7 * 24 * 3600
 
-# KEYS: interactions stream, clicks hash, purchases hash, then one dedup key per event.
-# ARGV: dedup ttl, stream max length, then per event: payload, item id, type.
+# KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
+#       clicks, purchases and revenue hashes, then one dedup key per event.
+# ARGV: dedup ttl, stream max length, then per event: payload, item id, type, experiment field
+#       ('' outside experiments), revenue.
 _APPEND_INTERACTIONS = """
 local flags = {}
-for i = 4, #KEYS do
-  local base = 3 + (i - 4) * 3
+for i = 8, #KEYS do
+  local base = 3 + (i - 8) * 5
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
-    local kind = ARGV[base + 2]
-    if kind == 'click' then redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1) end
-    if kind == 'purchase' then redis.call('HINCRBY', KEYS[3], ARGV[base + 1], 1) end
+    local kind, outcome = ARGV[base + 2], ARGV[base + 3]
+    if kind == 'click' then
+      redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1)
+      redis.call('HINCRBY', KEYS[4], 'clicks', 1)
+      if outcome ~= '' then redis.call('HINCRBY', KEYS[5], outcome, 1) end
+    end
+    if kind == 'purchase' then
+      redis.call('HINCRBY', KEYS[3], ARGV[base + 1], 1)
+      redis.call('HINCRBY', KEYS[4], 'purchases', 1)
+      if outcome ~= '' then
+        redis.call('HINCRBY', KEYS[6], outcome, 1)
+        redis.call('HINCRBYFLOAT', KEYS[7], outcome, ARGV[base + 4])
+      end
+    end
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
@@ -55,6 +71,40 @@ for i = 4, #KEYS do
 end
 return flags
 """
+
+
+@dataclass(frozen=True)
+class ExperimentKeys:
+    """The Redis keys of one experiment's logs (``ranker.experiments`` writes the exposures, feedback the outcomes)."""
+
+    prefix: str
+    experiment: str
+
+    def _key(self, name: str) -> str:
+        return key(self.prefix, "exp", self.experiment, name)
+
+    @property
+    def exposures(self) -> str:  # session -> {user, arm, ts} (A/B), or ranking -> {user, ts} (interleaving)
+        return self._key("exposures")
+
+    @property
+    def pre(self) -> str:  # user -> the pre-period covariate (purchases per ranking before the first exposure)
+        return self._key("pre")
+
+    @property
+    def clicks(self) -> str:
+        return self._key("clicks")
+
+    @property
+    def purchases(self) -> str:
+        return self._key("purchases")
+
+    @property
+    def revenue(self) -> str:
+        return self._key("revenue")
+
+    def all(self) -> list[str]:
+        return [self.exposures, self.pre, self.clicks, self.purchases, self.revenue]
 
 
 def now() -> float:
@@ -98,6 +148,7 @@ class RankingEvent:
     placed_similarity: np.ndarray = field(repr=False)
     experiment: str | None = None
     arm: str | None = None
+    teams: list[int] | None = None  # interleaving: the team (0 = arm A, 1 = arm B) of each slate position
 
     def to_fields(self) -> dict[str, bytes | str]:
         meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays
@@ -116,6 +167,22 @@ class RankingEvent:
             shape = tuple(int(n) for n in fields[(name + "_shape").encode()].split(b",") if n)
             arrays[name] = np.frombuffer(fields[name.encode()], dtype=np.float32).reshape(shape).copy()
         return cls(**meta, **arrays)
+
+
+@dataclass
+class Exposure:
+    """A ranking served inside an experiment: what feedback needs to credit the right arm."""
+
+    experiment: str
+    arm: int | None  # the arm's index (None: interleaved, see ``teams``)
+    session: str  # the analysis session: "<user_key>:<session_id or ranking_id>"
+    teams: list[int] | None = None
+
+    def outcome_field(self, ranking_id: str, position: int) -> str:
+        """Where an outcome at ``position`` is counted: per session (A/B) or per ranking and team (interleaving)."""
+        if self.teams is not None:
+            return f"{ranking_id}:{self.teams[position]}"
+        return self.session
 
 
 @dataclass
@@ -147,6 +214,11 @@ class RankingRecord:
     slate: list[str]
     policy_version: str
     ts: float
+    exposure: Exposure | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.exposure, dict):
+            self.exposure = Exposure(**self.exposure)
 
     def position_of(self, item_id: str) -> int | None:
         try:
@@ -172,26 +244,43 @@ class EventLog:
         return key(self.prefix, "ranking", ranking_id)
 
     # ------------------------------------------------------------ writes
-    def append_ranking(self, event: RankingEvent) -> str:
-        """Log the slate, remember it for feedback, count its impressions; returns the stream id."""
-        record = {"user_key": event.user_key, "slate": event.slate, "policy_version": event.policy_version, "ts": event.ts}
+    def append_ranking(self, event: RankingEvent, exposure: Exposure | None = None, *, also: Callable[[Any], None] | None = None) -> str:
+        """Log the slate, remember it for feedback, count its impressions; returns the stream id.
+
+        ``also`` queues more commands in the same transaction (an experiment's exposure log), before the user's
+        activity counter moves, so what they read of it is what preceded this ranking.
+        """
+        record: dict[str, Any] = {"user_key": event.user_key, "slate": event.slate, "policy_version": event.policy_version, "ts": event.ts}
+        if exposure is not None:
+            record["exposure"] = asdict(exposure)
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.rankings_stream, event.to_fields(), maxlen=self.max_len, approximate=True)
         pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
         impressions = counter_key(self.prefix, "impressions")
         for item_id in event.slate:
             pipe.hincrby(impressions, item_id, 1)
+        if also is not None:
+            also(pipe)
+        pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
         return as_text(pipe.execute()[0])
 
-    def append_interactions(self, events: Sequence[InteractionEvent]) -> list[bool]:
-        """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted."""
+    def append_interactions(self, events: Sequence[InteractionEvent], *, user_key: str = "", exposure: Exposure | None = None,
+                            revenue: Sequence[float] | None = None) -> list[bool]:
+        """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted.
+
+        A new click or purchase also moves the user's activity counters and, inside an experiment, the
+        exposure's outcome counters (``revenue``: per event, what a purchase brought in).
+        """
         if not events:
             return []
-        keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases")]
+        outcomes = ExperimentKeys(self.prefix, exposure.experiment if exposure else "-")
+        keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases"), activity_key(self.prefix, user_key),
+                outcomes.clicks, outcomes.purchases, outcomes.revenue]
         keys += [key(self.prefix, "event", event.event_id) for event in events]
         args: list[Any] = [self.dedup_ttl_s, self.max_len]
-        for event in events:
-            args += [event.to_json(), event.item_id, event.type]
+        for index, event in enumerate(events):
+            field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
+            args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0"]
         return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
 
     # ------------------------------------------------------------- reads

@@ -65,6 +65,7 @@ import torch
 from scipy import stats
 
 from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent
+from ranker.experiments import ExperimentStore
 from ranker.features import CONTEXT_FEATURES, FEATURES, STATIC_FEATURES, SlateFeatures
 from ranker.policy import RankingPolicy, masked_log_softmax
 from ranker.redis_backend import as_text, key
@@ -224,8 +225,8 @@ class Joiner:
         return sorted(out, key=lambda trajectory: stream_order(trajectory.entry_id))
 
 
-def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -> str | None:
-    """Why a trajectory cannot train PPO, or None. ``lineage``: serving version first, then its history."""
+def replayable(trajectory: Trajectory) -> str | None:
+    """Why a logged slate cannot be replayed with its propensities (for PPO or an off-policy estimate), or None."""
     event = trajectory.event
     if not event.log_probs or not event.temperature:
         return "no_propensity"
@@ -235,9 +236,15 @@ def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -
         return "schema_mismatch"
     if not (np.isfinite(event.features).all() and np.isfinite(event.context).all() and np.isfinite(event.placed_similarity).all() and np.isfinite(event.log_probs).all()):
         return "not_finite"
-    if event.policy_version not in lineage[: max_staleness + 1]:
-        return "stale"
     return None
+
+
+def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -> str | None:
+    """Why a trajectory cannot train PPO, or None. ``lineage``: serving version first, then its history."""
+    problem = replayable(trajectory)
+    if problem is None and trajectory.event.policy_version not in lineage[: max_staleness + 1]:
+        return "stale"
+    return problem
 
 
 # ---------------------------------------------------------------- replay
@@ -300,16 +307,20 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
     return Steps(**{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory") else np.float32) for name, values in rows.items()})
 
 
-def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
-    """The policy's log-probability of each logged action, at the logged temperature."""
+def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
+    """[N, K] the policy's log-probability of every candidate at every logged step, at the logged temperature."""
     net = policy.net.to(device)
     with torch.no_grad():
         scores, _ = net(torch.as_tensor(steps.features, device=device), torch.as_tensor(steps.context, device=device), torch.as_tensor(steps.mask, device=device))
         logits = scores / torch.as_tensor(steps.temperatures, device=device)[:, None]
         log_p = masked_log_softmax(logits, torch.as_tensor(steps.mask, device=device))
-        chosen = log_p.gather(1, torch.as_tensor(steps.actions, device=device)[:, None])[:, 0]
     policy.net.to("cpu")
-    return chosen.cpu().numpy()
+    return log_p.cpu().numpy()
+
+
+def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
+    """The policy's log-probability of each logged action, at the logged temperature."""
+    return np.take_along_axis(action_log_probs(policy, steps, device), steps.actions[:, None], axis=1)[:, 0]
 
 
 # ---------------------------------------------------------------- update
@@ -651,7 +662,8 @@ class Learner:
         decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
         _crash_point("committed", self._crashes)
         current_working = self.working()
-        self.registry.prune(keep=config.keep_versions, also_keep=[current_working["version"]] if current_working else [])
+        in_use = ExperimentStore(self.client, prefix=config.prefix).policies_in_use()  # experiments' arms stay on disk
+        self.registry.prune(keep=config.keep_versions, also_keep=([current_working["version"]] if current_working else []) + sorted(in_use))
         report = UpdateReport(version, base_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
         self.updates.append(report)
         log.info("update %s (parent %s, serving %s, %d trajectories): %s %s", version, base_version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))

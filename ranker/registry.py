@@ -122,15 +122,19 @@ class PolicyRegistry:
         self.client.set(self.current_key, version, nx=True)
         return self.current() or version
 
-    def promote(self, version: str) -> str:
-        """Serve ``version`` from now on; the one it replaces goes on the history. Returns the previous version."""
+    def load(self, version: str) -> RankingPolicy:
+        """The policy ``version`` (404 when there is none, 409 when it would not load: schema, checksum)."""
         path = self.path_of(version)
         if not (path / MANIFEST_FILE).exists():
             raise RegistryError(f"version: no policy {version!r} under {self.policies_dir}", value=version, status=404)
         try:
-            RankingPolicy.load(path)  # refuse what would not load (schema, checksum) before any server sees it
+            return RankingPolicy.load(path)
         except PolicyError as exc:
             raise RegistryError(str(exc), value=version, status=409) from None
+
+    def promote(self, version: str) -> str:
+        """Serve ``version`` from now on; the one it replaces goes on the history. Returns the previous version."""
+        self.load(version)  # refuse what would not load before any server sees it
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:

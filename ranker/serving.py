@@ -41,8 +41,11 @@ import redis
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.features import CandidateSet, FeatureBuilder, UserProfile
+from ranker.events import EVENT_TYPES, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.experiments import RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.interleaving import team_draft
+from ranker.policy import Ranking, RankingPolicy
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
 from ranker.state import Interaction, RedisStateProvider
@@ -109,6 +112,7 @@ class RankResult:
     temperature: float
     n_candidates: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    experiment: dict[str, Any] | None = None  # which experiment and arm served it
 
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         return {
@@ -117,8 +121,20 @@ class RankResult:
             "logged": self.logged,
             "temperature": self.temperature,
             "n_candidates": self.n_candidates,
+            "experiment": self.experiment,
             "items": [item.to_json(explain) for item in self.items],
         }
+
+
+@dataclass
+class Composed:
+    """A slate and who composed it: the serving policy, an experiment's arm, or an interleaving of two."""
+
+    ranking: Ranking
+    version: str
+    temperature: float
+    arm: str | None = None
+    teams: list[int] | None = None
 
 
 def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
@@ -161,7 +177,9 @@ class RankingService:
         self.events = EventLog(client, prefix=prefix, ranking_ttl_s=self.config.ranking_ttl_s, dedup_ttl_s=self.config.dedup_ttl_s)
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
+        self.experiments = ExperimentStore(client, prefix=prefix)
         self.policies = PolicyCache(policies_dir)
+        self._arm_policies: dict[str, RankingPolicy] = {}  # versions experiments serve besides the current one
         self._engine_lock = threading.RLock()
         self._rng = np.random.default_rng(self.config.seed)
         self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
@@ -218,7 +236,11 @@ class RankingService:
             return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps)
         builder = FeatureBuilder(num_candidates, num_results)
         observation = builder.build(candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None)
-        ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng)
+        assignment = self.experiments.assign(user_key, session_id, ranking_id) if redis_ok else None
+        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment)
+        if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
+            assignment, composed = None, Composed(policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), self.policies.version or "", temperature)
+        ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
         items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
@@ -232,34 +254,97 @@ class RankingService:
             query_text=query_text_of(text),
             query_has_image=image is not None,
             query_hash=query_hash(text, image),
-            policy_version=self.policies.version or "",
+            policy_version=composed.version,
             candidate_ids=candidate_set.item_ids,
             retrieval_scores=[round(float(score), 6) for score in candidate_set.retrieval_scores],
             slate=[item.candidate.item.item_id for item in items],
             slots=[int(slot) for slot in ranking.slots],
             log_probs=ranking.log_probs,
-            temperature=float(temperature),
+            temperature=float(composed.temperature),
             category_codes=[int(code) for code in observation.category_codes[:n]],
             features=observation.static[:n],
             context=observation.context,
             placed_similarity=vectors[ranking.slots] @ vectors.T,
+            experiment=assignment.experiment.experiment_id if assignment else None,
+            arm=composed.arm,
+            teams=composed.teams,
         )
+        exposure = None
+        if assignment is not None:
+            exposure = Exposure(assignment.experiment.experiment_id, assignment.arm, assignment.session, composed.teams)
         logged = False
         if redis_ok:
             try:
-                self.events.append_ranking(event)
+                also = None
+                if assignment is not None:
+                    also = lambda pipe: self.experiments.queue_exposure(pipe, assignment, user_key=user_key, ranking_id=ranking_id, ts=event.ts)  # noqa: E731
+                self.events.append_ranking(event, exposure, also=also)
                 logged = True
             except redis.RedisError as exc:
                 self._redis_failed("log", exc)
         watch.lap("log")
-        return RankResult(ranking_id, event.policy_version, items, logged, float(temperature), len(candidates), watch.total())
+        return RankResult(ranking_id, event.policy_version, items, logged, float(composed.temperature), len(candidates), watch.total(),
+                          experiment=self._served_by(assignment, composed))
+
+    def _compose(self, observation: Observation, retrieval_scores: np.ndarray, num_results: int, temperature: float, policy: RankingPolicy,
+                 assignment: Assignment | None) -> Composed | None:
+        """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings."""
+        if assignment is None:
+            return Composed(policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), self.policies.version or "", temperature)
+        experiment = assignment.experiment
+        if experiment.mode == "ab":
+            arm = experiment.arms[assignment.arm]
+            if arm.policy == RETRIEVAL_ARM:
+                return Composed(retrieval_order(retrieval_scores, num_results), RETRIEVAL_ARM, 0.0, arm=arm.name)
+            arm_policy = self._arm_policy(arm.policy)
+            if arm_policy is None:
+                return None
+            return Composed(arm_policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), arm.policy, temperature, arm=arm.name)
+        rankings = []
+        for arm in experiment.arms:  # interleaving: each arm's greedy ranking
+            if arm.policy == RETRIEVAL_ARM:
+                rankings.append(retrieval_order(retrieval_scores, num_results))
+                continue
+            arm_policy = self._arm_policy(arm.policy)
+            if arm_policy is None:
+                return None
+            rankings.append(arm_policy.rank(observation, num_results))
+        slots, teams = team_draft(rankings[0].slots, rankings[1].slots, num_results, self._rng)
+        scores = np.zeros(max(len(ranking.scores) for ranking in rankings))
+        for slot, team in zip(slots, teams):  # each item keeps the score its team's ranker gave it
+            scores[slot] = rankings[team].scores[slot]
+        version = "interleaved:" + ",".join(arm.policy for arm in experiment.arms)
+        return Composed(Ranking(slots=[int(slot) for slot in slots], scores=scores), version, 0.0, teams=[int(team) for team in teams])
+
+    def _arm_policy(self, version: str) -> RankingPolicy | None:
+        if version == self.policies.version and self.policies.policy is not None:
+            return self.policies.policy
+        if version not in self._arm_policies:
+            try:
+                self._arm_policies[version] = self.registry.load(version)
+            except (RequestError, OSError) as exc:
+                log.error("experiment arm policy %s cannot be loaded; serving outside the experiment: %s", version, exc)
+                return None
+        return self._arm_policies[version]
+
+    @staticmethod
+    def _served_by(assignment: Assignment | None, composed: Composed) -> dict[str, Any] | None:
+        if assignment is None:
+            return None
+        experiment = assignment.experiment
+        served: dict[str, Any] = {"experiment_id": experiment.experiment_id, "mode": experiment.mode, "arm": composed.arm}
+        if composed.teams is not None:
+            served["teams"] = [experiment.arms[team].name for team in composed.teams]
+        return served
 
     def sync(self) -> str | None:
-        """One round trip: the policy pointer, and catalog writes to apply; returns the pointer."""
+        """One round trip: the policy pointer, the experiments' revision, and catalog writes to apply; returns the pointer."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.registry.current_key)
+        self.experiments.queue_rev(pipe)
         self.catalog_log.queue_read(pipe)
-        pointer, entries = pipe.execute()
+        pointer, experiments_rev, entries = pipe.execute()
+        self.experiments.refresh(experiments_rev)
         if entries:
             with self._engine_lock:
                 self.catalog_log.apply(self.engine, entries)
@@ -319,8 +404,9 @@ class RankingService:
                     ts=raw.get("ts") or time.time(),
                 )
             )
+        revenue = [self._revenue(event) for event in parsed] if record.exposure else None
         try:
-            flags = self.events.append_interactions(parsed)
+            flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue)
             learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
             if learned:
                 self.state.record_profile_batch(record.user_key, learned)
@@ -328,6 +414,15 @@ class RankingService:
             raise Unavailable(f"event log unreachable: {exc}") from None
         accepted = sum(flags)
         return accepted, len(flags) - accepted
+
+    def _revenue(self, event: InteractionEvent) -> float:
+        """What a purchase brought in: the value the shop reported, else the item's catalog price."""
+        if event.type != "purchase":
+            return 0.0
+        if event.value is not None:
+            return float(event.value)
+        item = self.engine.get(event.item_id)
+        return float(item.price) if item is not None else 0.0
 
     def _interactions(self, events: Sequence[InteractionEvent]) -> list[Interaction]:
         """What the user's profile learns from ``events``; items deleted since they were shown teach nothing."""
@@ -371,6 +466,12 @@ class RankingService:
         except redis.RedisError as exc:
             self._redis_failed("sync", exc)
         return self.engine.get(item_id)
+
+
+def retrieval_order(retrieval_scores: np.ndarray, num_results: int) -> Ranking:
+    """The baseline arm's slate: the candidates in retrieval order (best fused score first), scored by it."""
+    order = np.argsort(-retrieval_scores, kind="stable")[:num_results]
+    return Ranking(slots=[int(slot) for slot in order], scores=np.asarray(retrieval_scores, dtype=np.float64))
 
 
 def query_text_of(text: str | None) -> str | None:

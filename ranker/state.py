@@ -38,6 +38,11 @@ def counter_key(prefix: str, counter: str) -> str:
     return key(prefix, "counts", counter)
 
 
+def activity_key(prefix: str, user_key: str) -> str:
+    """A user's lifetime counts (rankings, clicks, purchases): the pre-period data of experiments (CUPED)."""
+    return key(prefix, "user", user_key, "activity")
+
+
 def profile_key(prefix: str, user_key: str) -> str:
     return key(prefix, "user", user_key)
 

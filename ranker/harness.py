@@ -1,0 +1,133 @@
+"""Simulated shoppers against a running service, over HTTP: what ``ranker ab simulate`` and ``bench/online.py`` drive.
+
+A :class:`Shopper` is one seeded shopper simulator (``envs``) built on the
+service's own catalog (its data directory), so the item ids the service
+returns are items the simulator knows. One session (:func:`session_through`):
+the simulator draws a user and a query; ``POST /v1/rank`` with them; the
+served slate is played position by position (clicks, add-to-carts,
+purchases drawn from the simulated user's hidden preferences); the outcomes go
+back with ``POST /v1/feedback``. Items the simulator did not retrieve for the
+query are replaced by its next candidates (counted as ``missing``).
+
+:class:`ApiClient` is the small JSON client the ``ranker ab`` commands use.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+EVENT_KINDS = ("click", "add_to_cart", "purchase")
+
+
+class ApiError(RuntimeError):
+    """The service answered with an error (its JSON message), or could not be reached."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+
+class ApiClient:
+    """JSON over HTTP to a ranking service; errors raise :class:`ApiError` with the service's message."""
+
+    def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0):
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self.api_key:
+            headers["X-API-Key"] = self.api_key
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read())["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = exc.reason
+            raise ApiError(exc.code, str(message)) from None
+        except urllib.error.URLError as exc:
+            raise ApiError(0, f"{self.base_url} cannot be reached: {exc.reason}") from None
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self.request("POST", path, body if body is not None else {})
+
+
+class Shopper:
+    """One seeded simulator that plays sessions against a server (or a policy, in process)."""
+
+    def __init__(self, catalog: Any, seed: int, **settings: Any):
+        """``catalog``: the service's data directory, or a ``envs.catalog.SimCatalog`` built from its engine."""
+        import gymnasium as gym
+
+        import envs  # noqa: F401  (registers the environments)
+
+        settings.setdefault("query_modes", {"text": 1.0})  # the queries go over HTTP as text
+        self.env = gym.make("envs/SlateShopping-v0", catalog=str(catalog) if isinstance(catalog, Path) else catalog, **settings)
+        self.simulator = self.env.unwrapped
+        self.seed = seed
+        self.started = False
+
+    def reset(self) -> dict[str, Any]:
+        observation, info = self.env.reset(seed=None if self.started else self.seed)
+        self.started = True
+        self.observation = observation
+        return info
+
+    def play_slots(self, slots: list[int]) -> tuple[float, list[dict[str, Any]]]:
+        reward, outcomes = 0.0, []
+        for slot in slots:
+            self.observation, step_reward, _, _, info = self.env.step(slot)
+            reward += step_reward
+            outcomes.append(info)
+        return reward, outcomes
+
+    def play_policy(self, policy: Any) -> float:
+        total, done = 0.0, False
+        while not done:
+            self.observation, reward, done, _, _ = self.env.step(policy(self.env, self.observation))
+            total += reward
+        return total
+
+    def slots_for(self, item_ids: list[str]) -> tuple[list[int], int]:
+        """The simulator's candidate slots of a served slate; items it did not retrieve are replaced by its next candidates."""
+        row_of = {self.simulator.catalog.item_ids[row]: slot for slot, row in enumerate(self.simulator.rows)}
+        slots = [row_of[item] for item in item_ids if item in row_of]
+        missing = len(item_ids) - len(slots)
+        for slot in range(len(self.simulator.rows)):
+            if len(slots) >= self.simulator.config.slate_size:
+                break
+            if slot not in slots:
+                slots.append(slot)
+        return slots[: self.simulator.config.slate_size], missing
+
+
+def session_through(client: ApiClient, shopper: Shopper, info: dict[str, Any]) -> tuple[float, dict[str, Any], int]:
+    """Play the session ``info`` (from :meth:`Shopper.reset`) through the service; (reward, rank response, items missing)."""
+    slate_size = shopper.simulator.config.slate_size
+    body = client.post("/v1/rank", {"user_id": f"shopper-{info['user']}", "query": {"text": info["query"]}, "num_results": slate_size,
+                                    "num_candidates": shopper.simulator.config.n_candidates})
+    items = [item["item_id"] for item in body["items"]]
+    slots, missing = shopper.slots_for(items)
+    reward, outcomes = shopper.play_slots(slots)
+    events = []
+    for outcome in outcomes:
+        if outcome["item_id"] not in items:
+            continue
+        for kind in EVENT_KINDS:
+            if outcome[kind]:
+                events.append({"event_id": f"{body['ranking_id']}-{outcome['position']}-{kind}", "item_id": outcome["item_id"], "type": kind})
+    if events and body.get("logged", True):
+        client.post("/v1/feedback", {"ranking_id": body["ranking_id"], "events": events})
+    return reward, body, missing
