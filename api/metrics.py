@@ -3,6 +3,7 @@
 - ``ranker_http_request_duration_seconds{endpoint,method,status}``: latency histogram per endpoint;
 - ``ranker_http_errors_total{endpoint,status}``: 4xx and 5xx answers;
 - ``ranker_rankings_total{logged}``: slates served, and whether they reached the event log;
+- ``ranker_experiment_rankings_total{experiment,arm}``: slates served inside experiments (``interleaved`` for interleaving);
 - ``ranker_feedback_events_total{result}``: ``accepted`` and ``duplicate`` events;
 - ``ranker_redis_failures_total``: requests served without Redis;
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
@@ -31,6 +32,7 @@ class Metrics:
         self.latency = Histogram("ranker_http_request_duration_seconds", "HTTP request latency", ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry)
         self.errors = Counter("ranker_http_errors_total", "HTTP 4xx and 5xx answers", ["endpoint", "status"], registry=registry)
         self.rankings = Counter("ranker_rankings_total", "slates served", ["logged"], registry=registry)
+        self.experiment_rankings = Counter("ranker_experiment_rankings_total", "slates served inside experiments", ["experiment", "arm"], registry=registry)
         self.feedback = Counter("ranker_feedback_events_total", "feedback events", ["result"], registry=registry)
         self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
         self.policy = Gauge("ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall")

@@ -38,5 +38,7 @@ def rank(body: RankRequest) -> Any:
         temperature=0.0 if body.greedy else None,
     )
     metrics().rankings.labels("true" if result.logged else "false").inc()
+    if result.experiment:
+        metrics().experiment_rankings.labels(result.experiment["experiment_id"], result.experiment["arm"] or "interleaved").inc()
     metrics().serving(result.policy_version)
     return result.to_json(explain=body.explain)

@@ -33,15 +33,15 @@ def plot_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def plot_metric(report: dict[str, Any], path: Path) -> Path:
-    """The cumulative primary metric per arm against the time of reading, with confidence bands."""
+    """The cumulative primary metric per arm as sessions come in, with confidence bands."""
     over_time = report["over_time"]
     figure, axes = _figure()
     for name, series in over_time["arms"].items():
-        times, values, lows, highs = _defined(over_time["ts"], series["value"], series["ci_low"], series["ci_high"])
+        times, values, lows, highs = _defined(over_time["n_sessions"], series["value"], series["ci_low"], series["ci_high"])
         (line,) = axes.plot(times, values, marker=".", label=name)
         axes.fill_between(times, lows, highs, color=line.get_color(), alpha=0.2)
     confidence = 1 - report["alpha"]
-    axes.set_xlabel("time of first exposure (sessions up to here)")
+    axes.set_xlabel("sessions so far")
     axes.set_ylabel(f"{report['primary']} ({confidence:.0%} CI)")
     axes.set_title(f"cumulative {report['primary']} per arm")
     axes.legend(loc="best", fontsize=8)
@@ -49,31 +49,31 @@ def plot_metric(report: dict[str, Any], path: Path) -> Path:
 
 
 def plot_p_values(report: dict[str, Any], path: Path) -> Path:
-    """Fixed-horizon (Welch) and always-valid (mSPRT) p-values of each treatment arm against time, log scale."""
+    """Fixed-horizon (Welch) and always-valid (mSPRT) p-values of each treatment arm as sessions come in, log scale."""
     over_time = report["over_time"]
     figure, axes = _figure()
     for name, series in over_time["p_values"].items():
-        times, fixed = _defined(over_time["ts"], series["fixed_horizon"])
+        times, fixed = _defined(over_time["n_sessions"], series["fixed_horizon"])
         (line,) = axes.plot(times, [max(p, P_FLOOR) for p in fixed], linestyle="--", label=f"{name}: fixed horizon (Welch)")
-        times, always_valid = _defined(over_time["ts"], series["always_valid"])
+        times, always_valid = _defined(over_time["n_sessions"], series["always_valid"])
         axes.plot(times, [max(p, P_FLOOR) for p in always_valid], color=line.get_color(), label=f"{name}: always valid (mSPRT)")
     _alpha_line(axes, report["alpha"])
-    axes.set_xlabel("time of first exposure (sessions up to here)")
+    axes.set_xlabel("sessions so far")
     axes.set_ylabel(f"p-value, {report['primary']} vs {report['control']}")
     axes.set_title("p-value over time: only the always-valid one may be peeked at")
     return _save(figure, path)
 
 
 def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
-    """delta_ab (> 0: users prefer A) against time, with its interval."""
+    """delta_ab (> 0: users prefer A) as rankings come in, with its interval."""
     over_time = interleaving["over_time"]
     figure, axes = _figure()
-    times, deltas, lows, highs = _defined(over_time["ts"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"])
+    times, deltas, lows, highs = _defined(over_time["n_impressions"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"])
     axes.plot(times, deltas, marker=".", color="#1f77b4", label="delta_AB")
     axes.fill_between(times, lows, highs, color="#1f77b4", alpha=0.2, label=f"{1 - interleaving['alpha']:.0%} CI")
     axes.axhline(0.0, color="#7f7f7f", linewidth=1)
     name_a, name_b = interleaving["arm_names"]
-    axes.set_xlabel("time of impression (impressions up to here)")
+    axes.set_xlabel("interleaved rankings so far")
     axes.set_ylabel(f"delta_AB (> 0: {name_a} preferred, < 0: {name_b})")
     axes.set_title(f"interleaving preference, {name_a} vs {name_b}")
     axes.legend(loc="best", fontsize=8)
@@ -81,13 +81,13 @@ def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
 
 
 def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
-    """The sign test's p-value against time, log scale."""
+    """The sign test's p-value as rankings come in, log scale."""
     over_time = interleaving["over_time"]
     figure, axes = _figure()
-    times, p_values = _defined(over_time["ts"], over_time["p_value"])
+    times, p_values = _defined(over_time["n_impressions"], over_time["p_value"])
     axes.plot(times, [max(p, P_FLOOR) for p in p_values], marker=".", color="#1f77b4", label="sign test (fixed horizon)")
     _alpha_line(axes, interleaving["alpha"])
-    axes.set_xlabel("time of impression (impressions up to here)")
+    axes.set_xlabel("interleaved rankings so far")
     axes.set_ylabel("p-value")
     axes.set_title("interleaving: sign test p-value over time")
     return _save(figure, path)

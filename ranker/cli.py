@@ -383,10 +383,10 @@ url_option = click.option("--url", envvar="RANKER_URL", default="http://127.0.0.
 api_key_option = click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="The service's API key, for create and stop [env RANKER_API_KEY].")
 
 
-def _client(url: str, api_key: str | None = None):
+def _client(url: str, api_key: str | None = None, timeout_s: float = 60.0):
     from ranker.harness import ApiClient
 
-    return ApiClient(url, api_key=api_key)
+    return ApiClient(url, api_key=api_key, timeout_s=timeout_s)
 
 
 def _call(function, *args):
@@ -506,14 +506,18 @@ def ab_report(experiment_id: str, out_dir: Path | None, alpha: float, mde: float
 @ab.command("simulate")
 @click.option("--sessions", type=click.IntRange(min=1), default=1000, show_default=True, help="Simulated shopping sessions to send.")
 @data_dir_option
-@click.option("--seed", type=int, default=0, show_default=True, help="The simulated shoppers' seed.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The simulated world (its users and their sessions).")
+@click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Continue the world of --seed after the sessions an earlier run sent (e.g. a pre-period before the experiment).")
 @set_option
 @click.option("--experiment", "experiment_id", default=None, help="Print this experiment's report at the end.")
 @url_option
-def ab_simulate(sessions: int, data_dir: Path, seed: int, overrides: tuple[str, ...], experiment_id: str | None, url: str) -> None:
+def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, url: str) -> None:
     """Send simulated shoppers (envs) to a running service: rank, play the slate, report clicks and purchases.
 
-    --data-dir must be the service's, so that the simulator knows its items.
+    --data-dir must be the service's, so that the simulator knows its items. The
+    same --seed meets the same users, so a run before the experiment (say
+    --sessions 2000) and one after it (--skip 2000) give CUPED its pre-period.
     """
     from collections import Counter
 
@@ -527,6 +531,7 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, overrides: tuple[str, 
         shopper = Shopper(data_dir, seed, **_parse_overrides(overrides))
     except envs.ConfigError as exc:
         raise click.ClickException(str(exc)) from None
+    shopper.skip(skip)
     served: Counter[str] = Counter()
     rewards = 0.0
     for _ in tqdm(range(sessions), desc="sessions", unit="session"):
@@ -551,7 +556,7 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, overrides: tuple[str, 
 @url_option
 def ab_preview(version: str, rankings: int, as_json: bool, url: str) -> None:
     """Off-policy estimate of a policy version's value from logged rankings (IPS, SNIPS, DR), before it gets traffic."""
-    result = _call(_client(url).get, f"/v1/policies/{version}/estimate?rankings={rankings}")
+    result = _call(_client(url, timeout_s=600).get, f"/v1/policies/{version}/estimate?rankings={rankings}")  # replays every logged decision
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -43,15 +43,17 @@ from typing import Any, Sequence
 import numpy as np
 import redis
 
+from ranker.abstats import METRICS, Sessions, analyse
 from ranker.assignment import BUCKETS, arm_of, bucket
 from ranker.errors import RequestError
 from ranker.events import ExperimentKeys
+from ranker.interleaving import analyse_interleaving
 from ranker.redis_backend import as_text, key
 from ranker.state import activity_key
 
 MODES = ("ab", "interleave")
 RETRIEVAL_ARM = "retrieval"  # the baseline arm: candidates in retrieval order
-METRICS = ("purchases_per_session", "purchase_rate", "click_through", "revenue_per_session")
+PRIMARY_METRIC = "purchases_per_session"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WEIGHT_TOLERANCE = 1e-6
 
@@ -206,7 +208,7 @@ class ExperimentStore:
         mode: str = "ab",
         layer: str | None = None,
         traffic: float = 1.0,
-        primary_metric: str = METRICS[0],
+        primary_metric: str = PRIMARY_METRIC,
         guardrail_metrics: Sequence[str] = ("click_through",),
         start_at: float | None = None,
         end_at: float | None = None,
@@ -345,9 +347,6 @@ class ExperimentStore:
     # ----------------------------------------------------------- reports
     def report(self, experiment_id: str, *, alpha: float = 0.05, mde: float = 0.10, seed: int = 0) -> dict[str, Any]:
         """The experiment's analysis (``ranker.abstats``), from its exposure and outcome logs."""
-        from ranker.abstats import analyse
-        from ranker.interleaving import analyse_interleaving
-
         experiment = self.get(experiment_id)
         keys = ExperimentKeys(self.prefix, experiment_id)
         pipe = self.client.pipeline(transaction=False)
@@ -372,10 +371,8 @@ class ExperimentStore:
 
 
 def sessions_of(records: dict[str, dict[str, Any]], users: dict[str, int], clicks: dict[str, str], purchases: dict[str, str],
-                revenue: dict[str, str], pre: dict[str, str]) -> Any:
+                revenue: dict[str, str], pre: dict[str, str]) -> Sessions:
     """The exposure and outcome logs of an A/B experiment as ``ranker.abstats.Sessions``."""
-    from ranker.abstats import Sessions
-
     ids = list(records)
     pre_values = np.full(len(users), np.nan)
     for user, index in users.items():

@@ -56,6 +56,8 @@ class ApiClient:
             raise ApiError(exc.code, str(message)) from None
         except urllib.error.URLError as exc:
             raise ApiError(0, f"{self.base_url} cannot be reached: {exc.reason}") from None
+        except TimeoutError:
+            raise ApiError(0, f"{self.base_url} did not answer {method} {path} within {self.timeout_s:g} s") from None
 
     def get(self, path: str) -> Any:
         return self.request("GET", path)
@@ -84,6 +86,11 @@ class Shopper:
         self.started = True
         self.observation = observation
         return info
+
+    def skip(self, sessions: int) -> None:
+        """Draw and drop ``sessions`` sessions: the next one is the one a run that sent them would meet next."""
+        for _ in range(sessions):
+            self.reset()
 
     def play_slots(self, slots: list[int]) -> tuple[float, list[dict[str, Any]]]:
         reward, outcomes = 0.0, []

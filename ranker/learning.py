@@ -307,15 +307,20 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
     return Steps(**{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory") else np.float32) for name, values in rows.items()})
 
 
-def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
-    """[N, K] the policy's log-probability of every candidate at every logged step, at the logged temperature."""
+def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu", *, chunk: int = 2048) -> np.ndarray:
+    """[N, K] the policy's log-probability of every candidate at every logged step, at the logged temperature
+    (``chunk`` steps per forward pass, so memory stays bounded on long logs)."""
     net = policy.net.to(device)
+    out = []
     with torch.no_grad():
-        scores, _ = net(torch.as_tensor(steps.features, device=device), torch.as_tensor(steps.context, device=device), torch.as_tensor(steps.mask, device=device))
-        logits = scores / torch.as_tensor(steps.temperatures, device=device)[:, None]
-        log_p = masked_log_softmax(logits, torch.as_tensor(steps.mask, device=device))
+        for start in range(0, len(steps.actions), chunk):
+            rows = slice(start, start + chunk)
+            mask = torch.as_tensor(steps.mask[rows], device=device)
+            scores, _ = net(torch.as_tensor(steps.features[rows], device=device), torch.as_tensor(steps.context[rows], device=device), mask)
+            logits = scores / torch.as_tensor(steps.temperatures[rows], device=device)[:, None]
+            out.append(masked_log_softmax(logits, mask).cpu().numpy())
     policy.net.to("cpu")
-    return log_p.cpu().numpy()
+    return np.concatenate(out) if out else np.zeros((0, steps.mask.shape[1]), dtype=np.float32)
 
 
 def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:

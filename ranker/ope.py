@@ -104,18 +104,17 @@ def estimate(candidate: RankingPolicy, trajectories: Sequence[Trajectory], *, re
     rewards = steps.rewards
     dr_terms = weights * (rewards - q_chosen) + previous * q_expected
 
+    positions = int(position.max()) + 1
+
     def values(counts: np.ndarray) -> dict[str, float]:
+        """The estimates on a (re)sample of rankings: ``counts[i]`` copies of ranking i."""
         c = counts[steps.trajectory]
         total = counts.sum()
-        snips = 0.0
-        for t in np.unique(position):
-            at = position == t
-            mass = (c * weights)[at].sum()
-            if mass > 0:
-                snips += float((c * weights * rewards)[at].sum() / mass)
+        mass = np.bincount(position, weights=c * weights, minlength=positions)
+        gained = np.bincount(position, weights=c * weights * rewards, minlength=positions)
         return {
-            "ips": float((c * weights * rewards).sum() / total),
-            "snips": snips,
+            "ips": float(gained.sum() / total),
+            "snips": float((gained[mass > 0] / mass[mass > 0]).sum()),
             "dr": float((c * dr_terms).sum() / total),
             "logged": float((c * rewards).sum() / total),
         }

@@ -208,6 +208,9 @@ def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_f
     arm = next(a for a in report["arms"] if a["name"] == "policy")
     assert arm["metrics"]["purchases_per_session"]["value"] == pytest.approx(1 / arm["sessions"])
     assert {"comparisons", "sequential", "bayesian", "srm", "over_time", "guardrails"} <= set(report)
+    exposition = client.get("/metrics").get_data(as_text=True)
+    served = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith("ranker_experiment_rankings_total{") and 'experiment="exp-ab"' in line)
+    assert served == 80
 
 
 def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure(app, embedded_redis, prefix):
