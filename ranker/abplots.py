@@ -37,9 +37,7 @@ def plot_metric(report: dict[str, Any], path: Path) -> Path:
     over_time = report["over_time"]
     figure, axes = _figure()
     for name, series in over_time["arms"].items():
-        times, values, lows, highs = _defined(over_time["n_sessions"], series["value"], series["ci_low"], series["ci_high"])
-        (line,) = axes.plot(times, values, marker=".", label=name)
-        axes.fill_between(times, lows, highs, color=line.get_color(), alpha=0.2)
+        _with_band(axes, over_time["n_sessions"], series["value"], series["ci_low"], series["ci_high"], label=name)
     confidence = 1 - report["alpha"]
     axes.set_xlabel("sessions so far")
     axes.set_ylabel(f"{report['primary']} ({confidence:.0%} CI)")
@@ -68,9 +66,8 @@ def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
     """delta_ab (> 0: users prefer A) as rankings come in, with its interval."""
     over_time = interleaving["over_time"]
     figure, axes = _figure()
-    times, deltas, lows, highs = _defined(over_time["n_impressions"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"])
-    axes.plot(times, deltas, marker=".", color="#1f77b4", label="delta_AB")
-    axes.fill_between(times, lows, highs, color="#1f77b4", alpha=0.2, label=f"{1 - interleaving['alpha']:.0%} CI")
+    _with_band(axes, over_time["n_impressions"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"], label="delta_AB",
+               band_label=f"{1 - interleaving['alpha']:.0%} CI")
     axes.axhline(0.0, color="#7f7f7f", linewidth=1)
     name_a, name_b = interleaving["arm_names"]
     axes.set_xlabel("interleaved rankings so far")
@@ -91,6 +88,14 @@ def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
     axes.set_ylabel("p-value")
     axes.set_title("interleaving: sign test p-value over time")
     return _save(figure, path)
+
+
+def _with_band(axes: Any, x: list[float], values: list[float | None], lows: list[float | None], highs: list[float | None], *,
+               label: str, band_label: str | None = None) -> None:
+    """A line with its confidence band in the same colour, over the points where all three are defined."""
+    x, values, lows, highs = _defined(x, values, lows, highs)
+    (line,) = axes.plot(x, values, marker=".", label=label)
+    axes.fill_between(x, lows, highs, color=line.get_color(), alpha=0.2, label=band_label)
 
 
 def _alpha_line(axes: Any, alpha: float) -> None:

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import redis
@@ -234,21 +234,30 @@ class ExperimentStore:
         if not NAME_PATTERN.match(experiment_id):
             _fail(f"experiment_id: {experiment_id!r} must be 1-64 letters, digits, '.', '_' or '-'", "experiment_id", experiment_id)
         width = max(1, round(traffic * BUCKETS))
+
+        def define(pipe: Any) -> Experiment:
+            if pipe.hexists(self.definitions_key, experiment_id):
+                _fail(f"experiment_id: {experiment_id!r} exists already", "experiment_id", experiment_id, status=409)
+            others = [Experiment.from_json(json.loads(raw)) for raw in pipe.hvals(self.definitions_key)]
+            low = self._place(others, layer, width, start, end_at)
+            return Experiment(
+                experiment_id=experiment_id, name=name, mode=mode, arms=arms, salt=uuid.uuid4().hex, layer=layer, traffic=float(traffic),
+                buckets=(low, low + width), primary_metric=primary_metric, guardrail_metrics=list(guardrail_metrics),
+                created_at=now, start_at=start, end_at=end_at, description=description,
+            )
+
+        return self._store(define)
+
+    def _store(self, change: Callable[[Any], Experiment]) -> Experiment:
+        """Write the experiment ``change`` builds from the definitions it reads, atomically (retried when another
+        process changed them meanwhile), and bump the revision so every server reloads."""
         with self.client.pipeline(transaction=True) as pipe:
             while True:
                 try:
                     pipe.watch(self.definitions_key)
-                    if pipe.hexists(self.definitions_key, experiment_id):
-                        _fail(f"experiment_id: {experiment_id!r} exists already", "experiment_id", experiment_id, status=409)
-                    others = [Experiment.from_json(json.loads(raw)) for raw in pipe.hvals(self.definitions_key)]
-                    low = self._place(others, layer, width, start, end_at)
-                    experiment = Experiment(
-                        experiment_id=experiment_id, name=name, mode=mode, arms=arms, salt=uuid.uuid4().hex, layer=layer, traffic=float(traffic),
-                        buckets=(low, low + width), primary_metric=primary_metric, guardrail_metrics=list(guardrail_metrics),
-                        created_at=now, start_at=start, end_at=end_at, description=description,
-                    )
+                    experiment = change(pipe)
                     pipe.multi()
-                    pipe.hset(self.definitions_key, experiment_id, json.dumps(experiment.to_json()))
+                    pipe.hset(self.definitions_key, experiment.experiment_id, json.dumps(experiment.to_json()))
                     pipe.incr(self.rev_key)
                     pipe.execute()
                     return experiment
@@ -289,24 +298,18 @@ class ExperimentStore:
 
     def stop(self, experiment_id: str, now: float | None = None) -> Experiment:
         now = time.time() if now is None else now
-        with self.client.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    pipe.watch(self.definitions_key)
-                    raw = pipe.hget(self.definitions_key, experiment_id)
-                    if raw is None:
-                        _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, status=404)
-                    experiment = Experiment.from_json(json.loads(raw))
-                    if experiment.status(now) == "stopped":
-                        _fail(f"experiment_id: {experiment_id!r} is stopped already", "experiment_id", experiment_id, status=409)
-                    experiment.stopped_at = now
-                    pipe.multi()
-                    pipe.hset(self.definitions_key, experiment_id, json.dumps(experiment.to_json()))
-                    pipe.incr(self.rev_key)
-                    pipe.execute()
-                    return experiment
-                except redis.WatchError:
-                    continue
+
+        def stopped(pipe: Any) -> Experiment:
+            raw = pipe.hget(self.definitions_key, experiment_id)
+            if raw is None:
+                _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, status=404)
+            experiment = Experiment.from_json(json.loads(raw))
+            if experiment.status(now) == "stopped":
+                _fail(f"experiment_id: {experiment_id!r} is stopped already", "experiment_id", experiment_id, status=409)
+            experiment.stopped_at = now
+            return experiment
+
+        return self._store(stopped)
 
     def policies_in_use(self) -> set[str]:
         """Policy versions that experiments not yet stopped serve (retention must keep them)."""
