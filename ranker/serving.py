@@ -41,7 +41,7 @@ import redis
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import EVENT_TYPES, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.events import EVENT_TYPES, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id, series_field
 from ranker.experiments import RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.interleaving import team_draft
@@ -406,7 +406,8 @@ class RankingService:
             )
         revenue = [self._revenue(event) for event in parsed] if record.exposure else None
         try:
-            flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue)
+            flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue,
+                                                    series=series_field(record.ts, record.policy_version))
             learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
             if learned:
                 self.state.record_profile_batch(record.user_key, learned)

@@ -430,13 +430,6 @@ def test_health_readiness_metrics_and_docs(client):
     assert client.get("/docs/").status_code == 200 and client.get("/docs/swagger").status_code == 200
 
 
-def test_demo_page_shows_a_ranked_slate(client, engine):
-    item = engine.store.items()[0]
-    page = client.get("/?q=" + item.category).get_data(as_text=True)
-    assert item.category in page and "policy" in page
-    assert client.get("/images/no-such-item").status_code == 404
-
-
 def test_user_ids_are_pseudonymised_with_the_configured_key(make_app):
     one = make_app(USER_KEY_SECRET="k1")
     body = rank(one.test_client(), user="zed@example.com")
