@@ -239,7 +239,8 @@ class RankingService:
         assignment = self.experiments.assign(user_key, session_id, ranking_id) if redis_ok else None
         composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
-            assignment, composed = None, Composed(policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), self.policies.version or "", temperature)
+            assignment = None
+            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, None)
         ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
@@ -288,7 +289,8 @@ class RankingService:
 
     def _compose(self, observation: Observation, retrieval_scores: np.ndarray, num_results: int, temperature: float, policy: RankingPolicy,
                  assignment: Assignment | None) -> Composed | None:
-        """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings."""
+        """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
+        (None when an arm's policy cannot be loaded)."""
         if assignment is None:
             return Composed(policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), self.policies.version or "", temperature)
         experiment = assignment.experiment
