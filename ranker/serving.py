@@ -48,7 +48,7 @@ from ranker.interleaving import team_draft
 from ranker.policy import Ranking, RankingPolicy
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
-from ranker.state import Interaction, RedisStateProvider
+from ranker.state import Interaction, RedisStateProvider, pseudonym_key
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class ServiceConfig:
     num_results: int = 10
     num_candidates: int = 100
     user_key_secret: bytes = b""
+    pseudonym_ttl_s: int = 90 * 24 * 3600  # a user's pseudonym lives this long after their last request
     ranking_ttl_s: int = 24 * 3600
     dedup_ttl_s: int = 7 * 24 * 3600
     seed: int | None = None
@@ -154,7 +155,7 @@ def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
 
 
 def pseudonymise(user_id: str, secret: bytes) -> str:
-    """The keyed HMAC of a user id: what Redis and the logs see instead of the id."""
+    """The keyed HMAC of a user id: it finds the user's pseudonym (``ranker.state``) and their experiment arms."""
     return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
@@ -210,9 +211,10 @@ class RankingService:
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
         temperature = self.config.temperature if temperature is None else temperature
         redis_ok = True
-        pointer = None
+        pointer, user_key = None, ""
+        user_hash = pseudonymise(user_id, self.config.user_key_secret)
         try:
-            pointer = self.sync()
+            pointer, user_key = self._sync(user_hash)
         except redis.RedisError as exc:
             redis_ok = self._redis_failed("sync", exc)
         watch.lap("sync")
@@ -222,7 +224,6 @@ class RankingService:
             candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
             candidate_set = self._candidate_set(candidates, query)
         watch.lap("retrieve")
-        user_key = pseudonymise(user_id, self.config.user_key_secret)
         counts, profile = np.zeros((len(candidates), 3)), UserProfile()
         if redis_ok:
             try:
@@ -236,7 +237,7 @@ class RankingService:
             return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps)
         builder = FeatureBuilder(num_candidates, num_results)
         observation = builder.build(candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None)
-        assignment = self.experiments.assign(user_key, session_id, ranking_id) if redis_ok else None
+        assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
         composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
             assignment = None
@@ -341,16 +342,33 @@ class RankingService:
 
     def sync(self) -> str | None:
         """One round trip: the policy pointer, the experiments' revision, and catalog writes to apply; returns the pointer."""
+        return self._sync(None)[0]
+
+    def _sync(self, user_hash: str | None) -> tuple[str | None, str]:
+        """:meth:`sync`, and with ``user_hash`` the user's pseudonym (created on their first request) in the same round trip."""
         pipe = self.client.pipeline(transaction=False)
         pipe.get(self.registry.current_key)
         self.experiments.queue_rev(pipe)
         self.catalog_log.queue_read(pipe)
-        pointer, experiments_rev, entries = pipe.execute()
+        if user_hash is not None:
+            name = pseudonym_key(self.config.prefix, user_hash)
+            pipe.set(name, uuid.uuid4().hex, nx=True)
+            pipe.expire(name, self.config.pseudonym_ttl_s)
+            pipe.get(name)
+        replies = pipe.execute()
+        pointer, experiments_rev, entries = replies[:3]
         self.experiments.refresh(experiments_rev)
         if entries:
             with self._engine_lock:
                 self.catalog_log.apply(self.engine, entries)
-        return pointer.decode() if pointer else None
+        return (pointer.decode() if pointer else None), (replies[-1].decode() if user_hash is not None else "")
+
+    def erase_user(self, user_id: str) -> bool:
+        """Forget ``user_id`` (profile, counters, pseudonym): their logged events become unlinkable; False when unknown."""
+        try:
+            return self.state.erase(pseudonymise(user_id, self.config.user_key_secret)) is not None
+        except redis.RedisError as exc:
+            raise Unavailable(f"user state unreachable: {exc}") from None
 
     def _candidate_set(self, candidates: list[Candidate], query: QueryVectors) -> CandidateSet:
         keys = np.array([candidate.key for candidate in candidates], dtype=np.int64)

@@ -12,6 +12,14 @@ The feature builder reads two kinds of state (:class:`ranker.features.StateProvi
   when two requests for one user race, so no interaction is lost. Profiles
   expire after ``profile_ttl_s`` without activity.
 
+Who a user is (privacy): the service never stores a user id. It keys the
+user by ``HMAC(secret, user_id)`` only to find their *pseudonym*, a random
+token in ``{p}:pseudonym:<hmac>`` (:func:`pseudonym_key`); the token is what
+profiles, activity counters, the event log and experiments record. Erasing a
+user (:meth:`RedisStateProvider.erase`) deletes the token, their profile and
+counters; what was logged under the token can no longer be linked to the id,
+and the user's next request starts under a new token.
+
 A rank request reads everything it needs in one round trip (:meth:`RedisStateProvider.snapshot`).
 """
 
@@ -36,6 +44,11 @@ PROFILE_RETRIES = 50
 
 def counter_key(prefix: str, counter: str) -> str:
     return key(prefix, "counts", counter)
+
+
+def pseudonym_key(prefix: str, user_hash: str) -> str:
+    """Where the random pseudonym of the user with keyed hash ``user_hash`` is kept."""
+    return key(prefix, "pseudonym", user_hash)
 
 
 def activity_key(prefix: str, user_key: str) -> str:
@@ -107,6 +120,24 @@ class RedisStateProvider:
 
     def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
         return self.snapshot(item_ids, None)[0]
+
+    def erase(self, user_hash: str) -> str | None:
+        """Forget a user: their pseudonym, profile and activity counters; returns the pseudonym erased (None: unknown)."""
+        name = pseudonym_key(self.prefix, user_hash)
+        with self.client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(name)
+                    token = pipe.get(name)
+                    if token is None:
+                        return None
+                    token = token.decode()
+                    pipe.multi()
+                    pipe.delete(name, profile_key(self.prefix, token), activity_key(self.prefix, token))
+                    pipe.execute()
+                    return token
+                except redis.WatchError:
+                    continue
 
     def user_profile(self, user_key: str | None) -> UserProfile:
         return self.snapshot([], user_key)[1]

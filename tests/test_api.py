@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
 from api import create_app
@@ -430,15 +431,56 @@ def test_health_readiness_metrics_and_docs(client):
     assert client.get("/docs/").status_code == 200 and client.get("/docs/swagger").status_code == 200
 
 
-def test_user_ids_are_pseudonymised_with_the_configured_key(make_app):
-    one = make_app(USER_KEY_SECRET="k1")
-    body = rank(one.test_client(), user="zed@example.com")
-    [(_, event)] = one.extensions["ranking_service"].events.rankings()
-    assert "zed" not in event.user_key and event.ranking_id == body["ranking_id"]
+def every_stored_byte(client: redis.Redis, prefix: str) -> bytes:
+    """Every key name and value under ``prefix`` (strings, hashes, lists, sets, stream entries), concatenated."""
+    out = []
+    for name in client.scan_iter(match=f"{{{prefix}}}*"):
+        out.append(name)
+        kind = client.type(name)
+        if kind == b"string":
+            out.append(client.get(name) or b"")
+        elif kind == b"hash":
+            out.extend(b for pair in client.hgetall(name).items() for b in pair)
+        elif kind == b"list":
+            out.extend(client.lrange(name, 0, -1))
+        elif kind == b"set":
+            out.extend(client.smembers(name))
+        elif kind == b"stream":
+            out.extend(b for _, fields in client.xrange(name) for pair in fields.items() for b in pair)
+    return b"\0".join(out)
+
+
+def test_no_raw_user_id_is_stored_and_erasing_a_user_unlinks_their_events(make_app, embedded_redis, prefix):
+    app = make_app(USER_KEY_SECRET="k1")
+    client = app.test_client()
+    service = app.extensions["ranking_service"]
+    first = rank(client, user="zed@example.com")
+    rank(client, user="zed@example.com")
+    item = first["items"][0]["item_id"]
+    assert client.post("/v1/feedback", json={"ranking_id": first["ranking_id"], "events": [{"item_id": item, "type": "purchase"}]}).status_code == 202
+    r = redis.Redis.from_url(embedded_redis)
+    assert b"zed" not in every_stored_byte(r, prefix)  # not in keys, values, profiles or the streams
     from ranker.serving import pseudonymise
+    from ranker.state import activity_key, profile_key, pseudonym_key
 
-    assert event.user_key == pseudonymise("zed@example.com", b"k1") != pseudonymise("zed@example.com", b"k2")
-
+    user_hash = pseudonymise("zed@example.com", b"k1")
+    assert user_hash != pseudonymise("zed@example.com", b"k2")
+    token = r.get(pseudonym_key(prefix, user_hash)).decode()
+    logged = [event for _, event in service.events.rankings()]
+    assert {event.user_key for event in logged} == {token} and user_hash not in every_stored_byte(r, prefix).decode(errors="ignore").replace(
+        pseudonym_key(prefix, user_hash), "")  # the keyed hash only names the pseudonym
+    assert r.exists(profile_key(prefix, token)) and r.hget(activity_key(prefix, token), "purchases") == b"1"
+    erased = client.delete("/v1/users/zed@example.com")
+    assert erased.status_code == 200 and erased.get_json() == {"erased": True}
+    assert not r.exists(pseudonym_key(prefix, user_hash), profile_key(prefix, token), activity_key(prefix, token))
+    assert token.encode() not in b"".join(r.scan_iter(match=f"{{{prefix}}}*"))  # no key is about the old pseudonym any more
+    assert service.state.user_profile(token).n_interactions == 0
+    rank(client, user="zed@example.com")  # a new start: a new pseudonym, nothing carried over
+    new_token = r.get(pseudonym_key(prefix, user_hash)).decode()
+    assert new_token != token
+    assert client.delete("/v1/users/nobody").get_json() == {"erased": False}
+    keyed = make_app(USER_KEY_SECRET="k1", API_KEY="admin").test_client()
+    assert error_of(keyed.delete("/v1/users/zed@example.com"), 401)["field"] == "X-API-Key"
 
 
 def test_an_empty_data_directory_serves_what_the_api_puts_in(embedded_redis, prefix, tmp_path):

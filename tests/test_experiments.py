@@ -89,7 +89,7 @@ def test_stop_twice_is_409_unknown_is_404_and_a_scheduled_one_takes_no_traffic(s
     experiment = create(store, start_at=4_000_000_000.0)
     assert experiment.status() == "scheduled"
     store.refresh(b"new")
-    assert store.assign("someone", None, "r1") is None
+    assert store.assign("someone", "token", None, "r1") is None
     assert store.stop(experiment.experiment_id).status() == "stopped"
     assert failure(lambda: store.stop(experiment.experiment_id), 409).field == "experiment_id"
     assert failure(lambda: store.get("exp-none"), 404).field == "experiment_id"
@@ -105,9 +105,9 @@ def test_assignment_is_sticky_across_processes_and_follows_the_weights(embedded_
     seen = collections.Counter()
     for index in range(3000):
         user = f"user-{index}"
-        first = one.assign(user, "s1", "r1")
+        first = one.assign(user, "token", "s1", "r1")
         assert first is not None and first.experiment.experiment_id == experiment.experiment_id
-        assert other.assign(user, "s2", "r2").arm == first.arm == one.assign(user, None, "r3").arm
+        assert other.assign(user, "token", "s2", "r2").arm == first.arm == one.assign(user, "token", None, "r3").arm
         seen[first.arm] += 1
     assert abs(seen[0] / 3000 - 0.2) < 0.03
 
