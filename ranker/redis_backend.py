@@ -21,6 +21,7 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -39,6 +40,15 @@ def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> "redis.Red
 
         return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
     return redis.Redis.from_url(url, health_check_interval=30, **options)
+
+
+def redacted(url: str) -> str:
+    """``url`` fit for a log line: the password, if any, replaced by ``***``."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class EmbeddedRedis:
