@@ -47,6 +47,10 @@ DEFAULTS: dict[str, Any] = {
     "NUM_CANDIDATES": 100,
     "RANKING_TTL_S": 24 * 3600,  # how long a ranking takes feedback
     "DEDUP_TTL_S": 7 * 24 * 3600,  # how long an event_id is remembered
+    "STREAM_MAX_LEN": 1_000_000,  # retention of the rankings and interactions streams: entries ...
+    "STREAM_MAX_AGE_S": 30 * 24 * 3600,  # ... and age (0: no age limit)
+    "PROFILE_TTL_S": 90 * 24 * 3600,  # a user's profile and counters expire this long after their last event
+    "PSEUDONYM_TTL_S": 90 * 24 * 3600,  # a user's pseudonym expires this long after their last request
     "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
     "SEED": None,
     "ENGINE": None,  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
@@ -110,6 +114,10 @@ def _build_service(app: OpenAPI) -> None:
             user_key_secret=_user_key_secret(config["USER_KEY_SECRET"], data_dir),
             ranking_ttl_s=int(config["RANKING_TTL_S"]),
             dedup_ttl_s=int(config["DEDUP_TTL_S"]),
+            stream_max_len=int(config["STREAM_MAX_LEN"]),
+            stream_max_age_s=float(config["STREAM_MAX_AGE_S"]) or None,
+            profile_ttl_s=int(config["PROFILE_TTL_S"]),
+            pseudonym_ttl_s=int(config["PSEUDONYM_TTL_S"]),
             seed=config["SEED"],
         ),
     )

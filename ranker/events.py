@@ -1,6 +1,8 @@
 """The event log: rankings and interactions in Redis Streams (DESIGN.md, "Events").
 
-Two streams, both capped (approximately) at ``max_len`` entries:
+Two streams, both capped by size (approximately ``max_len`` entries) and,
+when ``max_age_s`` is set, by age (entries older than that are trimmed as new
+ones arrive):
 
 - ``{p}:rankings``: one :class:`RankingEvent` per served slate, with the
   feature snapshot the policy saw and the per-position log-probabilities;
@@ -37,6 +39,8 @@ from ranker.state import activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 1_000_000
+MAX_STREAM_AGE_S = 30 * 24 * 3600
+USER_DATA_TTL_S = 90 * 24 * 3600  # a user's activity counters, like their profile, expire this long after their last event
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
 SERIES_BUCKET_S = 60
 RANKING_TTL_S = 24 * 3600
@@ -44,12 +48,14 @@ DEDUP_TTL_S = 7 * 24 * 3600
 
 # KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
 #       clicks, purchases and revenue hashes, the reward series hash, then one dedup key per event.
-# ARGV: dedup ttl, stream max length, the ranking's reward series field, then per event: payload, item id,
-#       type, experiment field ('' outside experiments), revenue, reward.
+# ARGV: dedup ttl, stream max length, the ranking's reward series field, the oldest stream id to keep ('' none),
+#       the user data ttl, then per event: payload, item id, type, experiment field ('' outside experiments),
+#       revenue, reward.
 _APPEND_INTERACTIONS = """
 local flags = {}
+if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4]) end
 for i = 9, #KEYS do
-  local base = 4 + (i - 9) * 6
+  local base = 6 + (i - 9) * 6
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
     redis.call('HINCRBYFLOAT', KEYS[8], ARGV[3] .. '|reward', ARGV[base + 5])
@@ -67,6 +73,7 @@ for i = 9, #KEYS do
         redis.call('HINCRBYFLOAT', KEYS[7], outcome, ARGV[base + 4])
       end
     end
+    redis.call('EXPIRE', KEYS[4], ARGV[5])
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
@@ -238,10 +245,13 @@ class RankingRecord:
 class EventLog:
     """Appends and reads the two streams; every write is a single round trip."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S):
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, max_age_s: float | None = MAX_STREAM_AGE_S,
+                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = USER_DATA_TTL_S):
         self.client = client
         self.prefix = prefix
         self.max_len = max_len
+        self.max_age_s = max_age_s
+        self.user_data_ttl_s = user_data_ttl_s
         self.ranking_ttl_s = ranking_ttl_s
         self.dedup_ttl_s = dedup_ttl_s
         self.rankings_stream = key(prefix, "rankings")
@@ -264,6 +274,8 @@ class EventLog:
             record["exposure"] = asdict(exposure)
         pipe = self.client.pipeline(transaction=True)
         pipe.xadd(self.rankings_stream, event.to_fields(), maxlen=self.max_len, approximate=True)
+        if self.max_age_s:
+            pipe.xtrim(self.rankings_stream, minid=self.oldest_kept(), approximate=False)
         pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
         impressions = counter_key(self.prefix, "impressions")
         for item_id in event.slate:
@@ -271,6 +283,7 @@ class EventLog:
         if also is not None:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
+        pipe.expire(activity_key(self.prefix, event.user_key), self.user_data_ttl_s)
         pipe.hincrby(self.series_key, series_field(event.ts, event.policy_version) + "|rankings", 1)
         return as_text(pipe.execute()[0])
 
@@ -288,12 +301,16 @@ class EventLog:
         keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases"), activity_key(self.prefix, user_key),
                 outcomes.clicks, outcomes.purchases, outcomes.revenue, self.series_key]
         keys += [key(self.prefix, "event", event.event_id) for event in events]
-        args: list[Any] = [self.dedup_ttl_s, self.max_len, series or "-"]
+        args: list[Any] = [self.dedup_ttl_s, self.max_len, series or "-", self.oldest_kept() if self.max_age_s else "", self.user_data_ttl_s]
         for index, event in enumerate(events):
             field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
             args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0",
                      repr(REWARD_WEIGHTS.get(event.type, 0.0))]
         return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
+
+    def oldest_kept(self) -> str:
+        """The smallest stream id the age limit keeps (ids start with their time in milliseconds)."""
+        return f"{int((time.time() - float(self.max_age_s or 0)) * 1000)}-0"
 
     # ------------------------------------------------------------- reads
     def ranking(self, ranking_id: str) -> RankingRecord | None:

@@ -41,14 +41,14 @@ import redis
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import EVENT_TYPES, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id, series_field
+from ranker.events import EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id, series_field
 from ranker.experiments import RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.interleaving import team_draft
 from ranker.policy import Ranking, RankingPolicy
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
-from ranker.state import Interaction, RedisStateProvider, pseudonym_key
+from ranker.state import PROFILE_TTL_S, Interaction, RedisStateProvider, pseudonym_key
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,9 @@ class ServiceConfig:
     pseudonym_ttl_s: int = 90 * 24 * 3600  # a user's pseudonym lives this long after their last request
     ranking_ttl_s: int = 24 * 3600
     dedup_ttl_s: int = 7 * 24 * 3600
+    stream_max_len: int = MAX_STREAM_LEN  # retention of the event log by size ...
+    stream_max_age_s: float | None = MAX_STREAM_AGE_S  # ... and by age (None: no age limit)
+    profile_ttl_s: int = PROFILE_TTL_S  # a user's profile and activity counters expire this long after their last event
     seed: int | None = None
 
 
@@ -174,8 +177,10 @@ class RankingService:
         self.client = client
         self.config = config or ServiceConfig()
         prefix = self.config.prefix
-        self.state = RedisStateProvider(client, prefix=prefix)
-        self.events = EventLog(client, prefix=prefix, ranking_ttl_s=self.config.ranking_ttl_s, dedup_ttl_s=self.config.dedup_ttl_s)
+        config = self.config
+        self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s)
+        self.events = EventLog(client, prefix=prefix, max_len=config.stream_max_len, max_age_s=config.stream_max_age_s, ranking_ttl_s=config.ranking_ttl_s,
+                               dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s)
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
         self.experiments = ExperimentStore(client, prefix=prefix)

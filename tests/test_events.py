@@ -102,6 +102,26 @@ def test_ranking_records_expire_after_their_ttl(client, prefix):
     assert len(log.rankings()) == 1  # the log itself keeps the event
 
 
+def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, prefix):
+    from ranker.state import activity_key
+
+    log = EventLog(client, prefix=prefix, max_age_s=1.0, user_data_ttl_s=60)
+    old = ranking_event()
+    log.append_ranking(old)
+    log.append_interactions([interaction(old.ranking_id, "a", "purchase", event_id="old-1")], user_key="u1")
+    time.sleep(1.2)
+    new = ranking_event()
+    log.append_ranking(new)  # trims what is older than a second
+    log.append_interactions([interaction(new.ranking_id, "a", event_id="new-1")], user_key="u1")
+    assert [event.ranking_id for _, event in log.rankings()] == [new.ranking_id]
+    assert [event.event_id for _, event in log.interactions()] == ["new-1"]
+    assert 0 < client.ttl(activity_key(prefix, "u1")) <= 60
+    sized = EventLog(client, prefix=prefix + "-sized", max_len=5, max_age_s=None)
+    for _ in range(300):
+        sized.append_ranking(ranking_event())
+    assert sized.lengths()["rankings"] <= 5 + 100  # approximate trimming drops whole nodes (100 entries by default)
+
+
 def test_profiles_fold_in_every_interaction_under_concurrent_updates(client, prefix):
     state = RedisStateProvider(client, prefix=prefix)
     vector = np.zeros(8, dtype=np.float32)
