@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv system-deps serve serve-prod test test-slow bench train clean
+.PHONY: help venv system-deps serve serve-prod test test-slow fuzz reliability bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -40,7 +40,12 @@ test: venv system-deps  ## the whole test suite except the long suites (browser 
 
 test-slow: venv system-deps  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow
-	RANKER_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/test_api_fuzz.py
+	$(MAKE) fuzz
+
+fuzz: venv  ## schemathesis over every operation of /openapi.json: at least 5,000 requests, no 5xx, bodies match the schema
+	RANKER_FUZZ_EXAMPLES=300 RANKER_FUZZ_MIN_REQUESTS=2500 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
+
+reliability: test-slow  ## the long reliability suites (fuzzing; more to come: faults under load, soak)
 
 bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py

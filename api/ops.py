@@ -56,4 +56,16 @@ def prometheus() -> Any:
 @bp.get("/openapi.json", operation_id="openapi")
 def openapi() -> Any:
     """This document."""
-    return jsonify(current_app.api_doc)
+    return jsonify(with_error_bodies(current_app.api_doc))
+
+
+def with_error_bodies(spec: dict[str, Any]) -> dict[str, Any]:
+    """The document with every 422 described as what ``api.errors`` answers (``ErrorResponse``): flask-openapi3
+    documents the 422s it was not told about as its own validation-error list, which this API never sends."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+    for path_item in spec.get("paths", {}).values():
+        for operation in path_item.values():
+            unprocessable = operation.get("responses", {}).get("422")
+            if unprocessable and unprocessable.get("content", {}).get("application/json", {}).get("schema", {}).get("type") == "array":
+                unprocessable["content"] = error_body
+    return spec
