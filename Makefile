@@ -45,7 +45,8 @@ test-slow: venv system-deps  ## the long suites (soak, long fuzzing, full traini
 fuzz: venv  ## schemathesis over every operation of /openapi.json: at least 5,000 requests, no 5xx, bodies match the schema
 	RANKER_FUZZ_EXAMPLES=300 RANKER_FUZZ_MIN_REQUESTS=2500 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
 
-reliability: test-slow  ## the long reliability suites (fuzzing; more to come: faults under load, soak)
+reliability: test-slow  ## the long reliability suites: slow tests, fuzzing (5,000+ requests), the 10-minute soak
+	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py
 
 bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py
