@@ -23,13 +23,13 @@ from pydantic import Field
 
 from api.common import service
 from api.schemas import ExperimentPath, ItemPath
+from ranker.abplots import plot_one, plots_of
 from ranker.abstats import METRICS
 from ranker.catalog import CatalogError, image_bytes
 from ranker.errors import RequestError
 
 bp = APIBlueprint("console", __name__, doc_ui=False)
 IMAGE_MAX_AGE_S = 24 * 3600
-PLOTS = ("primary_metric.png", "p_values.png", "interleaving_preference.png", "interleaving_p_value.png")
 
 
 def fmt(value: Any, spec: str) -> str:
@@ -113,10 +113,9 @@ def _report_view(experiment: Any) -> dict[str, Any]:
         entry["error"] = f"no report yet: {exc}"
         return entry
     entry["report"] = report
+    entry["plots"] = plots_of(report)
     if experiment.mode == "interleave":
-        entry["plots"] = [PLOTS[2], PLOTS[3]]
         return entry
-    entry["plots"] = [PLOTS[0], PLOTS[1]]
     entry["prob_best"] = {arm["arm"]: arm["prob_best"] for arm in report["bayesian"]["arms"]}
     entry["primary"] = {c["arm"]: c for c in report["comparisons"] if c["metric"] == report["primary"] and c["test"] == "welch_t"}
     entry["sequential"] = {arm["arm"]: arm for arm in report["sequential"]["arms"]}
@@ -136,17 +135,13 @@ class PlotPath(ExperimentPath):
 
 @bp.get("/console/experiments/<experiment_id>/<plot>")
 def experiment_plot(path: PlotPath) -> Any:
-    """One of an experiment's report plots (``ranker.abplots``)."""
-    from ranker.abplots import plot_report
-
-    if path.plot not in PLOTS:
-        abort(404)
+    """One of an experiment's report plots (``ranker.abplots``), drawn alone."""
     report = service().experiments.report(path.experiment_id)
     with tempfile.TemporaryDirectory() as directory:
-        written = {p.name: p for p in plot_report(report, Path(directory))}
-        if path.plot not in written:
+        written = plot_one(report, path.plot, Path(directory) / path.plot)
+        if written is None:
             abort(404)
-        response = Response(written[path.plot].read_bytes(), mimetype="image/png")
+        response = Response(written.read_bytes(), mimetype="image/png")
     response.cache_control.no_store = True
     return response
 

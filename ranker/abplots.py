@@ -22,14 +22,13 @@ P_FLOOR = 1e-12  # a p-value of 0 cannot sit on a log axis
 
 def plot_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """Write the report's plots under ``out_dir``; returns their paths."""
-    out_dir = Path(out_dir)
-    if report.get("mode") == "interleave":
-        interleaving = report["interleaving"]
-        if interleaving["over_time"] is None:  # no impression times: nothing to draw against
-            return []
-        return [plot_preference(interleaving, out_dir / "interleaving_preference.png"),
-                plot_interleaving_p_value(interleaving, out_dir / "interleaving_p_value.png")]
-    return [plot_metric(report, out_dir / "primary_metric.png"), plot_p_values(report, out_dir / "p_values.png")]
+    return [path for path in (plot_one(report, name, Path(out_dir) / name) for name in plots_of(report)) if path is not None]
+
+
+def plots_of(report: dict[str, Any]) -> list[str]:
+    """The names of the plots a report has: an A/B report's two, or an interleaving report's two."""
+    interleaved = report.get("mode") == "interleave"
+    return [name for name in PLOTS if name.startswith("interleaving") == interleaved]
 
 
 def plot_metric(report: dict[str, Any], path: Path) -> Path:
@@ -38,12 +37,8 @@ def plot_metric(report: dict[str, Any], path: Path) -> Path:
     figure, axes = _figure()
     for name, series in over_time["arms"].items():
         _with_band(axes, over_time["n_sessions"], series["value"], series["ci_low"], series["ci_high"], label=name)
-    confidence = 1 - report["alpha"]
-    axes.set_xlabel("sessions so far")
-    axes.set_ylabel(f"{report['primary']} ({confidence:.0%} CI)")
-    axes.set_title(f"cumulative {report['primary']} per arm")
     axes.legend(loc="best", fontsize=8)
-    return _save(figure, path)
+    return _finish(figure, axes, path, "sessions so far", f"{report['primary']} ({1 - report['alpha']:.0%} CI)", f"cumulative {report['primary']} per arm")
 
 
 def plot_p_values(report: dict[str, Any], path: Path) -> Path:
@@ -51,15 +46,11 @@ def plot_p_values(report: dict[str, Any], path: Path) -> Path:
     over_time = report["over_time"]
     figure, axes = _figure()
     for name, series in over_time["p_values"].items():
-        times, fixed = _defined(over_time["n_sessions"], series["fixed_horizon"])
-        (line,) = axes.plot(times, [max(p, P_FLOOR) for p in fixed], linestyle="--", label=f"{name}: fixed horizon (Welch)")
-        times, always_valid = _defined(over_time["n_sessions"], series["always_valid"])
-        axes.plot(times, [max(p, P_FLOOR) for p in always_valid], color=line.get_color(), label=f"{name}: always valid (mSPRT)")
+        line = _p_line(axes, over_time["n_sessions"], series["fixed_horizon"], linestyle="--", label=f"{name}: fixed horizon (Welch)")
+        _p_line(axes, over_time["n_sessions"], series["always_valid"], color=line.get_color(), label=f"{name}: always valid (mSPRT)")
     _alpha_line(axes, report["alpha"])
-    axes.set_xlabel("sessions so far")
-    axes.set_ylabel(f"p-value, {report['primary']} vs {report['control']}")
-    axes.set_title("p-value over time: only the always-valid one may be peeked at")
-    return _save(figure, path)
+    return _finish(figure, axes, path, "sessions so far", f"p-value, {report['primary']} vs {report['control']}",
+                   "p-value over time: only the always-valid one may be peeked at")
 
 
 def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
@@ -69,25 +60,46 @@ def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
     _with_band(axes, over_time["n_impressions"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"], label="delta_AB",
                band_label=f"{1 - interleaving['alpha']:.0%} CI")
     axes.axhline(0.0, color="#7f7f7f", linewidth=1)
-    name_a, name_b = interleaving["arm_names"]
-    axes.set_xlabel("interleaved rankings so far")
-    axes.set_ylabel(f"delta_AB (> 0: {name_a} preferred, < 0: {name_b})")
-    axes.set_title(f"interleaving preference, {name_a} vs {name_b}")
     axes.legend(loc="best", fontsize=8)
-    return _save(figure, path)
+    name_a, name_b = interleaving["arm_names"]
+    return _finish(figure, axes, path, "interleaved rankings so far", f"delta_AB (> 0: {name_a} preferred, < 0: {name_b})",
+                   f"interleaving preference, {name_a} vs {name_b}")
 
 
 def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
     """The sign test's p-value as rankings come in, log scale."""
     over_time = interleaving["over_time"]
     figure, axes = _figure()
-    times, p_values = _defined(over_time["n_impressions"], over_time["p_value"])
-    axes.plot(times, [max(p, P_FLOOR) for p in p_values], marker=".", color="#1f77b4", label="sign test (fixed horizon)")
+    _p_line(axes, over_time["n_impressions"], over_time["p_value"], marker=".", color="#1f77b4", label="sign test (fixed horizon)")
     _alpha_line(axes, interleaving["alpha"])
-    axes.set_xlabel("interleaved rankings so far")
-    axes.set_ylabel("p-value")
-    axes.set_title("interleaving: sign test p-value over time")
+    return _finish(figure, axes, path, "interleaved rankings so far", "p-value", "interleaving: sign test p-value over time")
+
+
+PLOTS = {"primary_metric.png": plot_metric, "p_values.png": plot_p_values,
+         "interleaving_preference.png": plot_preference, "interleaving_p_value.png": plot_interleaving_p_value}
+
+
+def plot_one(report: dict[str, Any], name: str, path: Path) -> Path | None:
+    """Only the plot ``name`` of :func:`plot_report` (None when this report has no such plot)."""
+    if name not in plots_of(report):
+        return None
+    if report.get("mode") == "interleave":
+        return None if report["interleaving"]["over_time"] is None else PLOTS[name](report["interleaving"], path)
+    return PLOTS[name](report, path)
+
+
+def _finish(figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
     return _save(figure, path)
+
+
+def _p_line(axes: Any, x: list[float], p_values: list[float | None], **style: Any) -> Any:
+    """p-values on a log axis (a p of 0 drawn at ``P_FLOOR``), over the points where they are defined."""
+    x, p_values = _defined(x, p_values)
+    (line,) = axes.plot(x, [max(p, P_FLOOR) for p in p_values], **style)
+    return line
 
 
 def _with_band(axes: Any, x: list[float], values: list[float | None], lows: list[float | None], highs: list[float | None], *,

@@ -175,9 +175,8 @@ class RankingService:
     def __init__(self, engine: SearchEngine, client: "redis.Redis", policies_dir: Path, config: ServiceConfig | None = None):
         self.engine = engine
         self.client = client
-        self.config = config or ServiceConfig()
-        prefix = self.config.prefix
-        config = self.config
+        self.config = config = config or ServiceConfig()
+        prefix = config.prefix
         self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s)
         self.events = EventLog(client, prefix=prefix, max_len=config.stream_max_len, max_age_s=config.stream_max_age_s, ranking_ttl_s=config.ranking_ttl_s,
                                dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s)
