@@ -32,6 +32,7 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
+from ranker.events import MAX_STREAM_AGE_S, MAX_STREAM_LEN
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ DEFAULTS: dict[str, Any] = {
     "NUM_CANDIDATES": 100,
     "RANKING_TTL_S": 24 * 3600,  # how long a ranking takes feedback
     "DEDUP_TTL_S": 7 * 24 * 3600,  # how long an event_id is remembered
-    "STREAM_MAX_LEN": 1_000_000,  # retention of the rankings and interactions streams: entries ...
-    "STREAM_MAX_AGE_S": 30 * 24 * 3600,  # ... and age (0: no age limit)
+    "STREAM_MAX_LEN": MAX_STREAM_LEN,  # retention of the rankings and interactions streams: entries ...
+    "STREAM_MAX_AGE_S": MAX_STREAM_AGE_S,  # ... and age (0: no age limit)
     "PROFILE_TTL_S": 90 * 24 * 3600,  # a user's profile and counters expire this long after their last event
     "PSEUDONYM_TTL_S": 90 * 24 * 3600,  # a user's pseudonym expires this long after their last request
     "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,

@@ -311,7 +311,7 @@ class CpuMeter:
 class Gunicorn:
     """``gunicorn -c api/gunicorn_conf.py`` in its own process group; :meth:`stop` ends the group."""
 
-    def __init__(self, run_dir: Path, redis_url: str, prefix: str, workers: int, port: int, log_path: Path):
+    def __init__(self, run_dir: Path, redis_url: str, prefix: str, workers: int, port: int, log_path: Path, settings: dict[str, str] | None = None):
         self.port = port
         self.workers = workers
         self.log_path = log_path
@@ -321,8 +321,9 @@ class Gunicorn:
             "RANKER_DATA_DIR": str(run_dir), "RANKER_PREFIX": prefix, "REDIS_URL": redis_url,
             "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
         })
+        env.update(settings or {})  # more service settings, e.g. RANKER_STREAM_MAX_LEN
         env.update({name: os.environ[name] for name in THREAD_VARS})
-        self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL")}
+        self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL", *(settings or {}))}
         self._log = open(log_path, "w")
         # Its own control socket: the default ($HOME/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user.
         command = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--control-socket", str(run_dir / "gunicorn.ctl")]

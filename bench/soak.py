@@ -14,11 +14,16 @@ rankings get a click as feedback.
 2. Soak: open loop at 70% of it for ``--minutes``: request i is due at
    ``i / rate``; its latency counts from when it was due, so a server that
    falls behind shows it (no coordinated omission). Every 10 s the resident
-   memory of the gunicorn master, its workers and Redis is sampled.
+   memory of the gunicorn processes (master and workers) and of Redis is
+   sampled, with Redis's own figures: data held, forks (append-only file
+   rewrites and snapshots) and the rankings stream's length.
 
 It prints and writes (``bench/out/soak/``): errors, per-minute p50 and p99,
 and memory at the start and the end (targets: zero errors, a stable p99,
-resident memory growth under 10%), with a plot.
+resident memory growth under 10%), with a plot. Redis holds the event log by
+design, so its memory grows with the data kept until the retention cap
+(``--stream-max-len``, the service's ``RANKER_STREAM_MAX_LEN``) is reached;
+the gunicorn processes should not grow at all.
 """
 
 from __future__ import annotations
@@ -109,7 +114,29 @@ def closed_loop(port: int, traffic: Traffic, seconds: float, concurrency: int) -
     return {"requests_per_s": len(done) / seconds, "requests": len(done), "errors": len(errors), "p99_ms": float(np.percentile(done, 99) * 1000)}
 
 
-def open_loop(port: int, traffic: Traffic, rate: float, seconds: float, pids, concurrency: int = 8) -> dict:
+class Memory:
+    """Resident memory of the service's processes and Redis, and what Redis says it holds."""
+
+    def __init__(self, server: Gunicorn, redis_url: str, prefix: str):
+        from ranker.redis_backend import connect, key
+
+        self.server = server
+        self.client = connect(redis_url, socket_timeout=10)
+        self.redis_pid = int(self.client.info("server")["process_id"])
+        self.stream = key(prefix, "rankings")
+
+    def sample(self) -> dict:
+        gunicorn = sum(rss_mb(pid) for pid in [self.server.process.pid, *children_of(self.server.process.pid)])
+        info = self.client.info()
+        return {"gunicorn_mb": gunicorn, "redis_mb": rss_mb(self.redis_pid), "redis_data_mb": info["used_memory"] / 2**20,
+                "forks": info.get("total_forks", 0), "aof_rewrites": info.get("aof_rewrites", 0), "rankings": self.client.xlen(self.stream)}
+
+    def bytes_per_ranking(self) -> float:
+        length = self.client.xlen(self.stream)
+        return (self.client.memory_usage(self.stream, samples=0) or 0) / length if length else float("nan")
+
+
+def open_loop(port: int, traffic: Traffic, rate: float, seconds: float, memory_of: Memory, concurrency: int = 8) -> dict:
     """``rate`` requests per second for ``seconds`` (a bounded count), latencies from each request's due time."""
     total = int(rate * seconds)
     started = time.monotonic() + 1.0
@@ -118,7 +145,7 @@ def open_loop(port: int, traffic: Traffic, rate: float, seconds: float, pids, co
     lock = threading.Lock()
     samples: list[tuple[float, float]] = []  # (due, latency)
     errors: list[tuple[float, str]] = []
-    memory: list[tuple[float, float]] = []
+    memory: list[tuple[float, dict]] = []
     finished = threading.Event()
 
     def worker() -> None:
@@ -145,7 +172,7 @@ def open_loop(port: int, traffic: Traffic, rate: float, seconds: float, pids, co
 
     def sampler() -> None:
         while not finished.wait(10.0 if memory else 0.0):
-            memory.append((time.monotonic() - started, sum(rss_mb(pid) for pid in pids())))
+            memory.append((time.monotonic() - started, memory_of.sample()))
 
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
     watcher = threading.Thread(target=sampler)
@@ -156,7 +183,7 @@ def open_loop(port: int, traffic: Traffic, rate: float, seconds: float, pids, co
         thread.join()
     finished.set()
     watcher.join()
-    memory.append((time.monotonic() - started, sum(rss_mb(pid) for pid in pids())))
+    memory.append((time.monotonic() - started, memory_of.sample()))
     return {"samples": samples, "errors": errors, "memory": memory, "requests": total}
 
 
@@ -174,12 +201,13 @@ def main() -> None:
     parser.add_argument("--probe", type=float, default=60.0, help="seconds of closed-loop load to find the maximum")
     parser.add_argument("--share", type=float, default=0.7, help="soak rate as a share of the maximum")
     parser.add_argument("--source", type=Path, default=ROOT / "data", help="demo data directory (built when missing)")
+    parser.add_argument("--stream-max-len", type=int, default=None, help="the service's RANKER_STREAM_MAX_LEN (default: the service's default)")
     args = parser.parse_args()
     for name in THREAD_VARS:
         os.environ[name] = "1"
 
     from ranker.demo_catalog import ensure_demo_index
-    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.redis_backend import EmbeddedRedis
 
     ensure_demo_index(args.source, log=print)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -189,9 +217,9 @@ def main() -> None:
     (run_dir / "index").symlink_to((args.source / "index").resolve(), target_is_directory=True)
     redis_server = EmbeddedRedis(run_dir / "redis")
     port = free_port()
-    server = Gunicorn(run_dir, redis_server.url, "soak", workers=2, port=port, log_path=OUT / "gunicorn.log")
-    redis_pid = int(connect(redis_server.url).info("server")["process_id"])
-    pids = lambda: [server.process.pid, *children_of(server.process.pid), redis_pid]  # noqa: E731
+    settings = {"RANKER_STREAM_MAX_LEN": str(args.stream_max_len)} if args.stream_max_len else None
+    server = Gunicorn(run_dir, redis_server.url, "soak", workers=2, port=port, log_path=OUT / "gunicorn.log", settings=settings)
+    memory_of = Memory(server, redis_server.url, "soak")
     traffic = Traffic(make_queries(200, seed=0), seed=0)
     try:
         print(f"gunicorn ready in {server.wait_ready(300):.0f} s")
@@ -200,19 +228,23 @@ def main() -> None:
         rate = args.share * maximum["requests_per_s"]
         print(f"maximum: {maximum['requests_per_s']:.1f} requests/s at 4 clients ({maximum['errors']} errors, p99 {maximum['p99_ms']:.0f} ms); "
               f"soak at {rate:.1f}/s for {args.minutes:g} min")
-        soak = open_loop(port, traffic, rate, args.minutes * 60.0, pids)
+        soak = open_loop(port, traffic, rate, args.minutes * 60.0, memory_of)
+        bytes_per_ranking = memory_of.bytes_per_ranking()
     finally:
         server.stop()
         redis_server.close()
     minutes = per_minute(soak["samples"])
     memory = soak["memory"]
-    growth = (memory[-1][1] - memory[1][1]) / memory[1][1] if len(memory) > 2 else float("nan")  # from the first 10 s sample
+    first, last = memory[min(1, len(memory) - 1)][1], memory[-1][1]  # from the first 10 s sample: the workers have warmed up
+    growth = {name: (last[name] - first[name]) / first[name] for name in ("gunicorn_mb", "redis_mb")}
+    growth["total"] = (last["gunicorn_mb"] + last["redis_mb"]) / (first["gunicorn_mb"] + first["redis_mb"]) - 1.0
     p99s = [minute["p99_ms"] for minute in minutes]
     figures = {
         "machine": machine(), "maximum": maximum, "soak_rate_per_s": rate, "minutes": args.minutes,
         "requests": soak["requests"], "errors": len(soak["errors"]), "first_errors": [error for _, error in soak["errors"][:5]],
         "per_minute": minutes, "p99_ms_range": [min(p99s), max(p99s)] if p99s else None,
-        "rss_mb_start": memory[1][1] if len(memory) > 1 else None, "rss_mb_end": memory[-1][1], "rss_growth": growth,
+        "stream_max_len": args.stream_max_len, "memory_start": first, "memory_end": last, "rss_growth": growth,
+        "redis_bytes_per_ranking": bytes_per_ranking, "memory": memory,
     }
     (OUT / "soak.json").write_text(json.dumps(figures, indent=2))
 
@@ -222,8 +254,12 @@ def main() -> None:
     axis.plot([m["minute"] for m in minutes], p99s, marker="o", label="p99 latency (ms)")
     axis.plot([m["minute"] for m in minutes], [m["p50_ms"] for m in minutes], marker=".", label="p50 latency (ms)")
     other = axis.twinx()
-    other.plot([t / 60.0 for t, _ in memory], [mb for _, mb in memory], color="tab:gray", label="resident memory (MB)")
-    other.set_ylabel("resident memory of gunicorn and Redis (MB)")
+    times = [t / 60.0 for t, _ in memory]
+    other.plot(times, [sample["gunicorn_mb"] for _, sample in memory], color="tab:gray", label="gunicorn RSS (MB)")
+    other.plot(times, [sample["redis_mb"] for _, sample in memory], color="tab:brown", linestyle="--", label="Redis RSS (MB)")
+    other.set_ylabel("resident memory (MB)")
+    other.set_ylim(bottom=0)
+    other.legend(loc="upper right")
     axis.set_xlabel("minute of the soak")
     axis.set_ylabel("latency from the request's due time (ms)")
     axis.set_title(f"soak at {rate:.0f} requests/s (70% of the maximum)")
@@ -233,7 +269,12 @@ def main() -> None:
     print(f"\nsoak: {soak['requests']} requests at {rate:.1f}/s over {args.minutes:g} min; errors {len(soak['errors'])}")
     for minute in minutes:
         print(f"  minute {minute['minute']:>2}: {minute['requests']} requests, p50 {minute['p50_ms']:.1f} ms, p99 {minute['p99_ms']:.1f} ms")
-    print(f"resident memory (gunicorn master + workers + Redis): {figures['rss_mb_start']:.0f} MB -> {figures['rss_mb_end']:.0f} MB ({growth:+.1%}; target < +10%)")
+    for name, label in (("gunicorn_mb", "gunicorn master + workers"), ("redis_mb", "Redis")):
+        print(f"resident memory, {label}: {first[name]:.0f} MB -> {last[name]:.0f} MB ({growth[name]:+.1%})")
+    print(f"resident memory, both: {growth['total']:+.1%} (target < +10%)")
+    print(f"Redis: data {first['redis_data_mb']:.0f} MB -> {last['redis_data_mb']:.0f} MB; rankings stream {first['rankings']} -> {last['rankings']} entries "
+          f"(cap {args.stream_max_len or 'default'}), {bytes_per_ranking / 1024:.1f} KB each; {last['forks'] - first['forks']} forks, "
+          f"{last['aof_rewrites'] - first['aof_rewrites']} append-only file rewrites during the soak")
     print(f"plot: {OUT / 'soak.png'}; figures: {OUT / 'soak.json'}")
 
 

@@ -26,6 +26,7 @@ group.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -38,7 +39,7 @@ from ranker.redis_backend import as_text, key
 from ranker.state import activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
-MAX_STREAM_LEN = 1_000_000
+MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 7.5 KB in Redis: about 1.9 GB at this cap
 MAX_STREAM_AGE_S = 30 * 24 * 3600
 USER_DATA_TTL_S = 90 * 24 * 3600  # a user's activity counters, like their profile, expire this long after their last event
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
@@ -125,7 +126,10 @@ def new_ranking_id() -> str:
     return "r_" + uuid.uuid4().hex
 
 
-ARRAY_FIELDS = ("features", "context", "placed_similarity")
+# The binary fields of a logged ranking and the dtype each is written as. Features and similarities are
+# float16 because serving rounds them so (ranker.features.snapshot_precision): storing them is lossless.
+# A reader takes the dtype from the byte count, so entries written as float32 before this still read.
+ARRAY_FIELDS: dict[str, type] = {"features": np.float16, "placed_similarity": np.float16, "context": np.float32, "retrieval_scores": np.float32}
 
 
 def series_field(ts: float, policy_version: str) -> str:
@@ -140,7 +144,8 @@ class RankingEvent:
     ``features`` is the [n, F_static] snapshot in candidate order; ``slots`` are
     the slate's rows in it, in display order; ``category_codes`` and
     ``placed_similarity`` ([L, n]: each placed item's text cosine to every
-    candidate) rebuild the slate features of every step exactly.
+    candidate) rebuild the slate features of every step exactly. About 7 KB in
+    Redis for 100 candidates and a slate of 10 (bench/README.md, "Soak").
     """
 
     ranking_id: str
@@ -152,7 +157,7 @@ class RankingEvent:
     query_hash: str
     policy_version: str
     candidate_ids: list[str]
-    retrieval_scores: list[float]
+    retrieval_scores: np.ndarray = field(repr=False)  # [n] in candidate order
     slate: list[str]
     slots: list[int]
     log_probs: list[float] | None
@@ -168,8 +173,8 @@ class RankingEvent:
     def to_fields(self) -> dict[str, bytes | str]:
         meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays
         fields: dict[str, bytes | str] = {"event": json.dumps(meta)}
-        for name in ARRAY_FIELDS:
-            array = np.ascontiguousarray(getattr(self, name), dtype=np.float32)
+        for name, dtype in ARRAY_FIELDS.items():
+            array = np.ascontiguousarray(getattr(self, name), dtype=dtype)
             fields[name] = array.tobytes()
             fields[name + "_shape"] = ",".join(str(n) for n in array.shape)
         return fields
@@ -179,8 +184,13 @@ class RankingEvent:
         meta = json.loads(fields[b"event"])
         arrays = {}
         for name in ARRAY_FIELDS:
+            if name in meta:  # written before the field was binary
+                arrays[name] = np.asarray(meta.pop(name), dtype=np.float32)
+                continue
             shape = tuple(int(n) for n in fields[(name + "_shape").encode()].split(b",") if n)
-            arrays[name] = np.frombuffer(fields[name.encode()], dtype=np.float32).reshape(shape).copy()
+            data = fields[name.encode()]
+            dtype = np.float16 if len(data) == 2 * math.prod(shape) else np.float32
+            arrays[name] = np.frombuffer(data, dtype=dtype).reshape(shape).astype(np.float32)
         return cls(**meta, **arrays)
 
 

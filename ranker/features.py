@@ -11,6 +11,10 @@ already placed, and the position). The context vector describes the user and
 the query. :func:`schema_hash` names the whole layout; a policy artifact
 records it and refuses to load against another.
 
+Static features and text similarities are rounded to float16 where they are
+made (:func:`snapshot_precision`): the event log keeps them at half the bytes
+and a learner replaying a logged slate sees exactly what the policy saw.
+
 Smoothed rates use a Beta prior: ``ctr = (clicks + a) / (impressions + a + b)``
 with ``a = prior_ctr * prior_strength``; the purchase rate likewise.
 """
@@ -49,6 +53,8 @@ SLATE_FEATURES: tuple[str, ...] = (
 )
 FEATURES: tuple[str, ...] = STATIC_FEATURES + SLATE_FEATURES
 _STATIC_COLUMN = {name: column for column, name in enumerate(STATIC_FEATURES)}
+SNAPSHOT_DTYPE = np.float16  # what the event log stores static features and similarities as
+_SNAPSHOT_MAX = float(np.finfo(SNAPSHOT_DTYPE).max)
 CONTEXT_FEATURES: tuple[str, ...] = (
     "query_has_text",
     "query_has_image",
@@ -196,7 +202,7 @@ class Observation:
 
     def similarity_to(self, slot: int) -> np.ndarray:
         """[K] text cosine of every candidate to candidate ``slot`` (computed on demand: a slate needs L rows, not K)."""
-        return self.text_vectors @ self.text_vectors[slot]
+        return snapshot_precision(self.text_vectors @ self.text_vectors[slot])
 
 
 class FeatureBuilder:
@@ -235,6 +241,7 @@ class FeatureBuilder:
         valid[:n] = True
         if n:
             self._fill_static(static[:n], candidates, counts, profile)
+            static[:n] = snapshot_precision(static[:n])
             code_of = {category: code for code, category in enumerate(dict.fromkeys(candidates.categories))}
             codes[:n] = [code_of[category] for category in candidates.categories]
         context = np.array(
@@ -288,6 +295,11 @@ class FeatureBuilder:
             out[:, column["user_category_affinity"]] = _shares(profile.category_counts, candidates.categories, history)
         if profile.brand_counts:
             out[:, column["user_brand_affinity"]] = _shares(profile.brand_counts, candidates.brands, history)
+
+
+def snapshot_precision(values: np.ndarray) -> np.ndarray:
+    """``values`` as float32 holding exactly what :data:`SNAPSHOT_DTYPE` can store (clipped to its range, so never infinite)."""
+    return np.clip(values, -_SNAPSHOT_MAX, _SNAPSHOT_MAX).astype(SNAPSHOT_DTYPE).astype(np.float32)
 
 
 def finite_or_zero(values: np.ndarray) -> np.ndarray:

@@ -251,7 +251,6 @@ class RankingService:
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
         items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
         n = len(candidates)
-        vectors = observation.text_vectors[:n]
         event = RankingEvent(
             ranking_id=ranking_id,
             ts=time.time(),
@@ -262,7 +261,7 @@ class RankingService:
             query_hash=query_hash(text, image),
             policy_version=composed.version,
             candidate_ids=candidate_set.item_ids,
-            retrieval_scores=[round(float(score), 6) for score in candidate_set.retrieval_scores],
+            retrieval_scores=candidate_set.retrieval_scores,
             slate=[item.candidate.item.item_id for item in items],
             slots=[int(slot) for slot in ranking.slots],
             log_probs=ranking.log_probs,
@@ -270,7 +269,7 @@ class RankingService:
             category_codes=[int(code) for code in observation.category_codes[:n]],
             features=observation.static[:n],
             context=observation.context,
-            placed_similarity=vectors[ranking.slots] @ vectors.T,
+            placed_similarity=np.stack([observation.similarity_to(slot)[:n] for slot in ranking.slots]),  # exactly the rows the policy used
             experiment=assignment.experiment.experiment_id if assignment else None,
             arm=composed.arm,
             teams=composed.teams,

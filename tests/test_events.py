@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from ranker.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.features import UserProfile
+from ranker.features import UserProfile, snapshot_precision
 from ranker.policy import RankingPolicy
 from ranker.redis_backend import connect
 from ranker.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
@@ -30,8 +30,8 @@ def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
         ranking_id=new_ranking_id(), ts=time.time(), user_key=user_key, session_id="s1", query_text="red shoes",
         query_has_image=False, query_hash="abc", policy_version="v1", candidate_ids=candidates,
         retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5], slate=list(slate), slots=[0, 1, 2], log_probs=[-0.1, -0.2, -0.3], temperature=0.5,
-        category_codes=[0, 0, 1, 1, 2], features=rng.standard_normal((5, 14)).astype(np.float32),
-        context=rng.standard_normal(6).astype(np.float32), placed_similarity=rng.standard_normal((3, 5)).astype(np.float32),
+        category_codes=[0, 0, 1, 1, 2], features=snapshot_precision(rng.standard_normal((5, 14))),
+        context=rng.standard_normal(6).astype(np.float32), placed_similarity=snapshot_precision(rng.standard_normal((3, 5))),
     )
 
 
@@ -47,11 +47,31 @@ def test_ranking_event_round_trips_through_the_stream_with_its_feature_snapshot(
     np.testing.assert_array_equal(stored.features, event.features)
     np.testing.assert_array_equal(stored.context, event.context)
     np.testing.assert_array_equal(stored.placed_similarity, event.placed_similarity)
+    np.testing.assert_array_equal(stored.retrieval_scores, np.float32([0.9, 0.8, 0.7, 0.6, 0.5]))
     assert stored.slots == [0, 1, 2] and stored.category_codes == [0, 0, 1, 1, 2]
     assert stored.slate == event.slate and stored.log_probs == event.log_probs and stored.policy_version == "v1"
     record = log.ranking(event.ranking_id)
     assert record.slate == ["a", "b", "c"] and record.user_key == "u1" and record.position_of("c") == 2
     assert log.ranking("r_unknown") is None
+
+
+def test_the_snapshot_is_stored_at_half_precision_and_entries_written_in_float32_still_read(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    event = ranking_event()
+    fields = event.to_fields()
+    assert len(fields["features"]) == 5 * 14 * 2 and len(fields["placed_similarity"]) == 3 * 5 * 2 and len(fields["retrieval_scores"]) == 5 * 4
+    old = dict(fields)  # as written before the snapshot was float16 and the scores binary
+    old["features"] = event.features.astype(np.float32).tobytes()
+    old["placed_similarity"] = event.placed_similarity.astype(np.float32).tobytes()
+    meta = json.loads(old.pop("event"))
+    meta["retrieval_scores"] = [0.9, 0.8, 0.7, 0.6, 0.5]
+    old["event"] = json.dumps(meta)
+    del old["retrieval_scores"], old["retrieval_scores_shape"]
+    client.xadd(log.rankings_stream, old)
+    [(_, stored)] = log.rankings()
+    np.testing.assert_array_equal(stored.features, event.features)
+    np.testing.assert_array_equal(stored.placed_similarity, event.placed_similarity)
+    np.testing.assert_allclose(stored.retrieval_scores, [0.9, 0.8, 0.7, 0.6, 0.5])
 
 
 def test_logged_slates_count_impressions_for_their_items_only(client, prefix):

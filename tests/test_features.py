@@ -42,6 +42,10 @@ def column(matrix: np.ndarray, name: str) -> np.ndarray:
     return matrix[:, FEATURES.index(name)]
 
 
+# static features and similarities are rounded to float16 where they are made (ranker.features.snapshot_precision)
+HALF = dict(rtol=2.0**-11, atol=1e-7)
+
+
 def test_static_features_match_hand_computed_values(candidates):
     state = InMemoryStateProvider()
     state.record_impressions(["a"] * 80 + ["b"] * 20)
@@ -51,18 +55,20 @@ def test_static_features_match_hand_computed_values(candidates):
     observation = builder.build(candidates, counts=state.item_counts(candidates.item_ids), profile=state.user_profile("u1"), query_has_text=True, query_has_image=False)
     features = SlateFeatures(observation, 3).features
     assert features.shape == (5, len(FEATURES))
-    np.testing.assert_allclose(column(features, "sim_text")[:3], [0.9, 0.6, 0.3], atol=1e-6)
-    np.testing.assert_allclose(column(features, "sim_cross")[:3], [0.2, 0.0, 0.4], atol=1e-6)
+    np.testing.assert_allclose(column(features, "sim_text")[:3], [0.9, 0.6, 0.3], **HALF)
+    np.testing.assert_allclose(column(features, "sim_cross")[:3], [0.2, 0.0, 0.4], **HALF)
     np.testing.assert_allclose(column(features, "retrieval_rank")[:3], [0.0, 0.5, 1.0])
-    np.testing.assert_allclose(column(features, "ctr")[:3], [(1 + 1) / (80 + 20), 1 / 40, 1 / 20], atol=1e-6)
-    np.testing.assert_allclose(column(features, "purchase_rate")[:3], [(1 + 0.2) / 100, 0.2 / 40, 0.2 / 20], atol=1e-6)
+    np.testing.assert_allclose(column(features, "ctr")[:3], [(1 + 1) / (80 + 20), 1 / 40, 1 / 20], **HALF)
+    np.testing.assert_allclose(column(features, "purchase_rate")[:3], [(1 + 0.2) / 100, 0.2 / 40, 0.2 / 20], **HALF)
     log_price = np.log([10.0, 20.0, 40.0])
-    np.testing.assert_allclose(column(features, "price_z")[:3], (log_price - log_price.mean()) / log_price.std(), atol=1e-5)
-    np.testing.assert_allclose(column(features, "price_vs_user")[:3], log_price - np.log(10.0), atol=1e-5)
-    np.testing.assert_allclose(column(features, "user_affinity")[:3], [1.0, unit(1, 1, 0)[0], 0.0], atol=1e-5)
+    np.testing.assert_allclose(column(features, "price_z")[:3], (log_price - log_price.mean()) / log_price.std(), **HALF)
+    np.testing.assert_allclose(column(features, "price_vs_user")[:3], log_price - np.log(10.0), **HALF)
+    np.testing.assert_allclose(column(features, "user_affinity")[:3], [1.0, unit(1, 1, 0)[0], 0.0], **HALF)
     np.testing.assert_allclose(column(features, "user_category_affinity")[:3], [1.0, 1.0, 0.0])
     np.testing.assert_allclose(column(features, "user_brand_affinity")[:3], [1.0, 0.0, 1.0])
     np.testing.assert_array_equal(features[3:], 0.0)  # padding rows
+    np.testing.assert_array_equal(observation.static, observation.static.astype(np.float16))  # what the event log stores, exactly
+    np.testing.assert_array_equal(observation.similarity_to(0), observation.similarity_to(0).astype(np.float16))
     np.testing.assert_array_equal(observation.valid, [True, True, True, False, False])
     context = dict(zip(CONTEXT_FEATURES, observation.context))
     assert context["query_has_text"] == 1.0 and context["query_has_image"] == 0.0
@@ -74,7 +80,7 @@ def test_unknown_user_has_neutral_features(candidates):
     observation = builder.build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True)
     for name in ("user_affinity", "user_category_affinity", "user_brand_affinity", "price_vs_user", "log_popularity"):
         np.testing.assert_array_equal(observation.static[:, STATIC_FEATURES.index(name)], 0.0)
-    np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05)
+    np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05, **HALF)
 
 
 def test_slate_features_follow_placements(candidates):
@@ -82,7 +88,7 @@ def test_slate_features_follow_placements(candidates):
     slate = SlateFeatures(observation, 3)
     np.testing.assert_array_equal(column(slate.features, "position"), 0.0)
     slate.place(0)
-    np.testing.assert_allclose(column(slate.features, "max_sim_to_placed")[:3], [1.0, unit(1, 1, 0)[0], 0.0], atol=1e-5)
+    np.testing.assert_allclose(column(slate.features, "max_sim_to_placed")[:3], [1.0, unit(1, 1, 0)[0], 0.0], **HALF)
     np.testing.assert_allclose(column(slate.features, "same_category_placed")[:3], [1.0, 1.0, 0.0])
     np.testing.assert_allclose(column(slate.features, "position"), 1 / 3)
     slate.place(2)

@@ -73,7 +73,7 @@ def test_replaying_a_logged_slate_reproduces_its_logged_log_probabilities(shop, 
     steps = replay(trajectories)
     assert len(steps.actions) == 12 * 5
     serving = RankingPolicy.load(STARTING_POLICY)
-    np.testing.assert_allclose(log_probs_of(serving, steps), steps.old_log_probs, atol=2e-4)
+    np.testing.assert_allclose(log_probs_of(serving, steps), steps.old_log_probs, atol=1e-5)  # batching differs, inputs do not
     rewards = np.array([t.total_reward for t in trajectories])
     assert rewards.sum() > 0 and set(np.round(rewards, 3)) <= {0.0, 0.1, 1.0}
 
