@@ -32,7 +32,8 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.events import MAX_STREAM_AGE_S, MAX_STREAM_LEN
+from ranker.events import MAX_STREAM_AGE_S, MAX_STREAM_LEN, SERIES_TTL_S
+from ranker.experiments import LOGS_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "STREAM_MAX_AGE_S": MAX_STREAM_AGE_S,  # ... and age (0: no age limit)
     "PROFILE_TTL_S": 90 * 24 * 3600,  # a user's profile and counters expire this long after their last event
     "PSEUDONYM_TTL_S": 90 * 24 * 3600,  # a user's pseudonym expires this long after their last request
+    "SERIES_TTL_S": SERIES_TTL_S,  # a day of the live reward series is kept this long after the day
+    "EXPERIMENT_LOGS_TTL_S": LOGS_TTL_S,  # an experiment's exposure and outcome logs are kept this long after it ends
     "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
     "SEED": None,
     "ENGINE": None,  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
@@ -119,6 +122,8 @@ def _build_service(app: OpenAPI) -> None:
             stream_max_age_s=float(config["STREAM_MAX_AGE_S"]) or None,
             profile_ttl_s=int(config["PROFILE_TTL_S"]),
             pseudonym_ttl_s=int(config["PSEUDONYM_TTL_S"]),
+            series_ttl_s=int(config["SERIES_TTL_S"]),
+            experiment_logs_ttl_s=int(config["EXPERIMENT_LOGS_TTL_S"]),
             seed=config["SEED"],
         ),
     )

@@ -44,22 +44,27 @@ MAX_STREAM_AGE_S = 30 * 24 * 3600
 USER_DATA_TTL_S = 90 * 24 * 3600  # a user's activity counters, like their profile, expire this long after their last event
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
 SERIES_BUCKET_S = 60
+SERIES_TTL_S = 30 * 24 * 3600  # a day's reward series is kept this long after the day ends
 RANKING_TTL_S = 24 * 3600
 DEDUP_TTL_S = 7 * 24 * 3600
 
 # KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
-#       clicks, purchases and revenue hashes, the reward series hash, then one dedup key per event.
-# ARGV: dedup ttl, stream max length, the ranking's reward series field, the oldest stream id to keep ('' none),
-#       the user data ttl, then per event: payload, item id, type, experiment field ('' outside experiments),
-#       revenue, reward.
+#       clicks, purchases and revenue hashes, the ranking's day of the reward series, the experiment's exposures
+#       hash (its expiry is copied to the outcome hashes), then one dedup key per event.
+# ARGV: dedup ttl, stream max length, the ranking's reward series field ('' none), the oldest stream id to keep
+#       ('' none), the user data ttl, when the series day expires (unix seconds), then per event: payload,
+#       item id, type, experiment field ('' outside experiments), revenue, reward.
 _APPEND_INTERACTIONS = """
 local flags = {}
 if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4]) end
-for i = 9, #KEYS do
-  local base = 6 + (i - 9) * 6
+for i = 10, #KEYS do
+  local base = 7 + (i - 10) * 6
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
-    redis.call('HINCRBYFLOAT', KEYS[8], ARGV[3] .. '|reward', ARGV[base + 5])
+    if ARGV[3] ~= '' then
+      redis.call('HINCRBYFLOAT', KEYS[8], ARGV[3] .. '|reward', ARGV[base + 5])
+      redis.call('EXPIREAT', KEYS[8], ARGV[6])
+    end
     local kind, outcome = ARGV[base + 2], ARGV[base + 3]
     if kind == 'click' then
       redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1)
@@ -78,6 +83,12 @@ for i = 9, #KEYS do
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
+  end
+end
+local ttl = redis.call('PTTL', KEYS[9])
+if ttl > 0 then
+  for i = 5, 7 do
+    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
 return flags
@@ -135,6 +146,11 @@ ARRAY_FIELDS: dict[str, type] = {"features": np.float16, "placed_similarity": np
 def series_field(ts: float, policy_version: str) -> str:
     """The reward series bucket of a ranking served at ``ts``: its minute and its policy version."""
     return f"{int(ts // SERIES_BUCKET_S) * SERIES_BUCKET_S}|{policy_version}"
+
+
+def series_day(ts: float) -> int:
+    """The day (days since the epoch, UTC) whose reward series hash holds a ranking served at ``ts``."""
+    return int(ts // 86400)
 
 
 @dataclass
@@ -256,7 +272,8 @@ class EventLog:
     """Appends and reads the two streams; every write is a single round trip."""
 
     def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, max_age_s: float | None = MAX_STREAM_AGE_S,
-                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = USER_DATA_TTL_S):
+                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = USER_DATA_TTL_S,
+                 series_ttl_s: int = SERIES_TTL_S):
         self.client = client
         self.prefix = prefix
         self.max_len = max_len
@@ -265,12 +282,20 @@ class EventLog:
         self.ranking_ttl_s = ranking_ttl_s
         self.dedup_ttl_s = dedup_ttl_s
         self.rankings_stream = key(prefix, "rankings")
-        self.series_key = key(prefix, "series", "reward")
+        self.series_ttl_s = series_ttl_s
         self.interactions_stream = key(prefix, "interactions")
         self._append_interactions = client.register_script(_APPEND_INTERACTIONS)
 
     def _ranking_key(self, ranking_id: str) -> str:
         return key(self.prefix, "ranking", ranking_id)
+
+    def series_key(self, day: int) -> str:
+        """One day's reward series: a hash of ``<minute>|<version>|rankings`` and ``...|reward`` counters."""
+        return key(self.prefix, "series", "reward", str(day))
+
+    def series_expiry(self, day: int) -> int:
+        """When a day's reward series expires (unix seconds): ``series_ttl_s`` after the day ends."""
+        return (day + 1) * 86400 + self.series_ttl_s
 
     # ------------------------------------------------------------ writes
     def append_ranking(self, event: RankingEvent, exposure: Exposure | None = None, *, also: Callable[[Any], None] | None = None) -> str:
@@ -294,24 +319,27 @@ class EventLog:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
         pipe.expire(activity_key(self.prefix, event.user_key), self.user_data_ttl_s)
-        pipe.hincrby(self.series_key, series_field(event.ts, event.policy_version) + "|rankings", 1)
+        day = series_day(event.ts)
+        pipe.hincrby(self.series_key(day), series_field(event.ts, event.policy_version) + "|rankings", 1)
+        pipe.expireat(self.series_key(day), self.series_expiry(day))
         return as_text(pipe.execute()[0])
 
     def append_interactions(self, events: Sequence[InteractionEvent], *, user_key: str = "", exposure: Exposure | None = None,
-                            revenue: Sequence[float] | None = None, series: str = "") -> list[bool]:
+                            revenue: Sequence[float] | None = None, served: tuple[float, str] | None = None) -> list[bool]:
         """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted.
 
         A new click or purchase also moves the user's activity counters and, inside an experiment, the
         exposure's outcome counters (``revenue``: per event, what a purchase brought in); every new event adds
-        its reward to the ranking's reward series bucket (``series``: :func:`series_field` of the ranking).
+        its reward to the ranking's reward series bucket (``served``: when the ranking was served, and by which version).
         """
         if not events:
             return []
         outcomes = ExperimentKeys(self.prefix, exposure.experiment if exposure else "-")
         keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases"), activity_key(self.prefix, user_key),
-                outcomes.clicks, outcomes.purchases, outcomes.revenue, self.series_key]
+                outcomes.clicks, outcomes.purchases, outcomes.revenue, self.series_key(series_day(served[0]) if served else 0), outcomes.exposures]
         keys += [key(self.prefix, "event", event.event_id) for event in events]
-        args: list[Any] = [self.dedup_ttl_s, self.max_len, series or "-", self.oldest_kept() if self.max_age_s else "", self.user_data_ttl_s]
+        args: list[Any] = [self.dedup_ttl_s, self.max_len, series_field(*served) if served else "", self.oldest_kept() if self.max_age_s else "",
+                           self.user_data_ttl_s, self.series_expiry(series_day(served[0])) if served else 0]
         for index, event in enumerate(events):
             field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
             args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0",
@@ -336,12 +364,18 @@ class EventLog:
     def interactions(self, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, InteractionEvent]]:
         return [(as_text(entry_id), InteractionEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.interactions_stream, start, end, count=count)]
 
-    def reward_series(self) -> dict[str, list[tuple[float, int, float]]]:
-        """Per policy version, (bucket start, rankings served, reward their feedback earned) per minute, in time order."""
+    def reward_series(self, since: float | None = None) -> dict[str, list[tuple[float, int, float]]]:
+        """Per policy version, (bucket start, rankings served, reward their feedback earned) per minute, in time order,
+        from ``since`` (default: a day ago) to now."""
+        now = time.time()
+        since = now - 86400 if since is None else since
+        pipe = self.client.pipeline(transaction=False)
+        for day in range(series_day(since), series_day(now) + 1):
+            pipe.hgetall(self.series_key(day))
         table: dict[tuple[str, float], list[float]] = {}
-        for raw_field, value in self.client.hgetall(self.series_key).items():
+        for raw_field, value in (item for day in pipe.execute() for item in day.items()):
             minute, version, what = as_text(raw_field).rsplit("|", 2)
-            if minute == "-":
+            if float(minute) + SERIES_BUCKET_S <= since:
                 continue
             cell = table.setdefault((version, float(minute)), [0.0, 0.0])
             cell[0 if what == "rankings" else 1] += float(value)

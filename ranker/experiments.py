@@ -56,10 +56,12 @@ RETRIEVAL_ARM = "retrieval"  # the baseline arm: candidates in retrieval order
 PRIMARY_METRIC = "purchases_per_session"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WEIGHT_TOLERANCE = 1e-6
+LOGS_TTL_S = 180 * 24 * 3600  # an experiment's exposure and outcome logs are kept this long after it ends
 
 # KEYS: exposures hash, pre-period hash, the user's activity hash.
-# ARGV: exposure field, exposure record, user key.
+# ARGV: exposure field, exposure record, user key, when the logs expire (unix seconds; '' while open-ended).
 # The first exposure wins (HSETNX); the user's pre-period value is taken once, before this ranking counts.
+# Feedback copies the exposures' expiry to the outcome hashes (ranker.events).
 _EXPOSE = """
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then
@@ -68,6 +70,10 @@ if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then
   local value = ''
   if rankings > 0 then value = tostring((tonumber(counts[2]) or 0) / rankings) end
   redis.call('HSET', KEYS[2], ARGV[3], value)
+end
+if ARGV[4] ~= '' then
+  redis.call('EXPIREAT', KEYS[1], ARGV[4])
+  redis.call('EXPIREAT', KEYS[2], ARGV[4])
 end
 return 1
 """
@@ -188,9 +194,10 @@ def validate_arms(arms: Sequence[Arm], mode: str, known_versions: Sequence[str])
 class ExperimentStore:
     """Experiments of one key prefix: create, list, get, stop; assignment for serving; reports."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker"):
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", logs_ttl_s: int = LOGS_TTL_S):
         self.client = client
         self.prefix = prefix
+        self.logs_ttl_s = logs_ttl_s
         self.definitions_key = key(prefix, "experiments")
         self.rev_key = key(prefix, "experiments", "rev")
         self._expose = client.register_script(_EXPOSE)
@@ -258,6 +265,10 @@ class ExperimentStore:
                     experiment = change(pipe)
                     pipe.multi()
                     pipe.hset(self.definitions_key, experiment.experiment_id, json.dumps(experiment.to_json()))
+                    expires = self.logs_expire_at(experiment)
+                    if expires is not None:  # stopped: what is logged already gets its expiry
+                        for name in ExperimentKeys(self.prefix, experiment.experiment_id).all():
+                            pipe.expireat(name, expires)
                     pipe.incr(self.rev_key)
                     pipe.execute()
                     return experiment
@@ -311,6 +322,12 @@ class ExperimentStore:
 
         return self._store(stopped)
 
+    def logs_expire_at(self, experiment: Experiment) -> int | None:
+        """When the experiment's logs expire (unix seconds): ``logs_ttl_s`` after it ends; None while open-ended.
+        The definition itself is kept (a few hundred bytes), so the experiment still lists."""
+        ends = experiment.ends()
+        return None if math.isinf(ends) else int(ends + self.logs_ttl_s)
+
     def policies_in_use(self) -> set[str]:
         """Policy versions that experiments not yet stopped serve (retention must keep them)."""
         return {arm.policy for experiment in self.list() if experiment.status() != "stopped" for arm in experiment.arms if arm.policy != RETRIEVAL_ARM}
@@ -346,7 +363,9 @@ class ExperimentStore:
             field_name, record = ranking_id, {"user": user_key, "ts": ts}
         else:
             field_name, record = assignment.session, {"user": user_key, "arm": assignment.arm, "ts": ts}
-        self._expose(keys=[keys.exposures, keys.pre, activity_key(self.prefix, user_key)], args=[field_name, json.dumps(record), user_key], client=pipe)
+        expires = self.logs_expire_at(assignment.experiment)
+        self._expose(keys=[keys.exposures, keys.pre, activity_key(self.prefix, user_key)],
+                     args=[field_name, json.dumps(record), user_key, "" if expires is None else expires], client=pipe)
 
     # ----------------------------------------------------------- reports
     def report(self, experiment_id: str, *, alpha: float = 0.05, mde: float = 0.10, seed: int = 0) -> dict[str, Any]:

@@ -41,8 +41,8 @@ import redis
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id, series_field
-from ranker.experiments import RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.events import EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.experiments import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.interleaving import team_draft
 from ranker.policy import Ranking, RankingPolicy
@@ -80,6 +80,8 @@ class ServiceConfig:
     stream_max_len: int = MAX_STREAM_LEN  # retention of the event log by size ...
     stream_max_age_s: float | None = MAX_STREAM_AGE_S  # ... and by age (None: no age limit)
     profile_ttl_s: int = PROFILE_TTL_S  # a user's profile and activity counters expire this long after their last event
+    series_ttl_s: int = SERIES_TTL_S  # a day of the live reward series is kept this long after the day
+    experiment_logs_ttl_s: int = LOGS_TTL_S  # an experiment's exposure and outcome logs are kept this long after it ends
     seed: int | None = None
 
 
@@ -179,10 +181,10 @@ class RankingService:
         prefix = config.prefix
         self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s)
         self.events = EventLog(client, prefix=prefix, max_len=config.stream_max_len, max_age_s=config.stream_max_age_s, ranking_ttl_s=config.ranking_ttl_s,
-                               dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s)
+                               dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s, series_ttl_s=config.series_ttl_s)
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
-        self.experiments = ExperimentStore(client, prefix=prefix)
+        self.experiments = ExperimentStore(client, prefix=prefix, logs_ttl_s=config.experiment_logs_ttl_s)
         self.policies = PolicyCache(policies_dir)
         self._arm_policies: dict[str, RankingPolicy] = {}  # versions experiments serve besides the current one
         self._engine_lock = threading.RLock()
@@ -430,7 +432,7 @@ class RankingService:
         revenue = [self._revenue(event) for event in parsed] if record.exposure else None
         try:
             flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue,
-                                                    series=series_field(record.ts, record.policy_version))
+                                                    served=(record.ts, record.policy_version))
             learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
             if learned:
                 self.state.record_profile_batch(record.user_key, learned)

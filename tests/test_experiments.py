@@ -7,6 +7,7 @@ import collections
 import json
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,6 +212,35 @@ def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_f
     exposition = client.get("/metrics").get_data(as_text=True)
     served = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith("ranker_experiment_rankings_total{") and 'experiment="exp-ab"' in line)
     assert served == 80
+
+
+def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app, embedded_redis, prefix):
+    client = app.test_client()
+    r = redis.Redis.from_url(embedded_redis)
+    ttl = app.extensions["ranking_service"].experiments.logs_ttl_s
+    arms_of = lambda start: [{"name": "a", "policy": start, "weight": 0.5}, {"name": "b", "policy": "retrieval", "weight": 0.5}]  # noqa: E731
+    client.post("/v1/experiments", json={"experiment_id": "exp-open", "name": "open-ended", "arms": arms_of(start_version(client))})
+    keys = ExperimentKeys(prefix, "exp-open")
+    served = [rank(client, f"user-{index}") for index in range(6)]
+    click = lambda ranking, kind="click": client.post("/v1/feedback", json={"ranking_id": ranking["ranking_id"], "events": [  # noqa: E731
+        {"item_id": ranking["items"][0]["item_id"], "type": kind}]})
+    click(served[0])
+    assert r.ttl(keys.exposures) == -1 and r.ttl(keys.clicks) == -1  # running with no end: kept while it runs
+    assert client.post("/v1/experiments/exp-open/stop").status_code == 200
+    for name in (keys.exposures, keys.pre, keys.clicks):
+        assert ttl - 60 < r.ttl(name) <= ttl, name
+    click(served[1], "purchase")  # feedback on a ranking served before the stop: new outcome logs expire with the rest
+    assert ttl - 60 < r.ttl(keys.purchases) <= ttl and ttl - 60 < r.ttl(keys.revenue) <= ttl
+    assert client.get("/v1/experiments/exp-open").get_json()["status"] == "stopped"
+    # one with an end: its logs expire that long after the end from the first exposure on
+    end_at = time.time() + 3600
+    client.post("/v1/experiments", json={"experiment_id": "exp-ends", "name": "ends", "arms": arms_of(start_version(client)), "end_at": end_at})
+    ranking = rank(client, "user-0")
+    assert ranking["experiment"]["experiment_id"] == "exp-ends"
+    click(ranking)
+    expected = end_at + ttl - time.time()
+    for name in (ExperimentKeys(prefix, "exp-ends").exposures, ExperimentKeys(prefix, "exp-ends").clicks):
+        assert expected - 60 < r.ttl(name) <= expected + 1, name
 
 
 def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure(app, embedded_redis, prefix):

@@ -7,6 +7,7 @@ promoted policy without a restart, and that /metrics sums both workers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,15 +47,15 @@ def call(base: str, method: str, path: str, body: dict | None = None) -> tuple[i
         return error.code, json.loads(error.read())
 
 
-@pytest.fixture(scope="module")
-def server(demo_engine, tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("gunicorn") / "data"
-    shutil.copytree(demo_engine.data_dir, data_dir)
+@contextlib.contextmanager
+def gunicorn(data_dir: Path, **settings: str):
+    """``gunicorn -c api/gunicorn_conf.py`` with 2 workers over ``data_dir`` (``settings``: more environment); yields its base URL."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env.update(RANKER_DATA_DIR=str(data_dir), RANKER_BIND=f"127.0.0.1:{port}", RANKER_WORKERS="2", OMP_NUM_THREADS="1",
-               RANKER_TEMPERATURE="0", PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"))
-    log = open(data_dir.parent / "gunicorn.log", "w")
+               PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"), **settings)
+    log_path = data_dir.parent / "gunicorn.log"
+    log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py")], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -71,11 +72,22 @@ def server(demo_engine, tmp_path_factory):
     else:
         process.kill()
     if process.poll() is not None:
-        pytest.fail("gunicorn did not start:\n" + (data_dir.parent / "gunicorn.log").read_text()[-3000:])
-    yield base, data_dir
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=60)
-    log.close()
+        pytest.fail("gunicorn did not start:\n" + log_path.read_text()[-3000:])
+    try:
+        yield base
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(demo_engine, tmp_path_factory):
+    """One server for the module's tests, with its embedded Redis (started by the gunicorn master)."""
+    data_dir = tmp_path_factory.mktemp("gunicorn") / "data"
+    shutil.copytree(demo_engine.data_dir, data_dir)
+    with gunicorn(data_dir, RANKER_TEMPERATURE="0") as base:
+        yield base, data_dir
 
 
 def ranks(base: str, n: int, text: str = "leather backpack") -> list[dict]:
@@ -186,3 +198,116 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_feedback_and_is_replac
             break
         time.sleep(1)
     assert len(now) == 2 and str(victim) not in now and now & before, (before, now)
+
+
+def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_acknowledged_and_trains_nothing_twice(demo_engine, debian_redis, tmp_path):
+    """The whole loop under Redis faults, with nothing restarted by hand but Redis.
+
+    Debian's redis-server with its append-only file fsynced on every write (``appendfsync always``, so a crash
+    loses no acknowledged write; README, "Operations"); gunicorn with 2 workers, and the learner in a process of its
+    own. Two shoppers rank and send feedback, retrying failed feedback with the same event_id as a shop would.
+    Redis is stopped cleanly (SIGTERM) and started again, then killed (SIGKILL) and started again.
+
+    Afterwards: ranking answered 200 throughout; every feedback event answered 202 is in the log exactly once; the
+    learner, still the same process, consumed every logged ranking and interaction and counted each ranking in
+    exactly one committed update, with exactly the rewards the log holds.
+    """
+    import threading
+
+    import redis as redis_py
+
+    from ranker.events import REWARD_WEIGHTS
+    from ranker.learning import LearnerStatus
+
+    server = debian_redis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
+    data_dir = tmp_path / "data"
+    shutil.copytree(demo_engine.data_dir, data_dir)
+    shutil.rmtree(data_dir / "redis", ignore_errors=True)
+    ranks_at: list[tuple[float, int | str]] = []
+    feedback_at: list[tuple[float, int | str]] = []
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def attempt(method: str, path: str, body: dict) -> tuple[int | str, dict]:
+        try:
+            return call(base, method, path, body)
+        except OSError as exc:  # a worker answering while Redis went away must not drop the connection
+            return type(exc).__name__, {}
+
+    def shopper(index: int) -> None:
+        for step in range(600):  # bounded; ends when the test says so
+            if stop.is_set():
+                return
+            status, body = attempt("POST", "/v1/rank", {"user_id": f"shopper-{index}", "query": {"text": "leather backpack"}, "num_results": 5})
+            ranks_at.append((time.time(), status))
+            if status == 200:
+                event = {"event_id": f"fault-{index}-{step}", "item_id": body["items"][step % 5]["item_id"], "type": "purchase" if step % 4 == 0 else "click"}
+                for _ in range(40):  # a shop retries failed feedback, same event_id, for up to 10 s
+                    status, _ = attempt("POST", "/v1/feedback", {"ranking_id": body["ranking_id"], "events": [event]})
+                    feedback_at.append((time.time(), status))
+                    if status in (202, 404):  # 404: ranked while Redis was down, so never logged
+                        break
+                    time.sleep(0.25)
+                if status == 202:
+                    acknowledged.append(event["event_id"])
+            time.sleep(0.2)
+
+    client = redis_py.Redis(unix_socket_path=str(server.socket), socket_timeout=10)
+    learner_log = open(tmp_path / "learner.log", "w")
+    with gunicorn(data_dir, REDIS_URL=server.url) as base:
+        learner = subprocess.Popen(
+            [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", server.url, "--batch-size", "32",
+             "--min-batch", "1", "--update-interval", "2", "--label-delay", "6", "--gate-env", "envs/SlateShoppingTiny-v0", "--gate-episodes", "40",
+             "--consumer", "learner-1", "--device", "cpu"],
+            cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=learner_log, stderr=subprocess.STDOUT)
+        threads = [threading.Thread(target=shopper, args=(index,)) for index in range(2)]
+        try:
+            for thread in threads:
+                thread.start()
+            outages = []
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                time.sleep(10)
+                started = time.time()
+                server.stop(sig)
+                time.sleep(2)
+                server.start()
+                outages.append((started, time.time()))
+            time.sleep(10)
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+            deadline = time.monotonic() + 180  # the learner drains what is left: every entry delivered and acknowledged
+            while time.monotonic() < deadline:
+                groups = {name: client.xinfo_groups(f"{{ranker}}:{name}") for name in ("rankings", "interactions")}
+                if all(group and group[0]["lag"] == 0 and group[0]["pending"] == 0 for group in groups.values()):
+                    break
+                assert learner.poll() is None, (tmp_path / "learner.log").read_text()[-3000:]
+                time.sleep(1)
+            assert learner.poll() is None, "the learner exited instead of riding out the faults"
+        finally:
+            stop.set()
+            learner.terminate()
+            learner.wait(timeout=60)
+            learner_log.close()
+    log_text = (tmp_path / "learner.log").read_text()
+    assert all(group[0]["lag"] == 0 and group[0]["pending"] == 0 for group in groups.values()), (groups, log_text[-3000:])
+
+    during = lambda at: any(start <= at <= end for start, end in outages)  # noqa: E731
+    assert {status for _, status in ranks_at} == {200}, [status for _, status in ranks_at if status != 200][:10]
+    assert sum(during(at) for at, _ in ranks_at) >= 2  # ranking went on while Redis was away
+    assert any(status == 503 and during(at) for at, status in feedback_at)  # feedback said so, and the shop retried
+    assert sum(at > outages[-1][1] for at in (at for at, status in feedback_at if status == 202)) >= 10  # recovered
+    assert len(acknowledged) >= 50
+    logged = [json.loads(fields[b"event"]) for _, fields in client.xrange("{ranker}:interactions")]
+    counts = {event_id: 0 for event_id in acknowledged}
+    for event in logged:
+        counts[event["event_id"]] = counts.get(event["event_id"], 0) + 1
+    assert all(count == 1 for count in counts.values()), {event_id: n for event_id, n in counts.items() if n != 1}
+
+    # Each ranking counted once, in the same transaction that acknowledged it, and every logged reward with it.
+    stats = [client.hgetall(name) for name in client.scan_iter("{ranker}:learner:reward:*")]
+    assert sum(float(s[b"n"]) for s in stats) == client.xlen("{ranker}:rankings")
+    assert sum(float(s[b"sum"]) for s in stats) == pytest.approx(sum(REWARD_WEIGHTS[event["type"]] for event in logged), abs=1e-6)
+    decisions = LearnerStatus(client).decisions().values()
+    assert any(decision.get("at", 0) > outages[-1][1] for decision in decisions), "no update trained after the crash"
+    assert "Redis unavailable" in log_text  # it met both outages and went on by itself

@@ -273,34 +273,19 @@ def test_a_learner_killed_at_any_point_resumes_to_the_same_result(shop, prefix, 
     assert runs["straight"]["rewards_counted"] == 60  # every ranking counted once
 
 
-def test_the_learner_rides_out_a_redis_restart(engine, tmp_path):
+def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
     """Debian's redis-server on a fixed socket, with an append-only file: stopped and started again under a running learner."""
     import threading
 
     from ranker.redis_backend import connect
 
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
-    socket_path = tmp_path / "redis.sock"
-    command = [binary, "--port", "0", "--unixsocket", str(socket_path), "--appendonly", "yes", "--dir", str(tmp_path), "--save", ""]
-
-    def start() -> subprocess.Popen:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            if socket_path.exists():
-                break
-            time.sleep(0.05)
-        return process
-
-    server = start()
-    url = f"unix://{socket_path}"
+    server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
+    url = server.url
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": url, "PREFIX": "restart", "ENGINE": engine,
                       "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
     service = app.extensions["ranking_service"]
     serve_sessions(service, 20)
-    server.terminate()  # SIGTERM: Redis writes its append-only file and exits
-    server.wait(timeout=30)
+    server.stop()  # SIGTERM: Redis writes its append-only file and exits
     client = connect(url, socket_timeout=5)
     done = threading.Event()
     holder: dict[str, Learner] = {}
@@ -317,12 +302,8 @@ def test_the_learner_rides_out_a_redis_restart(engine, tmp_path):
     thread = threading.Thread(target=learn, daemon=True)
     thread.start()
     time.sleep(2.0)  # the learner meets a dead server first
-    server = start()
-    try:
-        assert done.wait(timeout=120), "the learner did not recover from the restart"
-        learner = holder["learner"]
-        assert len(learner.updates) == 1 and learner.updates[0].trajectories == 16  # 20 logged before the restart, every 5th held out
-        assert client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    server.start()
+    assert done.wait(timeout=120), "the learner did not recover from the restart"
+    learner = holder["learner"]
+    assert len(learner.updates) == 1 and learner.updates[0].trajectories == 16  # 20 logged before the restart, every 5th held out
+    assert client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
