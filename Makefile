@@ -46,7 +46,7 @@ fuzz: venv  ## schemathesis over every operation of /openapi.json: at least 5,00
 	RANKER_FUZZ_EXAMPLES=300 RANKER_FUZZ_MIN_REQUESTS=2500 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
 
 reliability: test-slow  ## the long reliability suites: slow tests, fuzzing (5,000+ requests), the 10-minute soak
-	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py --stream-max-len 10000 --name soak-capped  # steady state: the event log at its cap within the 10 minutes
 
 bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py

@@ -129,7 +129,7 @@ class Memory:
         gunicorn = sum(rss_mb(pid) for pid in [self.server.process.pid, *children_of(self.server.process.pid)])
         info = self.client.info()
         return {"gunicorn_mb": gunicorn, "redis_mb": rss_mb(self.redis_pid), "redis_data_mb": info["used_memory"] / 2**20,
-                "forks": info.get("total_forks", 0), "aof_rewrites": info.get("aof_rewrites", 0), "rankings": self.client.xlen(self.stream)}
+                "forks": info.get("total_forks", 0), "aof_delayed_fsync": info.get("aof_delayed_fsync", 0), "rankings": self.client.xlen(self.stream)}
 
     def bytes_per_ranking(self) -> float:
         length = self.client.xlen(self.stream)
@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.7, help="soak rate as a share of the maximum")
     parser.add_argument("--source", type=Path, default=ROOT / "data", help="demo data directory (built when missing)")
     parser.add_argument("--stream-max-len", type=int, default=None, help="the service's RANKER_STREAM_MAX_LEN (default: the service's default)")
+    parser.add_argument("--name", default="soak", help="names the figures and plot written to bench/out/soak/ (NAME.json, NAME.png)")
+    parser.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a redis.conf setting for the embedded Redis, e.g. auto-aof-rewrite-percentage=0 (repeatable)")
     args = parser.parse_args()
     for name in THREAD_VARS:
         os.environ[name] = "1"
@@ -215,7 +218,7 @@ def main() -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     (run_dir / "index").symlink_to((args.source / "index").resolve(), target_is_directory=True)
-    redis_server = EmbeddedRedis(run_dir / "redis")
+    redis_server = EmbeddedRedis(run_dir / "redis", dict(setting.split("=", 1) for setting in args.redis_setting))
     port = free_port()
     settings = {"RANKER_STREAM_MAX_LEN": str(args.stream_max_len)} if args.stream_max_len else None
     server = Gunicorn(run_dir, redis_server.url, "soak", workers=2, port=port, log_path=OUT / "gunicorn.log", settings=settings)
@@ -243,28 +246,33 @@ def main() -> None:
         "machine": machine(), "maximum": maximum, "soak_rate_per_s": rate, "minutes": args.minutes,
         "requests": soak["requests"], "errors": len(soak["errors"]), "first_errors": [error for _, error in soak["errors"][:5]],
         "per_minute": minutes, "p99_ms_range": [min(p99s), max(p99s)] if p99s else None,
-        "stream_max_len": args.stream_max_len, "memory_start": first, "memory_end": last, "rss_growth": growth,
+        "stream_max_len": args.stream_max_len, "redis_settings": args.redis_setting, "memory_start": first, "memory_end": last, "rss_growth": growth,
         "redis_bytes_per_ranking": bytes_per_ranking, "memory": memory,
     }
-    (OUT / "soak.json").write_text(json.dumps(figures, indent=2))
+    (OUT / f"{args.name}.json").write_text(json.dumps(figures, indent=2))
 
     from ranker.evaluation import _figure, _save
 
     figure, axis = _figure()
-    axis.plot([m["minute"] for m in minutes], p99s, marker="o", label="p99 latency (ms)")
-    axis.plot([m["minute"] for m in minutes], [m["p50_ms"] for m in minutes], marker=".", label="p50 latency (ms)")
+    middles = [m["minute"] - 0.5 for m in minutes]  # a minute's figures sit at its middle, on the same time axis as memory and forks
+    axis.plot(middles, p99s, marker="o", label="p99 latency (ms)")
+    axis.plot(middles, [m["p50_ms"] for m in minutes], marker=".", label="p50 latency (ms)")
     other = axis.twinx()
     times = [t / 60.0 for t, _ in memory]
     other.plot(times, [sample["gunicorn_mb"] for _, sample in memory], color="tab:gray", label="gunicorn RSS (MB)")
     other.plot(times, [sample["redis_mb"] for _, sample in memory], color="tab:brown", linestyle="--", label="Redis RSS (MB)")
     other.set_ylabel("resident memory (MB)")
+    forks = [t / 60.0 for (t, sample), (_, before) in zip(memory[1:], memory) if sample["forks"] > before["forks"]]
+    for index, at in enumerate(forks):  # Redis forked (an append-only file rewrite) within the 10 s before
+        axis.axvline(at, color="tab:red", alpha=0.3, label="Redis fork (append-only file rewrite)" if index == 0 else None)
     other.set_ylim(bottom=0)
-    other.legend(loc="upper right")
     axis.set_xlabel("minute of the soak")
     axis.set_ylabel("latency from the request's due time (ms)")
-    axis.set_title(f"soak at {rate:.0f} requests/s (70% of the maximum)")
-    axis.legend(loc="upper left")
-    _save(figure, OUT / "soak.png")
+    cap = f", rankings stream capped at {args.stream_max_len:,}" if args.stream_max_len else ""
+    axis.set_title(f"soak at {rate:.0f} requests/s ({args.share:.0%} of the maximum){cap}")
+    handles = [handle for ax in (axis, other) for handle in ax.get_legend_handles_labels()[0]]
+    axis.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
+    _save(figure, OUT / f"{args.name}.png")
 
     print(f"\nsoak: {soak['requests']} requests at {rate:.1f}/s over {args.minutes:g} min; errors {len(soak['errors'])}")
     for minute in minutes:
@@ -274,8 +282,8 @@ def main() -> None:
     print(f"resident memory, both: {growth['total']:+.1%} (target < +10%)")
     print(f"Redis: data {first['redis_data_mb']:.0f} MB -> {last['redis_data_mb']:.0f} MB; rankings stream {first['rankings']} -> {last['rankings']} entries "
           f"(cap {args.stream_max_len or 'default'}), {bytes_per_ranking / 1024:.1f} KB each; {last['forks'] - first['forks']} forks, "
-          f"{last['aof_rewrites'] - first['aof_rewrites']} append-only file rewrites during the soak")
-    print(f"plot: {OUT / 'soak.png'}; figures: {OUT / 'soak.json'}")
+          f"at minutes {', '.join(f'{at:.1f}' for at in forks) or '-'}; {last['aof_delayed_fsync'] - first['aof_delayed_fsync']} delayed fsyncs")
+    print(f"plot: {OUT / (args.name + '.png')}; figures: {OUT / (args.name + '.json')}")
 
 
 if __name__ == "__main__":

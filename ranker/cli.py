@@ -8,6 +8,7 @@ the embedded Redis there too.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -165,6 +166,8 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     app = create_app(config)
     service = app.extensions["ranking_service"]
     click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)", err=True)
+    gc.collect()
+    gc.freeze()  # what the app loaded lives as long as the server: out of the collector's reach (api/gunicorn_conf.py)
     app.run(host=host, port=port, threaded=True)
 
 

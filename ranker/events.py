@@ -54,9 +54,10 @@ DEDUP_TTL_S = 7 * 24 * 3600
 # ARGV: dedup ttl, stream max length, the ranking's reward series field ('' none), the oldest stream id to keep
 #       ('' none), the user data ttl, when the series day expires (unix seconds), then per event: payload,
 #       item id, type, experiment field ('' outside experiments), revenue, reward.
+# The first write is the dedup SET, which Redis refuses when it is out of memory (maxmemory, noeviction): then
+# nothing is written. A first write that frees memory (XTRIM) would let the rest through, so trimming comes last.
 _APPEND_INTERACTIONS = """
 local flags = {}
-if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4]) end
 for i = 10, #KEYS do
   local base = 7 + (i - 10) * 6
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
@@ -91,6 +92,7 @@ if ttl > 0 then
     if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
   end
 end
+if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4]) end
 return flags
 """
 

