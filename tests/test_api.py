@@ -394,18 +394,29 @@ def test_without_redis_rank_serves_unlogged_and_writes_answer_503(make_app, tmp_
     assert "ranker_redis_failures_total" in metrics and 'ranker_redis_failures_total 0.0' not in metrics
 
 
-def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_path):
-    from ranker.redis_backend import EmbeddedRedis, connect
+def one_click_over_its_own_redis(make_app, directory):
+    """An app over an embedded Redis of its own, with one ranking served and a click on it acknowledged."""
+    from ranker.redis_backend import EmbeddedRedis
 
-    server = EmbeddedRedis(tmp_path / "own-redis")
+    server = EmbeddedRedis(directory)
     app = make_app(REDIS_URL=server.url)
     client = app.test_client()
     body = rank(client, "backpack", num_results=3)
-    item = body["items"][0]["item_id"]
-    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k", "item_id": item, "type": "click"}]}).status_code == 202
+    assert send_event(client, body, "k", "click").status_code == 202
+    return server, app, client, body
+
+
+def send_event(client, body, event_id, kind):
+    return client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": kind}]})
+
+
+def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_path):
+    from ranker.redis_backend import EmbeddedRedis, connect
+
+    server, app, client, body = one_click_over_its_own_redis(make_app, tmp_path / "own-redis")
     server.close()  # saves and stops
     assert rank(client, "backpack")["logged"] is False
-    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": item, "type": "click"}]}).status_code == 503
+    assert send_event(client, body, "k2", "click").status_code == 503
     restarted = EmbeddedRedis(tmp_path / "own-redis")  # same files: what was accepted is still there
     log = app.extensions["ranking_service"].events.__class__(connect(restarted.url), prefix=app.config["PREFIX"])
     assert log.lengths() == {"rankings": 1, "interactions": 1}
@@ -414,26 +425,20 @@ def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_pa
 
 def test_a_full_redis_refuses_writes_so_feedback_is_503_and_ranking_goes_on(make_app, tmp_path):
     """maxmemory reached under noeviction (README, "Operations"): Redis answers OOM to writes; nothing stored is dropped."""
-    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.redis_backend import connect
 
-    server = EmbeddedRedis(tmp_path / "full-redis")
-    app = make_app(REDIS_URL=server.url)
-    client = app.test_client()
-    body = rank(client, "backpack", num_results=3)
-    item = body["items"][0]["item_id"]
-    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k", "item_id": item, "type": "click"}]}).status_code == 202
+    server, app, client, body = one_click_over_its_own_redis(make_app, tmp_path / "full-redis")
     admin = connect(server.url)
     admin.config_set("maxmemory-policy", "noeviction")
     admin.config_set("maxmemory", 1)  # full
     try:
         assert rank(client, "backpack")["logged"] is False
-        response = client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k2", "item_id": item, "type": "purchase"}]})
-        assert error_of(response, 503)["code"] == "unavailable"
+        assert error_of(send_event(client, body, "k2", "purchase"), 503)["code"] == "unavailable"
     finally:
         admin.config_set("maxmemory", 0)
-    log = app.extensions["ranking_service"].events
-    assert log.lengths() == {"rankings": 1, "interactions": 1}
-    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": "k2", "item_id": item, "type": "purchase"}]}).status_code == 202
+    assert app.extensions["ranking_service"].events.lengths() == {"rankings": 1, "interactions": 1}
+    assert send_event(client, body, "k2", "purchase").status_code == 202  # the retry is new, not a duplicate: nothing was stored
+    assert app.extensions["ranking_service"].events.lengths() == {"rankings": 1, "interactions": 2}
     server.close()
 
 
