@@ -39,7 +39,7 @@ from ranker.redis_backend import as_text, key
 from ranker.state import activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
-MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 7.5 KB in Redis: about 1.9 GB at this cap
+MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
 MAX_STREAM_AGE_S = 30 * 24 * 3600
 USER_DATA_TTL_S = 90 * 24 * 3600  # a user's activity counters, like their profile, expire this long after their last event
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
@@ -162,7 +162,7 @@ class RankingEvent:
     ``features`` is the [n, F_static] snapshot in candidate order; ``slots`` are
     the slate's rows in it, in display order; ``category_codes`` and
     ``placed_similarity`` ([L, n]: each placed item's text cosine to every
-    candidate) rebuild the slate features of every step exactly. About 7 KB in
+    candidate) rebuild the slate features of every step exactly. About 8.3 KB in
     Redis for 100 candidates and a slate of 10 (bench/README.md, "Soak").
     """
 

@@ -199,10 +199,15 @@ class Observation:
     valid: np.ndarray  # [K] bool: a real candidate in this slot
     text_vectors: np.ndarray  # [K, d] candidate text vectors, zero rows for empty slots
     category_codes: np.ndarray  # [K] int, -1 for empty slots
+    _similarity: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
 
     def similarity_to(self, slot: int) -> np.ndarray:
-        """[K] text cosine of every candidate to candidate ``slot`` (computed on demand: a slate needs L rows, not K)."""
-        return snapshot_precision(self.text_vectors @ self.text_vectors[slot])
+        """[K] text cosine of every candidate to candidate ``slot``, computed on demand (a slate needs L rows, not K)
+        and once: every arm ranking the request, and the event log, read the same row."""
+        row = self._similarity.get(slot)
+        if row is None:
+            row = self._similarity[slot] = snapshot_precision(self.text_vectors @ self.text_vectors[slot])
+        return row
 
 
 class FeatureBuilder:
