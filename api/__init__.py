@@ -32,8 +32,9 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.events import MAX_STREAM_AGE_S, MAX_STREAM_LEN, SERIES_TTL_S
+from ranker.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
 from ranker.experiments import LOGS_TTL_S
+from ranker.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,12 @@ DEFAULTS: dict[str, Any] = {
     "TEMPERATURE": 0.5,  # serving temperature; 0 = greedy
     "NUM_RESULTS": 10,
     "NUM_CANDIDATES": 100,
-    "RANKING_TTL_S": 24 * 3600,  # how long a ranking takes feedback
-    "DEDUP_TTL_S": 7 * 24 * 3600,  # how long an event_id is remembered
+    "RANKING_TTL_S": RANKING_TTL_S,  # how long a ranking takes feedback
+    "DEDUP_TTL_S": DEDUP_TTL_S,  # how long an event_id is remembered
     "STREAM_MAX_LEN": MAX_STREAM_LEN,  # retention of the rankings and interactions streams: entries ...
     "STREAM_MAX_AGE_S": MAX_STREAM_AGE_S,  # ... and age (0: no age limit)
-    "PROFILE_TTL_S": 90 * 24 * 3600,  # a user's profile and counters expire this long after their last event
-    "PSEUDONYM_TTL_S": 90 * 24 * 3600,  # a user's pseudonym expires this long after their last request
+    "PROFILE_TTL_S": PROFILE_TTL_S,  # a user's profile and counters expire this long after their last event
+    "PSEUDONYM_TTL_S": PSEUDONYM_TTL_S,  # a user's pseudonym expires this long after their last request
     "SERIES_TTL_S": SERIES_TTL_S,  # a day of the live reward series is kept this long after the day
     "EXPERIMENT_LOGS_TTL_S": LOGS_TTL_S,  # an experiment's exposure and outcome logs are kept this long after it ends
     "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,

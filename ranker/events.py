@@ -36,17 +36,16 @@ import numpy as np
 import redis
 
 from ranker.redis_backend import as_text, key
-from ranker.state import activity_key, counter_key
+from ranker.state import PROFILE_TTL_S, activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
 MAX_STREAM_AGE_S = 30 * 24 * 3600
-USER_DATA_TTL_S = 90 * 24 * 3600  # a user's activity counters, like their profile, expire this long after their last event
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
 SERIES_BUCKET_S = 60
 SERIES_TTL_S = 30 * 24 * 3600  # a day's reward series is kept this long after the day ends
-RANKING_TTL_S = 24 * 3600
-DEDUP_TTL_S = 7 * 24 * 3600
+RANKING_TTL_S = 24 * 3600  # how long a served ranking takes feedback
+DEDUP_TTL_S = 7 * 24 * 3600  # how long an event_id is remembered
 
 # KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
 #       clicks, purchases and revenue hashes, the ranking's day of the reward series, the experiment's exposures
@@ -274,7 +273,7 @@ class EventLog:
     """Appends and reads the two streams; every write is a single round trip."""
 
     def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, max_age_s: float | None = MAX_STREAM_AGE_S,
-                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = USER_DATA_TTL_S,
+                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = PROFILE_TTL_S,
                  series_ttl_s: int = SERIES_TTL_S):
         self.client = client
         self.prefix = prefix

@@ -41,14 +41,14 @@ import redis
 from ranker.catalog import Item
 from ranker.catalog_log import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.events import DEDUP_TTL_S, EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
 from ranker.experiments import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.interleaving import team_draft
 from ranker.policy import Ranking, RankingPolicy
 from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
-from ranker.state import PROFILE_TTL_S, Interaction, RedisStateProvider, pseudonym_key
+from ranker.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, Interaction, RedisStateProvider
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +74,9 @@ class ServiceConfig:
     num_results: int = 10
     num_candidates: int = 100
     user_key_secret: bytes = b""
-    pseudonym_ttl_s: int = 90 * 24 * 3600  # a user's pseudonym lives this long after their last request
-    ranking_ttl_s: int = 24 * 3600
-    dedup_ttl_s: int = 7 * 24 * 3600
+    pseudonym_ttl_s: int = PSEUDONYM_TTL_S  # a user's pseudonym lives this long after their last request
+    ranking_ttl_s: int = RANKING_TTL_S
+    dedup_ttl_s: int = DEDUP_TTL_S
     stream_max_len: int = MAX_STREAM_LEN  # retention of the event log by size ...
     stream_max_age_s: float | None = MAX_STREAM_AGE_S  # ... and by age (None: no age limit)
     profile_ttl_s: int = PROFILE_TTL_S  # a user's profile and activity counters expire this long after their last event
@@ -179,7 +179,7 @@ class RankingService:
         self.client = client
         self.config = config = config or ServiceConfig()
         prefix = config.prefix
-        self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s)
+        self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s, pseudonym_ttl_s=config.pseudonym_ttl_s)
         self.events = EventLog(client, prefix=prefix, max_len=config.stream_max_len, max_age_s=config.stream_max_age_s, ranking_ttl_s=config.ranking_ttl_s,
                                dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s, series_ttl_s=config.series_ttl_s)
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
@@ -356,10 +356,7 @@ class RankingService:
         self.experiments.queue_rev(pipe)
         self.catalog_log.queue_read(pipe)
         if user_hash is not None:
-            name = pseudonym_key(self.config.prefix, user_hash)
-            pipe.set(name, uuid.uuid4().hex, nx=True)
-            pipe.expire(name, self.config.pseudonym_ttl_s)
-            pipe.get(name)
+            self.state.queue_pseudonym(pipe, user_hash)
         replies = pipe.execute()
         pointer, experiments_rev, entries = replies[:3]
         self.experiments.refresh(experiments_rev)

@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import random
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import redis
@@ -38,7 +39,8 @@ from ranker.features import UserProfile
 from ranker.redis_backend import key
 
 COUNTERS = ("impressions", "clicks", "purchases")
-PROFILE_TTL_S = 90 * 24 * 3600
+PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
+PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
 PROFILE_RETRIES = 50
 
 
@@ -98,11 +100,22 @@ def _counts(rows: Sequence[Sequence[bytes | None]], n: int) -> np.ndarray:
 class RedisStateProvider:
     """A :class:`ranker.features.StateProvider` over Redis, shared by every server process."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", profile_decay: float = 0.9, profile_ttl_s: int = PROFILE_TTL_S):
+    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", profile_decay: float = 0.9, profile_ttl_s: int = PROFILE_TTL_S,
+                 pseudonym_ttl_s: int = PSEUDONYM_TTL_S):
         self.client = client
         self.prefix = prefix
         self.profile_decay = profile_decay
         self.profile_ttl_s = profile_ttl_s
+        self.pseudonym_ttl_s = pseudonym_ttl_s
+
+    # -------------------------------------------------------- pseudonyms
+    def queue_pseudonym(self, pipe: Any, user_hash: str) -> None:
+        """Queue on ``pipe`` the read of the user's pseudonym, created on their first request and kept
+        ``pseudonym_ttl_s`` after their last; the last of the pipeline's replies is the token."""
+        name = pseudonym_key(self.prefix, user_hash)
+        pipe.set(name, uuid.uuid4().hex, nx=True)
+        pipe.expire(name, self.pseudonym_ttl_s)
+        pipe.get(name)
 
     # ------------------------------------------------------------ reads
     def snapshot(self, item_ids: Sequence[str], user_key: str | None) -> tuple[np.ndarray, UserProfile]:
