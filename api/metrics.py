@@ -9,7 +9,14 @@
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
 - ``ranker_catalog_items``: items in this process's index;
 - ``ranker_learner_skipped{reason}``, ``ranker_learner_updates{decision}``: what the
-  online learner skipped and decided (read from Redis when scraped).
+  online learner skipped and decided; ``ranker_learner_errors{kind}``: updates and
+  rounds that raised, by the stage they failed in; ``ranker_learner_dead_letters``:
+  entries in the dead-letter stream; ``ranker_learner_restarts``: learner processes
+  restarted by the server; ``ranker_learner_running``: learner processes with a
+  fresh heartbeat; ``ranker_learner_last_update_timestamp_seconds``; and
+  ``ranker_learner_feedback_to_serving_seconds{feedback}``: from the oldest and the
+  newest feedback the last promoted version learned from to its promotion (all
+  read from Redis when scraped).
 
 Under gunicorn, ``PROMETHEUS_MULTIPROC_DIR`` (set by ``api/gunicorn_conf.py``)
 makes every worker write its samples to files there, and ``/metrics`` sums
@@ -39,7 +46,31 @@ class Metrics:
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
         self.learner_skipped = Gauge("ranker_learner_skipped", "log entries the learner skipped, by reason (read from Redis at scrape)", ["reason"], registry=registry, multiprocess_mode="max")
         self.learner_updates = Gauge("ranker_learner_updates", "learner updates, by decision (read from Redis at scrape)", ["decision"], registry=registry, multiprocess_mode="max")
+        self.learner_errors = Gauge("ranker_learner_errors", "learner updates and rounds that raised, by kind (read from Redis at scrape)", ["kind"], registry=registry, multiprocess_mode="max")
+        self.learner_dead_letters = Gauge("ranker_learner_dead_letters", "entries in the learner's dead-letter stream (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
+        self.learner_restarts = Gauge("ranker_learner_restarts", "learner processes restarted by the server (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
+        self.learner_running = Gauge("ranker_learner_running", "learner processes with a fresh heartbeat (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
+        self.learner_last_update = Gauge("ranker_learner_last_update_timestamp_seconds", "when the learner last decided an update (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
+        self.learner_freshness = Gauge("ranker_learner_feedback_to_serving_seconds", "from feedback to serving, for the last promoted version (read from Redis at scrape)", ["feedback"], registry=registry, multiprocess_mode="max")
         self._serving: str | None = None
+
+    def learner(self, summary: dict) -> None:
+        """Set the learner gauges from :meth:`ranker.learning.LearnerStatus.summary`."""
+        for reason, count in summary["skipped"].items():
+            self.learner_skipped.labels(reason).set(count)
+        for decision, count in summary["decisions"].items():
+            self.learner_updates.labels(decision).set(count)
+        for kind, count in summary["errors"].items():
+            self.learner_errors.labels(kind).set(count)
+        self.learner_dead_letters.set(summary["dead_letters"])
+        self.learner_restarts.set(summary["restarts"])
+        self.learner_running.set(len(summary["running"]))
+        if summary["last_update"]:
+            self.learner_last_update.set(summary["last_update"]["at"])
+        freshness = (summary["last_promoted"] or {}).get("feedback_to_serving_s")
+        if freshness:
+            for which, seconds in freshness.items():
+                self.learner_freshness.labels(which).set(seconds)
 
     def serving(self, version: str | None) -> None:
         if version and version != self._serving:

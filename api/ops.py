@@ -42,11 +42,7 @@ def prometheus() -> Any:
     m.items.set(len(svc.engine))
     m.serving(svc.policies.version)
     try:
-        learner = LearnerStatus(svc.client, prefix=current_app.config["PREFIX"])
-        for reason, count in learner.skipped().items():
-            m.learner_skipped.labels(reason).set(count)
-        for decision, count in learner.decision_counts().items():
-            m.learner_updates.labels(decision).set(count)
+        m.learner(LearnerStatus(svc.client, prefix=current_app.config["PREFIX"]).summary())
     except redis.RedisError:
         pass  # counted by the rank path; the scrape still answers
     payload, content_type = m.exposition()

@@ -120,7 +120,8 @@ def main() -> None:
         bases = {}
         for name, prefix in (("learning", "learn"), ("frozen", "frozen")):
             port = free_port()
-            command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)]
+            # --no-learn: the frozen server must not learn, and the learning one's learner runs below with the gate set like the shoppers
+            command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--no-learn"]
             processes.append(subprocess.Popen(command, cwd=ROOT, env=dict(env, RANKER_PREFIX=prefix), stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True))
             bases[name] = f"http://127.0.0.1:{port}"
         for process, base in zip(processes, bases.values()):

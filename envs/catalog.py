@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -221,8 +221,13 @@ def query_variants(title: str, category: str, rng: np.random.Generator, n: int) 
     return variants
 
 
-def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine") -> SimCatalog:
-    """A :class:`SimCatalog` from a built :class:`ranker.retrieval.SearchEngine` (its real vectors)."""
+def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine",
+                      encode_texts: Callable[[list[str]], np.ndarray] | None = None) -> SimCatalog:
+    """A :class:`SimCatalog` from a built :class:`ranker.retrieval.SearchEngine` (its real vectors).
+
+    ``encode_texts`` encodes the query bank (default: the engine's text encoder); a caller that rebuilds
+    the world as the catalog changes passes a caching one, so only new phrases meet the encoder.
+    """
     keys = np.sort(engine.store.keys())
     if len(keys) == 0:
         raise ConfigError(f"catalog: the index at {source} has no items", parameter="catalog", value=source)
@@ -241,7 +246,7 @@ def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, 
         for phrase in query_variants(item.title, item.category or "", rng, queries_per_item):
             texts.append(phrase)
             owners.append(row)
-    query_text = engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
+    query_text = encode_texts(texts) if encode_texts else engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
     return SimCatalog(
         item_ids=[item.item_id for item in items], titles=[item.title for item in items],
         category_codes=np.array([categories.index(item.category or "uncategorised") for item in items]), category_names=categories,

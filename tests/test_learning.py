@@ -307,3 +307,136 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
     learner = holder["learner"]
     assert len(learner.updates) == 1 and learner.updates[0].trajectories == 16  # 20 logged before the restart, every 5th held out
     assert client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
+
+
+# ------------------------------------------------------ failures inside updates
+def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(shop, prefix, monkeypatch):
+    import ranker.learning as learning
+
+    serve_sessions(shop, 30)
+    real_gate, calls = learning.gate, []
+
+    def gate_that_fails_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected: the simulator broke")
+        return real_gate(*args, **kwargs)
+
+    monkeypatch.setattr(learning, "gate", gate_that_fails_once)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, retry_backoff_s=0.0))
+    assert learner.step(force=True) is None  # the failed update: no decision, nothing acknowledged
+    assert learner.status.errors() == {"gate": 1}
+    assert shop.client.xpending(learner.events.rankings_stream, "learner")["pending"] == 30
+    assert len(learner.ready) == 30  # back in the queue, in order, for the retry
+    report = learner.step(force=True)
+    assert report is not None and report.decision in ("promoted", "rejected") and report.trajectories == 24
+    assert shop.client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
+    assert shop.client.xlen(learner.dead_key) == 0 and shop.client.hlen(learner.attempts_key) == 0
+    assert learner.status.last_update()["decision"] == report.decision
+
+
+def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_it_train_once(shop, prefix, monkeypatch):
+    import ranker.learning as learning
+
+    ids = serve_sessions(shop, 20)
+    poison = ids[7]
+    real_replay = learning.replay
+
+    def replay_that_breaks_on_one_ranking(trajectories):
+        if any(t.event.ranking_id == poison for t in trajectories):
+            raise ValueError(f"injected: ranking {poison} cannot be replayed")
+        return real_replay(trajectories)
+
+    monkeypatch.setattr(learning, "replay", replay_that_breaks_on_one_ranking)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, retry_backoff_s=0.0, holdout_every=0))
+    assert learner.step(force=True) is None
+    dead = learner.status.dead_letters()
+    assert [entry["ranking_id"] for entry in dead] == [poison]
+    assert "fails on its own" in dead[0]["reason"] and "cannot be replayed" in dead[0]["reason"] and dead[0]["kind"] == "replay"
+    report = learner.step(force=True)
+    assert report is not None and report.trajectories == 19  # the other 19, once
+    for stream in (learner.events.rankings_stream, learner.events.interactions_stream):
+        assert shop.client.xpending(stream, "learner")["pending"] == 0
+    assert learner.reward_stats(shop.registry.history()[0] if report.decision == "promoted" else shop.registry.current())[0] == 19
+    assert learner.status.errors() == {"replay": 1}
+    metrics = shop_metrics(shop)
+    assert "ranker_learner_dead_letters 1.0" in metrics and 'ranker_learner_errors{kind="replay"} 1.0' in metrics
+
+
+def shop_metrics(shop) -> str:
+    from api.metrics import Metrics
+    from ranker.learning import LearnerStatus
+
+    metrics = Metrics()
+    metrics.learner(LearnerStatus(shop.client, prefix=shop.config.prefix).summary())
+    return metrics.exposition()[0].decode()
+
+
+def test_an_update_that_fails_every_time_is_retried_a_bounded_number_of_times_then_dead_lettered(shop, prefix, monkeypatch):
+    import ranker.learning as learning
+
+    serve_sessions(shop, 10)
+
+    def broken_update(*args, **kwargs):
+        raise RuntimeError("injected: every update fails")
+
+    monkeypatch.setattr(learning, "ppo_update", broken_update)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, retry_backoff_s=0.0, max_attempts=3))
+    for _ in range(3):
+        assert learner.step(force=True) is None
+    assert learner.status.errors() == {"train": 3} and not learner.ready
+    dead = learner.status.dead_letters(50)
+    assert len(dead) == 10 and all("failed 3 times" in entry["reason"] for entry in dead)
+    assert shop.client.xpending(learner.events.rankings_stream, "learner")["pending"] == 0
+    assert shop.client.hlen(learner.attempts_key) == 0
+
+
+# ------------------------------------------------------ the gate on the live catalog
+def test_the_gate_simulates_the_catalog_written_through_the_api_and_follows_its_changes(embedded_redis, prefix, tmp_path, encoders, demo_items):
+    """No `ranker index build`: items arrive through the API only; the gate's world is what the servers hold."""
+    import base64
+
+    from ranker.live_catalog import LiveCatalog
+    from ranker.retrieval import SearchEngine
+
+    data_dir = tmp_path / "data"
+    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "REDIS_URL": embedded_redis, "PREFIX": prefix,
+                      "ENGINE": SearchEngine(encoders, data_dir), "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+    client = app.test_client()
+    items = []
+    for item in demo_items[:40]:
+        doc = item.to_json()
+        doc["image"] = "data:image/png;base64," + base64.b64encode(open(item.image, "rb").read()).decode() if index_has_picture(item) else None
+        items.append(doc)
+    assert client.post("/v1/items", json={"items": items}).status_code == 200
+    service = app.extensions["ranking_service"]
+    serve_sessions(service, 20)
+    live = LiveCatalog(service.client, data_dir, prefix=prefix, engine=SearchEngine(encoders, data_dir))
+    config = learner_config(prefix=prefix, gate_env="envs/SlateShoppingSmall-v0", gate_episodes=50)
+    learner = Learner(service.client, service.registry.policies_dir, config, catalog=live)
+    report = learner.step(force=True)
+    assert report.decision in ("promoted", "rejected")
+    sim = report.gate["simulator"]
+    assert "difference" in sim and live.sim_catalog().n_items == 40
+    # the catalog changes under the learner: new items, deleted items
+    for doc in items[:3]:
+        fields = {name: value for name, value in doc.items() if name != "item_id"}
+        assert client.put(f"/v1/items/new-{doc['item_id']}", json=fields).status_code == 200
+    assert live.sim_catalog().n_items == 43 and "new-" + items[0]["item_id"] in live.sim_catalog().item_ids
+    for doc in items[4:]:
+        assert client.delete(f"/v1/items/{doc['item_id']}").status_code == 204
+    assert sorted(live.sim_catalog().item_ids) == sorted([d["item_id"] for d in items[:4]] + [f"new-{d['item_id']}" for d in items[:3]])
+    # down to 2 items, fewer than a slate (5): no simulated world; the off-policy estimate decides alone
+    for item_id in [d["item_id"] for d in items[:4]] + [f"new-{items[0]['item_id']}"]:
+        client.delete(f"/v1/items/{item_id}")
+    serve_sessions(service, 10, seed=1)
+    report = learner.step(force=True)
+    assert report.decision in ("promoted", "rejected")
+    assert "skipped" in report.gate["simulator"] and "slate_size" in report.gate["simulator"]["skipped"]
+    assert any("off-policy estimate alone" in note for note in report.gate["notes"])
+    manifest = RankingPolicy.load(service.registry.path_of(report.version)).manifest
+    assert manifest["evaluation"]["gate"]["notes"] == report.gate["notes"]
+
+
+def index_has_picture(item) -> bool:
+    return bool(item.image) and Path(item.image).is_file()

@@ -1,0 +1,97 @@
+"""The learner's view of the live catalog: the world its simulator gate runs in.
+
+A shop fills its catalog with ``ranker index build`` or through the items API
+(``PUT/POST /v1/items``, ``DELETE /v1/items/<id>``), and the API keeps
+changing it while the service runs. The servers hold the catalog as their
+engine: the item store and the saved indexes under the data directory, plus
+every write since in the catalog stream (:mod:`ranker.catalog_log`). The
+learner opens the same engine and applies the same stream, so its simulator
+meets the items the shoppers meet, whichever way they came.
+
+:meth:`LiveCatalog.sim_catalog` turns that engine into the simulator's
+:class:`envs.catalog.SimCatalog`. It is rebuilt only when the catalog changed
+since the last build (a new catalog stream entry, or another item count),
+and the query bank's phrases are encoded once each (a bounded cache), so a
+rebuild after a few writes costs array copies, not an encoder pass over the
+whole catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranker.catalog_log import CatalogLog
+
+log = logging.getLogger(__name__)
+
+QUERY_CACHE_SIZE = 200_000  # encoded query phrases kept (384 floats each: about 300 MB at the bound)
+
+
+class NoSimulatedWorld(RuntimeError):
+    """The live catalog cannot make a simulated world (no items, or fewer than a slate); the message says why."""
+
+
+class LiveCatalog:
+    """The deployment's catalog (data directory + catalog stream) as the gate's simulator sees it."""
+
+    def __init__(self, client: Any, data_dir: Path, *, prefix: str = "ranker", queries_per_item: int = 2, seed: int = 0, engine: Any = None):
+        """``engine``: an already open :class:`ranker.retrieval.SearchEngine` over ``data_dir`` (tests);
+        unset, it is opened on first use with the encoders the index was built with."""
+        self.client = client
+        self.data_dir = Path(data_dir)
+        self.queries_per_item = queries_per_item
+        self.seed = seed
+        self.catalog_log = CatalogLog(client, prefix=prefix)
+        self._engine = engine
+        self._encoded: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._built: tuple[str, int] | None = None
+        self._world: Any = None
+        self.rebuilds = 0
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            from ranker.retrieval import open_engine
+
+            self._engine = open_engine(self.data_dir, device="cpu")  # the encoders only embed the query bank
+        return self._engine
+
+    def refresh(self) -> int:
+        """Apply the catalog writes made since the last call; returns how many."""
+        return self.catalog_log.catch_up(self.engine)
+
+    def sim_catalog(self) -> Any:
+        """The current catalog as a :class:`envs.catalog.SimCatalog`; :class:`NoSimulatedWorld` when it has no items."""
+        from envs.catalog import build_sim_catalog
+
+        self.refresh()
+        stamp = (self.catalog_log.last_id, len(self.engine))
+        if self._world is not None and stamp == self._built:
+            return self._world
+        if len(self.engine) == 0:
+            raise NoSimulatedWorld("the catalog has no items")
+        self._world = build_sim_catalog(self.engine, queries_per_item=self.queries_per_item, seed=self.seed,
+                                        source=f"live catalog of {self.data_dir}", encode_texts=self._encode)
+        self._built = stamp
+        self.rebuilds += 1
+        log.info("simulated world rebuilt from the live catalog: %d items (catalog stream at %s)", len(self.engine), stamp[0])
+        return self._world
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Query phrases through the engine's text encoder, each phrase encoded once while it stays in the cache."""
+        new = sorted({text for text in texts if text not in self._encoded})
+        if new:
+            vectors = self.engine.encoders.encode_texts(new, progress=len(new) > 2000)
+            for text, vector in zip(new, np.asarray(vectors, dtype=np.float32)):
+                self._encoded[text] = vector
+        out = np.stack([self._encoded[text] for text in texts]) if texts else np.zeros((0, self.engine.encoders.text_dim), np.float32)
+        for text in texts:
+            self._encoded.move_to_end(text)
+        while len(self._encoded) > QUERY_CACHE_SIZE:
+            self._encoded.popitem(last=False)
+        return out

@@ -1,0 +1,194 @@
+"""`ranker serve` runs the whole adaptive loop: the API, the learner beside it and the embedded Redis, started and
+stopped together. Real processes, real Redis, real encoders, shoppers over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from ranker.harness import ApiClient, Shopper, session_through
+from ranker.learning import LearnerStatus
+from ranker.policy import RankingPolicy
+from ranker.redis_backend import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`ranker serve` in a process of its own, on a loopback port."""
+
+    def __init__(self, data_dir: Path, *, redis_url: str | None = None, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RANKER_") and k != "REDIS_URL"}
+        environment.update(THREADS, RANKER_USER_KEY_SECRET="s", **(env or {}))
+        if redis_url:
+            environment["REDIS_URL"] = redis_url
+        self.log = data_dir.parent / f"serve-{self.port}.log"
+        self.process = subprocess.Popen([sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *args],
+                                        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 180) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"the server exited with {self.process.returncode}: {self.stderr()[-3000:]}"
+            try:
+                with urllib.request.urlopen(self.base + "/readyz", timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"not ready after {timeout_s} s: {self.stderr()[-3000:]}")
+
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def learner(self, timeout_s: float = 60) -> psutil.Process:
+        """The `ranker learn` child process, once it runs."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for child in psutil.Process(self.process.pid).children(recursive=True):
+                try:
+                    if "learn" in child.cmdline():
+                        return child
+                except psutil.NoSuchProcess:
+                    pass
+            time.sleep(0.2)
+        raise AssertionError("no learner process beside the server")
+
+    def stop(self, sig: int, timeout_s: float = 120) -> int:
+        self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout_s)
+
+
+def gone(pid: int, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def embedded_redis_pid(data_dir: Path) -> int:
+    return json.loads((data_dir / "redis" / "owner.json").read_text())["redis_pid"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_starts_a_learner_and_a_stop_signal_stops_learner_and_embedded_redis(tmp_path, sig):
+    data_dir = tmp_path / "data"
+    server = Server(data_dir)  # an empty data directory, the embedded Redis, learning on by default
+    learner = server.learner()
+    redis_pid = embedded_redis_pid(data_dir)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # the learner says it runs (its heartbeat), through /metrics
+        metrics = urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode()
+        if "ranker_learner_running 1.0" in metrics:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the learner's heartbeat never reached /metrics")
+    assert server.stop(sig) == 0, server.stderr()[-3000:]
+    for pid, what in ((learner.pid, "learner"), (redis_pid, "embedded Redis")):
+        assert gone(pid), f"the {what} (pid {pid}) outlived the server"
+    assert not (data_dir / "redis" / "owner.json").exists()
+    assert "stopping the learner" in server.stderr() and "stopping the embedded Redis" in server.stderr()
+
+
+def test_an_embedded_redis_orphaned_by_a_killed_server_is_stopped_cleanly_at_the_next_start(tmp_path):
+    data_dir = tmp_path / "data"
+    server = Server(data_dir, args=("--no-learn",))
+    orphan = embedded_redis_pid(data_dir)
+    server.stop(signal.SIGKILL)
+    assert psutil.pid_exists(orphan)  # a crash leaves the embedded Redis behind
+    again = Server(data_dir, args=("--no-learn",))
+    assert gone(orphan), "the orphaned Redis was not stopped"
+    assert "left running by a process that is gone" in again.stderr()
+    fresh = embedded_redis_pid(data_dir)
+    assert fresh != orphan
+    assert again.stop(signal.SIGTERM) == 0 and gone(fresh)
+
+
+def test_a_learner_that_dies_is_restarted_and_the_restart_counted(tmp_path):
+    data_dir = tmp_path / "data"
+    server = Server(data_dir)
+    try:
+        first = server.learner()
+        first.kill()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            again = server.learner()
+            if again.pid != first.pid:
+                break
+            time.sleep(0.3)
+        else:
+            raise AssertionError("the learner was not restarted")
+        deadline = time.monotonic() + 30
+        while "ranker_learner_restarts 1.0" not in urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode():
+            assert time.monotonic() < deadline, "the restart was not counted"
+            time.sleep(0.3)
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside_the_service(tmp_path, debian_redis, demo_items, encoders):
+    """The path a shop takes: `ranker serve` on an empty directory with REDIS_URL, items through POST /v1/items (no
+    `ranker index build`), simulated shoppers over HTTP; the learner beside it decides updates and stays up."""
+    from ranker.live_catalog import LiveCatalog
+    from ranker.retrieval import SearchEngine
+
+    redis_server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
+    data_dir = tmp_path / "data"
+    settings = {"RANKER_LEARN_BATCH_SIZE": "48", "RANKER_LEARN_MIN_BATCH": "16", "RANKER_LEARN_UPDATE_INTERVAL_S": "2",
+                "RANKER_LEARN_LABEL_DELAY_S": "0", "RANKER_GATE_EPISODES": "100", "RANKER_TEMPERATURE": "1.0"}
+    server = Server(data_dir, redis_url=redis_server.url, env=settings)
+    try:
+        api = ApiClient(server.base)
+        items = []
+        for item in demo_items[:120]:
+            doc = item.to_json()
+            doc["image"] = "data:image/png;base64," + base64.b64encode(Path(item.image).read_bytes()).decode()
+            items.append(doc)
+        for start in range(0, len(items), 40):
+            assert api.post("/v1/items", {"items": items[start : start + 40]})["upserted"] == 40
+        client = connect(redis_server.url, socket_timeout=10)
+        world = LiveCatalog(client, data_dir, engine=SearchEngine(encoders, tmp_path / "shopper-view")).sim_catalog()
+        assert world.n_items == 120  # the shoppers' world: the catalog as written through the API
+        shopper = Shopper(world, seed=3)
+        status = LearnerStatus(client)
+        started = time.monotonic()
+        sessions = 0
+        while time.monotonic() - started < 300 and sessions < 1500:
+            session_through(api, shopper, shopper.reset())
+            sessions += 1
+            if sessions % 25 == 0 and {"promoted", "rejected"} & set(status.decision_counts()):
+                break
+        decided = {decision: n for decision, n in status.decision_counts().items() if decision in ("promoted", "rejected")}
+        assert decided, f"no update decided after {sessions} sessions: errors {status.errors()}, {server.stderr()[-3000:]}"
+        verdict = RankingPolicy.load(data_dir / "policies" / status.last_update()["version"]).manifest["evaluation"]["gate"]
+        assert "difference" in verdict["simulator"], verdict  # the gate simulated the catalog written through the API
+        assert status.errors() == {} and status.supervisor()["restarts"] == 0
+        assert status.heartbeats(), "the learner is not running at the end"
+        assert server.learner().is_running()
+    finally:
+        assert server.stop(signal.SIGTERM) == 0
