@@ -25,10 +25,10 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create or refresh .venv
 
-serve: venv  ## the ranking API on the demo shop, embedded Redis, starting policy (builds the demo index on first run)
+serve: venv  ## the ranking API and the online learner beside it on the demo shop, embedded Redis, starting policy (builds the demo index on first run)
 	$(BIN)/ranker serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
-serve-prod: venv  ## the same under gunicorn, 2 workers (REDIS_URL unset: embedded Redis started by the master)
+serve-prod: venv  ## the same under gunicorn, 2 workers and the learner run by the master (REDIS_URL unset: embedded Redis started by the master)
 	$(BIN)/python -c "from pathlib import Path; from ranker.demo_catalog import ensure_demo_index; ensure_demo_index(Path('$(DATA_DIR)'), log=print)"
 	RANKER_DATA_DIR=$(DATA_DIR) RANKER_BIND=$(HOST):$(PORT) OMP_NUM_THREADS=1 $(BIN)/gunicorn -c api/gunicorn_conf.py
 
@@ -54,6 +54,7 @@ bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 mi
 	$(BIN)/python bench/policy.py --train 300000
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/online.py
+	$(BIN)/python bench/api_catalog.py
 	$(BIN)/python bench/ab.py
 
 train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained

@@ -56,9 +56,8 @@ def main() -> None:
     from ranker.demo_catalog import write_demo_catalog
     from ranker.harness import ApiClient, Shopper, session_through
     from ranker.learning import LearnerStatus
-    from ranker.live_catalog import LiveCatalog
+    from ranker.live_catalog import shoppers_world
     from ranker.redis_backend import connect
-    from ranker.retrieval import SearchEngine
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -94,9 +93,7 @@ def main() -> None:
         print(f"{len(catalog)} items written through POST /v1/items in {time.time() - started:.0f} s")
         redis_url = env.get("REDIS_URL") or f"unix://{json.loads((data_dir / 'redis' / 'owner.json').read_text())['socket']}"
         client = connect(redis_url, socket_timeout=30)
-        from ranker.embeddings import load_encoders
-
-        world = LiveCatalog(client, data_dir, engine=SearchEngine(load_encoders("default", "cpu"), OUT / "shopper-view")).sim_catalog()
+        world = shoppers_world(data_dir, redis_url)
         shopper = Shopper(world, seed=args.seed)
         status = LearnerStatus(client)
         first_feedback = first_decided = None

@@ -320,10 +320,11 @@ class Gunicorn:
             "RANKER_BIND": f"{HOST}:{port}", "RANKER_WORKERS": str(workers), "RANKER_THREADS": "1",
             "RANKER_DATA_DIR": str(run_dir), "RANKER_PREFIX": prefix, "REDIS_URL": redis_url,
             "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
+            "RANKER_LEARN": "0",  # the serving figures are the API's alone (a learner would share the 2 cores)
         })
         env.update(settings or {})  # more service settings, e.g. RANKER_STREAM_MAX_LEN
         env.update({name: os.environ[name] for name in THREAD_VARS})
-        self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL", *(settings or {}))}
+        self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL", "RANKER_LEARN", *(settings or {}))}
         self._log = open(log_path, "w")
         # Its own control socket: the default ($HOME/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user.
         command = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--control-socket", str(run_dir / "gunicorn.ctl")]

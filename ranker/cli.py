@@ -558,11 +558,15 @@ def ab_report(experiment_id: str, out_dir: Path | None, alpha: float, mde: float
               help="Continue the world of --seed after the sessions an earlier run sent (e.g. a pre-period before the experiment).")
 @set_option
 @click.option("--experiment", "experiment_id", default=None, help="Print this experiment's report at the end.")
+@click.option("--redis-url", envvar="REDIS_URL", default=None, help="The service's Redis [env REDIS_URL], for a catalog written through the API; unset: its embedded one under --data-dir.")
+@click.option("--prefix", envvar="RANKER_PREFIX", default="ranker", show_default=True, help="The service's Redis key prefix [env RANKER_PREFIX].")
 @url_option
-def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, url: str) -> None:
+def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, redis_url: str | None,
+                prefix: str, url: str) -> None:
     """Send simulated shoppers (envs) to a running service: rank, play the slate, report clicks and purchases.
 
-    --data-dir must be the service's, so that the simulator knows its items. The
+    --data-dir must be the service's, so that the simulator knows its items
+    (a built index, or the catalog written through the API). The
     same --seed meets the same users, so a run before the experiment (say
     --sessions 2000) and one after it (--skip 2000) give CUPED its pre-period.
     """
@@ -573,10 +577,12 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: 
     import envs
     from ranker.harness import ApiError, Shopper, session_through
 
+    from ranker.live_catalog import NoSimulatedWorld, shoppers_world
+
     client = _client(url)
     try:
-        shopper = Shopper(data_dir, seed, **_parse_overrides(overrides))
-    except envs.ConfigError as exc:
+        shopper = Shopper(shoppers_world(data_dir, redis_url, prefix=prefix), seed, **_parse_overrides(overrides))
+    except (envs.ConfigError, NoSimulatedWorld) as exc:
         raise click.ClickException(str(exc)) from None
     shopper.skip(skip)
     served: Counter[str] = Counter()

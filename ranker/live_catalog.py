@@ -95,3 +95,24 @@ class LiveCatalog:
         while len(self._encoded) > QUERY_CACHE_SIZE:
             self._encoded.popitem(last=False)
         return out
+
+
+def shoppers_world(data_dir: Path, redis_url: str | None = None, *, prefix: str = "ranker") -> Any:
+    """What simulated shoppers of a running service search (``ranker ab simulate``): ``data_dir`` itself when it
+    holds a built index (its cached simulator catalog), else the catalog written through the API, read from the
+    catalog stream into an in-memory engine (the service's own files are not touched). ``redis_url`` unset: the
+    embedded Redis of the server running on ``data_dir``."""
+    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.retrieval import SearchEngine, manifest_path
+
+    if manifest_path(data_dir).exists():
+        return Path(data_dir)
+    from ranker.embeddings import load_encoders
+
+    embedded = None if redis_url else EmbeddedRedis(Path(data_dir) / "redis")
+    try:
+        client = connect(redis_url or embedded.url, socket_timeout=30)
+        return LiveCatalog(client, data_dir, prefix=prefix, engine=SearchEngine(load_encoders("default", "cpu"))).sim_catalog()
+    finally:
+        if embedded is not None:
+            embedded.close()  # stops it only where no server owns it

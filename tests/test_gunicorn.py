@@ -53,7 +53,8 @@ def gunicorn(data_dir: Path, **settings: str):
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env.update(RANKER_DATA_DIR=str(data_dir), RANKER_BIND=f"127.0.0.1:{port}", RANKER_WORKERS="2", OMP_NUM_THREADS="1",
-               PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"), **settings)
+               PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"), RANKER_LEARN="0")  # tests that learn run their own learner
+    env.update(settings)
     log_path = data_dir.parent / "gunicorn.log"
     log = open(log_path, "w")
     process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py")], cwd=ROOT, env=env,
@@ -76,8 +77,9 @@ def gunicorn(data_dir: Path, **settings: str):
     try:
         yield base
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=120)
         log.close()
 
 
@@ -88,6 +90,30 @@ def server(demo_engine, tmp_path_factory):
     shutil.copytree(demo_engine.data_dir, data_dir)
     with gunicorn(data_dir, RANKER_TEMPERATURE="0") as base:
         yield base, data_dir
+
+
+def test_the_master_runs_the_learner_and_sigterm_stops_workers_learner_and_embedded_redis(demo_engine, tmp_path):
+    """`make serve-prod`: the gunicorn master runs the learner beside its workers and stops it in order."""
+    import json
+
+    import psutil
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(demo_engine.data_dir, data_dir)
+    with gunicorn(data_dir, RANKER_LEARN="1") as base:
+        deadline = time.monotonic() + 60
+        while "ranker_learner_running 1.0" not in call(base, "GET", "/metrics")[1]["text"]:
+            assert time.monotonic() < deadline, "no learner heartbeat under gunicorn"
+            time.sleep(0.5)
+        learner = next(p for p in psutil.process_iter(["cmdline"]) if "learn" in (p.info["cmdline"] or []) and str(data_dir) in p.info["cmdline"])
+        master = learner.parent()
+        workers = master.children()
+        redis_pid = json.loads((data_dir / "redis" / "owner.json").read_text())["redis_pid"]
+        master.send_signal(signal.SIGTERM)
+        master.wait(timeout=120)
+    for process in (learner, *[w for w in workers if w.pid != learner.pid]):
+        assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE, f"{process.pid} outlived the master"
+    assert not psutil.pid_exists(redis_pid), "the embedded Redis outlived the master"
 
 
 def ranks(base: str, n: int, text: str = "leather backpack") -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -440,3 +441,17 @@ def test_the_gate_simulates_the_catalog_written_through_the_api_and_follows_its_
 
 def index_has_picture(item) -> bool:
     return bool(item.image) and Path(item.image).is_file()
+
+
+def test_the_console_shows_the_learner(shop_app, shop, prefix):
+    page = shop_app.test_client().get("/console/policies").get_data(as_text=True)
+    assert "not running" in page and "none yet" in page
+    serve_sessions(shop, 20)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, heartbeat_s=0.05, min_batch=5, update_interval_s=0.0))
+    learner.run(max_updates=1)
+    shop.client.hset(learner.status.heartbeats_key, "worker-7", json.dumps({"at": time.time(), "pid": 4242, "stage": "idle", "started": time.time()}))
+    page = shop_app.test_client().get("/console/policies").get_data(as_text=True)
+    last = learner.status.last_update()
+    assert last["version"] in page and f"<strong>{last['decision']}</strong>" in page and "batch of 20 rankings (16 trained, 4 held out)" in page
+    assert "running</span> <code>worker-7</code> (pid 4242" in page
+    assert "errors</th><td id=\"learner-errors\">none" in page

@@ -151,11 +151,10 @@ def test_a_learner_that_dies_is_restarted_and_the_restart_counted(tmp_path):
         server.stop(signal.SIGTERM)
 
 
-def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside_the_service(tmp_path, debian_redis, demo_items, encoders):
+def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside_the_service(tmp_path, debian_redis, demo_items):
     """The path a shop takes: `ranker serve` on an empty directory with REDIS_URL, items through POST /v1/items (no
     `ranker index build`), simulated shoppers over HTTP; the learner beside it decides updates and stays up."""
-    from ranker.live_catalog import LiveCatalog
-    from ranker.retrieval import SearchEngine
+    from ranker.live_catalog import shoppers_world
 
     redis_server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
     data_dir = tmp_path / "data"
@@ -172,7 +171,7 @@ def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside
         for start in range(0, len(items), 40):
             assert api.post("/v1/items", {"items": items[start : start + 40]})["upserted"] == 40
         client = connect(redis_server.url, socket_timeout=10)
-        world = LiveCatalog(client, data_dir, engine=SearchEngine(encoders, tmp_path / "shopper-view")).sim_catalog()
+        world = shoppers_world(data_dir, redis_server.url)  # what `ranker ab simulate` plays on: no index, so the catalog stream
         assert world.n_items == 120  # the shoppers' world: the catalog as written through the API
         shopper = Shopper(world, seed=3)
         status = LearnerStatus(client)
