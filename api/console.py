@@ -24,9 +24,9 @@ from pydantic import Field
 
 from api.common import service
 from api.schemas import ExperimentPath, ItemPath
-from ranker.abplots import plot_one, plots_of
-from ranker.abstats import METRICS
-from ranker.catalog import CatalogError, image_bytes
+from ranker.experiments.plots import plot_one, plots_of
+from ranker.experiments.stats import METRICS
+from ranker.catalog.items import CatalogError, image_bytes
 from ranker.errors import RequestError
 
 bp = APIBlueprint("console", __name__, doc_ui=False)
@@ -69,7 +69,7 @@ def learner_view() -> dict[str, Any]:
     """The learner panel: running or not, the last update, errors by kind, restarts, dead letters, freshness."""
     import redis
 
-    from ranker.learning import LearnerStatus
+    from ranker.learning.online import LearnerStatus
 
     try:
         summary = LearnerStatus(service().client, prefix=current_app.config["PREFIX"]).summary()
@@ -94,7 +94,7 @@ def policies_page() -> Any:
 @bp.get("/console/policies/reward.png")
 def reward_plot() -> Any:
     """Reward per ranking per minute, one line per policy version (from the event log's reward series)."""
-    from ranker.evaluation import _figure
+    from ranker.evaluation.simulation import _figure
 
     series = service().events.reward_series()
     figure, axis = _figure()
@@ -154,7 +154,7 @@ class PlotPath(ExperimentPath):
 
 @bp.get("/console/experiments/<experiment_id>/<plot>")
 def experiment_plot(path: PlotPath) -> Any:
-    """One of an experiment's report plots (``ranker.abplots``), drawn alone."""
+    """One of an experiment's report plots (``ranker.experiments.plots``), drawn alone."""
     report = service().experiments.report(path.experiment_id)
     with tempfile.TemporaryDirectory() as directory:
         written = plot_one(report, path.plot, Path(directory) / path.plot)

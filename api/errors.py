@@ -18,9 +18,9 @@ from flask import Flask, jsonify, make_response
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from ranker.catalog import CatalogError
+from ranker.catalog.items import CatalogError
 from ranker.errors import RequestError
-from ranker.retrieval import QueryError
+from ranker.retrieval.engine import QueryError
 from ranker.serving import Unavailable
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import SECURED, require_api_key, service
 from api.schemas import ErrorResponse, ExperimentIn, ExperimentOut, ExperimentPath, ExperimentsResponse, ReportQuery, ReportResponse
-from ranker.experiments import Arm
+from ranker.experiments.store import Arm
 
 bp = APIBlueprint("experiments", __name__, url_prefix="/v1/experiments", abp_tags=[Tag(name="experiments", description="A/B tests and interleaving")])
 

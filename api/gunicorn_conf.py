@@ -11,7 +11,7 @@ Settings come from environment variables:
   worker connects to its socket; it stops with the master.
 - ``RANKER_LEARN`` (default on): the master also runs the online learner
   (``ranker learn``) beside the workers, restarted when it exits
-  (:mod:`ranker.supervisor`). SIGTERM and SIGINT stop the workers, then the
+  (:mod:`ranker.learning.supervisor`). SIGTERM and SIGINT stop the workers, then the
   learner at a safe point, then the embedded Redis.
 
 Workers are independent processes, each with its own index and policy; they
@@ -51,7 +51,7 @@ def on_starting(server):
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     if not os.environ.get("REDIS_URL"):
-        from ranker.redis_backend import EmbeddedRedis
+        from ranker.live.backend import EmbeddedRedis
 
         _embedded = EmbeddedRedis(Path(os.environ.get("RANKER_DATA_DIR", "data")) / "redis")
         os.environ["REDIS_URL"] = _embedded.url
@@ -61,8 +61,8 @@ def on_starting(server):
 def when_ready(server):
     global _learner
     if _learning_on():
-        from ranker.redis_backend import connect
-        from ranker.supervisor import LearnerSupervisor
+        from ranker.live.backend import connect
+        from ranker.learning.supervisor import LearnerSupervisor
 
         _learner = LearnerSupervisor(connect(os.environ["REDIS_URL"]), Path(os.environ.get("RANKER_DATA_DIR", "data")), os.environ["REDIS_URL"],
                                      prefix=os.environ.get("RANKER_PREFIX", "ranker")).start()

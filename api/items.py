@@ -9,7 +9,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from api.common import SECURED, metrics, require_api_key, service
 from api.errors import ApiError
 from api.schemas import BatchResponse, ErrorResponse, ItemFields, ItemOut, ItemPath, ItemsBatch
-from ranker.catalog import CatalogError, Item
+from ranker.catalog.items import CatalogError, Item
 
 bp = APIBlueprint("items", __name__, url_prefix="/v1/items", abp_tags=[Tag(name="items", description="the catalog")])
 

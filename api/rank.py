@@ -8,7 +8,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import metrics, service
 from api.schemas import ErrorResponse, RankRequest, RankResponse
-from ranker.retrieval import Filters
+from ranker.retrieval.engine import Filters
 
 bp = APIBlueprint("rank", __name__, url_prefix="/v1", abp_tags=[Tag(name="rank", description="rank products for a search")])
 

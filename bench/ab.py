@@ -3,7 +3,7 @@
     python bench/ab.py                 # the demo shop, full counts (a few minutes)
     python bench/ab.py --quick         # fewer experiments and worlds
 
-Figures (issue 7), all from ``ranker.abvalidation`` with fixed seeds:
+Figures (issue 7), all from ``ranker.experiments.validation`` with fixed seeds:
 - A/A false-positive rates over re-randomisations of one pool of sessions
   (retrieval order): the fixed-horizon Welch test read once, the same test
   read at every peek with a stop at the first p < alpha (naive peeking), and
@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402,F401
-from ranker.abvalidation import (aa_experiments, oracle_ranking, power_runs, retrieval_ranking, sessions_to_significance,  # noqa: E402
+from ranker.experiments.validation import (aa_experiments, oracle_ranking, power_runs, retrieval_ranking, sessions_to_significance,  # noqa: E402
                                  shuffled_top, simulate_pool, srm_run)
 
 OUT = Path(__file__).parent / "out" / "ab.json"

@@ -13,7 +13,7 @@ What runs (all real parts, on loopback):
   through ``POST /v1/items``: no ``ranker index build``;
 - simulated shoppers (``envs``) over HTTP: ``POST /v1/rank``, their clicks,
   carts and purchases through ``POST /v1/feedback``. Their world is the
-  catalog as the service holds it (:class:`ranker.live_catalog.LiveCatalog`).
+  catalog as the service holds it (:class:`ranker.learning.world.LiveCatalog`).
 
 It prints and writes (``bench/out/api_catalog/result.json``): the time from
 the first feedback to the first decided update, the updates decided
@@ -52,12 +52,12 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(THREADS)
 
-    from ranker.catalog import load_catalog
-    from ranker.demo_catalog import write_demo_catalog
+    from ranker.catalog.items import load_catalog
+    from ranker.catalog.demo import write_demo_catalog
     from ranker.harness import ApiClient, Shopper, session_through
-    from ranker.learning import LearnerStatus
-    from ranker.live_catalog import shoppers_world
-    from ranker.redis_backend import connect
+    from ranker.learning.online import LearnerStatus
+    from ranker.learning.world import shoppers_world
+    from ranker.live.backend import connect
 
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)

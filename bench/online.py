@@ -74,7 +74,7 @@ def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 300) -> 
 
 def prepare_data(source: Path, target: Path) -> None:
     """A private copy of the demo index (the learner writes versions under it)."""
-    from ranker.demo_catalog import ensure_demo_index
+    from ranker.catalog.demo import ensure_demo_index
 
     ensure_demo_index(source, log=print)
     if target.exists():
@@ -106,7 +106,7 @@ def main() -> None:
     os.environ.update(THREADS)
 
     from envs.policies import OraclePolicy
-    from ranker.redis_backend import EmbeddedRedis
+    from ranker.live.backend import EmbeddedRedis
 
     OUT.mkdir(parents=True, exist_ok=True)
     data_dir = OUT / "data"
@@ -167,9 +167,9 @@ def main() -> None:
         for handle in logs.values():
             handle.close()
 
-    from ranker.learning import LearnerStatus
-    from ranker.policy import RankingPolicy
-    from ranker.redis_backend import connect
+    from ranker.learning.online import LearnerStatus
+    from ranker.ranking.policy import RankingPolicy
+    from ranker.live.backend import connect
 
     status = LearnerStatus(connect(redis_server.url), prefix="learn")
     decisions = status.decisions()
@@ -207,7 +207,7 @@ def main() -> None:
     (OUT / "online.json").write_text(json.dumps(figures, indent=2))
     np.savez(OUT / "sessions.npz", versions=np.array(versions), **rewards)
 
-    from ranker.evaluation import _figure, _save
+    from ranker.evaluation.simulation import _figure, _save
 
     figure, axis = _figure()
     x = np.arange(1, args.sessions + 1)

@@ -30,7 +30,7 @@ import torch
 import envs  # noqa: F401
 from envs.evaluation import run_policy
 from envs.policies import OraclePolicy
-from ranker.policy import RankingPolicy
+from ranker.ranking.policy import RankingPolicy
 
 
 def inference_latency(policy: RankingPolicy, env_id: str, requests: int) -> dict[str, float]:
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
     if args.train:
-        from ranker.training import TrainConfig, train
+        from ranker.learning.offline import TrainConfig, train
 
         args.policy = Path("bench/out/ppo-bench")
         train(TrainConfig(timesteps=args.train, eval_every=max(args.train // 6, 10_000)), args.policy, progress=True)

@@ -35,11 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.catalog import load_catalog  # noqa: E402
-from ranker.demo_catalog import generate_items, write_demo_catalog  # noqa: E402
-from ranker.embeddings import load_encoders  # noqa: E402
-from ranker.index import VectorIndex  # noqa: E402
-from ranker.retrieval import SearchEngine  # noqa: E402
+from ranker.catalog.items import load_catalog  # noqa: E402
+from ranker.catalog.demo import generate_items, write_demo_catalog  # noqa: E402
+from ranker.retrieval.encoders import load_encoders  # noqa: E402
+from ranker.retrieval.index import VectorIndex  # noqa: E402
+from ranker.retrieval.engine import SearchEngine  # noqa: E402
 
 QUERIES = [
     "red running shoes", "leather office chair", "blue ceramic mug", "waterproof hiking tent", "wireless headphones",

@@ -20,7 +20,7 @@ Figures:
    ranking's slate) from a few concurrent clients, at several batch sizes,
    one event per request included (target >= 5,000 events/s).
 
-The 100k catalog is text only (``ranker.demo_catalog.generate_items``, as in
+The 100k catalog is text only (``ranker.catalog.demo.generate_items``, as in
 bench/retrieval.py); its index is built once (8-18 minutes here, on both
 cores) and cached under ``bench/out/serve-100k/``. Each run serves it from a fresh data
 directory (``bench/out/serve-run/``: a link to the cached index, its own
@@ -68,8 +68,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval import QUERIES, percentile_ms  # noqa: E402  (bench/retrieval.py: this script's folder is on sys.path)
 
-from ranker.demo_catalog import generate_items  # noqa: E402
-from ranker.retrieval import SearchEngine, read_manifest  # noqa: E402
+from ranker.catalog.demo import generate_items  # noqa: E402
+from ranker.retrieval.engine import SearchEngine, read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
@@ -131,13 +131,13 @@ def ensure_catalog(n_items: int, seed: int, rebuild: bool) -> tuple[Path, dict]:
     """The cached text-only catalog of ``n_items`` items with its saved index; built (every core) when missing."""
     data_dir = catalog_dir(n_items)
     marker = data_dir / "bench_catalog.json"
-    wanted = {"items": n_items, "seed": seed, "generator": "ranker.demo_catalog.generate_items", "pictures": False}
+    wanted = {"items": n_items, "seed": seed, "generator": "ranker.catalog.demo.generate_items", "pictures": False}
     if not rebuild and marker.exists() and read_manifest(data_dir) is not None:
         info = json.loads(marker.read_text())
         if {key: info.get(key) for key in wanted} == wanted:
             print(f"catalog: reusing {n_items:,} items, index {info['index']} under {data_dir} (built in {info['build_s']} s)", flush=True)
             return data_dir, dict(info, reused=True)
-    from ranker.embeddings import load_encoders
+    from ranker.retrieval.encoders import load_encoders
 
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
@@ -541,7 +541,7 @@ def main() -> None:
     prefix = f"bench-serve-{run_id}"
 
     from api import create_app
-    from ranker.redis_backend import EmbeddedRedis
+    from ranker.live.backend import EmbeddedRedis
 
     def on_term(signum, frame):  # a kill of this script still stops gunicorn and Redis (finally below)
         raise SystemExit(f"stopped by signal {signum}")

@@ -118,7 +118,7 @@ class Memory:
     """Resident memory of the service's processes and Redis, and what Redis says it holds."""
 
     def __init__(self, server: Gunicorn, redis_url: str, prefix: str):
-        from ranker.redis_backend import connect, key
+        from ranker.live.backend import connect, key
 
         self.server = server
         self.client = connect(redis_url, socket_timeout=10)
@@ -209,8 +209,8 @@ def main() -> None:
     for name in THREAD_VARS:
         os.environ[name] = "1"
 
-    from ranker.demo_catalog import ensure_demo_index
-    from ranker.redis_backend import EmbeddedRedis
+    from ranker.catalog.demo import ensure_demo_index
+    from ranker.live.backend import EmbeddedRedis
 
     ensure_demo_index(args.source, log=print)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -251,7 +251,7 @@ def main() -> None:
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(figures, indent=2))
 
-    from ranker.evaluation import _figure, _save
+    from ranker.evaluation.simulation import _figure, _save
 
     figure, axis = _figure()
     middles = [m["minute"] - 0.5 for m in minutes]  # a minute's figures sit at its middle, on the same time axis as memory and forks

@@ -4,7 +4,7 @@ A :class:`SimCatalog` is made once from a built search index (the real item
 vectors of ``ranker index build``), plus a bank of queries written from item
 titles and encoded with the same text encoder the service uses. Sessions then
 retrieve candidates from these cached embeddings with the service's own
-fusion (:func:`ranker.retrieval.fuse_scores`), exactly and without FAISS, so
+fusion (:func:`ranker.retrieval.engine.fuse_scores`), exactly and without FAISS, so
 an environment step never runs an encoder.
 
 Saved as one ``.npz`` (no pickles) under ``DATA_DIR/sim/``; it is rebuilt when
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from envs.config import ConfigError
-from ranker.retrieval import CHANNELS, fuse_scores
+from ranker.retrieval.engine import CHANNELS, fuse_scores
 
 SIM_CATALOG_VERSION = 1
 PHOTO_NOISE_SEED = 7
@@ -223,7 +223,7 @@ def query_variants(title: str, category: str, rng: np.random.Generator, n: int) 
 
 def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine",
                       encode_texts: Callable[[list[str]], np.ndarray] | None = None) -> SimCatalog:
-    """A :class:`SimCatalog` from a built :class:`ranker.retrieval.SearchEngine` (its real vectors).
+    """A :class:`SimCatalog` from a built :class:`ranker.retrieval.engine.SearchEngine` (its real vectors).
 
     ``encode_texts`` encodes the query bank (default: the engine's text encoder); a caller that rebuilds
     the world as the catalog changes passes a caching one, so only new phrases meet the encoder.
@@ -259,7 +259,7 @@ def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, 
 
 def sim_catalog_path(data_dir: Path, *, queries_per_item: int = 2, seed: int = 0) -> Path:
     """Where the simulator catalog of ``data_dir`` is cached: named after the index build it came from."""
-    from ranker.retrieval import read_manifest
+    from ranker.retrieval.engine import read_manifest
 
     manifest = read_manifest(Path(data_dir)) or {}
     stamp = json.dumps([manifest.get("built_at"), manifest.get("saved_at"), manifest.get("count"), queries_per_item, seed, SIM_CATALOG_VERSION])
@@ -279,13 +279,13 @@ def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_it
 
         return tiny_catalog()
     if spec == "demo":
-        from ranker.demo_catalog import ensure_demo_index
+        from ranker.catalog.demo import ensure_demo_index
 
         data_dir = Path(os.environ.get("RANKER_DATA_DIR", "data"))
         ensure_demo_index(data_dir)
     else:
         data_dir = Path(spec)
-    from ranker.retrieval import manifest_path
+    from ranker.retrieval.engine import manifest_path
 
     if not manifest_path(data_dir).exists():
         raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; build one with `ranker index build --data-dir {data_dir}`", parameter="catalog", value=str(spec))
@@ -296,7 +296,7 @@ def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_it
 def _cached_catalog(path: Path, data_dir: Path, queries_per_item: int, seed: int) -> SimCatalog:
     if path.exists():
         return SimCatalog.load(path)
-    from ranker.retrieval import open_engine
+    from ranker.retrieval.engine import open_engine
 
     catalog = build_sim_catalog(open_engine(data_dir, device="cpu"), queries_per_item=queries_per_item, seed=seed, source=str(data_dir))
     catalog.save(path)

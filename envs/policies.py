@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ranker.features import FEATURES
+from ranker.ranking.features import FEATURES
 
 Policy = Callable[[Any, dict[str, np.ndarray]], int]
 

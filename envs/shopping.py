@@ -3,7 +3,7 @@
 One episode composes one slate for one simulated search: L steps, each
 placing one of K retrieved candidates at the next position.
 
-- Observation (``Dict``): ``features`` [K, F] from :mod:`ranker.features`
+- Observation (``Dict``): ``features`` [K, F] from :mod:`ranker.ranking.features`
   (the same code that serves live traffic), ``mask`` [K] (1 = still
   available), ``position`` (t; L after the last step) and ``context``.
 - Action: ``Discrete(K)``; :meth:`SlateShoppingEnv.action_masks` gives the
@@ -35,7 +35,7 @@ from envs.catalog import SimCatalog, load_sim_catalog
 from envs.click_models import make_click_model
 from envs.config import ConfigError, EnvConfig, make_config
 from envs.shoppers import Session, Utilities, World
-from ranker.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, SlateFeatures, UserProfile
+from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, SlateFeatures, UserProfile
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.

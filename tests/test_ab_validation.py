@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 
 import envs  # noqa: F401  (registers the environments)
-from ranker.abstats import ratio_estimate, user_sums
-from ranker.abvalidation import (aa_experiments, oracle_ranking, planned_users, power_runs, retrieval_ranking, sessions_to_significance,
+from ranker.experiments.stats import ratio_estimate, user_sums
+from ranker.experiments.validation import (aa_experiments, oracle_ranking, planned_users, power_runs, retrieval_ranking, sessions_to_significance,
                                  simulate_pool, srm_run)
 
 ALPHA = 0.05

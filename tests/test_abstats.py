@@ -11,10 +11,10 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 
-from ranker.abplots import plot_report
-from ranker.abstats import (AnalysisError, Sessions, analyse, beta_binomial, cuped, holm, msprt_p_value, per_user_sd,
+from ranker.experiments.plots import plot_report
+from ranker.experiments.stats import (AnalysisError, Sessions, analyse, beta_binomial, cuped, holm, msprt_p_value, per_user_sd,
                             ratio_estimate, required_users, srm_check, user_sums)
-from ranker.interleaving import analyse_interleaving, credit, team_draft
+from ranker.experiments.interleaving import analyse_interleaving, credit, team_draft
 
 
 def clustered_sessions(seed: int, n_users: int = 2000, *, lift: float = 0.0, with_pre: bool = False) -> Sessions:

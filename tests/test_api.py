@@ -17,8 +17,8 @@ import redis
 from PIL import Image
 
 from api import create_app
-from ranker.policy import RankingPolicy
-from ranker.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.registry import STARTING_POLICY
 
 API_KEY = "test-key"
 
@@ -396,7 +396,7 @@ def test_without_redis_rank_serves_unlogged_and_writes_answer_503(make_app, tmp_
 
 def one_click_over_its_own_redis(make_app, directory):
     """An app over an embedded Redis of its own, with one ranking served and a click on it acknowledged."""
-    from ranker.redis_backend import EmbeddedRedis
+    from ranker.live.backend import EmbeddedRedis
 
     server = EmbeddedRedis(directory)
     app = make_app(REDIS_URL=server.url)
@@ -411,7 +411,7 @@ def send_event(client, body, event_id, kind):
 
 
 def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_path):
-    from ranker.redis_backend import EmbeddedRedis, connect
+    from ranker.live.backend import EmbeddedRedis, connect
 
     server, app, client, body = one_click_over_its_own_redis(make_app, tmp_path / "own-redis")
     server.close()  # saves and stops
@@ -425,7 +425,7 @@ def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_pa
 
 def test_a_full_redis_refuses_writes_so_feedback_is_503_and_ranking_goes_on(make_app, tmp_path):
     """maxmemory reached under noeviction (README, "Operations"): Redis answers OOM to writes; nothing stored is dropped."""
-    from ranker.redis_backend import connect
+    from ranker.live.backend import connect
 
     server, app, client, body = one_click_over_its_own_redis(make_app, tmp_path / "full-redis")
     admin = connect(server.url)
@@ -491,7 +491,7 @@ def test_no_raw_user_id_is_stored_and_erasing_a_user_unlinks_their_events(make_a
     r = redis.Redis.from_url(embedded_redis)
     assert b"zed" not in every_stored_byte(r, prefix)  # not in keys, values, profiles or the streams
     from ranker.serving import pseudonymise
-    from ranker.state import activity_key, profile_key, pseudonym_key
+    from ranker.live.state import activity_key, profile_key, pseudonym_key
 
     user_hash = pseudonymise("zed@example.com", b"k1")
     assert user_hash != pseudonymise("zed@example.com", b"k2")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ranker.catalog import (
+from ranker.catalog.items import (
     CATALOG_FIELDS,
     CatalogError,
     Item,

@@ -25,10 +25,10 @@ import torch
 from werkzeug.serving import make_server
 
 from api import create_app
-from ranker.events import EventLog
+from ranker.live.events import EventLog
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.policy import RankingPolicy
-from ranker.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.registry import STARTING_POLICY
 
 API_KEY = "console-key"
 ARTIFACTS = Path(os.environ.get("RANKER_TEST_ARTIFACTS", "test-artifacts")) / "console"

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ranker.catalog import Item, load_catalog
-from ranker.demo_catalog import (
+from ranker.catalog.items import Item, load_catalog
+from ranker.catalog.demo import (
     BRANDS,
     CATEGORIES,
     CATEGORY_BY_NAME,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ranker.embeddings import ClipEncoders, LabelBridge, imagenet_label_names, load_encoders, resolve_device
-from ranker.images import ImageError
+from ranker.retrieval.encoders import ClipEncoders, LabelBridge, imagenet_label_names, load_encoders, resolve_device
+from ranker.catalog.images import ImageError
 
 
 def disc(colour: str, size: int = 180) -> Image.Image:

@@ -18,7 +18,7 @@ from envs.click_models import Cascade, DependentClick, PositionBased, examinatio
 from envs.evaluation import compare, format_table, mean_ci95
 from envs.policies import OraclePolicy, RandomPolicy, reference_policies
 from ranker.cli import main
-from ranker.features import FEATURES, schema_hash
+from ranker.ranking.features import FEATURES, schema_hash
 
 
 def make(env_id: str, catalog, **kwargs) -> gym.Env:
@@ -258,7 +258,7 @@ def test_query_variants_read_like_searches():
 
 def test_retrieval_in_the_simulator_matches_the_search_engine(sim_catalog, demo_engine):
     """The simulator's cached candidates are the engine's own top-K for the same query vector."""
-    from ranker.retrieval import QueryVectors
+    from ranker.retrieval.engine import QueryVectors
 
     query = 17
     found = sim_catalog.retrieve(query, "text", 20)

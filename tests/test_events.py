@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import redis
 
-from ranker.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.features import UserProfile, snapshot_precision
-from ranker.policy import RankingPolicy
-from ranker.redis_backend import connect
-from ranker.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
-from ranker.state import RedisStateProvider
+from ranker.live.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.ranking.features import UserProfile, snapshot_precision
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.backend import connect
+from ranker.live.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
+from ranker.live.state import RedisStateProvider
 
 
 @pytest.fixture()
@@ -123,7 +123,7 @@ def test_ranking_records_expire_after_their_ttl(client, prefix):
 
 
 def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, prefix):
-    from ranker.state import activity_key
+    from ranker.live.state import activity_key
 
     log = EventLog(client, prefix=prefix, max_age_s=1.0, user_data_ttl_s=60)
     old = ranking_event()
@@ -143,7 +143,7 @@ def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, pr
 
 
 def test_the_reward_series_is_kept_per_day_and_expires_after_its_retention(client, prefix):
-    from ranker.events import series_day
+    from ranker.live.events import series_day
 
     log = EventLog(client, prefix=prefix, series_ttl_s=3600)
     now = time.time()

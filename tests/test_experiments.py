@@ -19,11 +19,11 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from ranker.cli import main as cli
-from ranker.events import EventLog, ExperimentKeys
-from ranker.experiments import Arm, ExperimentError, ExperimentStore, summarise
+from ranker.live.events import EventLog, ExperimentKeys
+from ranker.experiments.store import Arm, ExperimentError, ExperimentStore, summarise
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.policy import RankingPolicy
-from ranker.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.registry import STARTING_POLICY
 
 VERSIONS = ["v-start", "v-other"]
 
@@ -333,7 +333,7 @@ def test_a_simulated_ab_test_between_two_policy_versions_runs_through_http_and_r
 
 # -------------------------------------------------------- off-policy preview
 def test_off_policy_preview_from_logged_rankings(app, embedded_redis, prefix):
-    from ranker.ope import estimate, logged_trajectories
+    from ranker.evaluation.ope import estimate, logged_trajectories
 
     client = app.test_client()
     rng = np.random.default_rng(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ranker.features import (
+from ranker.ranking.features import (
     CONTEXT_FEATURES,
     FEATURES,
     STATIC_FEATURES,
@@ -42,7 +42,7 @@ def column(matrix: np.ndarray, name: str) -> np.ndarray:
     return matrix[:, FEATURES.index(name)]
 
 
-# static features and similarities are rounded to float16 where they are made (ranker.features.snapshot_precision)
+# static features and similarities are rounded to float16 where they are made (ranker.ranking.features.snapshot_precision)
 HALF = dict(rtol=2.0**-11, atol=1e-7)
 
 

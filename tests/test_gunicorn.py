@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ranker.policy import RankingPolicy
-from ranker.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.registry import STARTING_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -242,8 +242,8 @@ def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_ac
 
     import redis as redis_py
 
-    from ranker.events import REWARD_WEIGHTS
-    from ranker.learning import LearnerStatus
+    from ranker.live.events import REWARD_WEIGHTS
+    from ranker.learning.online import LearnerStatus
 
     server = debian_redis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     data_dir = tmp_path / "data"

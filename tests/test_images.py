@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ranker.catalog import CatalogError
-from ranker.images import MAX_IMAGE_PIXELS, ImageError, decode_image
+from ranker.catalog.items import CatalogError
+from ranker.catalog.images import MAX_IMAGE_PIXELS, ImageError, decode_image
 
 
 def encode(picture: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -9,7 +9,7 @@ import faiss
 import numpy as np
 import pytest
 
-from ranker.index import IndexConfig, VectorIndex, VectorIndexError
+from ranker.retrieval.index import IndexConfig, VectorIndex, VectorIndexError
 
 DIM = 32
 N = 4_000

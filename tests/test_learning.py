@@ -16,11 +16,11 @@ import pytest
 import redis
 
 from api import create_app
-from ranker.events import InteractionEvent, RankingEvent
-from ranker.learning import Joiner, Learner, LearnerConfig, Trajectory, log_probs_of, ope_difference, replay, usable
-from ranker.policy import RankingPolicy, sha256_of
-from ranker.redis_backend import connect, key
-from ranker.registry import STARTING_POLICY
+from ranker.live.events import InteractionEvent, RankingEvent
+from ranker.learning.online import Joiner, Learner, LearnerConfig, Trajectory, log_probs_of, ope_difference, replay, usable
+from ranker.ranking.policy import RankingPolicy, sha256_of
+from ranker.live.backend import connect, key
+from ranker.live.registry import STARTING_POLICY
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
@@ -278,7 +278,7 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
     """Debian's redis-server on a fixed socket, with an append-only file: stopped and started again under a running learner."""
     import threading
 
-    from ranker.redis_backend import connect
+    from ranker.live.backend import connect
 
     server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
     url = server.url
@@ -312,7 +312,7 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
 
 # ------------------------------------------------------ failures inside updates
 def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(shop, prefix, monkeypatch):
-    import ranker.learning as learning
+    import ranker.learning.online as learning
 
     serve_sessions(shop, 30)
     real_gate, calls = learning.gate, []
@@ -337,7 +337,7 @@ def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(s
 
 
 def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_it_train_once(shop, prefix, monkeypatch):
-    import ranker.learning as learning
+    import ranker.learning.online as learning
 
     ids = serve_sessions(shop, 20)
     poison = ids[7]
@@ -366,7 +366,7 @@ def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_
 
 def shop_metrics(shop) -> str:
     from api.metrics import Metrics
-    from ranker.learning import LearnerStatus
+    from ranker.learning.online import LearnerStatus
 
     metrics = Metrics()
     metrics.learner(LearnerStatus(shop.client, prefix=shop.config.prefix).summary())
@@ -374,7 +374,7 @@ def shop_metrics(shop) -> str:
 
 
 def test_an_update_that_fails_every_time_is_retried_a_bounded_number_of_times_then_dead_lettered(shop, prefix, monkeypatch):
-    import ranker.learning as learning
+    import ranker.learning.online as learning
 
     serve_sessions(shop, 10)
 
@@ -397,8 +397,8 @@ def test_the_gate_simulates_the_catalog_written_through_the_api_and_follows_its_
     """No `ranker index build`: items arrive through the API only; the gate's world is what the servers hold."""
     import base64
 
-    from ranker.live_catalog import LiveCatalog
-    from ranker.retrieval import SearchEngine
+    from ranker.learning.world import LiveCatalog
+    from ranker.retrieval.engine import SearchEngine
 
     data_dir = tmp_path / "data"
     app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "REDIS_URL": embedded_redis, "PREFIX": prefix,

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 import envs  # noqa: F401  (registers the environments)
 from ranker.cli import main
-from ranker.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
-from ranker.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
-from ranker.training import TrainConfig, train
+from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
+from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
+from ranker.learning.offline import TrainConfig, train
 
 K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
 
@@ -73,7 +73,7 @@ def test_greedy_is_the_score_order(policy):
 
 def test_log_probabilities_match_the_sampled_slate(policy):
     """Each position's log-probability is the masked softmax of the scores at that step, and they sum to log P(slate)."""
-    from ranker.features import SlateFeatures
+    from ranker.ranking.features import SlateFeatures
 
     observation = random_observation(np.random.default_rng(4))
     ranking = policy.rank(observation, 5, temperature=0.7, rng=np.random.default_rng(0))
@@ -172,7 +172,7 @@ def test_cli_train_then_evaluate_prints_the_table_and_writes_plots(tmp_path):
 
 
 def test_packaged_starting_policy_loads_and_beats_retrieval_in_its_own_evaluation():
-    from ranker.registry import STARTING_POLICY
+    from ranker.live.registry import STARTING_POLICY
 
     policy = RankingPolicy.load(STARTING_POLICY)  # checksum and feature schema verified on load
     evaluation = policy.manifest["evaluation"]["held_out"]

@@ -131,7 +131,7 @@ def test_the_api_key_comes_from_a_file_and_never_reaches_the_logs(secured_redis,
 
 
 def test_redis_urls_are_redacted_before_they_are_printed():
-    from ranker.redis_backend import redacted
+    from ranker.live.backend import redacted
 
     assert redacted(f"rediss://:{PASSWORD}@10.0.0.1:6380/0?ssl_ca_certs=/ca.crt") == "rediss://:***@10.0.0.1:6380/0?ssl_ca_certs=/ca.crt"
     assert redacted(f"redis://app:{PASSWORD}@host/1") == "redis://app:***@host/1"

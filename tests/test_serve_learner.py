@@ -18,9 +18,9 @@ import psutil
 import pytest
 
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.learning import LearnerStatus
-from ranker.policy import RankingPolicy
-from ranker.redis_backend import connect
+from ranker.learning.online import LearnerStatus
+from ranker.ranking.policy import RankingPolicy
+from ranker.live.backend import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -154,7 +154,7 @@ def test_a_learner_that_dies_is_restarted_and_the_restart_counted(tmp_path):
 def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside_the_service(tmp_path, debian_redis, demo_items):
     """The path a shop takes: `ranker serve` on an empty directory with REDIS_URL, items through POST /v1/items (no
     `ranker index build`), simulated shoppers over HTTP; the learner beside it decides updates and stays up."""
-    from ranker.live_catalog import shoppers_world
+    from ranker.learning.world import shoppers_world
 
     redis_server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
     data_dir = tmp_path / "data"

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import redis
 
-from ranker.catalog import Item
-from ranker.redis_backend import as_text, key
-from ranker.retrieval import EmbeddedItems, SearchEngine
+from ranker.catalog.items import Item
+from ranker.live.backend import as_text, key
+from ranker.retrieval.engine import EmbeddedItems, SearchEngine
 
 MAX_CATALOG_LOG = 100_000
 READ_BATCH = 64

@@ -4,7 +4,7 @@ A shop fills its catalog with ``ranker index build`` or through the items API
 (``PUT/POST /v1/items``, ``DELETE /v1/items/<id>``), and the API keeps
 changing it while the service runs. The servers hold the catalog as their
 engine: the item store and the saved indexes under the data directory, plus
-every write since in the catalog stream (:mod:`ranker.catalog_log`). The
+every write since in the catalog stream (:mod:`ranker.live.catalog_stream`). The
 learner opens the same engine and applies the same stream, so its simulator
 meets the items the shoppers meet, whichever way they came.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ranker.catalog_log import CatalogLog
+from ranker.live.catalog_stream import CatalogLog
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class LiveCatalog:
     """The deployment's catalog (data directory + catalog stream) as the gate's simulator sees it."""
 
     def __init__(self, client: Any, data_dir: Path, *, prefix: str = "ranker", queries_per_item: int = 2, seed: int = 0, engine: Any = None):
-        """``engine``: an already open :class:`ranker.retrieval.SearchEngine` over ``data_dir`` (tests);
+        """``engine``: an already open :class:`ranker.retrieval.engine.SearchEngine` over ``data_dir`` (tests);
         unset, it is opened on first use with the encoders the index was built with."""
         self.client = client
         self.data_dir = Path(data_dir)
@@ -56,7 +56,7 @@ class LiveCatalog:
     @property
     def engine(self) -> Any:
         if self._engine is None:
-            from ranker.retrieval import open_engine
+            from ranker.retrieval.engine import open_engine
 
             self._engine = open_engine(self.data_dir, device="cpu")  # the encoders only embed the query bank
         return self._engine
@@ -102,12 +102,12 @@ def shoppers_world(data_dir: Path, redis_url: str | None = None, *, prefix: str 
     holds a built index (its cached simulator catalog), else the catalog written through the API, read from the
     catalog stream into an in-memory engine (the service's own files are not touched). ``redis_url`` unset: the
     embedded Redis of the server running on ``data_dir``."""
-    from ranker.redis_backend import EmbeddedRedis, connect
-    from ranker.retrieval import SearchEngine, manifest_path
+    from ranker.live.backend import EmbeddedRedis, connect
+    from ranker.retrieval.engine import SearchEngine, manifest_path
 
     if manifest_path(data_dir).exists():
         return Path(data_dir)
-    from ranker.embeddings import load_encoders
+    from ranker.retrieval.encoders import load_encoders
 
     embedded = None if redis_url else EmbeddedRedis(Path(data_dir) / "redis")
     try:

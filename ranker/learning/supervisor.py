@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import redis
 
-from ranker.redis_backend import key
+from ranker.live.backend import key
 
 log = logging.getLogger(__name__)
 

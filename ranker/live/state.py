@@ -1,13 +1,13 @@
 """Live feature state in Redis: item counters and user profiles.
 
-The feature builder reads two kinds of state (:class:`ranker.features.StateProvider`):
+The feature builder reads two kinds of state (:class:`ranker.ranking.features.StateProvider`):
 
 - item counters, three hashes keyed by item id: ``{p}:counts:impressions``,
   ``{p}:counts:clicks``, ``{p}:counts:purchases``. Impressions move when a
   slate is logged; clicks and purchases when feedback is accepted (in the same
   script that appends the event, so a counter moves exactly once per event);
 - user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
-  with the JSON scalars of :class:`ranker.features.UserProfile` and its
+  with the JSON scalars of :class:`ranker.ranking.features.UserProfile` and its
   embedding as float32 bytes. An update is a WATCH/MULTI transaction, retried
   when two requests for one user race, so no interaction is lost. Profiles
   expire after ``profile_ttl_s`` without activity.
@@ -35,8 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 import redis
 
-from ranker.features import UserProfile
-from ranker.redis_backend import key
+from ranker.ranking.features import UserProfile
+from ranker.live.backend import key
 
 COUNTERS = ("impressions", "clicks", "purchases")
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
@@ -98,7 +98,7 @@ def _counts(rows: Sequence[Sequence[bytes | None]], n: int) -> np.ndarray:
 
 
 class RedisStateProvider:
-    """A :class:`ranker.features.StateProvider` over Redis, shared by every server process."""
+    """A :class:`ranker.ranking.features.StateProvider` over Redis, shared by every server process."""
 
     def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", profile_decay: float = 0.9, profile_ttl_s: int = PROFILE_TTL_S,
                  pseudonym_ttl_s: int = PSEUDONYM_TTL_S):

@@ -1,7 +1,7 @@
 """Policy versions: artifacts on disk, the serving pointer in Redis.
 
 Artifacts live under ``<data_dir>/policies/<version>/`` (see
-:mod:`ranker.policy`; on several machines that directory is shared storage).
+:mod:`ranker.ranking.policy`; on several machines that directory is shared storage).
 Which version serves is one Redis key, ``{p}:policy:current``; the versions it
 replaced are a list, ``{p}:policy:history``, newest first, so a rollback
 returns to the previous one. Promote and rollback are WATCH/MULTI
@@ -33,12 +33,12 @@ from typing import Any, Sequence
 import redis
 
 from ranker.errors import RequestError
-from ranker.policy import MANIFEST_FILE, PolicyError, RankingPolicy
-from ranker.redis_backend import key
+from ranker.ranking.policy import MANIFEST_FILE, PolicyError, RankingPolicy
+from ranker.live.backend import key
 
 log = logging.getLogger(__name__)
 
-STARTING_POLICY = Path(__file__).parent / "assets" / "starting_policy"
+STARTING_POLICY = Path(__file__).parents[1] / "assets" / "starting_policy"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 

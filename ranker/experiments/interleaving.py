@@ -33,7 +33,7 @@ from typing import Any, Hashable, Iterable, Sequence, TypeVar
 import numpy as np
 from scipy import stats
 
-from ranker.abstats import checkpoint_times, json_ready
+from ranker.experiments.stats import checkpoint_times, json_ready
 
 T = TypeVar("T", bound=Hashable)
 TEAM_A, TEAM_B = 0, 1

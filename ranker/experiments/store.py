@@ -4,11 +4,11 @@ An experiment compares arms, each a policy version or the ``retrieval``
 baseline (the retrieval order, no policy), in one of two modes:
 
 - ``ab``: every user is assigned to one arm by a hash of (experiment salt,
-  pseudonymised user) with the arms' weights (``ranker.assignment``): the same
+  pseudonymised user) with the arms' weights (``ranker.experiments.assignment``): the same
   arm on every request and in every process, with nothing shared but the
   definition;
 - ``interleave``: two arms; every ranking is a team-draft interleaving of the
-  two policies' rankings (``ranker.interleaving``) and a click credits the
+  two policies' rankings (``ranker.experiments.interleaving``) and a click credits the
   team whose item it was.
 
 Traffic: an experiment takes a ``traffic`` share of users. Experiments whose
@@ -16,13 +16,13 @@ traffic would overlap are refused, unless they declare the same ``layer``:
 inside a layer users are hashed once (by the layer's name) and each
 experiment owns its own range of buckets, so they never share a user.
 
-Logs, all in Redis next to the event log (``ranker.events.ExperimentKeys``):
+Logs, all in Redis next to the event log (``ranker.live.events.ExperimentKeys``):
 the exposure of each session (user, arm, time) is written in the ranking's own
 transaction, with the user's purchases per ranking before their first
 exposure (the pre-period covariate of CUPED); feedback's idempotent script
 adds clicks, purchases and revenue per session (or per ranking and team).
 :meth:`ExperimentStore.report` reads them back and hands them to
-``ranker.abstats`` (or ``analyse_interleaving``).
+``ranker.experiments.stats`` (or ``analyse_interleaving``).
 
 Definitions live in the hash ``{p}:experiments``; every change bumps
 ``{p}:experiments:rev``, which servers read with each request's policy
@@ -43,13 +43,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import redis
 
-from ranker.abstats import METRICS, Sessions, analyse
-from ranker.assignment import BUCKETS, arm_of, bucket
+from ranker.experiments.stats import METRICS, Sessions, analyse
+from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.errors import RequestError
-from ranker.events import ExperimentKeys
-from ranker.interleaving import analyse_interleaving
-from ranker.redis_backend import as_text, key
-from ranker.state import activity_key
+from ranker.live.events import ExperimentKeys
+from ranker.experiments.interleaving import analyse_interleaving
+from ranker.live.backend import as_text, key
+from ranker.live.state import activity_key
 
 MODES = ("ab", "interleave")
 RETRIEVAL_ARM = "retrieval"  # the baseline arm: candidates in retrieval order
@@ -61,7 +61,7 @@ LOGS_TTL_S = 180 * 24 * 3600  # an experiment's exposure and outcome logs are ke
 # KEYS: exposures hash, pre-period hash, the user's activity hash.
 # ARGV: exposure field, exposure record, user key, when the logs expire (unix seconds; '' while open-ended).
 # The first exposure wins (HSETNX); the user's pre-period value is taken once, before this ranking counts.
-# Feedback copies the exposures' expiry to the outcome hashes (ranker.events).
+# Feedback copies the exposures' expiry to the outcome hashes (ranker.live.events).
 _EXPOSE = """
 redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('HEXISTS', KEYS[2], ARGV[3]) == 0 then
@@ -369,7 +369,7 @@ class ExperimentStore:
 
     # ----------------------------------------------------------- reports
     def report(self, experiment_id: str, *, alpha: float = 0.05, mde: float = 0.10, seed: int = 0) -> dict[str, Any]:
-        """The experiment's analysis (``ranker.abstats``), from its exposure and outcome logs."""
+        """The experiment's analysis (``ranker.experiments.stats``), from its exposure and outcome logs."""
         experiment = self.get(experiment_id)
         keys = ExperimentKeys(self.prefix, experiment_id)
         pipe = self.client.pipeline(transaction=False)
@@ -395,7 +395,7 @@ class ExperimentStore:
 
 def sessions_of(records: dict[str, dict[str, Any]], users: dict[str, int], clicks: dict[str, str], purchases: dict[str, str],
                 revenue: dict[str, str], pre: dict[str, str]) -> Sessions:
-    """The exposure and outcome logs of an A/B experiment as ``ranker.abstats.Sessions``."""
+    """The exposure and outcome logs of an A/B experiment as ``ranker.experiments.stats.Sessions``."""
     ids = list(records)
     pre_values = np.full(len(users), np.nan)
     for user, index in users.items():

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ranker.images import decode_image
+from ranker.catalog.images import decode_image
 
 # Model hubs are unreachable in production and tests: never let transformers try.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

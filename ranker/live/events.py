@@ -35,8 +35,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import redis
 
-from ranker.redis_backend import as_text, key
-from ranker.state import PROFILE_TTL_S, activity_key, counter_key
+from ranker.live.backend import as_text, key
+from ranker.live.state import PROFILE_TTL_S, activity_key, counter_key
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
@@ -98,7 +98,7 @@ return flags
 
 @dataclass(frozen=True)
 class ExperimentKeys:
-    """The Redis keys of one experiment's logs (``ranker.experiments`` writes the exposures, feedback the outcomes)."""
+    """The Redis keys of one experiment's logs (``ranker.experiments.store`` writes the exposures, feedback the outcomes)."""
 
     prefix: str
     experiment: str
@@ -139,7 +139,7 @@ def new_ranking_id() -> str:
 
 
 # The binary fields of a logged ranking and the dtype each is written as. Features and similarities are
-# float16 because serving rounds them so (ranker.features.snapshot_precision): storing them is lossless.
+# float16 because serving rounds them so (ranker.ranking.features.snapshot_precision): storing them is lossless.
 # A reader takes the dtype from the byte count, so entries written as float32 before this still read.
 ARRAY_FIELDS: dict[str, type] = {"features": np.float16, "placed_similarity": np.float16, "context": np.float32, "retrieval_scores": np.float32}
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ranker.baselines import LambdaMART, LinearBandit, collect_logs
-from ranker.policy import RankingPolicy
+from ranker.learning.baselines import LambdaMART, LinearBandit, collect_logs
+from ranker.ranking.policy import RankingPolicy
 
 TABLE_ORDER = ("ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "oracle")
 

@@ -2,7 +2,7 @@
 
 stable-baselines3 meets the policy through its extension points, not a fork:
 sb3-contrib's ``MaskablePPO`` with :class:`SlatePolicy`, a
-``MaskableActorCriticPolicy`` whose actor is :class:`ranker.policy.SlateNet`
+``MaskableActorCriticPolicy`` whose actor is :class:`ranker.ranking.policy.SlateNet`
 (its scores are the logits of the masked categorical, so one PPO step is one
 Plackett-Luce position) and whose critic is the net's pooled value head.
 
@@ -30,8 +30,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 from tqdm.auto import tqdm
 
-from ranker.embeddings import resolve_device
-from ranker.policy import RankingPolicy, SlateNet
+from ranker.retrieval.encoders import resolve_device
+from ranker.ranking.policy import RankingPolicy, SlateNet
 
 
 class SlateObservation(BaseFeaturesExtractor):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from ranker.catalog import CatalogError, image_bytes
+from ranker.catalog.items import CatalogError, image_bytes
 
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000  # 40 megapixels: above any product photo, far below a bomb

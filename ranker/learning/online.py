@@ -66,12 +66,12 @@ import redis
 import torch
 from scipy import stats
 
-from ranker.events import EVENT_TYPES, REWARD_WEIGHTS, EventLog, InteractionEvent, RankingEvent
-from ranker.experiments import ExperimentStore
-from ranker.features import CONTEXT_FEATURES, FEATURES, STATIC_FEATURES, SlateFeatures
-from ranker.policy import RankingPolicy, masked_log_softmax
-from ranker.redis_backend import as_text, key
-from ranker.registry import PolicyRegistry
+from ranker.live.events import EVENT_TYPES, REWARD_WEIGHTS, EventLog, InteractionEvent, RankingEvent
+from ranker.experiments.store import ExperimentStore
+from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, STATIC_FEATURES, SlateFeatures
+from ranker.ranking.policy import RankingPolicy, masked_log_softmax
+from ranker.live.backend import as_text, key
+from ranker.live.registry import PolicyRegistry
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -
 
 # ---------------------------------------------------------------- replay
 class LoggedObservation:
-    """The parts of :class:`ranker.features.Observation` that :class:`SlateFeatures` reads, from a logged event."""
+    """The parts of :class:`ranker.ranking.features.Observation` that :class:`SlateFeatures` reads, from a logged event."""
 
     def __init__(self, event: RankingEvent):
         n = len(event.features)
@@ -450,7 +450,7 @@ class Sampled:
 
 
 def gate_uses_live_catalog(config: LearnerConfig) -> bool:
-    """Whether the gate's simulator runs on the deployment's own catalog (:class:`ranker.live_catalog.LiveCatalog`):
+    """Whether the gate's simulator runs on the deployment's own catalog (:class:`ranker.learning.world.LiveCatalog`):
     yes, unless ``gate_env_kwargs`` names a catalog or the environment is registered with the synthetic ``tiny`` one."""
     if not config.gate_env or "catalog" in config.gate_env_kwargs:
         return False
@@ -483,12 +483,12 @@ def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Tra
          world: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Both checks; ``passed`` when neither says the candidate is worse.
 
-    ``world`` gives the simulator's catalog (the live one, :class:`ranker.live_catalog.LiveCatalog`); where it
+    ``world`` gives the simulator's catalog (the live one, :class:`ranker.learning.world.LiveCatalog`); where it
     cannot make one (no items, fewer items than a slate), the simulator check is skipped, the verdict says so
     in ``notes``, and the off-policy estimate decides alone. With neither check able to run, the candidate is
     rejected: nothing speaks for it."""
     from envs.config import ConfigError
-    from ranker.live_catalog import NoSimulatedWorld
+    from ranker.learning.world import NoSimulatedWorld
 
     result: dict[str, Any] = {"passed": True, "reasons": [], "notes": []}
     if config.gate_env:
@@ -604,7 +604,7 @@ class Learner:
 
     def __init__(self, client: "redis.Redis", policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time,
                  catalog: Any = None):
-        """``catalog``: the deployment's :class:`ranker.live_catalog.LiveCatalog`, the world of the simulator gate
+        """``catalog``: the deployment's :class:`ranker.learning.world.LiveCatalog`, the world of the simulator gate
         (unless the configuration names another, see :func:`gate_uses_live_catalog`)."""
         self.client = client
         self.config = config or LearnerConfig()

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
-from ranker.catalog import Item, write_jsonl
+from ranker.catalog.items import Item, write_jsonl
 
 RGB = tuple[int, int, int]
 RGBA = tuple[int, int, int, int]
@@ -1039,8 +1039,8 @@ def ensure_demo_index(data_dir: Path, *, log: Callable[[str], None] = print) -> 
 
     Returns True when it built one. The catalog goes to ``data_dir/demo-catalog``.
     """
-    from ranker.catalog import load_catalog
-    from ranker.retrieval import manifest_path, open_engine
+    from ranker.catalog.items import load_catalog
+    from ranker.retrieval.engine import manifest_path, open_engine
 
     if manifest_path(data_dir).exists():
         return False

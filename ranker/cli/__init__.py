@@ -45,7 +45,7 @@ def main() -> None:
 @click.option("--images/--no-images", default=True, show_default=True, help="Render a picture for every item.")
 def demo_catalog(out_dir: Path, seed: int, n_items: int, images: bool) -> None:
     """Write a deterministic demo shop: items over 20+ categories, each with a rendered picture."""
-    from ranker.demo_catalog import write_demo_catalog
+    from ranker.catalog.demo import write_demo_catalog
 
     path = write_demo_catalog(out_dir, seed=seed, n_items=n_items, with_images=images)
     click.echo(f"wrote {n_items} items to {path}")
@@ -66,10 +66,10 @@ def index() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str) -> None:
     """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
-    from ranker.catalog import CatalogError, load_catalog
-    from ranker.index import IndexConfig
-    from ranker.retrieval import SearchEngine
-    from ranker.embeddings import load_encoders
+    from ranker.catalog.items import CatalogError, load_catalog
+    from ranker.retrieval.index import IndexConfig
+    from ranker.retrieval.engine import SearchEngine
+    from ranker.retrieval.encoders import load_encoders
 
     try:
         loaded = load_catalog(catalog_path, strict=strict)
@@ -90,7 +90,7 @@ def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_typ
 @data_dir_option
 def index_info(data_dir: Path) -> None:
     """Print the index manifest (encoders, counts, index types, build time)."""
-    from ranker.retrieval import manifest_path
+    from ranker.retrieval.engine import manifest_path
 
     manifest = manifest_path(data_dir)
     if not manifest.exists():
@@ -119,8 +119,8 @@ def index_compact(data_dir: Path) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item_id, title, category, price, score, scores}.")
 def search(text: str | None, image_path: Path | None, k: int, categories: tuple[str, ...], price_min: float | None, price_max: float | None, data_dir: Path, as_json: bool) -> None:
     """Search the catalog by TEXT, by --image, or both."""
-    from ranker.catalog import CatalogError
-    from ranker.retrieval import Filters, QueryError
+    from ranker.catalog.items import CatalogError
+    from ranker.retrieval.engine import Filters, QueryError
 
     if not text and image_path is None:
         raise click.UsageError("give TEXT, --image PATH, or both")
@@ -159,7 +159,7 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     Redis after its append-only file is flushed.
     """
     if demo:
-        from ranker.demo_catalog import ensure_demo_index
+        from ranker.catalog.demo import ensure_demo_index
 
         ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
     from api import create_app
@@ -174,7 +174,7 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     supervisor = None
     try:
         if learn:
-            from ranker.supervisor import LearnerSupervisor
+            from ranker.learning.supervisor import LearnerSupervisor
 
             supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
         click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
@@ -290,8 +290,8 @@ def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, pol
 def train(env_id: str, timesteps: int, out_dir: Path, seed: int, n_envs: int, eval_every: int, eval_episodes: int, learning_rate: float,
           parent_dir: Path | None, device: str, catalog: str | None, overrides: tuple[str, ...], quiet: bool) -> None:
     """Train a ranking policy with PPO in the shopper simulator and save it as an artifact."""
-    from ranker.policy import PolicyError, RankingPolicy
-    from ranker.training import TrainConfig, train as run_training
+    from ranker.ranking.policy import PolicyError, RankingPolicy
+    from ranker.learning.offline import TrainConfig, train as run_training
 
     env, kwargs = _make_env(env_id, catalog, overrides)  # validates the settings before any training starts
     env.close()
@@ -322,9 +322,9 @@ def evaluate(env_id: str, policy_dir: Path, episodes: int, seed: int, log_episod
              overrides: tuple[str, ...], as_json: bool) -> None:
     """Compare a trained policy with every baseline and the oracle on the same seeded sessions."""
     from envs.evaluation import format_table
-    from ranker.evaluation import TABLE_ORDER, evaluate_policies, plot_learning_curve, plot_table
-    from ranker.policy import PolicyError, RankingPolicy
-    from ranker.training import learning_curve
+    from ranker.evaluation.simulation import TABLE_ORDER, evaluate_policies, plot_learning_curve, plot_table
+    from ranker.ranking.policy import PolicyError, RankingPolicy
+    from ranker.learning.offline import learning_curve
 
     try:
         policy = RankingPolicy.load(policy_dir)
@@ -346,7 +346,7 @@ def evaluate(env_id: str, policy_dir: Path, episodes: int, seed: int, log_episod
 
 
 def _open(data_dir: Path):
-    from ranker.retrieval import IndexMismatchError, manifest_path, open_engine
+    from ranker.retrieval.engine import IndexMismatchError, manifest_path, open_engine
 
     if not manifest_path(data_dir).exists():
         raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first")
@@ -387,10 +387,10 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     import threading
 
-    from ranker.learning import Learner, LearnerConfig
-    from ranker.live_catalog import LiveCatalog
-    from ranker.redis_backend import EmbeddedRedis, connect, redacted
-    from ranker.supervisor import PARENT_PID_ENV
+    from ranker.learning.online import Learner, LearnerConfig
+    from ranker.learning.world import LiveCatalog
+    from ranker.live.backend import EmbeddedRedis, connect, redacted
+    from ranker.learning.supervisor import PARENT_PID_ENV
 
     stop = threading.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):  # either: finish the round, then exit
@@ -538,8 +538,8 @@ def ab_stop(experiment_id: str, url: str, api_key: str | None) -> None:
 @url_option
 def ab_report(experiment_id: str, out_dir: Path | None, alpha: float, mde: float, as_json: bool, url: str) -> None:
     """Print an experiment's report and write its plots (metric per arm over time, p-values over time)."""
-    from ranker.abplots import plot_report
-    from ranker.experiments import summarise
+    from ranker.experiments.plots import plot_report
+    from ranker.experiments.store import summarise
 
     report = _call(_client(url).get, f"/v1/experiments/{experiment_id}/report?alpha={alpha}&mde={mde}")
     out_dir = out_dir or Path("ab-reports") / experiment_id
@@ -577,7 +577,7 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: 
     import envs
     from ranker.harness import ApiError, Shopper, session_through
 
-    from ranker.live_catalog import NoSimulatedWorld, shoppers_world
+    from ranker.learning.world import NoSimulatedWorld, shoppers_world
 
     client = _client(url)
     try:
@@ -597,7 +597,7 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: 
         served[f"{experiment['experiment_id']}:{experiment['arm'] or 'interleaved'}" if experiment else "outside experiments"] += 1
     click.echo(f"{sessions} sessions, mean reward {rewards / sessions:.3f}; served by: " + ", ".join(f"{name} {count}" for name, count in sorted(served.items())))
     if experiment_id:
-        from ranker.experiments import summarise
+        from ranker.experiments.store import summarise
 
         click.echo(summarise(_call(client.get, f"/v1/experiments/{experiment_id}/report")))
 
@@ -618,6 +618,3 @@ def ab_preview(version: str, rankings: int, as_json: bool, url: str) -> None:
         click.echo(f"  {name:<6} {value['value']:.4f}  95% CI [{value['ci95'][0]:.4f}, {value['ci95'][1]:.4f}]")
     click.echo(f"  effective sample size {result['effective_sample_size']}")
 
-
-if __name__ == "__main__":
-    main()

@@ -40,11 +40,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ranker.catalog import CatalogError, Item
-from ranker.embeddings import EncoderSet, ImageInput
-from ranker.images import decode_image
-from ranker.index import IndexConfig, VectorIndex, write_manifest
-from ranker.store import ItemStore
+from ranker.catalog.items import CatalogError, Item
+from ranker.retrieval.encoders import EncoderSet, ImageInput
+from ranker.catalog.images import decode_image
+from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
+from ranker.catalog.store import ItemStore
 
 CHANNEL_WEIGHTS: dict[str, float] = {"text": 1.0, "text_to_image": 0.3, "image": 1.0, "image_to_text": 0.3}
 # channel -> (query vector, index searched)
@@ -213,7 +213,7 @@ class SearchEngine:
     def save(self, *, encoder_spec: str | None = None) -> Path:
         """Write the indexes and the manifest; the item store is already on disk.
 
-        ``encoder_spec`` (as given to :func:`ranker.embeddings.load_encoders`)
+        ``encoder_spec`` (as given to :func:`ranker.retrieval.encoders.load_encoders`)
         lets :func:`open_engine` load the same encoders later."""
         index_dir = self._index_dir()
         if index_dir is None:
@@ -434,7 +434,7 @@ def saved_encoder_spec(data_dir: Path) -> str | None:
 
 def open_engine(data_dir: Path, *, encoder_spec: str | None = None, device: str = "auto", index_config: IndexConfig | None = None) -> SearchEngine:
     """The engine under ``data_dir``, with the encoders its index was built with (or ``default``)."""
-    from ranker.embeddings import load_encoders
+    from ranker.retrieval.encoders import load_encoders
 
     spec = encoder_spec or saved_encoder_spec(data_dir) or "default"
     engine = SearchEngine(load_encoders(spec, device), data_dir, index_config=index_config)

@@ -1,4 +1,4 @@
-"""Plots of an experiment report (``ranker.abstats.analyse`` or an interleaving report), as PNG files.
+"""Plots of an experiment report (``ranker.experiments.stats.analyse`` or an interleaving report), as PNG files.
 
 A/B report: the cumulative primary metric per arm with its confidence band,
 and the p-values over time, fixed-horizon beside always-valid (mSPRT), on a
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ranker.evaluation import _figure, _save
+from ranker.evaluation.simulation import _figure, _save
 
 P_FLOOR = 1e-12  # a p-value of 0 cannot sit on a log axis
 

@@ -1,13 +1,13 @@
 """Validation of the A/B harness on simulated shoppers: false positives, power, sample ratio, interleaving.
 
-The statistics of :mod:`ranker.abstats` and :mod:`ranker.interleaving` are
+The statistics of :mod:`ranker.experiments.stats` and :mod:`ranker.experiments.interleaving` are
 checked against sessions played in the shopper simulator (``envs``), whose
 users differ in budget, brand taste, patience and activity, so one user's
 sessions are correlated, as in a real shop.
 
 - :func:`simulate_pool`: sessions of one ranker, with the simulated user of
   each. Experiments are then built from the pool by assigning its users to
-  arms (``ranker.assignment``, a new salt per experiment), so every
+  arms (``ranker.experiments.assignment``, a new salt per experiment), so every
   experiment is a re-randomisation of the same users.
 - :func:`aa_experiments`: A/A experiments (no difference between the arms).
   The share declared significant is the false-positive rate: at one final
@@ -15,7 +15,7 @@ sessions are correlated, as in a real shop.
   and stopping at the first p < alpha (naive peeking), and with the mSPRT's
   always-valid p-value read at the same peeks.
 - :func:`power_runs`: a planted lift of the purchase rate in the treatment
-  arm, at the sample size :func:`ranker.abstats.required_users` gives.
+  arm, at the sample size :func:`ranker.experiments.stats.required_users` gives.
 - :func:`srm_run`: users split 45/55 by a broken assignment but analysed as
   50/50.
 - :func:`sessions_to_significance`: the same planted preference (two rankers
@@ -32,10 +32,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ranker.abstats import Difference, Sessions, analyse, per_user_sd, ratio_estimate, required_users, user_sums, welch
-from ranker.assignment import arm_of
-from ranker.features import FEATURES
-from ranker.interleaving import credit, preference, team_draft
+from ranker.experiments.stats import Difference, Sessions, analyse, per_user_sd, ratio_estimate, required_users, user_sums, welch
+from ranker.experiments.assignment import arm_of
+from ranker.ranking.features import FEATURES
+from ranker.experiments.interleaving import credit, preference, team_draft
 
 Ranker = Callable[[Any, dict[str, np.ndarray]], list[int]]  # (env, observation) -> available slots, best first
 RETRIEVAL_RANK = FEATURES.index("retrieval_rank")
@@ -57,7 +57,7 @@ class SessionPool:
         return np.unique(self.user)
 
     def sessions(self, arm_of_user: dict[int, int] | np.ndarray) -> Sessions:
-        """The pool as an experiment's :class:`~ranker.abstats.Sessions`, each session in its user's arm."""
+        """The pool as an experiment's :class:`~ranker.experiments.stats.Sessions`, each session in its user's arm."""
         arm = np.array([arm_of_user[int(user)] for user in self.user], dtype=np.int64)
         return Sessions(arm=arm, user=self.user, ts=self.ts, clicks=self.clicks, purchases=self.purchases, revenue=self.revenue)
 

@@ -1,8 +1,8 @@
 """Off-policy preview: a candidate policy's value estimated from logged rankings, before it gets traffic.
 
 Every logged slate was sampled position by position by the policy that served
-it, with each position's log-probability logged (``ranker.events``). Replaying
-the slates (``ranker.learning.replay``) gives, at every position t of ranking
+it, with each position's log-probability logged (``ranker.live.events``). Replaying
+the slates (``ranker.learning.online.replay``) gives, at every position t of ranking
 i, the candidate's probability of the logged choice, and so the per-decision
 importance weight ``w[i,t] = prod_{s<=t} pi(a_s | x_s) / mu(a_s | x_s)``
 (Precup et al. 2000). The value of a policy is the expected sum of the
@@ -32,9 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ranker.events import EventLog
-from ranker.learning import Joiner, LearnerConfig, Steps, Trajectory, action_log_probs, replay, replayable
-from ranker.policy import RankingPolicy
+from ranker.live.events import EventLog
+from ranker.learning.online import Joiner, LearnerConfig, Steps, Trajectory, action_log_probs, replay, replayable
+from ranker.ranking.policy import RankingPolicy
 
 RIDGE = 1.0
 

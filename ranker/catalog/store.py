@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ranker.catalog import Item
+from ranker.catalog.items import Item
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (

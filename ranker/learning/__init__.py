@@ -1,0 +1,7 @@
+"""Stage 5, learning: offline PPO training in the simulator (``offline``) and its baselines (``baselines``); the
+online learner (``online``: join, replay, update, gate, commit) with its world, the live catalog (``world``), and the
+supervisor that runs it beside a server (``supervisor``).
+
+May import: every lower stage (``catalog``, ``retrieval``, ``ranking``, ``live``), ``evaluation``, and ``envs``
+(the simulator) at its edges.
+"""

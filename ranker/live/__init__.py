@@ -1,0 +1,7 @@
+"""Stage 4, live state in Redis: connections and the embedded server (``backend``), the event log of rankings
+and interactions (``events``), item counters and user profiles (``state``), policy versions and the serving pointer
+(``registry``), and catalog writes shared between processes (``catalog_stream``).
+
+May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``; redis-py. Never ``learning``,
+``evaluation`` or ``experiments``.
+"""
