@@ -69,7 +69,7 @@ def learner_view() -> dict[str, Any]:
     """The learner panel: running or not, the last update, errors by kind, restarts, dead letters, freshness."""
     import redis
 
-    from ranker.learning.online import LearnerStatus
+    from ranker.learning.status import LearnerStatus
 
     try:
         summary = LearnerStatus(service().client, prefix=current_app.config["PREFIX"]).summary()

@@ -55,7 +55,7 @@ class Metrics:
         self._serving: str | None = None
 
     def learner(self, summary: dict) -> None:
-        """Set the learner gauges from :meth:`ranker.learning.online.LearnerStatus.summary`."""
+        """Set the learner gauges from :meth:`ranker.learning.status.LearnerStatus.summary`."""
         for reason, count in summary["skipped"].items():
             self.learner_skipped.labels(reason).set(count)
         for decision, count in summary["decisions"].items():

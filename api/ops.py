@@ -9,7 +9,7 @@ from flask import Response, current_app, jsonify
 from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import metrics, service
-from ranker.learning.online import LearnerStatus
+from ranker.learning.status import LearnerStatus
 
 bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")])
 

@@ -55,7 +55,7 @@ def main() -> None:
     from ranker.catalog.items import load_catalog
     from ranker.catalog.demo import write_demo_catalog
     from ranker.harness import ApiClient, Shopper, session_through
-    from ranker.learning.online import LearnerStatus
+    from ranker.learning.status import LearnerStatus
     from ranker.learning.world import shoppers_world
     from ranker.live.backend import connect
 

@@ -167,7 +167,7 @@ def main() -> None:
         for handle in logs.values():
             handle.close()
 
-    from ranker.learning.online import LearnerStatus
+    from ranker.learning.status import LearnerStatus
     from ranker.ranking.policy import RankingPolicy
     from ranker.live.backend import connect
 

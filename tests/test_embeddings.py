@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from ranker.retrieval.encoders import ClipEncoders, LabelBridge, imagenet_label_names, load_encoders, resolve_device
+from ranker.devices import resolve_device
+from ranker.retrieval.encoders import ClipEncoders, LabelBridge, imagenet_label_names, load_encoders
 from ranker.catalog.images import ImageError
 
 

@@ -243,7 +243,7 @@ def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_ac
     import redis as redis_py
 
     from ranker.live.events import REWARD_WEIGHTS
-    from ranker.learning.online import LearnerStatus
+    from ranker.learning.status import LearnerStatus
 
     server = debian_redis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     data_dir = tmp_path / "data"

@@ -17,7 +17,11 @@ import redis
 
 from api import create_app
 from ranker.live.events import InteractionEvent, RankingEvent
-from ranker.learning.online import Joiner, Learner, LearnerConfig, Trajectory, log_probs_of, ope_difference, replay, usable
+from ranker.learning.config import LearnerConfig
+from ranker.learning.gate import ope_difference
+from ranker.learning.join import Joiner, Trajectory, usable
+from ranker.learning.loop import Learner
+from ranker.learning.replay import log_probs_of, replay
 from ranker.ranking.policy import RankingPolicy, sha256_of
 from ranker.live.backend import connect, key
 from ranker.live.registry import STARTING_POLICY
@@ -312,7 +316,7 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
 
 # ------------------------------------------------------ failures inside updates
 def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(shop, prefix, monkeypatch):
-    import ranker.learning.online as learning
+    import ranker.learning.loop as learning  # where the learner looks these up
 
     serve_sessions(shop, 30)
     real_gate, calls = learning.gate, []
@@ -337,7 +341,7 @@ def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(s
 
 
 def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_it_train_once(shop, prefix, monkeypatch):
-    import ranker.learning.online as learning
+    import ranker.learning.loop as learning  # where the learner looks these up
 
     ids = serve_sessions(shop, 20)
     poison = ids[7]
@@ -366,7 +370,7 @@ def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_
 
 def shop_metrics(shop) -> str:
     from api.metrics import Metrics
-    from ranker.learning.online import LearnerStatus
+    from ranker.learning.status import LearnerStatus
 
     metrics = Metrics()
     metrics.learner(LearnerStatus(shop.client, prefix=shop.config.prefix).summary())
@@ -374,7 +378,7 @@ def shop_metrics(shop) -> str:
 
 
 def test_an_update_that_fails_every_time_is_retried_a_bounded_number_of_times_then_dead_lettered(shop, prefix, monkeypatch):
-    import ranker.learning.online as learning
+    import ranker.learning.loop as learning  # where the learner looks these up
 
     serve_sessions(shop, 10)
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.learning.online import LearnerStatus
+from ranker.learning.status import LearnerStatus
 from ranker.ranking.policy import RankingPolicy
 from ranker.live.backend import connect
 

@@ -387,7 +387,8 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     import threading
 
-    from ranker.learning.online import Learner, LearnerConfig
+    from ranker.learning.config import LearnerConfig
+    from ranker.learning.loop import Learner
     from ranker.learning.world import LiveCatalog
     from ranker.live.backend import EmbeddedRedis, connect, redacted
     from ranker.learning.supervisor import PARENT_PID_ENV

@@ -2,7 +2,7 @@
 
 Every logged slate was sampled position by position by the policy that served
 it, with each position's log-probability logged (``ranker.live.events``). Replaying
-the slates (``ranker.learning.online.replay``) gives, at every position t of ranking
+the slates (``ranker.learning.replay.replay``) gives, at every position t of ranking
 i, the candidate's probability of the logged choice, and so the per-decision
 importance weight ``w[i,t] = prod_{s<=t} pi(a_s | x_s) / mu(a_s | x_s)``
 (Precup et al. 2000). The value of a policy is the expected sum of the
@@ -33,7 +33,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ranker.live.events import EventLog
-from ranker.learning.online import Joiner, LearnerConfig, Steps, Trajectory, action_log_probs, replay, replayable
+from ranker.learning.config import LearnerConfig
+from ranker.learning.join import Joiner, Trajectory, replayable
+from ranker.learning.replay import Steps, action_log_probs, replay
 from ranker.ranking.policy import RankingPolicy
 
 RIDGE = 1.0

@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 from torch import nn
 from tqdm.auto import tqdm
 
-from ranker.retrieval.encoders import resolve_device
+from ranker.devices import resolve_device
 from ranker.ranking.policy import RankingPolicy, SlateNet
 
 

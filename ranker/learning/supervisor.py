@@ -35,6 +35,7 @@ from ranker.live.backend import key
 
 log = logging.getLogger(__name__)
 
+
 MIN_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 60.0
 STABLE_AFTER_S = 60.0

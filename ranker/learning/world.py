@@ -29,6 +29,7 @@ from ranker.live.catalog_stream import CatalogLog
 
 log = logging.getLogger(__name__)
 
+
 QUERY_CACHE_SIZE = 200_000  # encoded query phrases kept (384 floats each: about 300 MB at the bound)
 
 

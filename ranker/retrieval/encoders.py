@@ -34,6 +34,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ranker.catalog.images import decode_image
+from ranker.devices import resolve_device
 
 # Model hubs are unreachable in production and tests: never let transformers try.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,13 +42,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ImageInput = bytes | str | Path | Image.Image
 PROGRESS_MIN_ITEMS = 2_000  # show a progress bar only for runs long enough to wait on
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else CPU; anything else is passed to torch."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:

@@ -1,0 +1,142 @@
+"""The gate a candidate passes before it serves: the simulator (paired sessions on the live catalog) and an
+off-policy estimate on held-out logged rankings."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ranker.learning.config import LearnerConfig
+from ranker.learning.join import Trajectory
+from ranker.learning.replay import Steps, log_probs_of, replay
+from ranker.ranking.policy import RankingPolicy
+
+
+def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
+    """The gate's rule: the mean difference is above ``-tolerance`` and its interval reaches 0."""
+    return mean >= -tolerance and high >= 0.0
+
+
+def ope_difference(candidate: RankingPolicy, behaviour_steps: Steps, n_trajectories: int, *, resamples: int, seed: int) -> dict[str, float]:
+    """SNIPS (per-decision) value of ``candidate`` minus the logged (on-policy) value, with a bootstrap 95% interval."""
+    new_log_p = log_probs_of(candidate, behaviour_steps)
+    log_ratio = np.clip(new_log_p - behaviour_steps.old_log_probs, -20, 20)
+    trajectory = behaviour_steps.trajectory
+    # cumulative ratio up to each position within its trajectory (steps are stored trajectory by trajectory, in position order)
+    cumulative = np.zeros_like(log_ratio)
+    for index in range(n_trajectories):
+        rows = np.flatnonzero(trajectory == index)
+        cumulative[rows] = np.cumsum(log_ratio[rows])
+    weights = np.exp(cumulative)
+    position = np.zeros(len(trajectory), dtype=np.int64)
+    for index in range(n_trajectories):
+        rows = np.flatnonzero(trajectory == index)
+        position[rows] = np.arange(len(rows))
+    rewards = behaviour_steps.rewards
+
+    def estimate(sample: np.ndarray) -> tuple[float, float]:
+        counts = np.bincount(sample, minlength=n_trajectories)
+        w = weights * counts[trajectory]
+        snips = 0.0
+        for t in np.unique(position):
+            rows = position == t
+            total = w[rows].sum()
+            if total > 0:
+                snips += float((w[rows] * rewards[rows]).sum() / total)
+        logged = float((rewards * counts[trajectory]).sum() / max(counts.sum(), 1))
+        return snips, logged
+
+    everyone = np.arange(n_trajectories)
+    value, logged = estimate(everyone)
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        new, old = estimate(rng.choice(everyone, size=n_trajectories, replace=True))
+        differences.append(new - old)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"candidate": value, "serving": logged, "difference": value - logged, "ci95": [float(low), float(high)],
+            "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)), "rankings": n_trajectories}
+
+
+class Sampled:
+    """A policy as it serves: each position sampled from the masked softmax at ``temperature`` (greedy at 0)."""
+
+    def __init__(self, policy: RankingPolicy, temperature: float, seed: int):
+        self.policy, self.temperature = policy, temperature
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        if not self.temperature:
+            return self.policy.act(observation)
+        mask = observation["mask"].astype(bool)
+        logits = np.where(mask, self.policy.scores(observation["features"], observation["context"], observation["mask"]) / self.temperature, -np.inf)
+        weights = np.exp(logits - logits.max())
+        return int(self.rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def gate_uses_live_catalog(config: LearnerConfig) -> bool:
+    """Whether the gate's simulator runs on the deployment's own catalog (:class:`ranker.learning.world.LiveCatalog`):
+    yes, unless ``gate_env_kwargs`` names a catalog or the environment is registered with the synthetic ``tiny`` one."""
+    if not config.gate_env or "catalog" in config.gate_env_kwargs:
+        return False
+    import envs
+
+    return envs.ENV_IDS.get(config.gate_env, {}).get("catalog") != "tiny"
+
+
+def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0, *, catalog: Any = None) -> dict[str, Any]:
+    """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
+    same sampling seed for both policies, each ranking as it would serve (at ``temperature``).
+    ``catalog``: the world's items (a :class:`envs.catalog.SimCatalog`); unset, the environment's own."""
+    import gymnasium as gym
+
+    import envs  # noqa: F401  (registers the environments)
+    from envs.evaluation import mean_ci95, run_policy
+
+    env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **config.gate_env_kwargs)
+    try:
+        new = run_policy(env, Sampled(candidate, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
+        old = run_policy(env, Sampled(serving, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
+    finally:
+        env.close()
+    mean, low, high = mean_ci95(new.rewards - old.rewards)
+    return {"candidate": float(new.rewards.mean()), "serving": float(old.rewards.mean()), "difference": mean, "ci95": [low, high],
+            "sessions": config.gate_episodes, "temperature": temperature}
+
+
+def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int,
+         world: Callable[[], Any] | None = None) -> dict[str, Any]:
+    """Both checks; ``passed`` when neither says the candidate is worse.
+
+    ``world`` gives the simulator's catalog (the live one, :class:`ranker.learning.world.LiveCatalog`); where it
+    cannot make one (no items, fewer items than a slate), the simulator check is skipped, the verdict says so
+    in ``notes``, and the off-policy estimate decides alone. With neither check able to run, the candidate is
+    rejected: nothing speaks for it."""
+    from envs.config import ConfigError
+    from ranker.learning.world import NoSimulatedWorld
+
+    result: dict[str, Any] = {"passed": True, "reasons": [], "notes": []}
+    if config.gate_env:
+        temperatures = [t.event.temperature for t in holdout] or [0.0]
+        try:
+            catalog = world() if world is not None else None
+            sim = simulator_difference(candidate, serving, config, temperature=float(np.median(temperatures)), catalog=catalog)
+        except (NoSimulatedWorld, ConfigError) as exc:
+            result["simulator"] = {"skipped": str(exc)}
+            result["notes"].append(f"simulator: skipped, no simulated world ({exc}); decided on the off-policy estimate alone")
+        else:
+            sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
+            result["simulator"] = sim
+            if not sim["passed"]:
+                result["reasons"].append(f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})")
+    if not holdout and "skipped" in result.get("simulator", {}):
+        result["reasons"].append("no check could run: no simulated world and no held-out rankings")
+    if holdout:
+        ope = ope_difference(candidate, replay(holdout), len(holdout), resamples=config.bootstrap, seed=seed)
+        ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
+        result["off_policy"] = ope
+        if not ope["passed"]:
+            result["reasons"].append(f"off-policy (SNIPS): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}] (tolerance {config.ope_tolerance})")
+    result["passed"] = not result["reasons"]
+    return result

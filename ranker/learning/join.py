@@ -1,0 +1,134 @@
+"""The attribution join: logged rankings and their interactions become training trajectories (:class:`Joiner`),
+and the rules for which trajectories can train (:func:`replayable`, :func:`usable`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ranker.learning.config import LearnerConfig
+from ranker.live.events import EVENT_TYPES, InteractionEvent, RankingEvent
+from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
+
+SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event")
+
+
+@dataclass
+class Trajectory:
+    """One logged slate with its rewards; ``entry_ids`` are every stream entry it used."""
+
+    entry_id: str
+    event: RankingEvent
+    rewards: np.ndarray  # [L]
+    interaction_entries: list[str]
+
+    @property
+    def total_reward(self) -> float:
+        return float(self.rewards.sum())
+
+
+@dataclass
+class _Pending:
+    entry_id: str
+    event: RankingEvent
+    last_activity: float
+    interactions: list[tuple[str, InteractionEvent]] = field(default_factory=list)
+
+
+def stream_order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Joiner:
+    """Rankings waiting for feedback; interactions waiting for their ranking."""
+
+    def __init__(self, config: LearnerConfig):
+        self.config = config
+        self.pending: dict[str, _Pending] = {}
+        self.orphans: dict[str, list[tuple[str, InteractionEvent, float]]] = {}  # ranking_id -> (entry, event, seen_at)
+        self.emitted: dict[str, float] = {}  # ranking_id -> when it became a trajectory (for "late")
+        self.skipped: dict[str, int] = {reason: 0 for reason in SKIP_REASONS}
+        self.done_entries: list[tuple[str, str]] = []  # (stream, entry id) to acknowledge without an update
+
+    def skip(self, reason: str, stream: str, entry_id: str) -> None:
+        self.skipped[reason] += 1
+        self.done_entries.append((stream, entry_id))
+
+    def add_ranking(self, entry_id: str, event: RankingEvent, now: float) -> None:
+        self.pending[event.ranking_id] = _Pending(entry_id, event, max(event.ts, min(now, event.ts + self.config.label_delay_s)))
+        for interaction_entry, interaction, _ in self.orphans.pop(event.ranking_id, []):
+            self._attach(interaction_entry, interaction)
+
+    def add_interaction(self, entry_id: str, event: InteractionEvent, now: float) -> None:
+        if event.ranking_id in self.emitted:
+            self.skip("late", "interactions", entry_id)
+        elif event.ranking_id in self.pending:
+            self._attach(entry_id, event)
+        else:
+            self.orphans.setdefault(event.ranking_id, []).append((entry_id, event, now))
+
+    def _attach(self, entry_id: str, event: InteractionEvent) -> None:
+        pending = self.pending[event.ranking_id]
+        if event.type not in EVENT_TYPES or not 0 <= event.position < len(pending.event.slate) or pending.event.slate[event.position] != event.item_id:
+            self.skip("bad_event", "interactions", entry_id)
+        elif event.ts > pending.event.ts + self.config.attribution_window_s:
+            self.skip("expired", "interactions", entry_id)
+        elif any(other.event_id == event.event_id for _, other in pending.interactions):
+            self.skip("duplicate", "interactions", entry_id)
+        else:
+            pending.interactions.append((entry_id, event))
+            pending.last_activity = max(pending.last_activity, min(event.ts, pending.event.ts + self.config.attribution_window_s))
+
+    def ready(self, now: float) -> list[Trajectory]:
+        """Trajectories whose label delay (or attribution window) has passed, in stream order."""
+        config = self.config
+        out = []
+        for ranking_id, pending in list(self.pending.items()):
+            closes = min(pending.last_activity + config.label_delay_s, pending.event.ts + config.attribution_window_s)
+            if now < closes:
+                continue
+            del self.pending[ranking_id]
+            self.emitted[ranking_id] = now
+            rewards = np.zeros(len(pending.event.slate), dtype=np.float64)
+            for _, interaction in pending.interactions:
+                rewards[interaction.position] += config.reward_weights.get(interaction.type, 0.0)
+            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions]))
+        for ranking_id, orphans in list(self.orphans.items()):  # interactions whose ranking never came
+            keep = []
+            for entry_id, event, seen_at in orphans:
+                if now - seen_at > config.label_delay_s + 60:
+                    self.skip("unknown_ranking", "interactions", entry_id)
+                else:
+                    keep.append((entry_id, event, seen_at))
+            if keep:
+                self.orphans[ranking_id] = keep
+            else:
+                del self.orphans[ranking_id]
+        horizon = now - config.attribution_window_s
+        self.emitted = {ranking_id: at for ranking_id, at in self.emitted.items() if at > horizon}
+        return sorted(out, key=lambda trajectory: stream_order(trajectory.entry_id))
+
+
+def replayable(trajectory: Trajectory) -> str | None:
+    """Why a logged slate cannot be replayed with its propensities (for PPO or an off-policy estimate), or None."""
+    event = trajectory.event
+    if not event.log_probs or not event.temperature:
+        return "no_propensity"
+    if event.features.ndim != 2 or event.features.shape[1] != len(STATIC_FEATURES) or len(event.context) != len(CONTEXT_FEATURES):
+        return "schema_mismatch"
+    if event.placed_similarity.shape != (len(event.slots), len(event.features)) or len(event.log_probs) != len(event.slots):
+        return "schema_mismatch"
+    if not (np.isfinite(event.features).all() and np.isfinite(event.context).all() and np.isfinite(event.placed_similarity).all() and np.isfinite(event.log_probs).all()):
+        return "not_finite"
+    return None
+
+
+def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -> str | None:
+    """Why a trajectory cannot train PPO, or None. ``lineage``: serving version first, then its history."""
+    problem = replayable(trajectory)
+    if problem is None and trajectory.event.policy_version not in lineage[: max_staleness + 1]:
+        return "stale"
+    return problem

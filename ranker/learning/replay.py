@@ -1,0 +1,95 @@
+"""Exact replay of logged decisions: the policy's inputs at every position of every logged slate, rebuilt from the
+RankingEvent's feature snapshot, and the log-probabilities a policy gives the logged actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ranker.learning.join import Trajectory
+from ranker.live.events import RankingEvent
+from ranker.ranking.features import FEATURES, SlateFeatures
+from ranker.ranking.policy import RankingPolicy, masked_log_softmax
+
+
+class LoggedObservation:
+    """The parts of :class:`ranker.ranking.features.Observation` that :class:`SlateFeatures` reads, from a logged event."""
+
+    def __init__(self, event: RankingEvent):
+        n = len(event.features)
+        self.static = event.features
+        self.context = event.context
+        self.valid = np.ones(n, dtype=bool)
+        self.category_codes = np.asarray(event.category_codes, dtype=np.int64)
+        self._rows = {slot: row for row, slot in enumerate(event.slots)}
+        self._similarity = event.placed_similarity
+
+    def similarity_to(self, slot: int) -> np.ndarray:
+        return self._similarity[self._rows[slot]]
+
+
+@dataclass
+class Steps:
+    """Every logged decision of a batch, padded to the largest candidate set."""
+
+    features: np.ndarray  # [N, K, F]
+    mask: np.ndarray  # [N, K]
+    context: np.ndarray  # [N, C]
+    actions: np.ndarray  # [N]
+    old_log_probs: np.ndarray  # [N]
+    temperatures: np.ndarray  # [N]
+    returns: np.ndarray  # [N] reward-to-go
+    rewards: np.ndarray  # [N]
+    trajectory: np.ndarray  # [N] index of the trajectory
+
+
+def replay(trajectories: Sequence[Trajectory]) -> Steps:
+    """Rebuild the policy's inputs at every position of every logged slate."""
+    k = max(len(t.event.features) for t in trajectories)
+    rows: dict[str, list[Any]] = {name: [] for name in Steps.__dataclass_fields__}
+    for index, trajectory in enumerate(trajectories):
+        event = trajectory.event
+        observation = LoggedObservation(event)
+        slate = SlateFeatures(observation, len(event.slots))
+        n = len(event.features)
+        reward_to_go = np.cumsum(trajectory.rewards[::-1])[::-1]
+        for position, slot in enumerate(event.slots):
+            features = np.zeros((k, len(FEATURES)), dtype=np.float32)
+            features[:n] = slate.features
+            mask = np.zeros(k, dtype=np.float32)
+            mask[:n] = slate.available
+            rows["features"].append(features)
+            rows["mask"].append(mask)
+            rows["context"].append(event.context)
+            rows["actions"].append(slot)
+            rows["old_log_probs"].append(event.log_probs[position])
+            rows["temperatures"].append(event.temperature)
+            rows["returns"].append(reward_to_go[position])
+            rows["rewards"].append(trajectory.rewards[position])
+            rows["trajectory"].append(index)
+            slate.place(slot)
+    return Steps(**{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory") else np.float32) for name, values in rows.items()})
+
+
+def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu", *, chunk: int = 2048) -> np.ndarray:
+    """[N, K] the policy's log-probability of every candidate at every logged step, at the logged temperature
+    (``chunk`` steps per forward pass, so memory stays bounded on long logs)."""
+    net = policy.net.to(device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(steps.actions), chunk):
+            rows = slice(start, start + chunk)
+            mask = torch.as_tensor(steps.mask[rows], device=device)
+            scores, _ = net(torch.as_tensor(steps.features[rows], device=device), torch.as_tensor(steps.context[rows], device=device), mask)
+            logits = scores / torch.as_tensor(steps.temperatures[rows], device=device)[:, None]
+            out.append(masked_log_softmax(logits, mask).cpu().numpy())
+    policy.net.to("cpu")
+    return np.concatenate(out) if out else np.zeros((0, steps.mask.shape[1]), dtype=np.float32)
+
+
+def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
+    """The policy's log-probability of each logged action, at the logged temperature."""
+    return np.take_along_axis(action_log_probs(policy, steps, device), steps.actions[:, None], axis=1)[:, 0]
