@@ -55,6 +55,10 @@ def main() -> None:
     parser.add_argument("--ab-metric", default="click_through", help="the A/B test's metric in the interleaving comparison")
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 pool sessions, 100 A/A, 200 power runs, 3 worlds")
     args = parser.parse_args()
+    from envs.catalog import demo_data_dir
+    from ranker.catalog.demo import ensure_demo_index
+
+    ensure_demo_index(demo_data_dir())  # the demo shop's environments need its index; making one never builds it
     if args.quick:
         args.pool, args.aa, args.power_runs, args.worlds = 2000, 100, 200, 3
     alpha = 0.05

@@ -64,6 +64,10 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=0, help="train this many steps first (into bench/out/ppo-bench)")
     parser.add_argument("--requests", type=int, default=2000)
     args = parser.parse_args()
+    from envs.catalog import demo_data_dir
+    from ranker.catalog.demo import ensure_demo_index
+
+    ensure_demo_index(demo_data_dir())  # the demo shop's environments need its index; making one never builds it
     if args.train:
         from ranker.learning.offline import TrainConfig, train
 

@@ -59,6 +59,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20k steps, 300 sessions")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    from envs.catalog import demo_data_dir
+    from ranker.catalog.demo import ensure_demo_index
+
+    ensure_demo_index(demo_data_dir())  # the demo shop's environments need its index; making one never builds it
     if args.quick:
         args.steps, args.episodes = 20_000, 300
     kwargs = {"catalog": args.catalog} if args.catalog else {}

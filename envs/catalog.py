@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from envs.config import ConfigError
-from ranker.retrieval.engine import CHANNELS, fuse_scores
+from ranker.retrieval.fusion import CHANNELS, fuse_scores
 
 SIM_CATALOG_VERSION = 1
 PHOTO_NOISE_SEED = 7
@@ -259,18 +259,26 @@ def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, 
 
 def sim_catalog_path(data_dir: Path, *, queries_per_item: int = 2, seed: int = 0) -> Path:
     """Where the simulator catalog of ``data_dir`` is cached: named after the index build it came from."""
-    from ranker.retrieval.engine import read_manifest
+    from ranker.retrieval.fusion import read_manifest
 
     manifest = read_manifest(Path(data_dir)) or {}
     stamp = json.dumps([manifest.get("built_at"), manifest.get("saved_at"), manifest.get("count"), queries_per_item, seed, SIM_CATALOG_VERSION])
     return Path(data_dir) / "sim" / f"catalog-{hashlib.sha256(stamp.encode()).hexdigest()[:12]}.npz"
 
 
+def demo_data_dir() -> Path:
+    """Where the demo shop lives: ``$RANKER_DATA_DIR``, else ``./data`` (as for ``make serve``)."""
+    return Path(os.environ.get("RANKER_DATA_DIR", "data"))
+
+
 def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_item: int = 2, seed: int = 0) -> SimCatalog:
     """Resolve a catalog spec: a :class:`SimCatalog`, a data directory with a built index, ``"demo"`` or ``"tiny"``.
 
     ``"demo"`` is the demo shop under ``$RANKER_DATA_DIR`` (else ``./data``),
-    the one ``make serve`` uses; it is built there first when missing.
+    the one ``make serve`` uses. Making an environment never builds an index:
+    a missing one is a :class:`ConfigError` that says how to build it (the
+    commands that want the demo shop call
+    :func:`ranker.catalog.demo.ensure_demo_index` first).
     """
     if isinstance(spec, SimCatalog):
         return spec
@@ -278,17 +286,13 @@ def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_it
         from envs.tiny import tiny_catalog
 
         return tiny_catalog()
-    if spec == "demo":
-        from ranker.catalog.demo import ensure_demo_index
-
-        data_dir = Path(os.environ.get("RANKER_DATA_DIR", "data"))
-        ensure_demo_index(data_dir)
-    else:
-        data_dir = Path(spec)
-    from ranker.retrieval.engine import manifest_path
+    data_dir = demo_data_dir() if spec == "demo" else Path(spec)
+    from ranker.retrieval.fusion import manifest_path
 
     if not manifest_path(data_dir).exists():
-        raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; build one with `ranker index build --data-dir {data_dir}`", parameter="catalog", value=str(spec))
+        how = "`make serve` builds the demo shop there once, or call ranker.catalog.demo.ensure_demo_index" if spec == "demo" else \
+            f"build one with `ranker index build --catalog FILE --data-dir {data_dir}`"
+        raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; {how}", parameter="catalog", value=str(spec))
     return _cached_catalog(sim_catalog_path(data_dir, queries_per_item=queries_per_item, seed=seed), data_dir, queries_per_item, seed)
 
 

@@ -35,7 +35,14 @@ from envs.catalog import SimCatalog, load_sim_catalog
 from envs.click_models import make_click_model
 from envs.config import ConfigError, EnvConfig, make_config
 from envs.shoppers import Session, Utilities, World
-from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, SlateFeatures, UserProfile
+from ranker.ranking.features import (
+    CONTEXT_FEATURES,
+    FEATURES,
+    CandidateSet,
+    FeatureBuilder,
+    SlateFeatures,
+    UserProfile,
+)
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.

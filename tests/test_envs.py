@@ -312,10 +312,20 @@ def test_observations_use_the_shared_feature_schema(sim_catalog):
     assert np.all(np.diff(rank) > 0)
 
 
+def test_making_an_environment_never_builds_an_index(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(envs.ConfigError, match="no index with embeddings .* `make serve` builds the demo shop"):
+        gym.make("envs/SlateShopping-v0")
+    assert not (tmp_path / "data").exists()
+
+
 @pytest.mark.slow
 def test_default_demo_catalog_builds_and_passes_the_checker(tmp_path, monkeypatch):
-    """The registered default: the demo shop under $RANKER_DATA_DIR, built on first use (minutes)."""
+    """The registered default: the demo shop under $RANKER_DATA_DIR, built by the explicit call (minutes)."""
+    from ranker.catalog.demo import ensure_demo_index
+
     monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path / "data"))
+    ensure_demo_index(tmp_path / "data")
     env = gym.make("envs/SlateShopping-v0")
     check_env(env.unwrapped, skip_render_check=True)
     assert env.unwrapped.catalog.n_items == 2400 and env.unwrapped.catalog.has_pictures
@@ -328,3 +338,14 @@ def test_duplicate_discount_scalar_and_vector_forms_agree():
     similarities = np.array([0.0, 0.85, 0.9, 0.93, 0.98, 1.0])
     np.testing.assert_allclose([world.duplicate_factor_one(float(s)) for s in similarities], world.duplicate_factor(similarities))
     assert world.duplicate_factor_one(0.98) == pytest.approx(1 - 0.8 * 0.8)
+
+
+def test_import_envs_loads_no_heavy_library():
+    """The simulator is numpy (and gymnasium, pydantic); torch, faiss, transformers, SB3 and redis stay unloaded."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "faiss", "transformers", "stable_baselines3", "sb3_contrib", "redis", "scipy")
+    code = f"import sys, envs, gymnasium; gymnasium.make('envs/SlateShoppingTiny-v0').reset(seed=0); print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -30,7 +30,6 @@ bridge is a coarse match (a label mix, not a caption).
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,20 +39,19 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from ranker.catalog.items import CatalogError, Item
-from ranker.retrieval.encoders import EncoderSet, ImageInput
 from ranker.catalog.images import decode_image
-from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
+from ranker.catalog.items import CatalogError, Item
 from ranker.catalog.store import ItemStore
+from ranker.retrieval.encoders import EncoderSet, ImageInput
+from ranker.retrieval.fusion import (
+    CHANNEL_WEIGHTS,
+    CHANNELS,
+    fuse_scores,
+    manifest_path,
+    read_manifest,
+)
+from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
 
-CHANNEL_WEIGHTS: dict[str, float] = {"text": 1.0, "text_to_image": 0.3, "image": 1.0, "image_to_text": 0.3}
-# channel -> (query vector, index searched)
-CHANNELS: dict[str, tuple[str, str]] = {
-    "text": ("text", "text"),
-    "text_to_image": ("text", "image_in_text"),
-    "image": ("image", "image"),
-    "image_to_text": ("image_in_text", "text"),
-}
 INDEX_NAMES = ("text", "image", "image_in_text")
 MANIFEST_VERSION = 1
 BUILD_CHUNK = 1024
@@ -398,32 +396,6 @@ class SearchEngine:
             for error in report.errors:  # a picture that went bad on disk since: drop that item
                 self.store.delete([str(error.value)])
 
-
-
-def fuse_scores(per_channel: dict[str, np.ndarray], n: int | tuple[int, ...]) -> np.ndarray:
-    """The fused score: weighted mean of the channel similarities an item has (NaN = no vector).
-
-    ``n`` is the shape of every channel array (the number of items, or
-    (queries, items) for a batch). Items with no channel at all score
-    ``-inf``. The simulator scores its cached embeddings with this same function.
-    """
-    weighted = np.zeros(n, dtype=np.float64)
-    weights = np.zeros(n, dtype=np.float64)
-    for channel, similarity in per_channel.items():
-        present = ~np.isnan(similarity)
-        weighted += np.where(present, CHANNEL_WEIGHTS[channel] * np.nan_to_num(similarity), 0.0)
-        weights += np.where(present, CHANNEL_WEIGHTS[channel], 0.0)
-    return np.where(weights > 0, weighted / np.maximum(weights, 1e-12), -np.inf)
-
-
-def manifest_path(data_dir: Path) -> Path:
-    """Where the index manifest under ``data_dir`` lives; it exists once an index was saved."""
-    return Path(data_dir) / "index" / "manifest.json"
-
-
-def read_manifest(data_dir: Path) -> dict[str, Any] | None:
-    path = manifest_path(data_dir)
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def saved_encoder_spec(data_dir: Path) -> str | None:

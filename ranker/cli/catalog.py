@@ -1,0 +1,133 @@
+"""``ranker demo-catalog``, ``ranker index build|info|compact`` and ``ranker search``: the catalog and its indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ranker.cli import main
+from ranker.cli.common import (
+    data_dir_option,
+)
+
+
+@main.command("demo-catalog")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write catalog.jsonl and images/ into.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same shop (byte for byte).")
+@click.option("--items", "n_items", type=click.IntRange(min=1), default=2400, show_default=True, help="How many items.")
+@click.option("--images/--no-images", default=True, show_default=True, help="Render a picture for every item.")
+def demo_catalog(out_dir: Path, seed: int, n_items: int, images: bool) -> None:
+    """Write a deterministic demo shop: items over 20+ categories, each with a rendered picture."""
+    from ranker.catalog.demo import write_demo_catalog
+
+    path = write_demo_catalog(out_dir, seed=seed, n_items=n_items, with_images=images)
+    click.echo(f"wrote {n_items} items to {path}")
+
+
+@main.group()
+def index() -> None:
+    """Build and inspect the retrieval indexes."""
+
+
+@index.command("build")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Catalog file (.jsonl or .csv).")
+@data_dir_option
+@click.option("--encoders", "encoder_spec", default="default", show_default=True, help="'default' (MiniLM + EfficientNet-Lite0) or 'clip:<checkpoint dir or hub id>'.")
+@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True, help="auto: exact below --exact-threshold items, HNSW above.")
+@click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str) -> None:
+    """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
+    from ranker.catalog.items import CatalogError, load_catalog
+    from ranker.retrieval.encoders import load_encoders
+    from ranker.retrieval.engine import SearchEngine
+    from ranker.retrieval.index import IndexConfig
+
+    try:
+        loaded = load_catalog(catalog_path, strict=strict)
+    except CatalogError as exc:
+        raise click.ClickException(str(exc)) from None
+    _report_errors("skipped", loaded.errors)
+    click.echo(loaded.summary(), err=True)
+    if not loaded.items:
+        raise click.ClickException(f"{catalog_path}: no valid items to index")
+    engine = SearchEngine(load_encoders(encoder_spec, device), data_dir, index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold))  # type: ignore[arg-type]
+    report = engine.build(loaded.items, progress=True)
+    _report_errors("rejected", report.errors)
+    where = engine.save(encoder_spec=encoder_spec)
+    click.echo(f"{report.summary()}; saved to {where}")
+
+
+@index.command("info")
+@data_dir_option
+def index_info(data_dir: Path) -> None:
+    """Print the index manifest (encoders, counts, index types, build time)."""
+    from ranker.retrieval.engine import manifest_path
+
+    manifest = manifest_path(data_dir)
+    if not manifest.exists():
+        raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}`")
+    click.echo(manifest.read_text())
+
+
+@index.command("compact")
+@data_dir_option
+def index_compact(data_dir: Path) -> None:
+    """Rebuild the indexes without deleted or replaced vectors."""
+    engine = _open(data_dir)
+    engine.compact()
+    engine.save()
+    click.echo(f"compacted {len(engine)} items under {data_dir}")
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--image", "image_path", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Picture to search with (alone or with TEXT).")
+@click.option("-k", "k", type=click.IntRange(min=1, max=1000), default=10, show_default=True, help="How many results.")
+@click.option("--category", "categories", multiple=True, help="Only these categories (repeatable).")
+@click.option("--price-min", type=click.FloatRange(min=0), help="Lowest price.")
+@click.option("--price-max", type=click.FloatRange(min=0), help="Highest price.")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item_id, title, category, price, score, scores}.")
+def search(text: str | None, image_path: Path | None, k: int, categories: tuple[str, ...], price_min: float | None, price_max: float | None, data_dir: Path, as_json: bool) -> None:
+    """Search the catalog by TEXT, by --image, or both."""
+    from ranker.catalog.items import CatalogError
+    from ranker.retrieval.engine import Filters, QueryError
+
+    if not text and image_path is None:
+        raise click.UsageError("give TEXT, --image PATH, or both")
+    engine = _open(data_dir)
+    try:
+        filters = Filters(categories=categories or None, price_min=price_min, price_max=price_max)
+        results = engine.search(text, image_path, k=k, filters=filters)
+    except (QueryError, CatalogError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps([candidate.to_json() for candidate in results], indent=2))
+        return
+    if not results:
+        click.echo("no results")
+    for rank, candidate in enumerate(results, start=1):
+        channels = "  ".join(f"{name}={value:.3f}" for name, value in candidate.scores.items() if value is not None)
+        click.echo(f"{rank:>3}. {candidate.score:.3f}  {candidate.item.title}  [{candidate.item.category}, {candidate.item.price:.2f}]  ({channels})")
+
+
+def _open(data_dir: Path):
+    from ranker.retrieval.engine import IndexMismatchError, manifest_path, open_engine
+
+    if not manifest_path(data_dir).exists():
+        raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first")
+    try:
+        return open_engine(data_dir)
+    except IndexMismatchError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _report_errors(verb: str, errors: list) -> None:
+    for error in errors[:50]:
+        click.echo(f"{verb}: {error}", err=True)
+    if len(errors) > 50:
+        click.echo(f"... and {len(errors) - 50} more {verb}", err=True)

@@ -1,0 +1,65 @@
+"""What the command groups share: ``--data-dir``, the simulator options and their parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+
+DEFAULT_DATA_DIR = "data"
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("RANKER_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=default_data_dir,
+    show_default="$RANKER_DATA_DIR or ./data",
+    help="Where the item store, indexes, policies and embedded Redis live.",
+)
+
+
+def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
+    """A registered simulator environment with CLI overrides, or a ClickException naming the bad setting."""
+    import gymnasium as gym
+
+    import envs
+
+    if env_id not in envs.ENV_IDS:
+        raise click.BadParameter(f"{env_id!r} is not registered; known: {', '.join(envs.ENV_IDS)}", param_hint="--env")
+    kwargs = _parse_overrides(overrides)
+    if catalog:
+        kwargs["catalog"] = catalog
+    if kwargs.get("catalog", envs.ENV_IDS[env_id].get("catalog")) == "demo":
+        from envs.catalog import demo_data_dir
+        from ranker.catalog.demo import ensure_demo_index
+
+        ensure_demo_index(demo_data_dir(), log=lambda line: click.echo(line, err=True))  # environments never build an index themselves
+    try:
+        return gym.make(env_id, **kwargs), kwargs
+    except envs.ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+env_option = click.option("--env", "env_id", default="envs/SlateShopping-v0", show_default=True, help="A registered simulator id (see `ranker sim list`).")
+catalog_option = click.option("--catalog", default=None, help="A data directory with a built index, or 'demo' (default: the environment's own).")
+set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade (JSON values; repeatable).")
+
+
+def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: use KEY=VALUE", param_hint="--set")
+        try:
+            overrides[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            overrides[key] = raw
+    return overrides
