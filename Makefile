@@ -9,7 +9,7 @@ DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv system-deps serve serve-prod test test-slow fuzz reliability bench train clean
+.PHONY: help venv system-deps lint serve serve-prod test test-slow fuzz reliability bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,8 +35,12 @@ serve-prod: venv  ## the same under gunicorn, 2 workers and the learner run by t
 system-deps:  ## redis-server, chromium and chromedriver for the tests (apt, when root and missing)
 	bash .ci/system-deps
 
-test: venv system-deps  ## the whole test suite except the long suites (browser tests save screenshots to test-artifacts/)
-	$(BIN)/python -m pytest -m "not slow"
+lint: venv  ## ruff: lint and formatting (configured in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: venv system-deps lint  ## lint, then the whole test suite except the long suites (browser tests save screenshots to test-artifacts/)
+	$(BIN)/python -m pytest -m "not slow" --durations=20
 
 test-slow: venv system-deps  ## the long suites (soak, long fuzzing, full training)
 	$(BIN)/python -m pytest -m slow

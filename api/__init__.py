@@ -32,8 +32,8 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
 from ranker.experiments.store import LOGS_TTL_S
+from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
 from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import hmac
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import current_app, request
 

@@ -24,10 +24,10 @@ from pydantic import Field
 
 from api.common import service
 from api.schemas import ExperimentPath, ItemPath
-from ranker.experiments.plots import plot_one, plots_of
-from ranker.experiments.stats import METRICS
 from ranker.catalog.items import CatalogError, image_bytes
 from ranker.errors import RequestError
+from ranker.experiments.plots import plot_one, plots_of
+from ranker.experiments.stats import METRICS
 
 bp = APIBlueprint("console", __name__, doc_ui=False)
 IMAGE_MAX_AGE_S = 24 * 3600

@@ -61,11 +61,15 @@ def on_starting(server):
 def when_ready(server):
     global _learner
     if _learning_on():
-        from ranker.live.backend import connect
         from ranker.learning.supervisor import LearnerSupervisor
+        from ranker.live.backend import connect
 
-        _learner = LearnerSupervisor(connect(os.environ["REDIS_URL"]), Path(os.environ.get("RANKER_DATA_DIR", "data")), os.environ["REDIS_URL"],
-                                     prefix=os.environ.get("RANKER_PREFIX", "ranker")).start()
+        _learner = LearnerSupervisor(
+            connect(os.environ["REDIS_URL"]),
+            Path(os.environ.get("RANKER_DATA_DIR", "data")),
+            os.environ["REDIS_URL"],
+            prefix=os.environ.get("RANKER_PREFIX", "ranker"),
+        ).start()
         server.log.info("online learner beside the workers")
 
 

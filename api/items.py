@@ -91,4 +91,3 @@ def delete_item(path: ItemPath) -> Any:
         raise ApiError(404, "not_found", f"item_id: no item {path.item_id!r}", "item_id")
     _count_items()
     return "", 204
-

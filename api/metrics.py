@@ -36,22 +36,57 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
-        self.latency = Histogram("ranker_http_request_duration_seconds", "HTTP request latency", ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.latency = Histogram(
+            "ranker_http_request_duration_seconds", "HTTP request latency", ["endpoint", "method", "status"], buckets=LATENCY_BUCKETS, registry=registry
+        )
         self.errors = Counter("ranker_http_errors_total", "HTTP 4xx and 5xx answers", ["endpoint", "status"], registry=registry)
         self.rankings = Counter("ranker_rankings_total", "slates served", ["logged"], registry=registry)
         self.experiment_rankings = Counter("ranker_experiment_rankings_total", "slates served inside experiments", ["experiment", "arm"], registry=registry)
         self.feedback = Counter("ranker_feedback_events_total", "feedback events", ["result"], registry=registry)
         self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
-        self.policy = Gauge("ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall")
+        self.policy = Gauge(
+            "ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall"
+        )
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
-        self.learner_skipped = Gauge("ranker_learner_skipped", "log entries the learner skipped, by reason (read from Redis at scrape)", ["reason"], registry=registry, multiprocess_mode="max")
-        self.learner_updates = Gauge("ranker_learner_updates", "learner updates, by decision (read from Redis at scrape)", ["decision"], registry=registry, multiprocess_mode="max")
-        self.learner_errors = Gauge("ranker_learner_errors", "learner updates and rounds that raised, by kind (read from Redis at scrape)", ["kind"], registry=registry, multiprocess_mode="max")
-        self.learner_dead_letters = Gauge("ranker_learner_dead_letters", "entries in the learner's dead-letter stream (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
-        self.learner_restarts = Gauge("ranker_learner_restarts", "learner processes restarted by the server (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
-        self.learner_running = Gauge("ranker_learner_running", "learner processes with a fresh heartbeat (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
-        self.learner_last_update = Gauge("ranker_learner_last_update_timestamp_seconds", "when the learner last decided an update (read from Redis at scrape)", registry=registry, multiprocess_mode="max")
-        self.learner_freshness = Gauge("ranker_learner_feedback_to_serving_seconds", "from feedback to serving, for the last promoted version (read from Redis at scrape)", ["feedback"], registry=registry, multiprocess_mode="max")
+        self.learner_skipped = Gauge(
+            "ranker_learner_skipped",
+            "log entries the learner skipped, by reason (read from Redis at scrape)",
+            ["reason"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.learner_updates = Gauge(
+            "ranker_learner_updates", "learner updates, by decision (read from Redis at scrape)", ["decision"], registry=registry, multiprocess_mode="max"
+        )
+        self.learner_errors = Gauge(
+            "ranker_learner_errors",
+            "learner updates and rounds that raised, by kind (read from Redis at scrape)",
+            ["kind"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.learner_dead_letters = Gauge(
+            "ranker_learner_dead_letters", "entries in the learner's dead-letter stream (read from Redis at scrape)", registry=registry, multiprocess_mode="max"
+        )
+        self.learner_restarts = Gauge(
+            "ranker_learner_restarts", "learner processes restarted by the server (read from Redis at scrape)", registry=registry, multiprocess_mode="max"
+        )
+        self.learner_running = Gauge(
+            "ranker_learner_running", "learner processes with a fresh heartbeat (read from Redis at scrape)", registry=registry, multiprocess_mode="max"
+        )
+        self.learner_last_update = Gauge(
+            "ranker_learner_last_update_timestamp_seconds",
+            "when the learner last decided an update (read from Redis at scrape)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.learner_freshness = Gauge(
+            "ranker_learner_feedback_to_serving_seconds",
+            "from feedback to serving, for the last promoted version (read from Redis at scrape)",
+            ["feedback"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
         self._serving: str | None = None
 
     def learner(self, summary: dict) -> None:

@@ -31,7 +31,6 @@ def _whole_number(cls: type, value: Any) -> Any:
     return value
 
 
-
 def decode_base64(value: str) -> bytes:
     """Strict base64 (a ``data:`` URI prefix is allowed)."""
     payload = value.partition(",")[2] if value.startswith("data:") else value
@@ -52,15 +51,23 @@ def _valid_base64(cls: type, value: str | None) -> str | None:
 
 # ---------------------------------------------------------------- rank
 class Query(Closed):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}}, {"required": ["image"], "properties": {"image": {"type": "string"}}}]})
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}}, {"required": ["image"], "properties": {"image": {"type": "string"}}}]
+        },
+    )
 
     text: str | None = Field(default=None, min_length=1, max_length=1000, description="what the user typed")
-    image: str | None = Field(default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"})
+    image: str | None = Field(
+        default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="a picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"}
+    )
 
     _image = field_validator("image")(_valid_base64)
 
     @model_validator(mode="after")
-    def _something(self) -> "Query":
+    def _something(self) -> Query:
         if not (self.text and self.text.strip()) and self.image is None:
             raise ValueError("give a non-empty text, an image, or both")
         return self
@@ -88,7 +95,7 @@ class RankRequest(Closed):
     _whole_numbers = field_validator("num_results", "num_candidates", mode="before")(_whole_number)
 
     @model_validator(mode="after")
-    def _enough_candidates(self) -> "RankRequest":
+    def _enough_candidates(self) -> RankRequest:
         if self.num_candidates is not None and self.num_candidates < self.num_results:
             raise ValueError(f"num_candidates: must be >= num_results ({self.num_results}), got {self.num_candidates}")
         return self
@@ -152,7 +159,13 @@ class FeedbackResponse(BaseModel):
 class ItemFields(Closed):
     title: str = Field(min_length=1, max_length=2000)
     description: str = Field(default="", max_length=2000)
-    image: str | None = Field(default=None, min_length=4, max_length=MAX_IMAGE_BASE64, description="the product picture, base64 (or a data: URI)", json_schema_extra={"format": "byte"})
+    image: str | None = Field(
+        default=None,
+        min_length=4,
+        max_length=MAX_IMAGE_BASE64,
+        description="the product picture, base64 (or a data: URI)",
+        json_schema_extra={"format": "byte"},
+    )
     price: float = Field(ge=0, allow_inf_nan=False)
     category: str = Field(min_length=1, max_length=200)
     brand: str = Field(default="", max_length=200)
@@ -173,7 +186,7 @@ class ItemsBatch(Closed):
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_BATCH)
 
     @model_validator(mode="after")
-    def _unique(self) -> "ItemsBatch":
+    def _unique(self) -> ItemsBatch:
         seen: set[str] = set()
         for item in self.items:
             if item.item_id in seen:
@@ -264,7 +277,9 @@ class ExperimentIn(Closed):
     experiment_id: str | None = Field(default=None, pattern=NAME, description="default: generated")
     mode: Literal["ab", "interleave"] = Field(default="ab", description="`ab`: users split between arms; `interleave`: team-draft interleaving of 2 arms")
     arms: list[ArmIn] = Field(min_length=2, max_length=10)
-    layer: str | None = Field(default=None, pattern=NAME, description="experiments that share a layer split its users; without one an experiment may not share users with another")
+    layer: str | None = Field(
+        default=None, pattern=NAME, description="experiments that share a layer split its users; without one an experiment may not share users with another"
+    )
     traffic: float = Field(default=1.0, gt=0, le=1, allow_inf_nan=False, description="share of users in the experiment")
     primary_metric: Metric = "purchases_per_session"
     guardrail_metrics: list[Metric] = Field(default_factory=lambda: ["click_through"], max_length=4)
@@ -332,4 +347,3 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
-

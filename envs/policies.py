@@ -20,7 +20,8 @@ simulator's ground truth; the others use only the observation).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -48,7 +48,7 @@ class Utilities:
     utility: np.ndarray  # the latent utility m
     patience: float  # gamma_u
 
-    def padded(self, size: int) -> "Utilities":
+    def padded(self, size: int) -> Utilities:
         """Zero probabilities for the empty slots past the candidates."""
         pad = size - len(self.attraction)
         if pad <= 0:
@@ -112,8 +112,7 @@ class World:
         queries = self.catalog.queries_of_item[target]
         query = int(queries[int(q * len(queries))])
         mode = self.modes[int(min(np.searchsorted(self._mode_cdf, m), len(self.modes) - 1))]
-        log_budget = float(np.log(self.catalog.category_median_price[category]) + self.budget_offset[user]
-                           + self.config.session_budget_noise * noise)
+        log_budget = float(np.log(self.catalog.category_median_price[category]) + self.budget_offset[user] + self.config.session_budget_noise * noise)
         return Session(user=user, category=category, target=target, query=query, mode=mode, log_budget=log_budget)
 
     def utilities(self, session: Session, rows: np.ndarray, vectors: np.ndarray | None = None) -> Utilities:

@@ -135,8 +135,13 @@ class SlateShoppingEnv(gym.Env):
         self._values = values if len(values) == self.config.n_candidates else np.pad(values, (0, self.config.n_candidates - len(values)))
         self._active = True
         self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
-        info = {"user": self.session.user, "query": catalog.query_texts[self.session.query], "mode": self.session.mode,
-                "target_item": catalog.item_ids[self.session.target], "n_candidates": len(self.rows)}
+        info = {
+            "user": self.session.user,
+            "query": catalog.query_texts[self.session.query],
+            "mode": self.session.mode,
+            "target_item": catalog.item_ids[self.session.target],
+            "n_candidates": len(self.rows),
+        }
         return self._observation(), info
 
     # ---------------------------------------------------------------- steps
@@ -170,8 +175,15 @@ class SlateShoppingEnv(gym.Env):
         terminated = position + 1 == self.config.slate_size
         if terminated:
             self._commit()
-        info = {"item_id": self.catalog.item_ids[self.rows[slot]], "position": position, "examined": examined,
-                "click": click, "add_to_cart": cart, "purchase": purchase, "attraction": attraction}
+        info = {
+            "item_id": self.catalog.item_ids[self.rows[slot]],
+            "position": position,
+            "examined": examined,
+            "click": click,
+            "add_to_cart": cart,
+            "purchase": purchase,
+            "attraction": attraction,
+        }
         return self._observation(), float(reward), terminated, False, info
 
     def _discount(self, slot: int) -> float:
@@ -194,8 +206,13 @@ class SlateShoppingEnv(gym.Env):
             self.counts[row, 2] += purchase
             for kind, happened in (("click", click), ("add_to_cart", cart), ("purchase", purchase)):
                 if happened:
-                    profile.record(kind=kind, category=catalog.category_names[catalog.category_codes[row]],
-                                   brand=catalog.brand_names[catalog.brand_codes[row]], price=float(catalog.prices[row]), text_vector=catalog.text[row])
+                    profile.record(
+                        kind=kind,
+                        category=catalog.category_names[catalog.category_codes[row]],
+                        brand=catalog.brand_names[catalog.brand_codes[row]],
+                        price=float(catalog.prices[row]),
+                        text_vector=catalog.text[row],
+                    )
         if profile.n_interactions:
             self.profiles[self.session.user] = profile
 
@@ -239,8 +256,10 @@ class SlateShoppingEnv(gym.Env):
     def render(self) -> str | None:
         if self.render_mode != "ansi":
             return None
-        lines = [f"user {self.session.user} searched {self.catalog.query_texts[self.session.query]!r} ({self.session.mode}); "
-                 f"wants {self.catalog.titles[self.session.target]!r}"]
+        lines = [
+            f"user {self.session.user} searched {self.catalog.query_texts[self.session.query]!r} ({self.session.mode}); "
+            f"wants {self.catalog.titles[self.session.target]!r}"
+        ]
         for position, (slot, examined, click, cart, purchase) in enumerate(self.outcomes):
             row = self.rows[slot]
             outcome = "purchase" if purchase else "cart" if cart else "click" if click else "seen" if examined else "-"

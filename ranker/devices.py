@@ -8,7 +8,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
+def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; anything else (``cpu``, ``cuda:1``) is passed to torch."""
     import torch
 

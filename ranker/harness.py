@@ -123,8 +123,15 @@ class Shopper:
 def session_through(client: ApiClient, shopper: Shopper, info: dict[str, Any]) -> tuple[float, dict[str, Any], int]:
     """Play the session ``info`` (from :meth:`Shopper.reset`) through the service; (reward, rank response, items missing)."""
     slate_size = shopper.simulator.config.slate_size
-    body = client.post("/v1/rank", {"user_id": f"shopper-{info['user']}", "query": {"text": info["query"]}, "num_results": slate_size,
-                                    "num_candidates": shopper.simulator.config.n_candidates})
+    body = client.post(
+        "/v1/rank",
+        {
+            "user_id": f"shopper-{info['user']}",
+            "query": {"text": info["query"]},
+            "num_results": slate_size,
+            "num_candidates": shopper.simulator.config.n_candidates,
+        },
+    )
     items = [item["item_id"] for item in body["items"]]
     slots, missing = shopper.slots_for(items)
     reward, outcomes = shopper.play_slots(slots)

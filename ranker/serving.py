@@ -31,24 +31,37 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import redis
 
 from ranker.catalog.items import Item
-from ranker.live.catalog_stream import CatalogLog
 from ranker.errors import RequestError
-from ranker.live.events import DEDUP_TTL_S, EVENT_TYPES, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S, EventLog, Exposure, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.experiments.store import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
-from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.experiments.interleaving import team_draft
-from ranker.ranking.policy import Ranking, RankingPolicy
+from ranker.experiments.store import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.live.catalog_stream import CatalogLog
+from ranker.live.events import (
+    DEDUP_TTL_S,
+    EVENT_TYPES,
+    MAX_STREAM_AGE_S,
+    MAX_STREAM_LEN,
+    RANKING_TTL_S,
+    SERIES_TTL_S,
+    EventLog,
+    Exposure,
+    InteractionEvent,
+    RankingEvent,
+    new_ranking_id,
+)
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
-from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
 from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, Interaction, RedisStateProvider
+from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.ranking.policy import Ranking, RankingPolicy
+from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
 
 log = logging.getLogger(__name__)
 
@@ -174,14 +187,22 @@ def query_hash(text: str | None, image: bytes | None) -> str:
 class RankingService:
     """Engine + live state + policy + event log, for one server process."""
 
-    def __init__(self, engine: SearchEngine, client: "redis.Redis", policies_dir: Path, config: ServiceConfig | None = None):
+    def __init__(self, engine: SearchEngine, client: redis.Redis, policies_dir: Path, config: ServiceConfig | None = None):
         self.engine = engine
         self.client = client
         self.config = config = config or ServiceConfig()
         prefix = config.prefix
         self.state = RedisStateProvider(client, prefix=prefix, profile_ttl_s=config.profile_ttl_s, pseudonym_ttl_s=config.pseudonym_ttl_s)
-        self.events = EventLog(client, prefix=prefix, max_len=config.stream_max_len, max_age_s=config.stream_max_age_s, ranking_ttl_s=config.ranking_ttl_s,
-                               dedup_ttl_s=config.dedup_ttl_s, user_data_ttl_s=config.profile_ttl_s, series_ttl_s=config.series_ttl_s)
+        self.events = EventLog(
+            client,
+            prefix=prefix,
+            max_len=config.stream_max_len,
+            max_age_s=config.stream_max_age_s,
+            ranking_ttl_s=config.ranking_ttl_s,
+            dedup_ttl_s=config.dedup_ttl_s,
+            user_data_ttl_s=config.profile_ttl_s,
+            series_ttl_s=config.series_ttl_s,
+        )
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
         self.experiments = ExperimentStore(client, prefix=prefix, logs_ttl_s=config.experiment_logs_ttl_s)
@@ -242,7 +263,9 @@ class RankingService:
         if not candidates:
             return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps)
         builder = FeatureBuilder(num_candidates, num_results)
-        observation = builder.build(candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None)
+        observation = builder.build(
+            candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None
+        )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
         composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
@@ -290,11 +313,20 @@ class RankingService:
             except redis.RedisError as exc:
                 self._redis_failed("log", exc)
         watch.lap("log")
-        return RankResult(ranking_id, event.policy_version, items, logged, float(composed.temperature), len(candidates), watch.total(),
-                          experiment=self._served_by(assignment, composed))
+        return RankResult(
+            ranking_id,
+            event.policy_version,
+            items,
+            logged,
+            float(composed.temperature),
+            len(candidates),
+            watch.total(),
+            experiment=self._served_by(assignment, composed),
+        )
 
-    def _compose(self, observation: Observation, retrieval_scores: np.ndarray, num_results: int, temperature: float, policy: RankingPolicy,
-                 assignment: Assignment | None) -> Composed | None:
+    def _compose(
+        self, observation: Observation, retrieval_scores: np.ndarray, num_results: int, temperature: float, policy: RankingPolicy, assignment: Assignment | None
+    ) -> Composed | None:
         """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
         (None when an arm's policy cannot be loaded)."""
         if assignment is None:
@@ -403,7 +435,12 @@ class RankingService:
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
         if record is None:
-            raise FeedbackError(f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)", field="ranking_id", value=ranking_id, status=404)
+            raise FeedbackError(
+                f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
+                field="ranking_id",
+                value=ranking_id,
+                status=404,
+            )
         parsed: list[InteractionEvent] = []
         for index, raw in enumerate(events):
             position = record.position_of(raw["item_id"])
@@ -414,7 +451,9 @@ class RankingService:
                     value=raw["item_id"],
                 )
             if raw["type"] not in EVENT_TYPES:
-                raise FeedbackError(f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"])
+                raise FeedbackError(
+                    f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"]
+                )
             parsed.append(
                 InteractionEvent(
                     event_id=raw.get("event_id") or uuid.uuid4().hex,
@@ -428,8 +467,9 @@ class RankingService:
             )
         revenue = [self._revenue(event) for event in parsed] if record.exposure else None
         try:
-            flags = self.events.append_interactions(parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue,
-                                                    served=(record.ts, record.policy_version))
+            flags = self.events.append_interactions(
+                parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue, served=(record.ts, record.policy_version)
+            )
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
         try:  # the events are stored and acknowledged now; the profile is derived state, updated at best

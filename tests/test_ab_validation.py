@@ -18,8 +18,16 @@ from scipy import stats
 
 import envs  # noqa: F401  (registers the environments)
 from ranker.experiments.stats import ratio_estimate, user_sums
-from ranker.experiments.validation import (aa_experiments, oracle_ranking, planned_users, power_runs, retrieval_ranking, sessions_to_significance,
-                                 simulate_pool, srm_run)
+from ranker.experiments.validation import (
+    aa_experiments,
+    oracle_ranking,
+    planned_users,
+    power_runs,
+    retrieval_ranking,
+    sessions_to_significance,
+    simulate_pool,
+    srm_run,
+)
 
 ALPHA = 0.05
 POOL_SESSIONS = 4000
@@ -78,8 +86,10 @@ def test_a_10_percent_lift_is_detected_in_at_least_80_percent_of_runs_at_the_doc
     rate, sd, n_per_arm = planned_users(pool, 0.10, power=0.9)
     assert 0.3 < rate < 0.45 and 1_300 <= n_per_arm <= 1_900, (rate, sd, n_per_arm)
     result = power_runs(pool, relative_effect=0.10, n_runs=300, alpha=ALPHA, power=0.9, seed=0)
-    print(f"\npower: {result.detections}/{result.n_runs} = {result.power:.3f} at {result.users_per_arm} users per arm "
-          f"(baseline {result.baseline_rate:.3f}, per-user sd {result.sd_per_user:.3f})")
+    print(
+        f"\npower: {result.detections}/{result.n_runs} = {result.power:.3f} at {result.users_per_arm} users per arm "
+        f"(baseline {result.baseline_rate:.3f}, per-user sd {result.sd_per_user:.3f})"
+    )
     low, _ = stats.binomtest(result.detections, result.n_runs).proportion_ci(0.95)
     assert result.power >= 0.8 and low >= 0.8, f"power {result.power:.3f}, 95% CI from {low:.3f} at {n_per_arm} users per arm"
 
@@ -103,10 +113,13 @@ def test_interleaving_detects_a_better_ranker_with_fewer_sessions_than_an_ab_tes
     Measured on the fixture shop: interleaving 60, 100, 50, 140 sessions;
     A/B 300, 510, 330, 1,060 (medians 80 vs 420, about 5x fewer).
     """
-    results = sessions_to_significance(make_env, oracle_ranking, retrieval_ranking, seeds=range(4), max_interleaving=400, max_ab=2000,
-                                       every=10, alpha=ALPHA, metric="click_through")
-    table = "\n".join(f"seed {r.seed}: interleaving {r.interleaving} (delta_AB {r.delta_ab:+.3f}), "
-                      f"A/B {r.ab} (click-through difference {r.ab_difference:+.3f})" for r in results)
+    results = sessions_to_significance(
+        make_env, oracle_ranking, retrieval_ranking, seeds=range(4), max_interleaving=400, max_ab=2000, every=10, alpha=ALPHA, metric="click_through"
+    )
+    table = "\n".join(
+        f"seed {r.seed}: interleaving {r.interleaving} (delta_AB {r.delta_ab:+.3f}), A/B {r.ab} (click-through difference {r.ab_difference:+.3f})"
+        for r in results
+    )
     print(f"\nsessions to a settled p < {ALPHA}, oracle vs retrieval:\n{table}")
     assert all(r.delta_ab > 0 and r.ab_difference < 0 for r in results), table  # both see the oracle as better
     assert all(r.interleaving is not None for r in results), table

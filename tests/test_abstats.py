@@ -11,10 +11,22 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportions_ztest
 
-from ranker.experiments.plots import plot_report
-from ranker.experiments.stats import (AnalysisError, Sessions, analyse, beta_binomial, cuped, holm, msprt_p_value, per_user_sd,
-                            ratio_estimate, required_users, srm_check, user_sums)
 from ranker.experiments.interleaving import analyse_interleaving, credit, team_draft
+from ranker.experiments.plots import plot_report
+from ranker.experiments.stats import (
+    AnalysisError,
+    Sessions,
+    analyse,
+    beta_binomial,
+    cuped,
+    holm,
+    msprt_p_value,
+    per_user_sd,
+    ratio_estimate,
+    required_users,
+    srm_check,
+    user_sums,
+)
 
 
 def clustered_sessions(seed: int, n_users: int = 2000, *, lift: float = 0.0, with_pre: bool = False) -> Sessions:
@@ -34,8 +46,15 @@ def clustered_sessions(seed: int, n_users: int = 2000, *, lift: float = 0.0, wit
     if with_pre:
         pre = propensity + rng.normal(0, 0.05, size=n_users)
         pre[rng.random(n_users) < 0.2] = np.nan
-    return Sessions(arm=arm, user=user, ts=rng.permutation(len(user)).astype(float), clicks=clicks, purchases=purchases,
-                    revenue=purchases * rng.gamma(2.0, 25.0, size=len(user)), pre=pre)
+    return Sessions(
+        arm=arm,
+        user=user,
+        ts=rng.permutation(len(user)).astype(float),
+        clicks=clicks,
+        purchases=purchases,
+        revenue=purchases * rng.gamma(2.0, 25.0, size=len(user)),
+        pre=pre,
+    )
 
 
 def comparison(report: dict, metric: str, test: str = "welch_t", arm: str = "B") -> dict:
@@ -173,8 +192,7 @@ def test_always_valid_p_value_never_increases_over_checkpoints():
 # --------------------------------------------------------- report shape
 def test_report_has_every_section_and_is_strict_json():
     report = analyse(clustered_sessions(seed=8, with_pre=True), ["A", "B"], [0.5, 0.5])
-    assert {"primary", "alpha", "control", "n_sessions", "n_users", "arms", "comparisons", "srm", "sequential", "cuped", "bayesian",
-            "over_time"} <= set(report)
+    assert {"primary", "alpha", "control", "n_sessions", "n_users", "arms", "comparisons", "srm", "sequential", "cuped", "bayesian", "over_time"} <= set(report)
     assert set(report["arms"][0]["metrics"]) == {"click_through", "purchase_rate", "purchases_per_session", "revenue_per_session"}
     assert len(report["comparisons"]) == 4 + 2  # welch on every metric, z-test on the two proportions
     json.dumps(report, allow_nan=False)
@@ -195,15 +213,18 @@ def test_empty_arms_and_no_sessions_do_not_crash():
     assert report["n_sessions"] == 0 and not report["srm"]["flagged"] and not report["sequential"]["arms"][0]["significant"]
 
 
-@pytest.mark.parametrize("arguments, message", [
-    ({"weights": [0.5]}, "weights"),
-    ({"weights": [0.5, 0.0]}, "weights"),
-    ({"primary": "profit"}, "primary"),
-    ({"alpha": 1.5}, "alpha"),
-    ({"control": 2}, "control"),
-    ({"mde": 0.0}, "mde"),
-    ({"checkpoints": 0}, "checkpoints"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        ({"weights": [0.5]}, "weights"),
+        ({"weights": [0.5, 0.0]}, "weights"),
+        ({"primary": "profit"}, "primary"),
+        ({"alpha": 1.5}, "alpha"),
+        ({"control": 2}, "control"),
+        ({"mde": 0.0}, "mde"),
+        ({"checkpoints": 0}, "checkpoints"),
+    ],
+)
 def test_bad_arguments_are_refused_naming_the_field(arguments, message):
     sessions = clustered_sessions(seed=10, n_users=20)
     call = {"arm_names": ["A", "B"], "weights": [0.5, 0.5], **arguments}

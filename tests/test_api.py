@@ -17,8 +17,8 @@ import redis
 from PIL import Image
 
 from api import create_app
-from ranker.ranking.policy import RankingPolicy
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
 
 API_KEY = "test-key"
 
@@ -37,8 +37,15 @@ def fresh_engine(demo_engine_of):
 @pytest.fixture()
 def make_app(embedded_redis, prefix, tmp_path, engine):
     def make(**config):
-        settings = {"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
-                    "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "secret"}
+        settings = {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / "data"),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": prefix,
+            "ENGINE": engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "secret",
+        }
         settings.update(config)
         return create_app(settings)
 
@@ -120,8 +127,7 @@ def test_the_rank_is_logged_as_a_ranking_event(make_app):
 def test_feedback_is_idempotent_and_the_next_ranking_reflects_it(client):
     first = rank(client, "backpack", user="dana", num_results=8, greedy=True, explain=True)
     clicked = first["items"][-1]
-    events = [{"event_id": "ev-1", "item_id": clicked["item_id"], "type": "click"},
-              {"event_id": "ev-2", "item_id": clicked["item_id"], "type": "add_to_cart"}]
+    events = [{"event_id": "ev-1", "item_id": clicked["item_id"], "type": "click"}, {"event_id": "ev-2", "item_id": clicked["item_id"], "type": "add_to_cart"}]
     response = client.post("/v1/feedback", json={"ranking_id": first["ranking_id"], "events": events})
     assert response.status_code == 202 and response.get_json() == {"accepted": 2, "duplicates": 0}
     again = client.post("/v1/feedback", json={"ranking_id": first["ranking_id"], "events": events[:1]})
@@ -201,10 +207,12 @@ def test_items_put_get_delete_and_searchable_at_once(make_app, fresh_engine):
 def test_batch_upsert_stores_good_items_and_lists_bad_pictures(make_app, fresh_engine):
     client = make_app(ENGINE=fresh_engine).test_client()
     corrupt = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50).decode()
-    batch = {"items": [
-        {"item_id": "b1", "title": "Copper kettle", "price": 40.0, "category": "Kitchen"},
-        {"item_id": "b2", "title": "Glass teapot", "price": 25.0, "category": "Kitchen", "image": corrupt},
-    ]}
+    batch = {
+        "items": [
+            {"item_id": "b1", "title": "Copper kettle", "price": 40.0, "category": "Kitchen"},
+            {"item_id": "b2", "title": "Glass teapot", "price": 25.0, "category": "Kitchen", "image": corrupt},
+        ]
+    }
     body = client.post("/v1/items", json=batch).get_json()
     assert body["upserted"] == 1 and body["rejected"][0]["item_id"] == "b2" and body["rejected"][0]["field"] == "image"
     assert client.get("/v1/items/b1").status_code == 200 and client.get("/v1/items/b2").status_code == 404
@@ -291,8 +299,13 @@ def test_write_and_admin_endpoints_need_the_api_key_when_configured(make_app, fr
     body = rank(client)  # ranking is open
     feedback = {"ranking_id": body["ranking_id"], "events": [{"item_id": body["items"][0]["item_id"], "type": "click"}]}
     item = {"title": "T", "price": 1.0, "category": "X"}
-    calls = [("post", "/v1/feedback", feedback), ("put", "/v1/items/k1", item), ("delete", "/v1/items/k1", None),
-             ("post", "/v1/policies/rollback", None), ("post", "/v1/items", {"items": [dict(item, item_id="k2")]})]
+    calls = [
+        ("post", "/v1/feedback", feedback),
+        ("put", "/v1/items/k1", item),
+        ("delete", "/v1/items/k1", None),
+        ("post", "/v1/policies/rollback", None),
+        ("post", "/v1/items", {"items": [dict(item, item_id="k2")]}),
+    ]
     for method, url, payload in calls:
         assert error_of(getattr(client, method)(url, json=payload), 401)["field"] == "X-API-Key"
         assert getattr(client, method)(url, json=payload, headers={"X-API-Key": "wrong"}).status_code == 401
@@ -332,7 +345,7 @@ def test_bad_rank_requests_are_422_naming_the_field(client, payload, field):
     assert field.split(".")[-1].split("[")[0] in error["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{bad json", b"", b"{\"user_id\": \"u\",}", b"\xff\xfe\x00"])
+@pytest.mark.parametrize("raw", [b"{bad json", b"", b'{"user_id": "u",}', b"\xff\xfe\x00"])
 def test_malformed_json_is_400(client, raw):
     error = error_of(client.post("/v1/rank", data=raw, content_type="application/json"), 400)
     assert error["field"] == "body" and error["code"] == "malformed_json"
@@ -391,7 +404,7 @@ def test_without_redis_rank_serves_unlogged_and_writes_answer_503(make_app, tmp_
     assert client.get("/readyz").status_code == 503
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'ranker_rankings_total{logged="false"} 1.0' in metrics
-    assert "ranker_redis_failures_total" in metrics and 'ranker_redis_failures_total 0.0' not in metrics
+    assert "ranker_redis_failures_total" in metrics and "ranker_redis_failures_total 0.0" not in metrics
 
 
 def one_click_over_its_own_redis(make_app, directory):
@@ -407,7 +420,9 @@ def one_click_over_its_own_redis(make_app, directory):
 
 
 def send_event(client, body, event_id, kind):
-    return client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": kind}]})
+    return client.post(
+        "/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": kind}]}
+    )
 
 
 def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_path):
@@ -455,7 +470,18 @@ def test_health_readiness_metrics_and_docs(client):
     assert 'ranker_rankings_total{logged="true"} 1.0' in metrics
     assert "ranker_policy_serving{version=" in metrics and "ranker_catalog_items 80.0" in metrics
     spec = client.get("/openapi.json").get_json()
-    for path in ("/v1/rank", "/v1/feedback", "/v1/items", "/v1/items/{item_id}", "/v1/policies", "/v1/policies/{version}/promote", "/v1/policies/rollback", "/healthz", "/readyz", "/metrics"):
+    for path in (
+        "/v1/rank",
+        "/v1/feedback",
+        "/v1/items",
+        "/v1/items/{item_id}",
+        "/v1/policies",
+        "/v1/policies/{version}/promote",
+        "/v1/policies/rollback",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ):
         assert path in spec["paths"], path
     assert "RankRequest" in spec["components"]["schemas"] and "api_key" in spec["components"]["securitySchemes"]
     assert client.get("/docs/").status_code == 200 and client.get("/docs/swagger").status_code == 200
@@ -490,15 +516,16 @@ def test_no_raw_user_id_is_stored_and_erasing_a_user_unlinks_their_events(make_a
     assert client.post("/v1/feedback", json={"ranking_id": first["ranking_id"], "events": [{"item_id": item, "type": "purchase"}]}).status_code == 202
     r = redis.Redis.from_url(embedded_redis)
     assert b"zed" not in every_stored_byte(r, prefix)  # not in keys, values, profiles or the streams
-    from ranker.serving import pseudonymise
     from ranker.live.state import activity_key, profile_key, pseudonym_key
+    from ranker.serving import pseudonymise
 
     user_hash = pseudonymise("zed@example.com", b"k1")
     assert user_hash != pseudonymise("zed@example.com", b"k2")
     token = r.get(pseudonym_key(prefix, user_hash)).decode()
     logged = [event for _, event in service.events.rankings()]
     assert {event.user_key for event in logged} == {token} and user_hash not in every_stored_byte(r, prefix).decode(errors="ignore").replace(
-        pseudonym_key(prefix, user_hash), "")  # the keyed hash only names the pseudonym
+        pseudonym_key(prefix, user_hash), ""
+    )  # the keyed hash only names the pseudonym
     assert r.exists(profile_key(prefix, token)) and r.hget(activity_key(prefix, token), "purchases") == b"1"
     erased = client.delete("/v1/users/zed@example.com")
     assert erased.status_code == 200 and erased.get_json() == {"erased": True}
@@ -519,8 +546,12 @@ def test_an_empty_data_directory_serves_what_the_api_puts_in(embedded_redis, pre
     client = app.test_client()
     empty = rank(client, "anything")
     assert empty["items"] == [] and empty["policy_version"] == RankingPolicy.load(STARTING_POLICY).version
-    items = {"items": [{"item_id": "p1", "title": "Walnut chess board", "price": 80.0, "category": "Games"},
-                       {"item_id": "p2", "title": "Ceramic tea cup", "price": 12.0, "category": "Kitchen", "image": png_base64()}]}
+    items = {
+        "items": [
+            {"item_id": "p1", "title": "Walnut chess board", "price": 80.0, "category": "Games"},
+            {"item_id": "p2", "title": "Ceramic tea cup", "price": 12.0, "category": "Kitchen", "image": png_base64()},
+        ]
+    }
     assert client.post("/v1/items", json=items).get_json() == {"upserted": 2, "rejected": []}
     assert [item["item_id"] for item in rank(client, "chess", greedy=True)["items"]] == ["p1", "p2"]
     assert client.get("/readyz").get_json()["items"] == 2

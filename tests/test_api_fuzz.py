@@ -15,8 +15,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from api import create_app
 
@@ -27,8 +27,16 @@ MIN_REQUESTS = int(os.environ.get("RANKER_FUZZ_MIN_REQUESTS", "0"))  # per gener
 @pytest.fixture(scope="module")
 def fuzz_app(demo_engine_of, embedded_redis, tmp_path_factory):
     engine = demo_engine_of(30)
-    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")), "REDIS_URL": embedded_redis,
-                       "PREFIX": "fuzz", "ENGINE": engine, "USER_KEY_SECRET": "s"})
+    return create_app(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": "fuzz",
+            "ENGINE": engine,
+            "USER_KEY_SECRET": "s",
+        }
+    )
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])

@@ -74,7 +74,7 @@ def random_items(seed: int, n: int) -> list[Item]:
             Item(
                 item_id=f"sku-{seed}-{index:04d}",
                 title=f"Item {index} « {rng.choice(colors)} » with, comma",
-                description=rng.choice(["", "Line one.\nLine two, with \"quotes\".", "Plain description"]),
+                description=rng.choice(["", 'Line one.\nLine two, with "quotes".', "Plain description"]),
                 price=round(rng.uniform(0, 500), 2),
                 category=rng.choice(["Shoes", "Bags", "Outdoor > Tents"]),
                 brand=rng.choice(["", "Acme", "Ünïcode Co"]),

@@ -76,9 +76,11 @@ def test_search_needs_text_or_image(built_data_dir):
 def test_build_reports_bad_lines_and_indexes_the_rest(tmp_path, encoders):
     catalog = tmp_path / "shop.jsonl"
     catalog.write_text(
-        json.dumps({"item_id": "a1", "title": "Red wool scarf", "price": 19.5, "category": "Scarves"}) + "\n"
+        json.dumps({"item_id": "a1", "title": "Red wool scarf", "price": 19.5, "category": "Scarves"})
+        + "\n"
         + "{not json\n"
-        + json.dumps({"item_id": "a2", "title": "Blue scarf", "price": "cheap", "category": "Scarves"}) + "\n"
+        + json.dumps({"item_id": "a2", "title": "Blue scarf", "price": "cheap", "category": "Scarves"})
+        + "\n"
     )
     result = CliRunner().invoke(main, ["index", "build", "--catalog", str(catalog), "--data-dir", str(tmp_path / "d"), "--device", "cpu"])
     assert result.exit_code == 0, result.output

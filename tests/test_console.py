@@ -25,10 +25,10 @@ import torch
 from werkzeug.serving import make_server
 
 from api import create_app
-from ranker.live.events import EventLog
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.ranking.policy import RankingPolicy
+from ranker.live.events import EventLog
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
 
 API_KEY = "console-key"
 ARTIFACTS = Path(os.environ.get("RANKER_TEST_ARTIFACTS", "test-artifacts")) / "console"
@@ -43,8 +43,17 @@ def server(embedded_redis, demo_engine, tmp_path_factory):
     for name in client.scan_iter(match=f"{{{prefix}}}*"):
         client.delete(name)
     data_dir = tmp_path_factory.mktemp("console-data")
-    app = create_app({"DATA_DIR": str(data_dir), "REDIS_URL": embedded_redis, "PREFIX": prefix, "ENGINE": demo_engine, "SEED": 0,
-                      "USER_KEY_SECRET": "secret", "API_KEY": API_KEY})
+    app = create_app(
+        {
+            "DATA_DIR": str(data_dir),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": prefix,
+            "ENGINE": demo_engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "secret",
+            "API_KEY": API_KEY,
+        }
+    )
     policy = RankingPolicy.load(STARTING_POLICY)
     with torch.no_grad():
         for parameter in policy.net.parameters():
@@ -53,8 +62,13 @@ def server(embedded_redis, demo_engine, tmp_path_factory):
     http = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
-    yield {"url": f"http://127.0.0.1:{http.server_port}", "events": EventLog(client, prefix=prefix), "redis": client, "prefix": prefix,
-           "service": app.extensions["ranking_service"]}
+    yield {
+        "url": f"http://127.0.0.1:{http.server_port}",
+        "events": EventLog(client, prefix=prefix),
+        "redis": client,
+        "prefix": prefix,
+        "service": app.extensions["ranking_service"],
+    }
     http.shutdown()
 
 
@@ -67,8 +81,18 @@ def browser():
     assert not missing, f"{missing} not installed: `apt-get install chromium chromium-driver` (make test does it as root)"
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-extensions", "--no-first-run", "--window-size=1400,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_page_load_timeout(60)
@@ -136,7 +160,7 @@ def test_search_by_text_shows_pictures_and_clicks_and_purchases_reach_redis(serv
     assert [(event.item_id, event.type) for event in stored] == [(item_id, "click"), (item_id, "purchase")]
     assert stored[0].ranking_id in served
     # the policies page's reward curve counts this ranking and its reward: click 0.1 + purchase 1.0
-    (version, points), = server["events"].reward_series().items()
+    ((version, points),) = server["events"].reward_series().items()
     assert version == server["service"].policies.version
     assert sum(rankings for _, rankings, _ in points) == 1 and sum(reward for _, _, reward in points) == pytest.approx(1.1)
 
@@ -184,8 +208,14 @@ def test_policies_page_promotes_and_rolls_back_with_the_api_key(server, browser)
 def test_experiments_page_shows_arms_intervals_srm_and_plots(server, browser, sim_catalog):
     client = ApiClient(server["url"], api_key=API_KEY)
     start = client.get("/v1/policies")["current"]
-    client.post("/v1/experiments", {"experiment_id": "exp-console", "name": "start vs reversed", "arms": [
-        {"name": "control", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}]})
+    client.post(
+        "/v1/experiments",
+        {
+            "experiment_id": "exp-console",
+            "name": "start vs reversed",
+            "arms": [{"name": "control", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}],
+        },
+    )
     shopper = Shopper(sim_catalog, seed=5)
     for _ in range(150):
         session_through(client, shopper, shopper.reset())

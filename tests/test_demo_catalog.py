@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ranker.catalog.items import Item, load_catalog
 from ranker.catalog.demo import (
     BRANDS,
     CATEGORIES,
@@ -17,6 +16,7 @@ from ranker.catalog.demo import (
     generate_items,
     write_demo_catalog,
 )
+from ranker.catalog.items import Item, load_catalog
 
 N_SMALL = 150
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from ranker.catalog.images import ImageError
 from ranker.devices import resolve_device
 from ranker.retrieval.encoders import ClipEncoders, LabelBridge, imagenet_label_names, load_encoders
-from ranker.catalog.images import ImageError
 
 
 def disc(colour: str, size: int = 180) -> Image.Image:

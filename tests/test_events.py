@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import redis
 
-from ranker.live.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
-from ranker.ranking.features import UserProfile, snapshot_precision
-from ranker.ranking.policy import RankingPolicy
 from ranker.live.backend import connect
+from ranker.live.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
 from ranker.live.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
 from ranker.live.state import RedisStateProvider
+from ranker.ranking.features import UserProfile, snapshot_precision
+from ranker.ranking.policy import RankingPolicy
 
 
 @pytest.fixture()
@@ -27,11 +27,24 @@ def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
     rng = np.random.default_rng(0)
     candidates = list(slate) + ["d", "e"]
     return RankingEvent(
-        ranking_id=new_ranking_id(), ts=time.time(), user_key=user_key, session_id="s1", query_text="red shoes",
-        query_has_image=False, query_hash="abc", policy_version="v1", candidate_ids=candidates,
-        retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5], slate=list(slate), slots=[0, 1, 2], log_probs=[-0.1, -0.2, -0.3], temperature=0.5,
-        category_codes=[0, 0, 1, 1, 2], features=snapshot_precision(rng.standard_normal((5, 14))),
-        context=rng.standard_normal(6).astype(np.float32), placed_similarity=snapshot_precision(rng.standard_normal((3, 5))),
+        ranking_id=new_ranking_id(),
+        ts=time.time(),
+        user_key=user_key,
+        session_id="s1",
+        query_text="red shoes",
+        query_has_image=False,
+        query_hash="abc",
+        policy_version="v1",
+        candidate_ids=candidates,
+        retrieval_scores=[0.9, 0.8, 0.7, 0.6, 0.5],
+        slate=list(slate),
+        slots=[0, 1, 2],
+        log_probs=[-0.1, -0.2, -0.3],
+        temperature=0.5,
+        category_codes=[0, 0, 1, 1, 2],
+        features=snapshot_precision(rng.standard_normal((5, 14))),
+        context=rng.standard_normal(6).astype(np.float32),
+        placed_similarity=snapshot_precision(rng.standard_normal((3, 5))),
     )
 
 
@@ -149,8 +162,10 @@ def test_the_reward_series_is_kept_per_day_and_expires_after_its_retention(clien
     now = time.time()
     event = ranking_event()
     log.append_ranking(event)
-    log.append_interactions([interaction(event.ranking_id, "a", "purchase", event_id="p1"), interaction(event.ranking_id, "b", event_id="c1")],
-                            served=(event.ts, event.policy_version))
+    log.append_interactions(
+        [interaction(event.ranking_id, "a", "purchase", event_id="p1"), interaction(event.ranking_id, "b", event_id="c1")],
+        served=(event.ts, event.policy_version),
+    )
     today = log.series_key(series_day(now))
     assert (series_day(now) + 1) * 86400 + 3600 - now - 5 <= client.ttl(today) <= (series_day(now) + 1) * 86400 + 3600 - now + 1  # TTL rounds
     [(minute, rankings, reward)] = log.reward_series()["v1"]

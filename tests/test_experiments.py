@@ -19,11 +19,11 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from ranker.cli import main as cli
-from ranker.live.events import EventLog, ExperimentKeys
 from ranker.experiments.store import Arm, ExperimentError, ExperimentStore, summarise
 from ranker.harness import ApiClient, Shopper, session_through
-from ranker.ranking.policy import RankingPolicy
+from ranker.live.events import EventLog, ExperimentKeys
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
 
 VERSIONS = ["v-start", "v-other"]
 
@@ -130,8 +130,17 @@ def save_reversed(policies_dir: Path, version: str) -> None:
 
 @pytest.fixture()
 def app(embedded_redis, prefix, tmp_path, engine):
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
-                      "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "secret"})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / "data"),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": prefix,
+            "ENGINE": engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "secret",
+        }
+    )
     save_reversed(tmp_path / "data" / "policies", "v-reversed")
     return app
 
@@ -154,7 +163,10 @@ def error_of(response, status):
 def test_the_api_creates_lists_gets_stops_and_refuses_bad_experiments(app):
     client = app.test_client()
     start = start_version(client)
-    body = {"name": "reversed vs start", "arms": [{"name": "control", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}]}
+    body = {
+        "name": "reversed vs start",
+        "arms": [{"name": "control", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}],
+    }
     bad_split = dict(body, arms=[dict(body["arms"][0], weight=0.5), dict(body["arms"][1], weight=0.6)])
     assert error_of(client.post("/v1/experiments", json=bad_split), 422)["field"] == "arms"
     unknown = dict(body, arms=[body["arms"][0], dict(body["arms"][1], policy="v-nope")])
@@ -177,8 +189,14 @@ def test_the_api_creates_lists_gets_stops_and_refuses_bad_experiments(app):
 def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_feedback(app, embedded_redis, prefix):
     client = app.test_client()
     start = start_version(client)
-    client.post("/v1/experiments", json={"experiment_id": "exp-ab", "name": "baseline", "arms": [
-        {"name": "policy", "policy": start, "weight": 0.5}, {"name": "retrieval", "policy": "retrieval", "weight": 0.5}]})
+    client.post(
+        "/v1/experiments",
+        json={
+            "experiment_id": "exp-ab",
+            "name": "baseline",
+            "arms": [{"name": "policy", "policy": start, "weight": 0.5}, {"name": "retrieval", "policy": "retrieval", "weight": 0.5}],
+        },
+    )
     served = {}
     for index in range(40):
         user = f"user-{index}"
@@ -210,7 +228,11 @@ def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_f
     assert arm["metrics"]["purchases_per_session"]["value"] == pytest.approx(1 / arm["sessions"])
     assert {"comparisons", "sequential", "bayesian", "srm", "over_time", "guardrails"} <= set(report)
     exposition = client.get("/metrics").get_data(as_text=True)
-    served = sum(float(line.rsplit(" ", 1)[1]) for line in exposition.splitlines() if line.startswith("ranker_experiment_rankings_total{") and 'experiment="exp-ab"' in line)
+    served = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("ranker_experiment_rankings_total{") and 'experiment="exp-ab"' in line
+    )
     assert served == 80
 
 
@@ -222,8 +244,15 @@ def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app
     client.post("/v1/experiments", json={"experiment_id": "exp-open", "name": "open-ended", "arms": arms_of(start_version(client))})
     keys = ExperimentKeys(prefix, "exp-open")
     served = [rank(client, f"user-{index}") for index in range(6)]
-    click = lambda ranking, kind="click": client.post("/v1/feedback", json={"ranking_id": ranking["ranking_id"], "events": [  # noqa: E731
-        {"item_id": ranking["items"][0]["item_id"], "type": kind}]})
+    click = lambda ranking, kind="click": client.post(
+        "/v1/feedback",
+        json={
+            "ranking_id": ranking["ranking_id"],
+            "events": [  # noqa: E731
+                {"item_id": ranking["items"][0]["item_id"], "type": kind}
+            ],
+        },
+    )
     click(served[0])
     assert r.ttl(keys.exposures) == -1 and r.ttl(keys.clicks) == -1  # running with no end: kept while it runs
     assert client.post("/v1/experiments/exp-open/stop").status_code == 200
@@ -249,8 +278,14 @@ def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure
         rank(client, "bob")
     before = rank(client, "bob")
     client.post("/v1/feedback", json={"ranking_id": before["ranking_id"], "events": [{"item_id": before["items"][0]["item_id"], "type": "purchase"}]})
-    client.post("/v1/experiments", json={"experiment_id": "exp-pre", "name": "pre", "arms": [
-        {"name": "a", "policy": start_version(client), "weight": 0.5}, {"name": "b", "policy": "retrieval", "weight": 0.5}]})
+    client.post(
+        "/v1/experiments",
+        json={
+            "experiment_id": "exp-pre",
+            "name": "pre",
+            "arms": [{"name": "a", "policy": start_version(client), "weight": 0.5}, {"name": "b", "policy": "retrieval", "weight": 0.5}],
+        },
+    )
     rank(client, "bob")
     rank(client, "carol")  # new: no pre-period data
     pre = redis.Redis.from_url(embedded_redis).hgetall(ExperimentKeys(prefix, "exp-pre").pre)
@@ -260,8 +295,15 @@ def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure
 def test_interleaving_mixes_both_rankings_and_credits_clicks_to_the_team(app):
     client = app.test_client()
     start = start_version(client)
-    client.post("/v1/experiments", json={"experiment_id": "exp-il", "name": "il", "mode": "interleave", "arms": [
-        {"name": "start", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}]})
+    client.post(
+        "/v1/experiments",
+        json={
+            "experiment_id": "exp-il",
+            "name": "il",
+            "mode": "interleave",
+            "arms": [{"name": "start", "policy": start, "weight": 0.5}, {"name": "reversed", "policy": "v-reversed", "weight": 0.5}],
+        },
+    )
     body = rank(client, "dora")
     teams = body["experiment"]["teams"]
     assert body["experiment"]["mode"] == "interleave" and set(teams) == {"start", "reversed"} and len(teams) == len(body["items"])
@@ -279,8 +321,14 @@ def test_interleaving_mixes_both_rankings_and_credits_clicks_to_the_team(app):
 def test_a_missing_arm_policy_serves_outside_the_experiment(app, tmp_path):
     client = app.test_client()
     start = start_version(client)
-    client.post("/v1/experiments", json={"experiment_id": "exp-gone", "name": "gone", "arms": [
-        {"name": "a", "policy": start, "weight": 0.5}, {"name": "b", "policy": "v-reversed", "weight": 0.5}]})
+    client.post(
+        "/v1/experiments",
+        json={
+            "experiment_id": "exp-gone",
+            "name": "gone",
+            "arms": [{"name": "a", "policy": start, "weight": 0.5}, {"name": "b", "policy": "v-reversed", "weight": 0.5}],
+        },
+    )
     shutil.rmtree(tmp_path / "data" / "policies" / "v-reversed")
     arms_seen = {(body["experiment"] or {}).get("arm") for body in (rank(client, f"u{i}") for i in range(20))}
     assert arms_seen == {"a", None}  # arm b's users get the serving policy, unlogged in the experiment
@@ -289,8 +337,9 @@ def test_a_missing_arm_policy_serves_outside_the_experiment(app, tmp_path):
 # ---------------------------------------------- a simulated experiment over HTTP
 @pytest.fixture()
 def live_server(embedded_redis, prefix, tmp_path, demo_engine):
-    app = create_app({"DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix, "ENGINE": demo_engine, "SEED": 0,
-                      "USER_KEY_SECRET": "secret"})
+    app = create_app(
+        {"DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix, "ENGINE": demo_engine, "SEED": 0, "USER_KEY_SECRET": "secret"}
+    )
     save_reversed(tmp_path / "data" / "policies", "v-reversed")
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -303,8 +352,10 @@ def test_a_simulated_ab_test_between_two_policy_versions_runs_through_http_and_r
     runner = CliRunner()
     client = ApiClient(live_server)
     start = client.get("/v1/policies")["current"]
-    created = runner.invoke(cli, ["ab", "create", "--name", "start vs reversed", "--arm", f"control={start}", "--arm", "reversed=v-reversed",
-                                  "--id", "exp-sim", "--url", live_server])
+    created = runner.invoke(
+        cli,
+        ["ab", "create", "--name", "start vs reversed", "--arm", f"control={start}", "--arm", "reversed=v-reversed", "--id", "exp-sim", "--url", live_server],
+    )
     assert created.exit_code == 0, created.output
     assert "exp-sim" in runner.invoke(cli, ["ab", "list", "--url", live_server]).output
     shopper = Shopper(sim_catalog, seed=3)

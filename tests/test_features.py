@@ -52,7 +52,9 @@ def test_static_features_match_hand_computed_values(candidates):
     state.record_interaction("u1", item_id="a", kind="click", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
     state.record_interaction("u1", item_id="a", kind="purchase", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
     builder = FeatureBuilder(n_candidates=5, slate_size=3, prior_ctr=0.05, prior_purchase_rate=0.01, prior_strength=20)
-    observation = builder.build(candidates, counts=state.item_counts(candidates.item_ids), profile=state.user_profile("u1"), query_has_text=True, query_has_image=False)
+    observation = builder.build(
+        candidates, counts=state.item_counts(candidates.item_ids), profile=state.user_profile("u1"), query_has_text=True, query_has_image=False
+    )
     features = SlateFeatures(observation, 3).features
     assert features.shape == (5, len(FEATURES))
     np.testing.assert_allclose(column(features, "sim_text")[:3], [0.9, 0.6, 0.3], **HALF)
@@ -77,14 +79,18 @@ def test_static_features_match_hand_computed_values(candidates):
 
 def test_unknown_user_has_neutral_features(candidates):
     builder = FeatureBuilder(3, 2)
-    observation = builder.build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True)
+    observation = builder.build(
+        candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True
+    )
     for name in ("user_affinity", "user_category_affinity", "user_brand_affinity", "price_vs_user", "log_popularity"):
         np.testing.assert_array_equal(observation.static[:, STATIC_FEATURES.index(name)], 0.0)
     np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05, **HALF)
 
 
 def test_slate_features_follow_placements(candidates):
-    observation = FeatureBuilder(4, 3).build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False)
+    observation = FeatureBuilder(4, 3).build(
+        candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
+    )
     slate = SlateFeatures(observation, 3)
     np.testing.assert_array_equal(column(slate.features, "position"), 0.0)
     slate.place(0)
@@ -116,7 +122,9 @@ def test_bad_builder_arguments_name_the_parameter(kwargs, message):
 
 def test_too_many_candidates_and_unknown_interaction(candidates):
     with pytest.raises(FeatureError, match="candidates: 3 given for 2 slots"):
-        FeatureBuilder(2, 1).build(candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False)
+        FeatureBuilder(2, 1).build(
+            candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
+        )
     with pytest.raises(FeatureError, match="'like'"):
         InMemoryStateProvider().record_interaction("u", item_id="a", kind="like", category="c", brand="b", price=1.0, text_vector=unit(1, 0))
 

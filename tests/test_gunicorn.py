@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ranker.ranking.policy import RankingPolicy
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,13 +52,25 @@ def gunicorn(data_dir: Path, **settings: str):
     """``gunicorn -c api/gunicorn_conf.py`` with 2 workers over ``data_dir`` (``settings``: more environment); yields its base URL."""
     port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")}
-    env.update(RANKER_DATA_DIR=str(data_dir), RANKER_BIND=f"127.0.0.1:{port}", RANKER_WORKERS="2", OMP_NUM_THREADS="1",
-               PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"), RANKER_LEARN="0")  # tests that learn run their own learner
+    env.update(
+        RANKER_DATA_DIR=str(data_dir),
+        RANKER_BIND=f"127.0.0.1:{port}",
+        RANKER_WORKERS="2",
+        OMP_NUM_THREADS="1",
+        PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"),
+        RANKER_LEARN="0",
+    )  # tests that learn run their own learner
     env.update(settings)
     log_path = data_dir.parent / "gunicorn.log"
     log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py")], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "api" / "gunicorn_conf.py")],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # both workers up: each reports its catalog size once its app exists
@@ -142,10 +154,20 @@ def test_two_workers_serve_share_state_and_follow_a_promotion(server):
 
     # feedback to one worker is visible to whichever worker serves the next request
     body = first[0]
-    status, result = call(base, "POST", "/v1/feedback", {"ranking_id": body["ranking_id"], "events": [{"event_id": "g1", "item_id": body["items"][0]["item_id"], "type": "click"}]})
+    status, result = call(
+        base,
+        "POST",
+        "/v1/feedback",
+        {"ranking_id": body["ranking_id"], "events": [{"event_id": "g1", "item_id": body["items"][0]["item_id"], "type": "click"}]},
+    )
     assert (status, result) == (202, {"accepted": 1, "duplicates": 0})
     for _ in range(4):
-        assert call(base, "POST", "/v1/feedback", {"ranking_id": body["ranking_id"], "events": [{"event_id": "g1", "item_id": body["items"][0]["item_id"], "type": "click"}]})[1] == {"accepted": 0, "duplicates": 1}
+        assert call(
+            base,
+            "POST",
+            "/v1/feedback",
+            {"ranking_id": body["ranking_id"], "events": [{"event_id": "g1", "item_id": body["items"][0]["item_id"], "type": "click"}]},
+        )[1] == {"accepted": 0, "duplicates": 1}
 
     policy = RankingPolicy.load(STARTING_POLICY)
     policy.save(data_dir / "policies" / "v-gunicorn", version="v-gunicorn", parent=start)
@@ -197,8 +219,12 @@ def test_a_worker_killed_under_load_loses_no_acknowledged_feedback_and_is_replac
                     failures.append(f"rank {status}")
                     continue
                 event_id = f"kill-{index}-{step}"
-                status, _ = call(base, "POST", "/v1/feedback", {"ranking_id": body["ranking_id"], "events": [
-                    {"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": "click"}]})
+                status, _ = call(
+                    base,
+                    "POST",
+                    "/v1/feedback",
+                    {"ranking_id": body["ranking_id"], "events": [{"event_id": event_id, "item_id": body["items"][0]["item_id"], "type": "click"}]},
+                )
                 if status == 202:
                     acknowledged.append(event_id)
                 else:
@@ -242,8 +268,8 @@ def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_ac
 
     import redis as redis_py
 
-    from ranker.live.events import REWARD_WEIGHTS
     from ranker.learning.status import LearnerStatus
+    from ranker.live.events import REWARD_WEIGHTS
 
     server = debian_redis(tmp_path / "redis", "--appendonly", "yes", "--appendfsync", "always")
     data_dir = tmp_path / "data"
@@ -282,10 +308,37 @@ def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_ac
     learner_log = open(tmp_path / "learner.log", "w")
     with gunicorn(data_dir, REDIS_URL=server.url) as base:
         learner = subprocess.Popen(
-            [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", server.url, "--batch-size", "32",
-             "--min-batch", "1", "--update-interval", "2", "--label-delay", "6", "--gate-env", "envs/SlateShoppingTiny-v0", "--gate-episodes", "40",
-             "--consumer", "learner-1", "--device", "cpu"],
-            cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=learner_log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "ranker.cli",
+                "learn",
+                "--data-dir",
+                str(data_dir),
+                "--redis-url",
+                server.url,
+                "--batch-size",
+                "32",
+                "--min-batch",
+                "1",
+                "--update-interval",
+                "2",
+                "--label-delay",
+                "6",
+                "--gate-env",
+                "envs/SlateShoppingTiny-v0",
+                "--gate-episodes",
+                "40",
+                "--consumer",
+                "learner-1",
+                "--device",
+                "cpu",
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            stdout=learner_log,
+            stderr=subprocess.STDOUT,
+        )
         threads = [threading.Thread(target=shopper, args=(index,)) for index in range(2)]
         try:
             for thread in threads:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ranker.catalog.items import CatalogError
 from ranker.catalog.images import MAX_IMAGE_PIXELS, ImageError, decode_image
+from ranker.catalog.items import CatalogError
 
 
 def encode(picture: Image.Image, fmt: str = "PNG", **options) -> bytes:

@@ -16,15 +16,15 @@ import pytest
 import redis
 
 from api import create_app
-from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import ope_difference
 from ranker.learning.join import Joiner, Trajectory, usable
 from ranker.learning.loop import Learner
 from ranker.learning.replay import log_probs_of, replay
-from ranker.ranking.policy import RankingPolicy, sha256_of
 from ranker.live.backend import connect, key
+from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.policy import RankingPolicy, sha256_of
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
@@ -38,8 +38,18 @@ def engine(demo_engine_of):
 @pytest.fixture()
 def shop_app(embedded_redis, prefix, tmp_path, engine):
     """The service, sampling at temperature 1 (so every ranking carries propensities)."""
-    return create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": embedded_redis, "PREFIX": prefix,
-                       "ENGINE": engine, "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+    return create_app(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / "data"),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": prefix,
+            "ENGINE": engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "s",
+            "TEMPERATURE": 1.0,
+        }
+    )
 
 
 @pytest.fixture()
@@ -56,7 +66,9 @@ def serve_sessions(service, n: int, *, seed: int = 0) -> list[str]:
         for item in result.items:
             if rng.random() < 0.35:
                 kind = "purchase" if rng.random() < 0.3 else "click"
-                service.feedback(result.ranking_id, [{"event_id": f"{result.ranking_id}-{item.position}", "item_id": item.candidate.item.item_id, "type": kind}])
+                service.feedback(
+                    result.ranking_id, [{"event_id": f"{result.ranking_id}-{item.position}", "item_id": item.candidate.item.item_id, "type": kind}]
+                )
                 break
     return ids
 
@@ -96,10 +108,26 @@ def test_off_policy_estimate_of_the_serving_policy_is_its_logged_value(shop, pre
 # --------------------------------------------------------------- join rules
 def fake_ranking(ranking_id: str, ts: float, slate=("a", "b", "c"), log_probs=(-1.0, -1.0, -1.0), version="v1", temperature=1.0) -> RankingEvent:
     n = 4
-    return RankingEvent(ranking_id=ranking_id, ts=ts, user_key="u", session_id=None, query_text="q", query_has_image=False, query_hash="h",
-                        policy_version=version, candidate_ids=list(slate) + ["d"], retrieval_scores=[0.5] * n, slate=list(slate),
-                        slots=[0, 1, 2], log_probs=list(log_probs) if log_probs else None, temperature=temperature, category_codes=[0, 1, 0, 1],
-                        features=np.zeros((n, 14), np.float32), context=np.zeros(6, np.float32), placed_similarity=np.zeros((3, n), np.float32))
+    return RankingEvent(
+        ranking_id=ranking_id,
+        ts=ts,
+        user_key="u",
+        session_id=None,
+        query_text="q",
+        query_has_image=False,
+        query_hash="h",
+        policy_version=version,
+        candidate_ids=list(slate) + ["d"],
+        retrieval_scores=[0.5] * n,
+        slate=list(slate),
+        slots=[0, 1, 2],
+        log_probs=list(log_probs) if log_probs else None,
+        temperature=temperature,
+        category_codes=[0, 1, 0, 1],
+        features=np.zeros((n, 14), np.float32),
+        context=np.zeros(6, np.float32),
+        placed_similarity=np.zeros((3, n), np.float32),
+    )
 
 
 def click(ranking_id: str, item: str, position: int, ts: float, event_id: str = "e", kind: str = "click") -> InteractionEvent:
@@ -217,9 +245,32 @@ def copy_streams(client, source: str, target: str) -> None:
 
 
 def run_learner(data_dir: Path, redis_url: str, prefix: str, updates: int, consumer: str, crash_at: str | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix,
-               "--batch-size", "20", "--label-delay", "0", "--gate-env", "envs/SlateShoppingTiny-v0", "--gate-episodes", "60",
-               "--max-updates", str(updates), "--consumer", consumer, "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "ranker.cli",
+        "learn",
+        "--data-dir",
+        str(data_dir),
+        "--redis-url",
+        redis_url,
+        "--prefix",
+        prefix,
+        "--batch-size",
+        "20",
+        "--label-delay",
+        "0",
+        "--gate-env",
+        "envs/SlateShoppingTiny-v0",
+        "--gate-episodes",
+        "60",
+        "--max-updates",
+        str(updates),
+        "--consumer",
+        consumer,
+        "--device",
+        "cpu",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("RANKER_LEARN_CRASH_AT", None)
     if crash_at:
@@ -286,8 +337,18 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
 
     server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
     url = server.url
-    app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": url, "PREFIX": "restart", "ENGINE": engine,
-                      "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / "data"),
+            "REDIS_URL": url,
+            "PREFIX": "restart",
+            "ENGINE": engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "s",
+            "TEMPERATURE": 1.0,
+        }
+    )
     service = app.extensions["ranking_service"]
     serve_sessions(service, 20)
     server.stop()  # SIGTERM: Redis writes its append-only file and exits
@@ -405,8 +466,18 @@ def test_the_gate_simulates_the_catalog_written_through_the_api_and_follows_its_
     from ranker.retrieval.engine import SearchEngine
 
     data_dir = tmp_path / "data"
-    app = create_app({"TESTING": True, "DATA_DIR": str(data_dir), "REDIS_URL": embedded_redis, "PREFIX": prefix,
-                      "ENGINE": SearchEngine(encoders, data_dir), "SEED": 0, "USER_KEY_SECRET": "s", "TEMPERATURE": 1.0})
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATA_DIR": str(data_dir),
+            "REDIS_URL": embedded_redis,
+            "PREFIX": prefix,
+            "ENGINE": SearchEngine(encoders, data_dir),
+            "SEED": 0,
+            "USER_KEY_SECRET": "s",
+            "TEMPERATURE": 1.0,
+        }
+    )
     client = app.test_client()
     items = []
     for item in demo_items[:40]:
@@ -458,4 +529,4 @@ def test_the_console_shows_the_learner(shop_app, shop, prefix):
     last = learner.status.last_update()
     assert last["version"] in page and f"<strong>{last['decision']}</strong>" in page and "batch of 20 rankings (16 trained, 4 held out)" in page
     assert "running</span> <code>worker-7</code> (pid 4242" in page
-    assert "errors</th><td id=\"learner-errors\">none" in page
+    assert 'errors</th><td id="learner-errors">none' in page

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 
 import envs  # noqa: F401  (registers the environments)
 from ranker.cli import main
+from ranker.learning.offline import TrainConfig, train
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
 from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
-from ranker.learning.offline import TrainConfig, train
 
 K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
 
@@ -32,11 +32,18 @@ def random_observation(rng: np.random.Generator, n: int = K):
     vectors = rng.standard_normal((n, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     candidates = CandidateSet(
-        item_ids=[f"i{i}" for i in range(n)], categories=[f"c{i % 3}" for i in range(n)], brands=[f"b{i % 4}" for i in range(n)],
-        prices=rng.uniform(5, 200, n), has_image=rng.random(n) < 0.5, text_vectors=vectors,
-        retrieval_scores=np.sort(rng.random(n))[::-1], channel_scores={"text": rng.random(n)},
+        item_ids=[f"i{i}" for i in range(n)],
+        categories=[f"c{i % 3}" for i in range(n)],
+        brands=[f"b{i % 4}" for i in range(n)],
+        prices=rng.uniform(5, 200, n),
+        has_image=rng.random(n) < 0.5,
+        text_vectors=vectors,
+        retrieval_scores=np.sort(rng.random(n))[::-1],
+        channel_scores={"text": rng.random(n)},
     )
-    return FeatureBuilder(K, 5).build(candidates, counts=rng.integers(0, 50, (n, 3)).astype(float), profile=UserProfile(), query_has_text=True, query_has_image=False)
+    return FeatureBuilder(K, 5).build(
+        candidates, counts=rng.integers(0, 50, (n, 3)).astype(float), profile=UserProfile(), query_has_text=True, query_has_image=False
+    )
 
 
 def test_permuting_candidates_permutes_the_scores(policy):
@@ -118,8 +125,19 @@ def test_artifact_round_trip_and_refusals(policy, tmp_path, monkeypatch):
 
 
 def tiny_config(**overrides) -> TrainConfig:
-    settings = dict(env_id="envs/SlateShoppingTiny-v0", timesteps=2048, n_envs=4, n_steps=64, batch_size=128, n_epochs=4,
-                    learning_rate=3e-3, hidden=32, eval_every=1024, eval_episodes=200, device="cpu")
+    settings = dict(
+        env_id="envs/SlateShoppingTiny-v0",
+        timesteps=2048,
+        n_envs=4,
+        n_steps=64,
+        batch_size=128,
+        n_epochs=4,
+        learning_rate=3e-3,
+        hidden=32,
+        eval_every=1024,
+        eval_episodes=200,
+        device="cpu",
+    )
     settings.update(overrides)
     return TrainConfig(**settings)
 
@@ -151,12 +169,32 @@ def test_short_training_beats_random_on_the_tiny_env(tmp_path):
 def test_cli_train_then_evaluate_prints_the_table_and_writes_plots(tmp_path):
     runner = CliRunner()
     out = tmp_path / "policy"
-    trained = runner.invoke(main, ["train", "--env", "envs/SlateShoppingTiny-v0", "--timesteps", "1024", "--n-envs", "4", "--eval-every", "512",
-                                   "--eval-episodes", "50", "--out", str(out), "--quiet", "--device", "cpu"])
+    trained = runner.invoke(
+        main,
+        [
+            "train",
+            "--env",
+            "envs/SlateShoppingTiny-v0",
+            "--timesteps",
+            "1024",
+            "--n-envs",
+            "4",
+            "--eval-every",
+            "512",
+            "--eval-episodes",
+            "50",
+            "--out",
+            str(out),
+            "--quiet",
+            "--device",
+            "cpu",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert "saved policy" in trained.output and (out / "manifest.json").exists()
-    result = runner.invoke(main, ["evaluate", "--env", "envs/SlateShoppingTiny-v0", "--policy", str(out), "--episodes", "200",
-                                  "--log-episodes", "200", "--json"])
+    result = runner.invoke(
+        main, ["evaluate", "--env", "envs/SlateShoppingTiny-v0", "--policy", str(out), "--episodes", "200", "--log-episodes", "200", "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["env"] == "envs/SlateShoppingTiny-v0" and report["episodes"] == 200

@@ -7,10 +7,10 @@ import base64
 import numpy as np
 import pytest
 
-from ranker.catalog.items import Item
 from ranker.catalog.images import ImageError
-from ranker.retrieval.index import IndexConfig
+from ranker.catalog.items import Item
 from ranker.retrieval.engine import CHANNEL_WEIGHTS, Filters, IndexMismatchError, QueryError, SearchEngine, open_engine
+from ranker.retrieval.index import IndexConfig
 
 
 def test_text_query_naming_a_category_finds_it(demo_engine):

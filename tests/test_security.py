@@ -19,8 +19,9 @@ from api import create_app
 PASSWORD = "s3cret-redis-pass"
 API_KEY = "file-held-api-key-0123456789"
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None or shutil.which("openssl") is None,
-                                reason="needs Debian's redis-server and openssl (make test installs redis-server)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("openssl") is None, reason="needs Debian's redis-server and openssl (make test installs redis-server)"
+)
 
 
 def free_port() -> int:
@@ -34,10 +35,41 @@ def make_certificates(directory: Path) -> dict[str, Path]:
     files = {name: directory / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "san.cnf")}
     files["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
     commands = [
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ranker-test-ca", "-keyout", files["ca.key"], "-out", files["ca.crt"]],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ranker-test-ca",
+            "-keyout",
+            files["ca.key"],
+            "-out",
+            files["ca.crt"],
+        ],
         ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", files["server.key"], "-out", files["server.csr"]],
-        ["openssl", "x509", "-req", "-in", files["server.csr"], "-CA", files["ca.crt"], "-CAkey", files["ca.key"], "-CAcreateserial", "-days", "2",
-         "-extfile", files["san.cnf"], "-out", files["server.crt"]],
+        [
+            "openssl",
+            "x509",
+            "-req",
+            "-in",
+            files["server.csr"],
+            "-CA",
+            files["ca.crt"],
+            "-CAkey",
+            files["ca.key"],
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            files["san.cnf"],
+            "-out",
+            files["server.crt"],
+        ],
     ]
     for command in commands:
         subprocess.run([str(part) for part in command], check=True, capture_output=True)
@@ -51,11 +83,33 @@ def secured_redis(tmp_path_factory):
     certificates = make_certificates(directory)
     plain, tls = free_port(), free_port()
     process = subprocess.Popen(
-        ["redis-server", "--port", str(plain), "--tls-port", str(tls), "--bind", "127.0.0.1", "--requirepass", PASSWORD,
-         "--tls-cert-file", str(certificates["server.crt"]), "--tls-key-file", str(certificates["server.key"]),
-         "--tls-ca-cert-file", str(certificates["ca.crt"]), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "redis-server",
+            "--port",
+            str(plain),
+            "--tls-port",
+            str(tls),
+            "--bind",
+            "127.0.0.1",
+            "--requirepass",
+            PASSWORD,
+            "--tls-cert-file",
+            str(certificates["server.crt"]),
+            "--tls-key-file",
+            str(certificates["server.key"]),
+            "--tls-ca-cert-file",
+            str(certificates["ca.crt"]),
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 20
     while True:
@@ -77,8 +131,15 @@ def make_app(tmp_path, demo_engine_of):
     engine = demo_engine_of(12)
 
     def make(redis_url: str, **config):
-        settings = {"TESTING": True, "DATA_DIR": str(tmp_path / "data"), "REDIS_URL": redis_url, "PREFIX": "security", "ENGINE": engine,
-                    "SEED": 0, "USER_KEY_SECRET": "secret"}
+        settings = {
+            "TESTING": True,
+            "DATA_DIR": str(tmp_path / "data"),
+            "REDIS_URL": redis_url,
+            "PREFIX": "security",
+            "ENGINE": engine,
+            "SEED": 0,
+            "USER_KEY_SECRET": "secret",
+        }
         settings.update(config)
         return create_app(settings)
 
@@ -107,7 +168,10 @@ def test_redis_over_tls_through_redis_url(secured_redis, make_app):
     assert client.get("/readyz").status_code == 200
     body = rank(client)
     assert body["logged"] is True
-    assert client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": body["items"][0]["item_id"], "type": "click"}]}).status_code == 202
+    assert (
+        client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": body["items"][0]["item_id"], "type": "click"}]}).status_code
+        == 202
+    )
     untrusted = make_app(f"rediss://:{PASSWORD}@127.0.0.1:{secured_redis['tls']}/0").test_client()  # the test CA is not trusted
     assert untrusted.get("/readyz").status_code == 503
     plain_to_tls = make_app(f"redis://:{PASSWORD}@127.0.0.1:{secured_redis['tls']}/0").test_client()

@@ -19,8 +19,8 @@ import pytest
 
 from ranker.harness import ApiClient, Shopper, session_through
 from ranker.learning.status import LearnerStatus
-from ranker.ranking.policy import RankingPolicy
 from ranker.live.backend import connect
+from ranker.ranking.policy import RankingPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
@@ -43,8 +43,13 @@ class Server:
         if redis_url:
             environment["REDIS_URL"] = redis_url
         self.log = data_dir.parent / f"serve-{self.port}.log"
-        self.process = subprocess.Popen([sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *args],
-                                        cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *args],
+            cwd=ROOT,
+            env=environment,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "w"),
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 180) -> None:
@@ -158,8 +163,14 @@ def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside
 
     redis_server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
     data_dir = tmp_path / "data"
-    settings = {"RANKER_LEARN_BATCH_SIZE": "48", "RANKER_LEARN_MIN_BATCH": "16", "RANKER_LEARN_UPDATE_INTERVAL_S": "2",
-                "RANKER_LEARN_LABEL_DELAY_S": "0", "RANKER_GATE_EPISODES": "100", "RANKER_TEMPERATURE": "1.0"}
+    settings = {
+        "RANKER_LEARN_BATCH_SIZE": "48",
+        "RANKER_LEARN_MIN_BATCH": "16",
+        "RANKER_LEARN_UPDATE_INTERVAL_S": "2",
+        "RANKER_LEARN_LABEL_DELAY_S": "0",
+        "RANKER_GATE_EPISODES": "100",
+        "RANKER_TEMPERATURE": "1.0",
+    }
     server = Server(data_dir, redis_url=redis_server.url, env=settings)
     try:
         api = ApiClient(server.base)

@@ -20,9 +20,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -245,9 +246,13 @@ def _csv_record(row: dict[str, str | None], line: int) -> dict[str, Any]:
             try:
                 parsed = json.loads(value)
             except json.JSONDecodeError:
-                raise CatalogError(f"line {line}: field 'attributes' has bad value {_show(value)}: not a JSON object", line=line, field="attributes", value=value) from None
+                raise CatalogError(
+                    f"line {line}: field 'attributes' has bad value {_show(value)}: not a JSON object", line=line, field="attributes", value=value
+                ) from None
             if not isinstance(parsed, dict):
-                raise CatalogError(f"line {line}: field 'attributes' has bad value {_show(value)}: not a JSON object", line=line, field="attributes", value=value)
+                raise CatalogError(
+                    f"line {line}: field 'attributes' has bad value {_show(value)}: not a JSON object", line=line, field="attributes", value=value
+                )
             attributes.update(parsed)
         elif column in CATALOG_FIELDS:
             record[column] = value

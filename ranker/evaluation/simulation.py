@@ -17,7 +17,9 @@ from ranker.ranking.policy import RankingPolicy
 TABLE_ORDER = ("ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "oracle")
 
 
-def evaluate_policies(env: Any, policy: RankingPolicy | None, *, episodes: int, seed: int, log_episodes: int = 3000, progress: bool = False) -> dict[str, dict[str, Any]]:
+def evaluate_policies(
+    env: Any, policy: RankingPolicy | None, *, episodes: int, seed: int, log_episodes: int = 3000, progress: bool = False
+) -> dict[str, dict[str, Any]]:
     """The evaluation table: {name: {reward_mean, reward_ci95, clicks_mean, purchases_mean, oracle_ratio, ...}}."""
     from envs.evaluation import compare
     from envs.policies import reference_policies
@@ -27,14 +29,16 @@ def evaluate_policies(env: Any, policy: RankingPolicy | None, *, episodes: int, 
     policies: dict[str, Any] = {}
     if policy is not None:
         policies["ppo"] = policy
-    policies.update({
-        "retrieval": reference["retrieval"],
-        "popularity": reference["popularity"],
-        "lambdamart": LambdaMART(seed=seed).fit(logs),
-        "linear_bandit": LinearBandit().fit(logs),
-        "random": reference["random"],
-        "oracle": reference["oracle"],
-    })
+    policies.update(
+        {
+            "retrieval": reference["retrieval"],
+            "popularity": reference["popularity"],
+            "lambdamart": LambdaMART(seed=seed).fit(logs),
+            "linear_bandit": LinearBandit().fit(logs),
+            "random": reference["random"],
+            "oracle": reference["oracle"],
+        }
+    )
     return compare(env, policies, episodes=episodes, seed=seed, progress=progress)
 
 
@@ -42,7 +46,10 @@ def plot_table(table: dict[str, dict[str, Any]], path: Path, *, title: str = "")
     """Bar chart of mean reward per session with 95% CIs."""
     names = [name for name in TABLE_ORDER if name in table] + [name for name in table if name not in TABLE_ORDER]
     means = [table[name]["reward_mean"] for name in names]
-    errors = [[means[i] - table[name]["reward_ci95"][0] for i, name in enumerate(names)], [table[name]["reward_ci95"][1] - means[i] for i, name in enumerate(names)]]
+    errors = [
+        [means[i] - table[name]["reward_ci95"][0] for i, name in enumerate(names)],
+        [table[name]["reward_ci95"][1] - means[i] for i, name in enumerate(names)],
+    ]
     figure, axes = _figure()
     colours = ["#d62728" if name == "ppo" else "#7f7f7f" if name == "oracle" else "#1f77b4" for name in names]
     axes.bar(names, means, yerr=errors, capsize=4, color=colours)

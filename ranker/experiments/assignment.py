@@ -10,14 +10,14 @@ their weights.
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 BUCKETS = 10_000
 
 
 def bucket(salt: str, unit: str) -> int:
     """The unit's bucket in ``[0, BUCKETS)``: the first 8 bytes of sha256(salt NUL unit), modulo BUCKETS."""
-    digest = hashlib.sha256(f"{salt}\0{unit}".encode("utf-8")).digest()
+    digest = hashlib.sha256(f"{salt}\0{unit}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 

@@ -28,7 +28,8 @@ win, 1/2 for a tie, 0 for a loss). The test is the two-sided sign test
 from __future__ import annotations
 
 import math
-from typing import Any, Hashable, Iterable, Sequence, TypeVar
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 from scipy import stats
@@ -79,8 +80,16 @@ def credit(teams: Sequence[int], clicked_positions: Iterable[int]) -> tuple[int,
     return counts[TEAM_A], counts[TEAM_B]
 
 
-def analyse_interleaving(user: np.ndarray, credit_a: np.ndarray, credit_b: np.ndarray, ts: np.ndarray | None = None, *,
-                         alpha: float = 0.05, checkpoints: int = 40, arm_names: Sequence[str] = ("A", "B")) -> dict[str, Any]:
+def analyse_interleaving(
+    user: np.ndarray,
+    credit_a: np.ndarray,
+    credit_b: np.ndarray,
+    ts: np.ndarray | None = None,
+    *,
+    alpha: float = 0.05,
+    checkpoints: int = 40,
+    arm_names: Sequence[str] = ("A", "B"),
+) -> dict[str, Any]:
     """The report of an interleaving experiment from per-impression credits; JSON-ready.
 
     Keys: ``arm_names``, ``alpha``, ``n_impressions``, ``n_users``,
@@ -112,13 +121,23 @@ def preference(user: np.ndarray, credit_a: np.ndarray, credit_b: np.ndarray, alp
     p_value = float(stats.binomtest(wins_a, wins_a + wins_b, 0.5).pvalue) if wins_a + wins_b else math.nan
     significant = bool(p_value < alpha)
     preferred = (arm_names[0] if wins_a > wins_b else arm_names[1]) if significant else None
-    return {"n_impressions": len(user), "n_users": len(users), "wins_a": wins_a, "wins_b": wins_b, "ties": ties,
-            "delta_ab": delta, "ci_low": delta - half, "ci_high": delta + half, "test": "sign_test",
-            "p_value": p_value, "significant": significant, "preferred": preferred}
+    return {
+        "n_impressions": len(user),
+        "n_users": len(users),
+        "wins_a": wins_a,
+        "wins_b": wins_b,
+        "ties": ties,
+        "delta_ab": delta,
+        "ci_low": delta - half,
+        "ci_high": delta + half,
+        "test": "sign_test",
+        "p_value": p_value,
+        "significant": significant,
+        "preferred": preferred,
+    }
 
 
-def _over_time(user: np.ndarray, credit_a: np.ndarray, credit_b: np.ndarray, ts: np.ndarray, alpha: float,
-               checkpoints: int) -> dict[str, list[Any]]:
+def _over_time(user: np.ndarray, credit_a: np.ndarray, credit_b: np.ndarray, ts: np.ndarray, alpha: float, checkpoints: int) -> dict[str, list[Any]]:
     """delta_ab, its interval and the sign test's p-value on the impressions up to each checkpoint."""
     series: dict[str, list[Any]] = {"ts": [], "n_impressions": [], "delta_ab": [], "ci_low": [], "ci_high": [], "p_value": []}
     for until in checkpoint_times(ts, checkpoints):

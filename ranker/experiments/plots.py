@@ -49,21 +49,40 @@ def plot_p_values(report: dict[str, Any], path: Path) -> Path:
         line = _p_line(axes, over_time["n_sessions"], series["fixed_horizon"], linestyle="--", label=f"{name}: fixed horizon (Welch)")
         _p_line(axes, over_time["n_sessions"], series["always_valid"], color=line.get_color(), label=f"{name}: always valid (mSPRT)")
     _alpha_line(axes, report["alpha"])
-    return _finish(figure, axes, path, "sessions so far", f"p-value, {report['primary']} vs {report['control']}",
-                   "p-value over time: only the always-valid one may be peeked at")
+    return _finish(
+        figure,
+        axes,
+        path,
+        "sessions so far",
+        f"p-value, {report['primary']} vs {report['control']}",
+        "p-value over time: only the always-valid one may be peeked at",
+    )
 
 
 def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
     """delta_ab (> 0: users prefer A) as rankings come in, with its interval."""
     over_time = interleaving["over_time"]
     figure, axes = _figure()
-    _with_band(axes, over_time["n_impressions"], over_time["delta_ab"], over_time["ci_low"], over_time["ci_high"], label="delta_AB",
-               band_label=f"{1 - interleaving['alpha']:.0%} CI")
+    _with_band(
+        axes,
+        over_time["n_impressions"],
+        over_time["delta_ab"],
+        over_time["ci_low"],
+        over_time["ci_high"],
+        label="delta_AB",
+        band_label=f"{1 - interleaving['alpha']:.0%} CI",
+    )
     axes.axhline(0.0, color="#7f7f7f", linewidth=1)
     axes.legend(loc="best", fontsize=8)
     name_a, name_b = interleaving["arm_names"]
-    return _finish(figure, axes, path, "interleaved rankings so far", f"delta_AB (> 0: {name_a} preferred, < 0: {name_b})",
-                   f"interleaving preference, {name_a} vs {name_b}")
+    return _finish(
+        figure,
+        axes,
+        path,
+        "interleaved rankings so far",
+        f"delta_AB (> 0: {name_a} preferred, < 0: {name_b})",
+        f"interleaving preference, {name_a} vs {name_b}",
+    )
 
 
 def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
@@ -75,8 +94,12 @@ def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
     return _finish(figure, axes, path, "interleaved rankings so far", "p-value", "interleaving: sign test p-value over time")
 
 
-PLOTS = {"primary_metric.png": plot_metric, "p_values.png": plot_p_values,
-         "interleaving_preference.png": plot_preference, "interleaving_p_value.png": plot_interleaving_p_value}
+PLOTS = {
+    "primary_metric.png": plot_metric,
+    "p_values.png": plot_p_values,
+    "interleaving_preference.png": plot_preference,
+    "interleaving_p_value.png": plot_interleaving_p_value,
+}
 
 
 def plot_one(report: dict[str, Any], name: str, path: Path) -> Path | None:
@@ -102,8 +125,9 @@ def _p_line(axes: Any, x: list[float], p_values: list[float | None], **style: An
     return line
 
 
-def _with_band(axes: Any, x: list[float], values: list[float | None], lows: list[float | None], highs: list[float | None], *,
-               label: str, band_label: str | None = None) -> None:
+def _with_band(
+    axes: Any, x: list[float], values: list[float | None], lows: list[float | None], highs: list[float | None], *, label: str, band_label: str | None = None
+) -> None:
     """A line with its confidence band in the same colour, over the points where all three are defined."""
     x, values, lows, highs = _defined(x, values, lows, highs)
     (line,) = axes.plot(x, values, marker=".", label=label)

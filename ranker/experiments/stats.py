@@ -56,8 +56,9 @@ Methods, and where they come from:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -273,8 +274,18 @@ def checkpoint_times(ts: np.ndarray, checkpoints: int) -> np.ndarray:
     return np.unique(np.quantile(ts, levels, method="inverted_cdf"))
 
 
-def analyse(sessions: Sessions, arm_names: list[str], weights: list[float], *, primary: str = "purchases_per_session",
-            alpha: float = 0.05, control: int = 0, mde: float = 0.10, checkpoints: int = 40, seed: int = 0) -> dict[str, Any]:
+def analyse(
+    sessions: Sessions,
+    arm_names: list[str],
+    weights: list[float],
+    *,
+    primary: str = "purchases_per_session",
+    alpha: float = 0.05,
+    control: int = 0,
+    mde: float = 0.10,
+    checkpoints: int = 40,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The report of an A/B experiment as plain JSON-ready data (see the module docstring for the methods).
 
     Keys: ``primary``, ``alpha``, ``control``, ``n_sessions``, ``n_users``,
@@ -296,15 +307,20 @@ def analyse(sessions: Sessions, arm_names: list[str], weights: list[float], *, p
         "srm": srm_check([len(arm_sums.user) for arm_sums in sums[primary]], weights, arm_names),
         "sequential": _sequential(over_time, arm_names, alpha=alpha, control=control),
         "cuped": cuped(sums[primary], sessions.pre, arm_names, alpha=alpha, control=control),
-        "bayesian": beta_binomial([int(arm_sums.numerator.sum()) for arm_sums in sums["purchase_rate"]],
-                                  [int(arm_sums.sessions.sum()) for arm_sums in sums["purchase_rate"]], arm_names, seed=seed),
+        "bayesian": beta_binomial(
+            [int(arm_sums.numerator.sum()) for arm_sums in sums["purchase_rate"]],
+            [int(arm_sums.sessions.sum()) for arm_sums in sums["purchase_rate"]],
+            arm_names,
+            seed=seed,
+        ),
         "over_time": over_time,
     }
     return json_ready(report)
 
 
-def _validate(sessions: Sessions, arm_names: list[str], weights: list[float], *, primary: str, alpha: float, control: int,
-              mde: float, checkpoints: int) -> None:
+def _validate(
+    sessions: Sessions, arm_names: list[str], weights: list[float], *, primary: str, alpha: float, control: int, mde: float, checkpoints: int
+) -> None:
     if len(arm_names) < 2:
         raise AnalysisError(f"arm_names: an experiment needs at least 2 arms, got {len(arm_names)}")
     if len(weights) != len(arm_names) or any(not w > 0 for w in weights):
@@ -323,8 +339,7 @@ def _validate(sessions: Sessions, arm_names: list[str], weights: list[float], *,
         raise AnalysisError(f"arm: index {sessions.arm.max()} but only {len(arm_names)} arm_names")
 
 
-def _arms(sessions: Sessions, arm_names: list[str], weights: list[float], estimates: dict[str, list[RatioEstimate]],
-          alpha: float) -> list[dict[str, Any]]:
+def _arms(sessions: Sessions, arm_names: list[str], weights: list[float], estimates: dict[str, list[RatioEstimate]], alpha: float) -> list[dict[str, Any]]:
     arms = []
     for arm, name in enumerate(arm_names):
         metrics = {}
@@ -332,13 +347,19 @@ def _arms(sessions: Sessions, arm_names: list[str], weights: list[float], estima
             estimate = estimates[metric][arm]
             low, high = normal_interval(estimate, alpha)
             metrics[metric] = {"value": estimate.value, "ci_low": low, "ci_high": high}
-        arms.append({"name": name, "weight": weights[arm], "users": estimates[METRICS[0]][arm].n_users,
-                     "sessions": int((sessions.arm == arm).sum()), "metrics": metrics})
+        arms.append(
+            {
+                "name": name,
+                "weight": weights[arm],
+                "users": estimates[METRICS[0]][arm].n_users,
+                "sessions": int((sessions.arm == arm).sum()),
+                "metrics": metrics,
+            }
+        )
     return arms
 
 
-def _comparisons(sessions: Sessions, arm_names: list[str], estimates: dict[str, list[RatioEstimate]], *, alpha: float,
-                 control: int) -> list[dict[str, Any]]:
+def _comparisons(sessions: Sessions, arm_names: list[str], estimates: dict[str, list[RatioEstimate]], *, alpha: float, control: int) -> list[dict[str, Any]]:
     """Every treatment arm against control on every metric; Holm across the treatment arms of each (metric, test)."""
     treatments = [arm for arm in range(len(arm_names)) if arm != control]
     trials = [int((sessions.arm == arm).sum()) for arm in range(len(arm_names))]
@@ -349,16 +370,26 @@ def _comparisons(sessions: Sessions, arm_names: list[str], estimates: dict[str, 
             successes = [int(sessions.outcome(metric)[sessions.arm == arm].sum()) for arm in range(len(arm_names))]
             tests["two_proportion_z"] = [
                 two_proportion_z((successes[arm], successes[control]), (trials[arm], trials[control]), alpha)
-                if trials[arm] and trials[control] else Difference(math.nan, math.nan, math.nan, math.nan)
-                for arm in treatments]
+                if trials[arm] and trials[control]
+                else Difference(math.nan, math.nan, math.nan, math.nan)
+                for arm in treatments
+            ]
         for test, results in tests.items():
             adjusted = holm([result.p_value for result in results], alpha)
             for arm, result, p_adjusted in zip(treatments, results, adjusted):
                 baseline = estimates[metric][control].value
-                entry = {"arm": arm_names[arm], "metric": metric, "test": test, "difference": result.difference,
-                         "relative_difference": result.difference / baseline if baseline else math.nan,
-                         "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
-                         "p_value_adjusted": p_adjusted, "significant": p_adjusted is not None and p_adjusted < alpha}
+                entry = {
+                    "arm": arm_names[arm],
+                    "metric": metric,
+                    "test": test,
+                    "difference": result.difference,
+                    "relative_difference": result.difference / baseline if baseline else math.nan,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                    "p_value": result.p_value,
+                    "p_value_adjusted": p_adjusted,
+                    "significant": p_adjusted is not None and p_adjusted < alpha,
+                }
                 if test == "two_proportion_z":
                     entry["note"] = Z_TEST_NOTE
                 comparisons.append(entry)
@@ -371,12 +402,17 @@ def srm_check(users_per_arm: Sequence[int], weights: Sequence[float], arm_names:
     total = observed.sum()
     expected = total * np.asarray(weights, dtype=np.float64) / float(sum(weights))
     p_value = float(stats.chisquare(observed, expected).pvalue) if total > 0 else math.nan
-    return {"arms": list(arm_names), "observed": observed.astype(int).tolist(), "expected": expected.tolist(),
-            "p_value": p_value, "threshold": SRM_THRESHOLD, "flagged": bool(p_value < SRM_THRESHOLD)}
+    return {
+        "arms": list(arm_names),
+        "observed": observed.astype(int).tolist(),
+        "expected": expected.tolist(),
+        "p_value": p_value,
+        "threshold": SRM_THRESHOLD,
+        "flagged": bool(p_value < SRM_THRESHOLD),
+    }
 
 
-def _over_time(sessions: Sessions, arm_names: list[str], *, primary: str, alpha: float, control: int, mde: float,
-               checkpoints: int) -> dict[str, Any]:
+def _over_time(sessions: Sessions, arm_names: list[str], *, primary: str, alpha: float, control: int, mde: float, checkpoints: int) -> dict[str, Any]:
     """The primary metric per arm, the Welch p-value and the mSPRT reading, on the sessions up to each checkpoint."""
     times = checkpoint_times(sessions.ts, checkpoints)
     arms = {name: {"value": [], "ci_low": [], "ci_high": []} for name in arm_names}
@@ -400,8 +436,13 @@ def _over_time(sessions: Sessions, arm_names: list[str], *, primary: str, alpha:
                 difference = welch(estimates[arm], estimates[control], alpha)
                 fixed[name].append(difference.p_value)
                 readings[name].append(msprt_p_value(difference.difference, estimates[arm].variance + estimates[control].variance, tau))
-    return {"ts": times.tolist(), "n_sessions": n_sessions, "tau": taus, "arms": arms,
-            "p_values": {name: {"fixed_horizon": fixed[name], "always_valid": always_valid(readings[name])} for name in fixed}}
+    return {
+        "ts": times.tolist(),
+        "n_sessions": n_sessions,
+        "tau": taus,
+        "arms": arms,
+        "p_values": {name: {"fixed_horizon": fixed[name], "always_valid": always_valid(readings[name])} for name in fixed},
+    }
 
 
 def _sequential(over_time: dict[str, Any], arm_names: list[str], *, alpha: float, control: int) -> dict[str, Any]:
@@ -411,8 +452,13 @@ def _sequential(over_time: dict[str, Any], arm_names: list[str], *, alpha: float
     for name, p_values in over_time["p_values"].items():
         p_value = p_values["always_valid"][-1] if p_values["always_valid"] else 1.0
         arms.append({"arm": name, "p_value": p_value, "significant": p_value <= alpha})
-    return {"method": "mSPRT, normal mixture (Johari et al. 2017)", "control": arm_names[control],
-            "tau": taus[-1] if taus else math.nan, "checkpoints": len(taus), "arms": arms}
+    return {
+        "method": "mSPRT, normal mixture (Johari et al. 2017)",
+        "control": arm_names[control],
+        "tau": taus[-1] if taus else math.nan,
+        "checkpoints": len(taus),
+        "arms": arms,
+    }
 
 
 def cuped(sums: list[UserSums], pre: np.ndarray | None, arm_names: list[str], *, alpha: float, control: int) -> dict[str, Any] | None:
@@ -438,34 +484,51 @@ def cuped(sums: list[UserSums], pre: np.ndarray | None, arm_names: list[str], *,
         if arm == control:
             continue
         comparisons.append({"arm": name, **_cuped_comparison(values[arm], values[control], adjusted[arm], adjusted[control], alpha)})
-    return {"metric_estimand": "mean of per-user values", "theta": theta, "covariate_coverage": float(known.mean()) if len(x) else math.nan,
-            "comparisons": comparisons}
+    return {
+        "metric_estimand": "mean of per-user values",
+        "theta": theta,
+        "covariate_coverage": float(known.mean()) if len(x) else math.nan,
+        "comparisons": comparisons,
+    }
 
 
-def _cuped_comparison(y_treatment: np.ndarray, y_control: np.ndarray, adjusted_treatment: np.ndarray, adjusted_control: np.ndarray,
-                      alpha: float) -> dict[str, Any]:
+def _cuped_comparison(
+    y_treatment: np.ndarray, y_control: np.ndarray, adjusted_treatment: np.ndarray, adjusted_control: np.ndarray, alpha: float
+) -> dict[str, Any]:
     unadjusted = float(y_treatment.mean() - y_control.mean()) if len(y_treatment) and len(y_control) else math.nan
     if min(len(adjusted_treatment), len(adjusted_control)) < 2:
-        return {"difference": math.nan, "unadjusted_difference": unadjusted, "ci_low": math.nan, "ci_high": math.nan,
-                "p_value": math.nan, "variance_reduction": math.nan}
+        return {
+            "difference": math.nan,
+            "unadjusted_difference": unadjusted,
+            "ci_low": math.nan,
+            "ci_high": math.nan,
+            "p_value": math.nan,
+            "variance_reduction": math.nan,
+        }
     test = stats.ttest_ind(adjusted_treatment, adjusted_control, equal_var=False)
     interval = test.confidence_interval(1 - alpha)
     variance = np.concatenate([y_treatment, y_control]).var(ddof=1)
     variance_adjusted = np.concatenate([adjusted_treatment, adjusted_control]).var(ddof=1)
-    return {"difference": float(adjusted_treatment.mean() - adjusted_control.mean()), "unadjusted_difference": unadjusted,
-            "ci_low": float(interval.low), "ci_high": float(interval.high), "p_value": float(test.pvalue),
-            "variance_reduction": float(1 - variance_adjusted / variance) if variance > 0 else math.nan}
+    return {
+        "difference": float(adjusted_treatment.mean() - adjusted_control.mean()),
+        "unadjusted_difference": unadjusted,
+        "ci_low": float(interval.low),
+        "ci_high": float(interval.high),
+        "p_value": float(test.pvalue),
+        "variance_reduction": float(1 - variance_adjusted / variance) if variance > 0 else math.nan,
+    }
 
 
-def beta_binomial(successes: Sequence[int], trials: Sequence[int], arm_names: Sequence[str], *, draws: int = BAYES_DRAWS,
-                  seed: int = 0) -> dict[str, Any]:
+def beta_binomial(successes: Sequence[int], trials: Sequence[int], arm_names: Sequence[str], *, draws: int = BAYES_DRAWS, seed: int = 0) -> dict[str, Any]:
     """Beta(1, 1)-binomial posteriors per arm, by Monte Carlo: P(arm is best) and E[max_j p_j - p_arm]."""
     rng = np.random.default_rng(seed)
     samples = np.stack([rng.beta(1 + s, 1 + n - s, size=draws) for s, n in zip(successes, trials)], axis=1)
     best = np.bincount(samples.argmax(axis=1), minlength=len(arm_names)) / draws
     loss = (samples.max(axis=1, keepdims=True) - samples).mean(axis=0)
-    arms = [{"arm": name, "posterior_mean": (1 + s) / (2 + n), "prob_best": float(best[i]), "expected_loss": float(loss[i])}
-            for i, (name, s, n) in enumerate(zip(arm_names, successes, trials))]
+    arms = [
+        {"arm": name, "posterior_mean": (1 + s) / (2 + n), "prob_best": float(best[i]), "expected_loss": float(loss[i])}
+        for i, (name, s, n) in enumerate(zip(arm_names, successes, trials))
+    ]
     return {"metric": "purchase_rate", "prior": "Beta(1, 1)", "draws": draws, "arms": arms}
 
 

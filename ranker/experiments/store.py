@@ -37,18 +37,19 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import redis
 
-from ranker.experiments.stats import METRICS, Sessions, analyse
-from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.errors import RequestError
-from ranker.live.events import ExperimentKeys
+from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.experiments.interleaving import analyse_interleaving
+from ranker.experiments.stats import METRICS, Sessions, analyse
 from ranker.live.backend import as_text, key
+from ranker.live.events import ExperimentKeys
 from ranker.live.state import activity_key
 
 MODES = ("ab", "interleave")
@@ -143,7 +144,7 @@ class Experiment:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Experiment":
+    def from_json(cls, data: dict[str, Any]) -> Experiment:
         data = dict(data)
         data["arms"] = [Arm(**arm) for arm in data["arms"]]
         data["buckets"] = tuple(data["buckets"])
@@ -182,8 +183,11 @@ def validate_arms(arms: Sequence[Arm], mode: str, known_versions: Sequence[str])
             _fail(f"arms[{index}].name: {arm.name!r} is used by two arms", f"arms[{index}].name", arm.name)
         names.add(arm.name)
         if arm.policy != RETRIEVAL_ARM and arm.policy not in known_versions:
-            _fail(f"arms[{index}].policy: no policy version {arm.policy!r} (known: {', '.join(known_versions) or 'none'}, or {RETRIEVAL_ARM!r})",
-                  f"arms[{index}].policy", arm.policy)
+            _fail(
+                f"arms[{index}].policy: no policy version {arm.policy!r} (known: {', '.join(known_versions) or 'none'}, or {RETRIEVAL_ARM!r})",
+                f"arms[{index}].policy",
+                arm.policy,
+            )
         if not (isinstance(arm.weight, (int, float)) and math.isfinite(arm.weight) and arm.weight > 0):
             _fail(f"arms[{index}].weight: must be a positive number, got {arm.weight!r}", f"arms[{index}].weight", arm.weight)
     total = sum(arm.weight for arm in arms)
@@ -194,7 +198,7 @@ def validate_arms(arms: Sequence[Arm], mode: str, known_versions: Sequence[str])
 class ExperimentStore:
     """Experiments of one key prefix: create, list, get, stop; assignment for serving; reports."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", logs_ttl_s: int = LOGS_TTL_S):
+    def __init__(self, client: redis.Redis, *, prefix: str = "ranker", logs_ttl_s: int = LOGS_TTL_S):
         self.client = client
         self.prefix = prefix
         self.logs_ttl_s = logs_ttl_s
@@ -248,9 +252,20 @@ class ExperimentStore:
             others = [Experiment.from_json(json.loads(raw)) for raw in pipe.hvals(self.definitions_key)]
             low = self._place(others, layer, width, start, end_at)
             return Experiment(
-                experiment_id=experiment_id, name=name, mode=mode, arms=arms, salt=uuid.uuid4().hex, layer=layer, traffic=float(traffic),
-                buckets=(low, low + width), primary_metric=primary_metric, guardrail_metrics=list(guardrail_metrics),
-                created_at=now, start_at=start, end_at=end_at, description=description,
+                experiment_id=experiment_id,
+                name=name,
+                mode=mode,
+                arms=arms,
+                salt=uuid.uuid4().hex,
+                layer=layer,
+                traffic=float(traffic),
+                buckets=(low, low + width),
+                primary_metric=primary_metric,
+                guardrail_metrics=list(guardrail_metrics),
+                created_at=now,
+                start_at=start,
+                end_at=end_at,
+                description=description,
             )
 
         return self._store(define)
@@ -283,9 +298,14 @@ class ExperimentStore:
         taken = []
         for other in overlapping:
             if layer is None or other.layer != layer:
-                hint = f"declare the same layer on both (its layer: {other.layer!r})" if other.layer else "declare a common layer on both to split users between them"
-                _fail(f"layer: the experiment would share users with {other.experiment_id} ({other.name!r}, {other.status()}); {hint}",
-                      "layer", layer, status=409)
+                hint = (
+                    f"declare the same layer on both (its layer: {other.layer!r})"
+                    if other.layer
+                    else "declare a common layer on both to split users between them"
+                )
+                _fail(
+                    f"layer: the experiment would share users with {other.experiment_id} ({other.name!r}, {other.status()}); {hint}", "layer", layer, status=409
+                )
             taken.append(other.buckets)
         low = 0
         for taken_low, taken_high in sorted(taken):
@@ -294,7 +314,12 @@ class ExperimentStore:
             low = max(low, taken_high)
         if low + width > BUCKETS:
             free = BUCKETS - sum(high - lo for lo, high in taken)
-            _fail(f"traffic: layer {layer!r} has {free / BUCKETS:.2%} of users free in one range, not {width / BUCKETS:.2%}", "traffic", width / BUCKETS, status=409)
+            _fail(
+                f"traffic: layer {layer!r} has {free / BUCKETS:.2%} of users free in one range, not {width / BUCKETS:.2%}",
+                "traffic",
+                width / BUCKETS,
+                status=409,
+            )
         return low
 
     def get(self, experiment_id: str) -> Experiment:
@@ -364,8 +389,11 @@ class ExperimentStore:
         else:
             field_name, record = assignment.session, {"user": user_key, "arm": assignment.arm, "ts": ts}
         expires = self.logs_expire_at(assignment.experiment)
-        self._expose(keys=[keys.exposures, keys.pre, activity_key(self.prefix, user_key)],
-                     args=[field_name, json.dumps(record), user_key, "" if expires is None else expires], client=pipe)
+        self._expose(
+            keys=[keys.exposures, keys.pre, activity_key(self.prefix, user_key)],
+            args=[field_name, json.dumps(record), user_key, "" if expires is None else expires],
+            client=pipe,
+        )
 
     # ----------------------------------------------------------- reports
     def report(self, experiment_id: str, *, alpha: float = 0.05, mde: float = 0.10, seed: int = 0) -> dict[str, Any]:
@@ -387,14 +415,22 @@ class ExperimentStore:
             analysis = analyse_interleaving(user, credit[0], credit[1], ts, alpha=alpha, arm_names=[arm.name for arm in experiment.arms])
             return dict(head, interleaving=analysis)
         sessions = sessions_of(records, users, clicks, purchases, revenue, pre)
-        analysis = analyse(sessions, [arm.name for arm in experiment.arms], [arm.weight for arm in experiment.arms],
-                           primary=experiment.primary_metric, alpha=alpha, mde=mde, seed=seed)
+        analysis = analyse(
+            sessions,
+            [arm.name for arm in experiment.arms],
+            [arm.weight for arm in experiment.arms],
+            primary=experiment.primary_metric,
+            alpha=alpha,
+            mde=mde,
+            seed=seed,
+        )
         analysis["guardrails"] = guardrail_checks(analysis, experiment.guardrail_metrics)
         return dict(head, **analysis)
 
 
-def sessions_of(records: dict[str, dict[str, Any]], users: dict[str, int], clicks: dict[str, str], purchases: dict[str, str],
-                revenue: dict[str, str], pre: dict[str, str]) -> Sessions:
+def sessions_of(
+    records: dict[str, dict[str, Any]], users: dict[str, int], clicks: dict[str, str], purchases: dict[str, str], revenue: dict[str, str], pre: dict[str, str]
+) -> Sessions:
     """The exposure and outcome logs of an A/B experiment as ``ranker.experiments.stats.Sessions``."""
     ids = list(records)
     pre_values = np.full(len(users), np.nan)
@@ -420,8 +456,15 @@ def guardrail_checks(analysis: dict[str, Any], metrics: Sequence[str]) -> list[d
         if comparison["metric"] in metrics and comparison.get("test") != "two_proportion_z":
             difference = comparison.get("difference")
             breached = bool(comparison.get("significant")) and difference is not None and difference < 0
-            out.append({"metric": comparison["metric"], "arm": comparison["arm"], "difference": difference,
-                        "p_value_adjusted": comparison.get("p_value_adjusted"), "breached": breached})
+            out.append(
+                {
+                    "metric": comparison["metric"],
+                    "arm": comparison["arm"],
+                    "difference": difference,
+                    "p_value_adjusted": comparison.get("p_value_adjusted"),
+                    "breached": breached,
+                }
+            )
     return out
 
 
@@ -436,32 +479,46 @@ def summarise(report: dict[str, Any]) -> str:
     if report["mode"] == "interleave":
         result = report["interleaving"]
         arms = result["arm_names"]
-        lines.append(f"  {result['n_impressions']} impressions, {result['n_users']} users: users preferring {arms[0]} {result['wins_a']}, "
-                     f"{arms[1]} {result['wins_b']}, ties {result['ties']}")
-        lines.append(f"  delta_AB {_number(result['delta_ab'], '+.4f')} [{_number(result['ci_low'], '+.4f')}, {_number(result['ci_high'], '+.4f')}], "
-                     f"sign test p = {_number(result['p_value'])}; preferred: {result['preferred'] or 'no significant preference'}")
+        lines.append(
+            f"  {result['n_impressions']} impressions, {result['n_users']} users: users preferring {arms[0]} {result['wins_a']}, "
+            f"{arms[1]} {result['wins_b']}, ties {result['ties']}"
+        )
+        lines.append(
+            f"  delta_AB {_number(result['delta_ab'], '+.4f')} [{_number(result['ci_low'], '+.4f')}, {_number(result['ci_high'], '+.4f')}], "
+            f"sign test p = {_number(result['p_value'])}; preferred: {result['preferred'] or 'no significant preference'}"
+        )
         return "\n".join(lines)
     primary = report["primary"]
     lines.append(f"  {report['n_users']} users, {report['n_sessions']} sessions; primary metric {primary}, alpha {report['alpha']}")
     for arm in report["arms"]:
-        metrics = "  ".join(f"{name} {_number(value['value'])} [{_number(value['ci_low'])}, {_number(value['ci_high'])}]" for name, value in arm["metrics"].items())
+        metrics = "  ".join(
+            f"{name} {_number(value['value'])} [{_number(value['ci_low'])}, {_number(value['ci_high'])}]" for name, value in arm["metrics"].items()
+        )
         lines.append(f"  {arm['name']:<12} users {arm['users']:>6} sessions {arm['sessions']:>6}  {metrics}")
     for comparison in report["comparisons"]:
         if comparison["metric"] == primary:
-            lines.append(f"  {comparison['arm']} vs {report['control']} ({comparison['test']}): {_number(comparison['difference'], '+.4f')} "
-                         f"({_number(comparison['relative_difference'], '+.1%')}), 95% CI [{_number(comparison['ci_low'], '+.4f')}, {_number(comparison['ci_high'], '+.4f')}], "
-                         f"p = {_number(comparison['p_value'])}, Holm p = {_number(comparison['p_value_adjusted'])}{' SIGNIFICANT' if comparison['significant'] else ''}")
+            lines.append(
+                f"  {comparison['arm']} vs {report['control']} ({comparison['test']}): {_number(comparison['difference'], '+.4f')} "
+                f"({_number(comparison['relative_difference'], '+.1%')}), 95% CI [{_number(comparison['ci_low'], '+.4f')}, {_number(comparison['ci_high'], '+.4f')}], "
+                f"p = {_number(comparison['p_value'])}, Holm p = {_number(comparison['p_value_adjusted'])}{' SIGNIFICANT' if comparison['significant'] else ''}"
+            )
     for arm in report["sequential"]["arms"]:
         lines.append(f"  sequential (mSPRT, valid at any peek) {arm['arm']}: p = {_number(arm['p_value'])}{' SIGNIFICANT' if arm['significant'] else ''}")
     if report.get("cuped"):
         for comparison in report["cuped"]["comparisons"]:
-            lines.append(f"  CUPED {comparison['arm']}: {_number(comparison['difference'], '+.4f')} [{_number(comparison['ci_low'], '+.4f')}, "
-                         f"{_number(comparison['ci_high'], '+.4f')}], p = {_number(comparison['p_value'])}, variance reduction {_number(comparison['variance_reduction'], '.1%')}")
+            lines.append(
+                f"  CUPED {comparison['arm']}: {_number(comparison['difference'], '+.4f')} [{_number(comparison['ci_low'], '+.4f')}, "
+                f"{_number(comparison['ci_high'], '+.4f')}], p = {_number(comparison['p_value'])}, variance reduction {_number(comparison['variance_reduction'], '.1%')}"
+            )
     bayes = report["bayesian"]
-    lines.append(f"  Bayesian ({bayes['metric']}): " + ", ".join(f"{arm['arm']} P(best) {arm['prob_best']:.3f} loss {arm['expected_loss']:.5f}" for arm in bayes["arms"]))
+    lines.append(
+        f"  Bayesian ({bayes['metric']}): " + ", ".join(f"{arm['arm']} P(best) {arm['prob_best']:.3f} loss {arm['expected_loss']:.5f}" for arm in bayes["arms"])
+    )
     srm = report["srm"]
-    lines.append(f"  sample ratio: observed {srm['observed']}, expected {[round(x) for x in srm['expected']]}, p = {_number(srm['p_value'])}"
-                 f"{' MISMATCH: do not trust this experiment' if srm['flagged'] else ' (ok)'}")
+    lines.append(
+        f"  sample ratio: observed {srm['observed']}, expected {[round(x) for x in srm['expected']]}, p = {_number(srm['p_value'])}"
+        f"{' MISMATCH: do not trust this experiment' if srm['flagged'] else ' (ok)'}"
+    )
     for check in report.get("guardrails", []):
         lines.append(f"  guardrail {check['metric']} {check['arm']}: {'BREACHED' if check['breached'] else 'ok'} ({_number(check['difference'], '+.4f')})")
     return "\n".join(lines)

@@ -27,15 +27,16 @@ sessions are correlated, as in a real shop.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ranker.experiments.stats import Difference, Sessions, analyse, per_user_sd, ratio_estimate, required_users, user_sums, welch
 from ranker.experiments.assignment import arm_of
-from ranker.ranking.features import FEATURES
 from ranker.experiments.interleaving import credit, preference, team_draft
+from ranker.experiments.stats import Difference, Sessions, analyse, per_user_sd, ratio_estimate, required_users, user_sums, welch
+from ranker.ranking.features import FEATURES
 
 Ranker = Callable[[Any, dict[str, np.ndarray]], list[int]]  # (env, observation) -> available slots, best first
 RETRIEVAL_RANK = FEATURES.index("retrieval_rank")
@@ -140,9 +141,14 @@ class AAResult:
     false_positives_msprt: int  # the always-valid p-value at any peek
 
     def rates(self) -> dict[str, float]:
-        return {name: count / self.n_experiments for name, count in (
-            ("fixed_horizon", self.false_positives_fixed), ("naive_peeking", self.false_positives_peeking),
-            ("msprt_peeking", self.false_positives_msprt))}
+        return {
+            name: count / self.n_experiments
+            for name, count in (
+                ("fixed_horizon", self.false_positives_fixed),
+                ("naive_peeking", self.false_positives_peeking),
+                ("msprt_peeking", self.false_positives_msprt),
+            )
+        }
 
 
 def assign(users: np.ndarray, salt: str, weights: Sequence[float]) -> dict[int, int]:
@@ -150,8 +156,7 @@ def assign(users: np.ndarray, salt: str, weights: Sequence[float]) -> dict[int, 
     return {int(user): arm_of(salt, str(int(user)), weights) for user in users}
 
 
-def aa_experiments(pool: SessionPool, *, n_experiments: int, peeks: int = 20, alpha: float = 0.05,
-                   primary: str = "purchases_per_session") -> AAResult:
+def aa_experiments(pool: SessionPool, *, n_experiments: int, peeks: int = 20, alpha: float = 0.05, primary: str = "purchases_per_session") -> AAResult:
     """``n_experiments`` A/A splits of the pool's users (salt ``aa-<i>``), each read at ``peeks`` times."""
     fixed = peeking = msprt = 0
     for experiment in range(n_experiments):
@@ -193,8 +198,7 @@ def resample_users(pool: SessionPool, n_users: int, rng: np.random.Generator) ->
     return SessionPool(user=new_user, ts=pool.ts[rows], clicks=pool.clicks[rows], purchases=pool.purchases[rows], revenue=pool.revenue[rows])
 
 
-def plant_purchase_lift(pool: SessionPool, treated: np.ndarray, relative_effect: float, baseline_rate: float,
-                        rng: np.random.Generator) -> SessionPool:
+def plant_purchase_lift(pool: SessionPool, treated: np.ndarray, relative_effect: float, baseline_rate: float, rng: np.random.Generator) -> SessionPool:
     """Turn a share of the treated sessions without a purchase into one purchase, so the purchase rate rises by ``relative_effect``.
 
     The share ``s`` solves ``p + s (1 - p) = p (1 + relative_effect)``; a
@@ -203,8 +207,13 @@ def plant_purchase_lift(pool: SessionPool, treated: np.ndarray, relative_effect:
     share = relative_effect * baseline_rate / (1 - baseline_rate)
     converted = treated & (pool.purchases == 0) & (rng.random(len(pool.user)) < share)
     order_value = pool.revenue.sum() / max(pool.purchases.sum(), 1.0)
-    return SessionPool(user=pool.user, ts=pool.ts, clicks=np.where(converted, np.maximum(pool.clicks, 1), pool.clicks),
-                       purchases=np.where(converted, 1.0, pool.purchases), revenue=pool.revenue + converted * order_value)
+    return SessionPool(
+        user=pool.user,
+        ts=pool.ts,
+        clicks=np.where(converted, np.maximum(pool.clicks, 1), pool.clicks),
+        purchases=np.where(converted, 1.0, pool.purchases),
+        revenue=pool.revenue + converted * order_value,
+    )
 
 
 def planned_users(pool: SessionPool, relative_effect: float, *, alpha: float = 0.05, power: float = 0.8) -> tuple[float, float, int]:
@@ -216,8 +225,7 @@ def planned_users(pool: SessionPool, relative_effect: float, *, alpha: float = 0
     return rate, sd, required_users(rate, sd, relative_effect, alpha=alpha, power=power)
 
 
-def power_runs(pool: SessionPool, *, relative_effect: float = 0.10, n_runs: int = 100, alpha: float = 0.05, power: float = 0.8,
-               seed: int = 0) -> PowerResult:
+def power_runs(pool: SessionPool, *, relative_effect: float = 0.10, n_runs: int = 100, alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> PowerResult:
     """Experiments of ``required_users`` users per arm resampled from the pool, the lift planted in arm 1."""
     rate, sd, n_per_arm = planned_users(pool, relative_effect, alpha=alpha, power=power)
     rng = np.random.default_rng(seed)
@@ -233,8 +241,9 @@ def power_runs(pool: SessionPool, *, relative_effect: float = 0.10, n_runs: int 
 
 
 # ------------------------------------------------------------------ SRM
-def srm_run(pool: SessionPool, *, n_users: int, actual_weights: Sequence[float], design_weights: Sequence[float],
-            salt: str = "srm", seed: int = 0) -> dict[str, Any]:
+def srm_run(
+    pool: SessionPool, *, n_users: int, actual_weights: Sequence[float], design_weights: Sequence[float], salt: str = "srm", seed: int = 0
+) -> dict[str, Any]:
     """The SRM check of ``n_users`` resampled users assigned with ``actual_weights`` but analysed against ``design_weights``."""
     sample = resample_users(pool, n_users, np.random.default_rng(seed))
     arms = assign(np.arange(n_users), salt, actual_weights)
@@ -296,9 +305,18 @@ def settled_at(n_values: Sequence[int], p_values: Sequence[float], alpha: float)
     return settled
 
 
-def sessions_to_significance(make_env: Callable[[], Any], ranker_a: Ranker, ranker_b: Ranker, *, seeds: Sequence[int],
-                             max_interleaving: int, max_ab: int, every: int = 10, alpha: float = 0.05,
-                             metric: str = "click_through") -> list[SessionsNeeded]:
+def sessions_to_significance(
+    make_env: Callable[[], Any],
+    ranker_a: Ranker,
+    ranker_b: Ranker,
+    *,
+    seeds: Sequence[int],
+    max_interleaving: int,
+    max_ab: int,
+    every: int = 10,
+    alpha: float = 0.05,
+    metric: str = "click_through",
+) -> list[SessionsNeeded]:
     """Per world seed: sessions until interleaving's sign test, and an A/B Welch test on ``metric``, settle at p < alpha.
 
     Both methods meet the same shoppers with the same searches (a fresh env
@@ -313,9 +331,15 @@ def sessions_to_significance(make_env: Callable[[], Any], ranker_a: Ranker, rank
         interleaving_p = [preference(user[:n], credit_a[:n], credit_b[:n], alpha, ("A", "B"))["p_value"] for n in interleaving_n]
         ab_n = list(range(every, max_ab + 1, every))
         ab_p = [_ab_test(sessions, n, metric, alpha).p_value for n in ab_n]
-        results.append(SessionsNeeded(seed, settled_at(interleaving_n, interleaving_p, alpha), settled_at(ab_n, ab_p, alpha),
-                                      delta_ab=preference(user, credit_a, credit_b, alpha, ("A", "B"))["delta_ab"],
-                                      ab_difference=_ab_test(sessions, max_ab, metric, alpha).difference))
+        results.append(
+            SessionsNeeded(
+                seed,
+                settled_at(interleaving_n, interleaving_p, alpha),
+                settled_at(ab_n, ab_p, alpha),
+                delta_ab=preference(user, credit_a, credit_b, alpha, ("A", "B"))["delta_ab"],
+                ab_difference=_ab_test(sessions, max_ab, metric, alpha).difference,
+            )
+        )
     return results
 
 

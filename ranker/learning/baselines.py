@@ -91,10 +91,11 @@ class LambdaMART:
     def __init__(self, *, n_estimators: int = 200, learning_rate: float = 0.05, num_leaves: int = 31, seed: int = 0):
         import lightgbm
 
-        self.model = lightgbm.LGBMRanker(objective="lambdarank", n_estimators=n_estimators, learning_rate=learning_rate,
-                                         num_leaves=num_leaves, random_state=seed, verbose=-1, n_jobs=1)
+        self.model = lightgbm.LGBMRanker(
+            objective="lambdarank", n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves, random_state=seed, verbose=-1, n_jobs=1
+        )
 
-    def fit(self, logs: Logs) -> "LambdaMART":
+    def fit(self, logs: Logs) -> LambdaMART:
         order = np.argsort(logs.sessions, kind="stable")
         self.model.fit(logs.x[order], logs.labels[order], group=logs.group_sizes())
         return self
@@ -111,7 +112,7 @@ class LinearBandit:
     def __init__(self, *, ridge: float = 1.0, alpha: float = 0.1):
         self.ridge, self.alpha = ridge, alpha
 
-    def fit(self, logs: Logs) -> "LinearBandit":
+    def fit(self, logs: Logs) -> LinearBandit:
         x = np.hstack([logs.x, np.ones((len(logs.x), 1), dtype=np.float32)]).astype(np.float64)
         a = x.T @ x + self.ridge * np.eye(x.shape[1])
         self.a_inverse = np.linalg.inv(a)

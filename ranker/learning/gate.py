@@ -3,7 +3,8 @@ off-policy estimate on held-out logged rankings."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,8 +56,14 @@ def ope_difference(candidate: RankingPolicy, behaviour_steps: Steps, n_trajector
         new, old = estimate(rng.choice(everyone, size=n_trajectories, replace=True))
         differences.append(new - old)
     low, high = np.percentile(differences, [2.5, 97.5])
-    return {"candidate": value, "serving": logged, "difference": value - logged, "ci95": [float(low), float(high)],
-            "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)), "rankings": n_trajectories}
+    return {
+        "candidate": value,
+        "serving": logged,
+        "difference": value - logged,
+        "ci95": [float(low), float(high)],
+        "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)),
+        "rankings": n_trajectories,
+    }
 
 
 class Sampled:
@@ -85,7 +92,9 @@ def gate_uses_live_catalog(config: LearnerConfig) -> bool:
     return envs.ENV_IDS.get(config.gate_env, {}).get("catalog") != "tiny"
 
 
-def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0, *, catalog: Any = None) -> dict[str, Any]:
+def simulator_difference(
+    candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0, *, catalog: Any = None
+) -> dict[str, Any]:
     """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
     same sampling seed for both policies, each ranking as it would serve (at ``temperature``).
     ``catalog``: the world's items (a :class:`envs.catalog.SimCatalog`); unset, the environment's own."""
@@ -101,12 +110,19 @@ def simulator_difference(candidate: RankingPolicy, serving: RankingPolicy, confi
     finally:
         env.close()
     mean, low, high = mean_ci95(new.rewards - old.rewards)
-    return {"candidate": float(new.rewards.mean()), "serving": float(old.rewards.mean()), "difference": mean, "ci95": [low, high],
-            "sessions": config.gate_episodes, "temperature": temperature}
+    return {
+        "candidate": float(new.rewards.mean()),
+        "serving": float(old.rewards.mean()),
+        "difference": mean,
+        "ci95": [low, high],
+        "sessions": config.gate_episodes,
+        "temperature": temperature,
+    }
 
 
-def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int,
-         world: Callable[[], Any] | None = None) -> dict[str, Any]:
+def gate(
+    candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int, world: Callable[[], Any] | None = None
+) -> dict[str, Any]:
     """Both checks; ``passed`` when neither says the candidate is worse.
 
     ``world`` gives the simulator's catalog (the live one, :class:`ranker.learning.world.LiveCatalog`); where it
@@ -129,7 +145,9 @@ def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Tra
             sim["passed"] = not_worse(sim["difference"], *sim["ci95"], config.sim_tolerance)
             result["simulator"] = sim
             if not sim["passed"]:
-                result["reasons"].append(f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})")
+                result["reasons"].append(
+                    f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})"
+                )
     if not holdout and "skipped" in result.get("simulator", {}):
         result["reasons"].append("no check could run: no simulated world and no held-out rankings")
     if holdout:
@@ -137,6 +155,8 @@ def gate(candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Tra
         ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
         result["off_policy"] = ope
         if not ope["passed"]:
-            result["reasons"].append(f"off-policy (SNIPS): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}] (tolerance {config.ope_tolerance})")
+            result["reasons"].append(
+                f"off-policy (SNIPS): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}] (tolerance {config.ope_tolerance})"
+            )
     result["passed"] = not result["reasons"]
     return result

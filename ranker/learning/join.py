@@ -3,8 +3,8 @@ and the rules for which trajectories can train (:func:`replayable`, :func:`usabl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -121,7 +121,12 @@ def replayable(trajectory: Trajectory) -> str | None:
         return "schema_mismatch"
     if event.placed_similarity.shape != (len(event.slots), len(event.features)) or len(event.log_probs) != len(event.slots):
         return "schema_mismatch"
-    if not (np.isfinite(event.features).all() and np.isfinite(event.context).all() and np.isfinite(event.placed_similarity).all() and np.isfinite(event.log_probs).all()):
+    if not (
+        np.isfinite(event.features).all()
+        and np.isfinite(event.context).all()
+        and np.isfinite(event.placed_similarity).all()
+        and np.isfinite(event.log_probs).all()
+    ):
         return "not_finite"
     return None
 

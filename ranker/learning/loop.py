@@ -57,9 +57,10 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import redis
 from scipy import stats
@@ -114,8 +115,9 @@ class UpdateReport:
 class Learner:
     """Reads the event log, updates, gates and commits (module docstring)."""
 
-    def __init__(self, client: "redis.Redis", policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time,
-                 catalog: Any = None):
+    def __init__(
+        self, client: redis.Redis, policies_dir: Path, config: LearnerConfig | None = None, *, clock: Callable[[], float] = time.time, catalog: Any = None
+    ):
         """``catalog``: the deployment's :class:`ranker.learning.world.LiveCatalog`, the world of the simulator gate
         (unless the configuration names another, see :func:`gate_uses_live_catalog`)."""
         self.client = client
@@ -161,13 +163,16 @@ class Learner:
 
     def _read(self, start: str, block_ms: int | None) -> int:
         streams = self._streams()
-        replies = self.client.xreadgroup(self.config.group, self.config.consumer, {name: start for name in streams.values()},
-                                         count=self.config.read_count, block=block_ms)
+        replies = self.client.xreadgroup(
+            self.config.group, self.config.consumer, {name: start for name in streams.values()}, count=self.config.read_count, block=block_ms
+        )
         now = self.clock()
         n = 0
         by_stream = {as_text(stream): entries for stream, entries in (replies or [])}
-        readers = (("rankings", RankingEvent, self.joiner.add_ranking, "schema_mismatch"),
-                   ("interactions", InteractionEvent, self.joiner.add_interaction, "bad_event"))
+        readers = (
+            ("rankings", RankingEvent, self.joiner.add_ranking, "schema_mismatch"),
+            ("interactions", InteractionEvent, self.joiner.add_interaction, "bad_event"),
+        )
         for name, event_type, add, unreadable in readers:  # rankings first: their interactions then find them
             for entry_id, fields in by_stream.get(streams[name], []):
                 n += 1
@@ -255,8 +260,7 @@ class Learner:
         """Says "running" in Redis every ``heartbeat_s`` from its own thread, also while a long update runs."""
         started = time.time()
         while not self._stopped.is_set():
-            beat = {"at": time.time(), "started": started, "pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage,
-                    "updates": len(self.updates)}
+            beat = {"at": time.time(), "started": started, "pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage, "updates": len(self.updates)}
             try:
                 self.client.hset(self.status.heartbeats_key, self.config.consumer, json.dumps(beat))
             except redis.RedisError:
@@ -328,10 +332,22 @@ class Learner:
         streams = self._streams()
         with self.client.pipeline(transaction=True) as pipe:
             for trajectory, reason, tries in dead:
-                pipe.xadd(self.dead_key, {"stream": streams["rankings"], "entry_id": trajectory.entry_id, "ranking_id": trajectory.event.ranking_id,
-                                          "interactions": json.dumps(trajectory.interaction_entries), "kind": kind, "reason": reason[:2000],
-                                          "attempts": tries, "at": self.clock(), "consumer": self.config.consumer},
-                          maxlen=self.config.dead_letter_max_len, approximate=True)
+                pipe.xadd(
+                    self.dead_key,
+                    {
+                        "stream": streams["rankings"],
+                        "entry_id": trajectory.entry_id,
+                        "ranking_id": trajectory.event.ranking_id,
+                        "interactions": json.dumps(trajectory.interaction_entries),
+                        "kind": kind,
+                        "reason": reason[:2000],
+                        "attempts": tries,
+                        "at": self.clock(),
+                        "consumer": self.config.consumer,
+                    },
+                    maxlen=self.config.dead_letter_max_len,
+                    approximate=True,
+                )
                 pipe.xack(streams["rankings"], self.config.group, trajectory.entry_id)
                 for entry_id in trajectory.interaction_entries:
                     pipe.xack(streams["interactions"], self.config.group, entry_id)
@@ -393,9 +409,19 @@ class Learner:
         self.stage = "train"
         candidate, training = ppo_update(base, steps, config, seed=seed)
         version = f"ol-{batch_key}"
-        training.update({"kind": "online-ppo", "trajectories": len(train), "held_out": len(holdout), "skipped": skip_counts,
-                         "serving": serving_version, "first_entry": batch[0].entry_id, "last_entry": batch[-1].entry_id, "batch_key": batch_key,
-                         "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)}})
+        training.update(
+            {
+                "kind": "online-ppo",
+                "trajectories": len(train),
+                "held_out": len(holdout),
+                "skipped": skip_counts,
+                "serving": serving_version,
+                "first_entry": batch[0].entry_id,
+                "last_entry": batch[-1].entry_id,
+                "batch_key": batch_key,
+                "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)},
+            }
+        )
         self.stage = "gate"
         world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
         verdict = gate(candidate, serving, holdout, config, seed=seed, world=world)
@@ -403,10 +429,20 @@ class Learner:
         candidate.save(self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict})
         _crash_point("trained", self._crashes)
         feedback_ts = [stream_order(entry)[0] / 1000 for t in batch for entry in t.interaction_entries]
-        decision = {"version": version, "parent": base_version, "serving": serving_version, "decision": "promoted" if verdict["passed"] else "rejected",
-                    "reasons": verdict["reasons"], "notes": verdict.get("notes", []), "at": self.clock(), "batch": len(batch), "trained": len(train),
-                    "held_out": len(holdout), "seconds": time.perf_counter() - started,
-                    "feedback": [min(feedback_ts), max(feedback_ts)] if feedback_ts else None}
+        decision = {
+            "version": version,
+            "parent": base_version,
+            "serving": serving_version,
+            "decision": "promoted" if verdict["passed"] else "rejected",
+            "reasons": verdict["reasons"],
+            "notes": verdict.get("notes", []),
+            "at": self.clock(),
+            "batch": len(batch),
+            "trained": len(train),
+            "held_out": len(holdout),
+            "seconds": time.perf_counter() - started,
+            "feedback": [min(feedback_ts), max(feedback_ts)] if feedback_ts else None,
+        }
         self.stage = "commit"
         decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
         _crash_point("committed", self._crashes)
@@ -416,7 +452,15 @@ class Learner:
         self.registry.prune(keep=config.keep_versions, also_keep=([current_working["version"]] if current_working else []) + sorted(in_use))
         report = UpdateReport(version, base_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
         self.updates.append(report)
-        log.info("update %s (parent %s, serving %s, %d trajectories): %s %s", version, base_version, serving_version, len(train), decision["decision"], "; ".join(verdict["reasons"]))
+        log.info(
+            "update %s (parent %s, serving %s, %d trajectories): %s %s",
+            version,
+            base_version,
+            serving_version,
+            len(train),
+            decision["decision"],
+            "; ".join(verdict["reasons"]),
+        )
         return report
 
     def working(self) -> dict[str, Any] | None:
@@ -433,8 +477,17 @@ class Learner:
             return serving_version
         return working["version"]
 
-    def _commit(self, batch: Sequence[Trajectory], batch_key: str, decision: dict[str, Any], *, serving: str | None,
-                working: dict[str, Any] | None = None, skip_counts: dict[str, int] | None = None, stats: bool = True) -> str:
+    def _commit(
+        self,
+        batch: Sequence[Trajectory],
+        batch_key: str,
+        decision: dict[str, Any],
+        *,
+        serving: str | None,
+        working: dict[str, Any] | None = None,
+        skip_counts: dict[str, int] | None = None,
+        stats: bool = True,
+    ) -> str:
         """Acknowledge the batch, record the decision, statistics and working line, promote: all or nothing."""
         streams = self._streams()
         with self.client.pipeline(transaction=True) as pipe:

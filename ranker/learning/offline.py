@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import torch
@@ -190,10 +191,21 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, parent: 
     vec_env = DummyVecEnv([lambda: make_env(config.env_id, **config.env_kwargs) for _ in range(config.n_envs)])
     vec_env.seed(config.seed)
     model = MaskablePPO(
-        SlatePolicy, vec_env, n_steps=config.n_steps, batch_size=config.batch_size, n_epochs=config.n_epochs,
-        learning_rate=config.learning_rate, gamma=config.gamma, gae_lambda=config.gae_lambda, ent_coef=config.ent_coef,
-        clip_range=config.clip_range, seed=config.seed, device=device, tensorboard_log=str(out_dir / "tensorboard"),
-        policy_kwargs={"hidden": config.hidden}, verbose=0,
+        SlatePolicy,
+        vec_env,
+        n_steps=config.n_steps,
+        batch_size=config.batch_size,
+        n_epochs=config.n_epochs,
+        learning_rate=config.learning_rate,
+        gamma=config.gamma,
+        gae_lambda=config.gae_lambda,
+        ent_coef=config.ent_coef,
+        clip_range=config.clip_range,
+        seed=config.seed,
+        device=device,
+        tensorboard_log=str(out_dir / "tensorboard"),
+        policy_kwargs={"hidden": config.hidden},
+        verbose=0,
     )
     if parent is not None:
         model.policy.slate_net.load_state_dict(parent.net.state_dict())  # type: ignore[attr-defined]
@@ -207,8 +219,15 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, parent: 
     policy.save(
         out_dir,
         parent=parent.version if parent is not None else None,
-        training={**asdict(config), "device": device, "seconds": round(seconds, 1), "steps_per_second": round(model.num_timesteps / seconds, 1),
-                  "timesteps_done": int(model.num_timesteps), "learning_curve": callback.curve, "algorithm": "MaskablePPO (sb3-contrib)"},
+        training={
+            **asdict(config),
+            "device": device,
+            "seconds": round(seconds, 1),
+            "steps_per_second": round(model.num_timesteps / seconds, 1),
+            "timesteps_done": int(model.num_timesteps),
+            "learning_curve": callback.curve,
+            "algorithm": "MaskablePPO (sb3-contrib)",
+        },
         evaluation={"held_out": final},
     )
     vec_env.close()

@@ -3,8 +3,9 @@ RankingEvent's feature snapshot, and the log-probabilities a policy gives the lo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

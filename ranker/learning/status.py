@@ -22,7 +22,7 @@ class LearnerStatus:
 
     ALIVE_AFTER_S = 20.0  # a heartbeat older than this: the consumer is not running
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", group: str = "learner"):
+    def __init__(self, client: redis.Redis, *, prefix: str = "ranker", group: str = "learner"):
         self.client = client
         name = lambda part: key(prefix, "learner", group, part)  # noqa: E731
         self.decisions_key, self.counts_key, self.errors_key = name("decisions"), name("skipped"), name("errors")
@@ -69,14 +69,28 @@ class LearnerStatus:
 
     def dead_letters(self, count: int = 20) -> list[dict[str, str]]:
         """The newest entries of the dead-letter stream, newest first."""
-        return [{"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
-                for entry_id, fields in self.client.xrevrange(self.dead_key, count=count)]
+        return [
+            {"id": as_text(entry_id), **{as_text(k): as_text(v) for k, v in fields.items()}}
+            for entry_id, fields in self.client.xrevrange(self.dead_key, count=count)
+        ]
 
     def supervisor(self) -> dict[str, Any]:
         raw = {as_text(k): as_text(v) for k, v in self.client.hgetall(self.supervisor_key).items()}
-        return {"restarts": int(raw.get("restarts", 0)), "last_exit": raw.get("last_exit"), "last_restart_at": float(raw["last_restart_at"]) if "last_restart_at" in raw else None}
+        return {
+            "restarts": int(raw.get("restarts", 0)),
+            "last_exit": raw.get("last_exit"),
+            "last_restart_at": float(raw["last_restart_at"]) if "last_restart_at" in raw else None,
+        }
 
     def summary(self) -> dict[str, Any]:
         """Everything the console shows about the learner, in one dict."""
-        return {"running": self.heartbeats(), "last_update": self.last_update(), "last_promoted": self.last_update(promoted=True), "decisions": self.decision_counts(), "errors": self.errors(),
-                "skipped": self.skipped(), "dead_letters": int(self.client.xlen(self.dead_key)), **self.supervisor()}
+        return {
+            "running": self.heartbeats(),
+            "last_update": self.last_update(),
+            "last_promoted": self.last_update(promoted=True),
+            "decisions": self.decision_counts(),
+            "errors": self.errors(),
+            "skipped": self.skipped(),
+            "dead_letters": int(self.client.xlen(self.dead_key)),
+            **self.supervisor(),
+        }

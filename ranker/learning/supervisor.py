@@ -26,8 +26,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import redis
 
@@ -46,8 +47,18 @@ PARENT_PID_ENV = "RANKER_LEARN_PARENT_PID"
 class LearnerSupervisor:
     """Starts ``ranker learn`` and restarts it when it exits, until :meth:`stop`."""
 
-    def __init__(self, client: "redis.Redis", data_dir: Path, redis_url: str, *, prefix: str = "ranker", group: str = "learner",
-                 extra_args: Sequence[str] = (), stop_timeout_s: float = STOP_TIMEOUT_S, min_backoff_s: float = MIN_BACKOFF_S):
+    def __init__(
+        self,
+        client: redis.Redis,
+        data_dir: Path,
+        redis_url: str,
+        *,
+        prefix: str = "ranker",
+        group: str = "learner",
+        extra_args: Sequence[str] = (),
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        min_backoff_s: float = MIN_BACKOFF_S,
+    ):
         self.client = client
         self.command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
         self.status_key = key(prefix, "learner", group, "supervisor")
@@ -64,7 +75,7 @@ class LearnerSupervisor:
         process = self.process
         return process.pid if process is not None and process.poll() is None else None
 
-    def start(self) -> "LearnerSupervisor":
+    def start(self) -> LearnerSupervisor:
         self._thread.start()
         return self
 

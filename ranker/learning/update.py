@@ -19,7 +19,10 @@ def ppo_update(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, se
     net.load_state_dict(policy.net.state_dict())
     net.to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
-    tensors = {name: torch.as_tensor(getattr(steps, name), device=device) for name in ("features", "mask", "context", "actions", "old_log_probs", "temperatures", "returns")}
+    tensors = {
+        name: torch.as_tensor(getattr(steps, name), device=device)
+        for name in ("features", "mask", "context", "actions", "old_log_probs", "temperatures", "returns")
+    }
     rng = np.random.default_rng(seed)
     n = len(steps.actions)
     history: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}

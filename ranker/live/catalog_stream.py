@@ -14,7 +14,8 @@ idempotent), so writes since the last index snapshot are back too.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import redis
@@ -38,7 +39,7 @@ def _array(raw: bytes, dim: int) -> np.ndarray:
 class CatalogLog:
     """Appends catalog writes and applies everyone's writes to one engine."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_CATALOG_LOG):
+    def __init__(self, client: redis.Redis, *, prefix: str = "ranker", max_len: int = MAX_CATALOG_LOG):
         self.client = client
         self.stream = key(prefix, "catalog")
         self.max_len = max_len
@@ -97,4 +98,3 @@ class CatalogLog:
                 image_in_text=_array(fields[b"image_in_text"], text_dim),
             )
         )
-

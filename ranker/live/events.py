@@ -29,8 +29,9 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import redis
@@ -197,7 +198,7 @@ class RankingEvent:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> "RankingEvent":
+    def from_fields(cls, fields: dict[bytes, bytes]) -> RankingEvent:
         meta = json.loads(fields[b"event"])
         arrays = {}
         for name in ARRAY_FIELDS:
@@ -243,7 +244,7 @@ class InteractionEvent:
         return json.dumps({name: getattr(self, name) for name in self.__dataclass_fields__})
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> "InteractionEvent":
+    def from_fields(cls, fields: dict[bytes, bytes]) -> InteractionEvent:
         return cls(**json.loads(fields[b"event"]))
 
 
@@ -272,9 +273,18 @@ class RankingRecord:
 class EventLog:
     """Appends and reads the two streams; every write is a single round trip."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", max_len: int = MAX_STREAM_LEN, max_age_s: float | None = MAX_STREAM_AGE_S,
-                 ranking_ttl_s: int = RANKING_TTL_S, dedup_ttl_s: int = DEDUP_TTL_S, user_data_ttl_s: int = PROFILE_TTL_S,
-                 series_ttl_s: int = SERIES_TTL_S):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "ranker",
+        max_len: int = MAX_STREAM_LEN,
+        max_age_s: float | None = MAX_STREAM_AGE_S,
+        ranking_ttl_s: int = RANKING_TTL_S,
+        dedup_ttl_s: int = DEDUP_TTL_S,
+        user_data_ttl_s: int = PROFILE_TTL_S,
+        series_ttl_s: int = SERIES_TTL_S,
+    ):
         self.client = client
         self.prefix = prefix
         self.max_len = max_len
@@ -325,8 +335,15 @@ class EventLog:
         pipe.expireat(self.series_key(day), self.series_expiry(day))
         return as_text(pipe.execute()[0])
 
-    def append_interactions(self, events: Sequence[InteractionEvent], *, user_key: str = "", exposure: Exposure | None = None,
-                            revenue: Sequence[float] | None = None, served: tuple[float, str] | None = None) -> list[bool]:
+    def append_interactions(
+        self,
+        events: Sequence[InteractionEvent],
+        *,
+        user_key: str = "",
+        exposure: Exposure | None = None,
+        revenue: Sequence[float] | None = None,
+        served: tuple[float, str] | None = None,
+    ) -> list[bool]:
         """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted.
 
         A new click or purchase also moves the user's activity counters and, inside an experiment, the
@@ -336,15 +353,36 @@ class EventLog:
         if not events:
             return []
         outcomes = ExperimentKeys(self.prefix, exposure.experiment if exposure else "-")
-        keys = [self.interactions_stream, counter_key(self.prefix, "clicks"), counter_key(self.prefix, "purchases"), activity_key(self.prefix, user_key),
-                outcomes.clicks, outcomes.purchases, outcomes.revenue, self.series_key(series_day(served[0]) if served else 0), outcomes.exposures]
+        keys = [
+            self.interactions_stream,
+            counter_key(self.prefix, "clicks"),
+            counter_key(self.prefix, "purchases"),
+            activity_key(self.prefix, user_key),
+            outcomes.clicks,
+            outcomes.purchases,
+            outcomes.revenue,
+            self.series_key(series_day(served[0]) if served else 0),
+            outcomes.exposures,
+        ]
         keys += [key(self.prefix, "event", event.event_id) for event in events]
-        args: list[Any] = [self.dedup_ttl_s, self.max_len, series_field(*served) if served else "", self.oldest_kept() if self.max_age_s else "",
-                           self.user_data_ttl_s, self.series_expiry(series_day(served[0])) if served else 0]
+        args: list[Any] = [
+            self.dedup_ttl_s,
+            self.max_len,
+            series_field(*served) if served else "",
+            self.oldest_kept() if self.max_age_s else "",
+            self.user_data_ttl_s,
+            self.series_expiry(series_day(served[0])) if served else 0,
+        ]
         for index, event in enumerate(events):
             field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
-            args += [event.to_json(), event.item_id, event.type, field_name, repr(float(revenue[index])) if revenue is not None else "0",
-                     repr(REWARD_WEIGHTS.get(event.type, 0.0))]
+            args += [
+                event.to_json(),
+                event.item_id,
+                event.type,
+                field_name,
+                repr(float(revenue[index])) if revenue is not None else "0",
+                repr(REWARD_WEIGHTS.get(event.type, 0.0)),
+            ]
         return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
 
     def oldest_kept(self) -> str:
@@ -363,7 +401,10 @@ class EventLog:
         return [(as_text(entry_id), RankingEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.rankings_stream, start, end, count=count)]
 
     def interactions(self, start: str = "-", end: str = "+", count: int | None = None) -> list[tuple[str, InteractionEvent]]:
-        return [(as_text(entry_id), InteractionEvent.from_fields(fields)) for entry_id, fields in self.client.xrange(self.interactions_stream, start, end, count=count)]
+        return [
+            (as_text(entry_id), InteractionEvent.from_fields(fields))
+            for entry_id, fields in self.client.xrange(self.interactions_stream, start, end, count=count)
+        ]
 
     def reward_series(self, since: float | None = None) -> dict[str, list[tuple[float, int, float]]]:
         """Per policy version, (bucket start, rankings served, reward their feedback earned) per minute, in time order,
@@ -391,4 +432,3 @@ class EventLog:
         pipe.xlen(self.interactions_stream)
         rankings, interactions = pipe.execute()
         return {"rankings": int(rankings), "interactions": int(interactions)}
-

@@ -26,15 +26,16 @@ import os
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import redis
 
 from ranker.errors import RequestError
-from ranker.ranking.policy import MANIFEST_FILE, PolicyError, RankingPolicy
 from ranker.live.backend import key
+from ranker.ranking.policy import MANIFEST_FILE, PolicyError, RankingPolicy
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def install_starting_policy(policies_dir: Path) -> str:
 class PolicyRegistry:
     """Lists artifacts and moves the serving pointer."""
 
-    def __init__(self, client: "redis.Redis", policies_dir: Path, *, prefix: str = "ranker"):
+    def __init__(self, client: redis.Redis, policies_dir: Path, *, prefix: str = "ranker"):
         self.client = client
         self.policies_dir = Path(policies_dir)
         self.current_key = key(prefix, "policy", "current")

@@ -29,14 +29,15 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import redis
 
-from ranker.ranking.features import UserProfile
 from ranker.live.backend import key
+from ranker.ranking.features import UserProfile
 
 COUNTERS = ("impressions", "clicks", "purchases")
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
@@ -100,8 +101,15 @@ def _counts(rows: Sequence[Sequence[bytes | None]], n: int) -> np.ndarray:
 class RedisStateProvider:
     """A :class:`ranker.ranking.features.StateProvider` over Redis, shared by every server process."""
 
-    def __init__(self, client: "redis.Redis", *, prefix: str = "ranker", profile_decay: float = 0.9, profile_ttl_s: int = PROFILE_TTL_S,
-                 pseudonym_ttl_s: int = PSEUDONYM_TTL_S):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "ranker",
+        profile_decay: float = 0.9,
+        profile_ttl_s: int = PROFILE_TTL_S,
+        pseudonym_ttl_s: int = PSEUDONYM_TTL_S,
+    ):
         self.client = client
         self.prefix = prefix
         self.profile_decay = profile_decay
@@ -160,7 +168,7 @@ class RedisStateProvider:
         """Fold one interaction into the user's profile."""
         return self.record_profile_batch(user_key, [Interaction(kind, category, brand, price, text_vector)])
 
-    def record_profile_batch(self, user_key: str, interactions: Sequence["Interaction"]) -> UserProfile:
+    def record_profile_batch(self, user_key: str, interactions: Sequence[Interaction]) -> UserProfile:
         """Fold interactions into the user's profile, in order, in one optimistic transaction (retried on a race)."""
         name = profile_key(self.prefix, user_key)
         for attempt in range(PROFILE_RETRIES):
@@ -169,7 +177,9 @@ class RedisStateProvider:
                     pipe.watch(name)
                     profile = decode_profile(*pipe.hmget(name, ["profile", "embedding"]))
                     for one in interactions:
-                        profile.record(kind=one.kind, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector, decay=self.profile_decay)
+                        profile.record(
+                            kind=one.kind, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector, decay=self.profile_decay
+                        )
                     pipe.multi()
                     pipe.hset(name, mapping=encode_profile(profile))
                     pipe.expire(name, self.profile_ttl_s)

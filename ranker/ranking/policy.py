@@ -56,8 +56,10 @@ class SlateNet(nn.Module):
         super().__init__()
         self.n_features, self.n_context, self.hidden = n_features, n_context, hidden
         self.encoder = nn.Sequential(
-            nn.Linear(2 * n_features + n_context, hidden), nn.ReLU(),
-            nn.Linear(hidden, hidden), nn.ReLU(),
+            nn.Linear(2 * n_features + n_context, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
         )
         self.score = nn.Linear(hidden, 1)
         self.value = nn.Sequential(nn.Linear(hidden + n_context, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -127,7 +129,9 @@ class RankingPolicy:
         weights = np.asarray(mask, dtype=np.float32)[:, None]
         summary = (features * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
         k = len(features)
-        inputs = np.concatenate([features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(np.asarray(context, dtype=np.float32), (k, len(context)))], axis=1)
+        inputs = np.concatenate(
+            [features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(np.asarray(context, dtype=np.float32), (k, len(context)))], axis=1
+        )
         (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
         hidden = np.maximum(inputs @ w1 + b1, 0.0)
         hidden = np.maximum(hidden @ w2 + b2, 0.0)
@@ -198,7 +202,7 @@ class RankingPolicy:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> "RankingPolicy":
+    def load(cls, directory: Path) -> RankingPolicy:
         directory = Path(directory)
         manifest_file = directory / MANIFEST_FILE
         if not manifest_file.exists():

@@ -23,10 +23,11 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -110,21 +111,19 @@ class TextEncoder:
         order = np.argsort([len(text) for text in texts], kind="stable")
         for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text"):
             rows = order[start:stop]
-            batch = self.tokenizer(
-                [texts[row] for row in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-            ).to(self.device)
+            batch = self.tokenizer([texts[row] for row in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
             hidden = self._forward(batch["input_ids"], batch["attention_mask"])
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             out[rows] = pooled.float().cpu().numpy()
         return l2_normalise(out)
 
-
     @torch.inference_mode()
     def _traced_forward(self):
         """The model traced and frozen: a short query spends most of its time in
         Python glue, which tracing removes (~15 ms -> ~8 ms per query on 2 cores).
         The trace holds for any batch size and length (checked in the tests)."""
+
         class _Hidden(torch.nn.Module):
             def __init__(self, model: torch.nn.Module):
                 super().__init__()

@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -304,7 +305,7 @@ class SearchEngine:
             per_channel[channel] = np.where(present, vectors @ getattr(query, part), np.nan)
         return fuse_scores(per_channel, len(keys)), per_channel
 
-    def embed_items(self, items: Sequence[Item]) -> tuple["EmbeddedItems", list[CatalogError]]:
+    def embed_items(self, items: Sequence[Item]) -> tuple[EmbeddedItems, list[CatalogError]]:
         """Encode ``items`` without storing them; an item whose picture cannot be used is rejected whole."""
         accepted: list[Item] = []
         pictures: list[Any] = []
@@ -331,7 +332,7 @@ class SearchEngine:
             image, in_text = np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)
         return EmbeddedItems(accepted, text_vectors, with_picture, image, in_text), errors
 
-    def insert_embedded(self, embedded: "EmbeddedItems") -> np.ndarray:
+    def insert_embedded(self, embedded: EmbeddedItems) -> np.ndarray:
         """Store items whose vectors are already computed (by :meth:`embed_items`, here or in another process)."""
         if not embedded.items:
             return np.zeros(0, dtype=np.int64)
@@ -395,7 +396,6 @@ class SearchEngine:
             report = self.upsert(missing)
             for error in report.errors:  # a picture that went bad on disk since: drop that item
                 self.store.delete([str(error.value)])
-
 
 
 def saved_encoder_spec(data_dir: Path) -> str | None:

@@ -200,7 +200,7 @@ class VectorIndex:
         return {"kind": self.kind, "dim": self.dim, "count": len(self), "dead": self.n_dead}
 
     @classmethod
-    def load(cls, path_prefix: Path, config: IndexConfig | None = None) -> "VectorIndex":
+    def load(cls, path_prefix: Path, config: IndexConfig | None = None) -> VectorIndex:
         with np.load(path_prefix.with_suffix(".npz"), allow_pickle=False) as arrays:
             vectors, row_keys, alive = arrays["vectors"], arrays["row_keys"], arrays["alive"]
         index = cls(int(vectors.shape[1]), config)
@@ -210,7 +210,9 @@ class VectorIndex:
         index._row_of_key = {int(key): int(row) for row, key in zip(np.flatnonzero(index._alive), index._row_keys[index._alive])}
         index._index = faiss.read_index(str(path_prefix.with_suffix(".faiss")))
         if index._index.ntotal != len(index._row_keys) or index._index.d != index.dim:
-            raise VectorIndexError(f"{path_prefix}: FAISS index holds {index._index.ntotal} x {index._index.d}, arrays {len(row_keys)} x {index.dim}; rebuild the index")
+            raise VectorIndexError(
+                f"{path_prefix}: FAISS index holds {index._index.ntotal} x {index._index.d}, arrays {len(row_keys)} x {index.dim}; rebuild the index"
+            )
         index.kind = _kind_of(index._index)
         index._apply_search_settings()
         return index

@@ -14,7 +14,6 @@ global random state), down to the bytes of every PNG, so a demo catalog can
 be regenerated anywhere instead of being stored.
 """
 
-
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -35,8 +34,23 @@ from ranker.catalog.demo.tables import (
     Material,
 )
 
-__all__ = ["APPAREL_SIZES", "BRANDS", "CATEGORIES", "CATEGORY_BY_NAME", "COLOURS", "MATERIALS", "SHOE_SIZES", "Brand", "Category", "Material",
-           "ensure_demo_index", "generate_items", "item_id_for", "render_item_image", "write_demo_catalog"]
+__all__ = [
+    "APPAREL_SIZES",
+    "BRANDS",
+    "CATEGORIES",
+    "CATEGORY_BY_NAME",
+    "COLOURS",
+    "MATERIALS",
+    "SHOE_SIZES",
+    "Brand",
+    "Category",
+    "Material",
+    "ensure_demo_index",
+    "generate_items",
+    "item_id_for",
+    "render_item_image",
+    "write_demo_catalog",
+]
 
 
 def ensure_demo_index(data_dir: Path, *, log: Callable[[str], None] = print) -> bool:

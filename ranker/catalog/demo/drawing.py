@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from ranker.catalog.demo.tables import CATEGORY_BY_NAME, COLOURS, MATERIALS, RGB, RGBA
+from ranker.catalog.demo.textures import texture
 from ranker.catalog.items import Item
 
 
@@ -29,7 +30,7 @@ def render_item_image(item: Item, rng: np.random.Generator, size: int = 160) -> 
     background = _background(size, rng)
     pen = _Pen(size, colour, rng)
     _SHAPES[category.shape](pen, rng)
-    product = pen.compose(_texture(material.texture, colour, size, rng))
+    product = pen.compose(texture(material.texture, colour, size, rng))
     if rng.random() < 0.5:
         product = product.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     # Nearest-neighbour keeps this fast, and the drawing is not anti-aliased anyway.
@@ -72,128 +73,6 @@ def _draw_shadow(background: Image.Image, product: Image.Image, size: int) -> No
     inset, height = (x1 - x0) * 0.08, size * 0.035
     shade = tuple(int(c * 0.86) for c in background.getpixel((size // 2, min(size - 1, y1))))
     ImageDraw.Draw(background).ellipse((x0 + inset, y1 - height, x1 - inset, y1 + height), fill=shade)
-
-
-def _texture(kind: str, colour: RGB, size: int, rng: np.random.Generator) -> Image.Image:
-    """The item's colour with a material pattern added on top (additive, so it shows on black and white)."""
-    shading = (48.0 * _PATTERNS[kind](size, rng)).astype(np.int16)
-    pixels = shading[:, :, None] + np.asarray(colour, dtype=np.int16)[None, None, :]
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Row and column coordinates (broadcastable) and the pixel unit of a 160 px picture."""
-    y, x = np.ogrid[0:size, 0:size]
-    return y.astype(np.float32), x.astype(np.float32), size / 160.0
-
-
-def _full(pattern: np.ndarray, size: int) -> np.ndarray:
-    return np.broadcast_to(pattern, (size, size)).astype(np.float32)
-
-
-def _weave(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    cell = max(2.0, 3 * u)
-    return _full(0.35 * ((np.floor(x / cell) + np.floor(y / cell)) % 2) - 0.2 + 0.15 * np.sin(y / (5 * u)), size)
-
-
-def _knit(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    period = 6 * u
-    return _full(0.55 * np.sin(2 * np.pi * (y / period + np.abs((x / period) % 1.0 - 0.5))), size)
-
-
-def _twill(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    lines = 0.45 * np.sin(2 * np.pi * (x + y) / (5 * u) + rng.uniform(0, 2 * np.pi))
-    return (_full(lines, size) + 0.2 * rng.standard_normal((size, size)).astype(np.float32))
-
-
-def _stripes(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    width = 9 * u
-    return _full(np.where(np.floor((x + rng.uniform(0, 2 * width)) / width) % 2 == 0, 0.7, -0.25), size)
-
-
-def _sheen(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    diagonal = (x + y) / (2 * size)
-    centre = rng.uniform(0.3, 0.45)
-    return _full(1.5 * np.exp(-(((diagonal - centre) / 0.07) ** 2)) - 0.8 * diagonal + 0.2, size)
-
-
-def _metal(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    brushed = 0.25 * rng.standard_normal((size, 1)).astype(np.float32)
-    centre = rng.uniform(0.3, 0.45)
-    return _full(brushed + 1.4 * np.exp(-(((x / size - centre) / 0.09) ** 2)) - 0.5 * (x / size), size)
-
-
-def _glossy(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    centre = rng.uniform(0.33, 0.42)
-    highlight = 1.6 * np.exp(-(((x / size - centre) / 0.035) ** 2)) * (y < 0.8 * size)
-    return _full(highlight - 0.6 * np.abs(x / size - 0.5) + 0.1, size)
-
-
-def _speckle(size: int, rng: np.random.Generator) -> np.ndarray:
-    noise = rng.random((size, size), dtype=np.float32)
-    return np.where(noise < 0.1, -1.0, np.where(noise > 0.94, 0.8, 0.0)).astype(np.float32)
-
-
-def _ripstop(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    cell = 8 * u
-    return _full(np.where(((x % cell) < u) | ((y % cell) < u), -0.7, 0.1), size)
-
-
-def _dots(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    cell = 6 * u
-    holes = ((x % cell) - cell / 2) ** 2 + ((y % cell) - cell / 2) ** 2 < (1.6 * u) ** 2
-    return _full(np.where(holes, -0.9, 0.15), size)
-
-
-def _plain(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    return _full(0.2 - 0.4 * (y / size), size)
-
-
-def _quilt(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    period = 14 * u
-    return _full(0.7 * np.cos(2 * np.pi * y / period) - 0.1, size)
-
-
-def _grain(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    waves = np.sin(2 * np.pi * y / (7 * u) + 2.5 * np.sin(x / (22 * u) + rng.uniform(0, 2 * np.pi)))
-    return _full(0.5 * waves, size)
-
-
-def _ribbed(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    return _full(0.45 * np.sin(2 * np.pi * y / (4 * u)), size)
-
-
-def _velvet(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    cx, cy = rng.uniform(0.3, 0.5, size=2) * size
-    distance = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) / size
-    return _full(0.8 - 1.8 * distance, size)
-
-
-def _checker(size: int, rng: np.random.Generator) -> np.ndarray:
-    y, x, u = _grid(size)
-    cell = 4 * u
-    return _full(0.6 * ((np.floor(x / cell) + np.floor(y / cell)) % 2) - 0.3 + 0.3 * np.sin((x - y) / (2 * u)), size)
-
-
-_PATTERNS: Mapping[str, Callable[[int, np.random.Generator], np.ndarray]] = MappingProxyType({
-    "weave": _weave, "knit": _knit, "twill": _twill, "stripes": _stripes, "sheen": _sheen, "metal": _metal,
-    "glossy": _glossy, "speckle": _speckle, "grid": _ripstop, "dots": _dots, "plain": _plain, "quilt": _quilt,
-    "grain": _grain, "ribbed": _ribbed, "velvet": _velvet, "checker": _checker,
-})
 
 
 class _Pen:
@@ -254,18 +133,74 @@ class _Pen:
 def _draw_tshirt(pen: _Pen, rng: np.random.Generator) -> None:
     hem = 0.86 + rng.uniform(-0.03, 0.03)
     sleeve = rng.uniform(-0.03, 0.03)
-    pen.body.polygon(pen.pts(
-        0.40, 0.18, 0.22, 0.22, 0.07, 0.38 + sleeve, 0.17, 0.47 + sleeve, 0.28, 0.39, 0.28, hem,
-        0.72, hem, 0.72, 0.39, 0.83, 0.47 + sleeve, 0.93, 0.38 + sleeve, 0.78, 0.22, 0.60, 0.18), fill=pen.INK)
+    pen.body.polygon(
+        pen.pts(
+            0.40,
+            0.18,
+            0.22,
+            0.22,
+            0.07,
+            0.38 + sleeve,
+            0.17,
+            0.47 + sleeve,
+            0.28,
+            0.39,
+            0.28,
+            hem,
+            0.72,
+            hem,
+            0.72,
+            0.39,
+            0.83,
+            0.47 + sleeve,
+            0.93,
+            0.38 + sleeve,
+            0.78,
+            0.22,
+            0.60,
+            0.18,
+        ),
+        fill=pen.INK,
+    )
     pen.body.chord(pen.box(0.40, 0.09, 0.60, 0.28), 0, 180, fill=pen.CUT)
     pen.over.arc(pen.box(0.40, 0.09, 0.60, 0.28), 0, 180, fill=pen.dark, width=pen.w(0.02))
 
 
 def _draw_jacket(pen: _Pen, rng: np.random.Generator) -> None:
     hem = 0.88 + rng.uniform(-0.03, 0.03)
-    pen.body.polygon(pen.pts(
-        0.40, 0.14, 0.25, 0.19, 0.14, 0.40, 0.08, 0.84, 0.19, 0.85, 0.27, 0.45, 0.28, hem,
-        0.72, hem, 0.73, 0.45, 0.81, 0.85, 0.92, 0.84, 0.86, 0.40, 0.75, 0.19, 0.60, 0.14), fill=pen.INK)
+    pen.body.polygon(
+        pen.pts(
+            0.40,
+            0.14,
+            0.25,
+            0.19,
+            0.14,
+            0.40,
+            0.08,
+            0.84,
+            0.19,
+            0.85,
+            0.27,
+            0.45,
+            0.28,
+            hem,
+            0.72,
+            hem,
+            0.73,
+            0.45,
+            0.81,
+            0.85,
+            0.92,
+            0.84,
+            0.86,
+            0.40,
+            0.75,
+            0.19,
+            0.60,
+            0.14,
+        ),
+        fill=pen.INK,
+    )
     pen.over.polygon(pen.pts(0.40, 0.14, 0.50, 0.30, 0.60, 0.14, 0.56, 0.11, 0.50, 0.22, 0.44, 0.11), fill=pen.dark)
     pen.over.line(pen.pts(0.50, 0.30, 0.50, hem), fill=pen.trim, width=pen.w(0.018))
     for side in (0.34, 0.58):
@@ -286,9 +221,10 @@ def _draw_dress(pen: _Pen, rng: np.random.Generator) -> None:
 
 def _draw_sneaker(pen: _Pen, rng: np.random.Generator) -> None:
     tongue = 0.28 + rng.uniform(-0.04, 0.04)
-    pen.body.polygon(pen.pts(
-        0.12, 0.70, 0.12, 0.44, 0.16, 0.38, 0.28, 0.40, 0.36, 0.34, 0.41, tongue, 0.48, tongue + 0.02,
-        0.66, 0.44, 0.80, 0.50, 0.88, 0.58, 0.88, 0.70), fill=pen.INK)
+    pen.body.polygon(
+        pen.pts(0.12, 0.70, 0.12, 0.44, 0.16, 0.38, 0.28, 0.40, 0.36, 0.34, 0.41, tongue, 0.48, tongue + 0.02, 0.66, 0.44, 0.80, 0.50, 0.88, 0.58, 0.88, 0.70),
+        fill=pen.INK,
+    )
     pen.body.ellipse(pen.box(0.66, 0.48, 0.91, 0.75), fill=pen.INK)
     pen.over.rounded_rectangle(pen.box(0.10, 0.68, 0.92, 0.78), radius=pen.w(0.04), fill=pen.trim)
     pen.over.line(pen.pts(0.10, 0.73, 0.92, 0.73), fill=pen.dark, width=pen.w(0.01))
@@ -525,11 +461,31 @@ def _draw_umbrella(pen: _Pen, rng: np.random.Generator) -> None:
     pen.over.line(pen.pts(0.5, 0.10, 0.5, 0.17), fill=pen.ink, width=pen.w(0.015))
 
 
-_SHAPES: Mapping[str, Callable[[_Pen, np.random.Generator], None]] = MappingProxyType({
-    "tshirt": _draw_tshirt, "jacket": _draw_jacket, "dress": _draw_dress, "sneaker": _draw_sneaker,
-    "backpack": _draw_backpack, "mug": _draw_mug, "lamp": _draw_lamp, "headphones": _draw_headphones,
-    "watch": _draw_watch, "sofa": _draw_sofa, "pan": _draw_pan, "yoga_mat": _draw_yoga_mat,
-    "sunglasses": _draw_sunglasses, "office_chair": _draw_office_chair, "bicycle": _draw_bicycle,
-    "tent": _draw_tent, "perfume": _draw_perfume, "teapot": _draw_teapot, "vase": _draw_vase, "rug": _draw_rug,
-    "kettle": _draw_kettle, "phone_case": _draw_phone_case, "bottle": _draw_bottle, "umbrella": _draw_umbrella,
-})
+_SHAPES: Mapping[str, Callable[[_Pen, np.random.Generator], None]] = MappingProxyType(
+    {
+        "tshirt": _draw_tshirt,
+        "jacket": _draw_jacket,
+        "dress": _draw_dress,
+        "sneaker": _draw_sneaker,
+        "backpack": _draw_backpack,
+        "mug": _draw_mug,
+        "lamp": _draw_lamp,
+        "headphones": _draw_headphones,
+        "watch": _draw_watch,
+        "sofa": _draw_sofa,
+        "pan": _draw_pan,
+        "yoga_mat": _draw_yoga_mat,
+        "sunglasses": _draw_sunglasses,
+        "office_chair": _draw_office_chair,
+        "bicycle": _draw_bicycle,
+        "tent": _draw_tent,
+        "perfume": _draw_perfume,
+        "teapot": _draw_teapot,
+        "vase": _draw_vase,
+        "rug": _draw_rug,
+        "kettle": _draw_kettle,
+        "phone_case": _draw_phone_case,
+        "bottle": _draw_bottle,
+        "umbrella": _draw_umbrella,
+    }
+)

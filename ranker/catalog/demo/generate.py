@@ -140,11 +140,10 @@ def _pick(rng: np.random.Generator, options: Sequence[_T]) -> _T:
 
 
 def _title_case(phrase: str) -> str:
-    """"crew neck t-shirt" -> "Crew Neck T-Shirt", "eau de parfum" -> "Eau de Parfum"."""
+    """ "crew neck t-shirt" -> "Crew Neck T-Shirt", "eau de parfum" -> "Eau de Parfum"."""
     words = phrase.split()
     return " ".join(
-        word if i > 0 and word in _LOWERCASE_TITLE_WORDS else "-".join(part[:1].upper() + part[1:] for part in word.split("-"))
-        for i, word in enumerate(words)
+        word if i > 0 and word in _LOWERCASE_TITLE_WORDS else "-".join(part[:1].upper() + part[1:] for part in word.split("-")) for i, word in enumerate(words)
     )
 
 
