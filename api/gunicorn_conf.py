@@ -25,22 +25,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
-bind = os.environ.get("RANKER_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("RANKER_WORKERS", "2"))
-threads = int(os.environ.get("RANKER_THREADS", "1"))
+from ranker.config import load_settings
+
+settings = load_settings()  # the same RANKER_* settings as every process (ranker.config)
+bind = settings.bind
+workers = settings.workers
+threads = settings.threads
 timeout = 120  # a worker loads the encoders and the index before its first request
 graceful_timeout = 30
 wsgi_app = "api:create_app()"
-accesslog = os.environ.get("RANKER_ACCESS_LOG") or None
+accesslog = settings.access_log
 # gunicorn's control socket defaults to one per user; one per data directory keeps servers apart
-control_socket = str(Path(os.environ.get("RANKER_DATA_DIR", "data")).resolve() / "gunicorn.ctl")
+control_socket = str(settings.data_dir.resolve() / "gunicorn.ctl")
 
 _embedded = None
 _learner = None
-
-
-def _learning_on() -> bool:
-    return os.environ.get("RANKER_LEARN", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def on_starting(server):
@@ -53,22 +52,22 @@ def on_starting(server):
     if not os.environ.get("REDIS_URL"):
         from ranker.live.backend import EmbeddedRedis
 
-        _embedded = EmbeddedRedis(Path(os.environ.get("RANKER_DATA_DIR", "data")) / "redis")
+        _embedded = EmbeddedRedis(settings.data_dir / "redis")
         os.environ["REDIS_URL"] = _embedded.url
         server.log.info("embedded Redis at %s", _embedded.url)
 
 
 def when_ready(server):
     global _learner
-    if _learning_on():
+    if settings.learn:
         from ranker.learning.supervisor import LearnerSupervisor
         from ranker.live.backend import connect
 
         _learner = LearnerSupervisor(
             connect(os.environ["REDIS_URL"]),
-            Path(os.environ.get("RANKER_DATA_DIR", "data")),
+            settings.data_dir,
             os.environ["REDIS_URL"],
-            prefix=os.environ.get("RANKER_PREFIX", "ranker"),
+            prefix=settings.prefix,
         ).start()
         server.log.info("online learner beside the workers")
 

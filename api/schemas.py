@@ -85,8 +85,8 @@ class RankFilters(Closed):
 class RankRequest(Closed):
     user_id: str = Field(min_length=1, max_length=256, description="the shop's user id; pseudonymised (keyed HMAC) before anything is stored")
     query: Query
-    num_results: int = Field(default=10, ge=1, le=MAX_RESULTS)
-    num_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description="candidates retrieved before ranking (default 100)")
+    num_results: int | None = Field(default=None, ge=1, le=MAX_RESULTS, description="slate length (default: RANKER_NUM_RESULTS, 10)")
+    num_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description="candidates retrieved before ranking (default: RANKER_NUM_CANDIDATES, 100)")
     filters: RankFilters | None = None
     explain: bool = False
     session_id: str | None = Field(default=None, max_length=256)
@@ -96,7 +96,7 @@ class RankRequest(Closed):
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> RankRequest:
-        if self.num_candidates is not None and self.num_candidates < self.num_results:
+        if self.num_candidates is not None and self.num_results is not None and self.num_candidates < self.num_results:
             raise ValueError(f"num_candidates: must be >= num_results ({self.num_results}), got {self.num_candidates}")
         return self
 

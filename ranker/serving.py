@@ -40,17 +40,13 @@ import numpy as np
 import redis
 
 from ranker.catalog.items import Item
+from ranker.config import Settings, default
 from ranker.errors import RequestError
 from ranker.experiments.interleaving import team_draft
-from ranker.experiments.store import LOGS_TTL_S, RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.experiments.store import RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.live.catalog_stream import CatalogLog
 from ranker.live.events import (
-    DEDUP_TTL_S,
     EVENT_TYPES,
-    MAX_STREAM_AGE_S,
-    MAX_STREAM_LEN,
-    RANKING_TTL_S,
-    SERIES_TTL_S,
     EventLog,
     Exposure,
     InteractionEvent,
@@ -58,7 +54,7 @@ from ranker.live.events import (
     new_ranking_id,
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
-from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, Interaction, RedisStateProvider
+from ranker.live.state import Interaction, RedisStateProvider
 from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy
 from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
@@ -82,20 +78,40 @@ class FeedbackError(RequestError):
 
 @dataclass
 class ServiceConfig:
-    prefix: str = "ranker"
-    temperature: float = 0.5  # 0 = greedy
-    num_results: int = 10
-    num_candidates: int = 100
+    """What a :class:`RankingService` needs of the settings (:class:`ranker.config.Settings` holds the defaults)."""
+
+    prefix: str = default("prefix")
+    temperature: float = default("temperature")  # 0 = greedy
+    num_results: int = default("num_results")
+    num_candidates: int = default("num_candidates")
     user_key_secret: bytes = b""
-    pseudonym_ttl_s: int = PSEUDONYM_TTL_S  # a user's pseudonym lives this long after their last request
-    ranking_ttl_s: int = RANKING_TTL_S
-    dedup_ttl_s: int = DEDUP_TTL_S
-    stream_max_len: int = MAX_STREAM_LEN  # retention of the event log by size ...
-    stream_max_age_s: float | None = MAX_STREAM_AGE_S  # ... and by age (None: no age limit)
-    profile_ttl_s: int = PROFILE_TTL_S  # a user's profile and activity counters expire this long after their last event
-    series_ttl_s: int = SERIES_TTL_S  # a day of the live reward series is kept this long after the day
-    experiment_logs_ttl_s: int = LOGS_TTL_S  # an experiment's exposure and outcome logs are kept this long after it ends
+    pseudonym_ttl_s: int = default("pseudonym_ttl_s")  # a user's pseudonym lives this long after their last request
+    ranking_ttl_s: int = default("ranking_ttl_s")
+    dedup_ttl_s: int = default("dedup_ttl_s")
+    stream_max_len: int = default("stream_max_len")  # retention of the event log by size ...
+    stream_max_age_s: float | None = default("stream_max_age_s") or None  # ... and by age (None: no age limit)
+    profile_ttl_s: int = default("profile_ttl_s")  # a user's profile and activity counters expire this long after their last event
+    series_ttl_s: int = default("series_ttl_s")  # a day of the live reward series is kept this long after the day
+    experiment_logs_ttl_s: int = default("experiment_logs_ttl_s")  # an experiment's exposure and outcome logs are kept this long after it ends
     seed: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, user_key_secret: bytes) -> ServiceConfig:
+        names = (
+            "prefix",
+            "temperature",
+            "num_results",
+            "num_candidates",
+            "pseudonym_ttl_s",
+            "ranking_ttl_s",
+            "dedup_ttl_s",
+            "stream_max_len",
+            "profile_ttl_s",
+            "series_ttl_s",
+            "experiment_logs_ttl_s",
+            "seed",
+        )
+        return cls(user_key_secret=user_key_secret, stream_max_age_s=settings.stream_max_age_s or None, **{name: getattr(settings, name) for name in names})
 
 
 @dataclass

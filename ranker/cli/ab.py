@@ -12,6 +12,8 @@ from ranker.cli.common import (
     _parse_overrides,
     data_dir_option,
     set_option,
+    setting,
+    shown,
 )
 
 # ------------------------------------------------------------------ A/B tests
@@ -186,11 +188,11 @@ def ab_report(experiment_id: str, out_dir: Path | None, alpha: float, mde: float
 @click.option("--experiment", "experiment_id", default=None, help="Print this experiment's report at the end.")
 @click.option(
     "--redis-url",
-    envvar="REDIS_URL",
-    default=None,
+    default=setting("redis_url"),
     help="The service's Redis [env REDIS_URL], for a catalog written through the API; unset: its embedded one under --data-dir.",
+    show_default=shown("redis_url"),
 )
-@click.option("--prefix", envvar="RANKER_PREFIX", default="ranker", show_default=True, help="The service's Redis key prefix [env RANKER_PREFIX].")
+@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="The service's Redis key prefix [env RANKER_PREFIX].")
 @url_option
 def ab_simulate(
     sessions: int, data_dir: Path, seed: int, skip: int, overrides: tuple[str, ...], experiment_id: str | None, redis_url: str | None, prefix: str, url: str

@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-DEFAULT_DATA_DIR = "data"
+
+def setting(name: str) -> Callable[[], Any]:
+    """An option's default: setting ``name`` of :class:`ranker.config.Settings` (its default, or its ``RANKER_*`` variable)."""
+
+    def read() -> Any:
+        from ranker.config import SettingsError, load_settings
+
+        try:
+            return getattr(load_settings(), name)
+        except SettingsError as exc:
+            raise click.UsageError(str(exc)) from None
+
+    return read
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("RANKER_DATA_DIR", DEFAULT_DATA_DIR))
+def shown(name: str) -> str:
+    """How ``--help`` shows that default: the value and the variable that sets it."""
+    from ranker.config import default
+
+    variable = "REDIS_URL" if name == "redis_url" else f"RANKER_{name.upper()}"
+    return f"{default(name)}; env {variable}"
 
 
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=default_data_dir,
-    show_default="$RANKER_DATA_DIR or ./data",
+    default=setting("data_dir"),
+    show_default=shown("data_dir"),
     help="Where the item store, indexes, policies and embedded Redis live.",
 )
 

