@@ -86,7 +86,9 @@ class RankRequest(Closed):
     user_id: str = Field(min_length=1, max_length=256, description="the shop's user id; pseudonymised (keyed HMAC) before anything is stored")
     query: Query
     num_results: int | None = Field(default=None, ge=1, le=MAX_RESULTS, description="slate length (default: RANKER_NUM_RESULTS, 10)")
-    num_candidates: int | None = Field(default=None, ge=1, le=MAX_CANDIDATES, description="candidates retrieved before ranking (default: RANKER_NUM_CANDIDATES, 100)")
+    num_candidates: int | None = Field(
+        default=None, ge=1, le=MAX_CANDIDATES, description="candidates retrieved before ranking (default: RANKER_NUM_CANDIDATES, 100)"
+    )
     filters: RankFilters | None = None
     explain: bool = False
     session_id: str | None = Field(default=None, max_length=256)
