@@ -38,7 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from online import THREADS, free_port, wait_ready  # noqa: E402
+from online import THREADS, wait_ready  # noqa: E402
+
+from ranker.harness import free_port  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "api_catalog"
 

@@ -51,7 +51,6 @@ import json
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval import QUERIES, percentile_ms  # noqa: E402  (bench/retrieval.py: this script's folder is on sys.path)
 
 from ranker.catalog.demo import generate_items  # noqa: E402
+from ranker.harness import free_port
 from ranker.retrieval.engine import SearchEngine, read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,10 +264,6 @@ def run_load(port: int, n_requests: int, concurrency: int, make_request, handle,
 
 
 # --------------------------------------------------------------- gunicorn
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
 
 
 def children_of(pid: int) -> list[int]:

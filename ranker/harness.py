@@ -15,10 +15,19 @@ query are replaced by its next candidates (counted as ``missing``).
 from __future__ import annotations
 
 import json
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A loopback TCP port nobody listens on now, for a server a test or a benchmark starts."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
 
 EVENT_KINDS = ("click", "add_to_cart", "purchase")
 

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,11 @@ from pathlib import Path
 
 import pytest
 
+from ranker.harness import free_port
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def call(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:

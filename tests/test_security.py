@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import redis
 
 from api import create_app
+from ranker.harness import free_port
 
 PASSWORD = "s3cret-redis-pass"
 API_KEY = "file-held-api-key-0123456789"
@@ -22,12 +22,6 @@ API_KEY = "file-held-api-key-0123456789"
 pytestmark = pytest.mark.skipif(
     shutil.which("redis-server") is None or shutil.which("openssl") is None, reason="needs Debian's redis-server and openssl (make test installs redis-server)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_certificates(directory: Path) -> dict[str, Path]:

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ranker.harness import ApiClient, Shopper, session_through
+from ranker.harness import ApiClient, Shopper, free_port, session_through
 from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect
 from ranker.ranking.policy import RankingPolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
