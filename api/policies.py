@@ -45,8 +45,8 @@ def estimate(path: PolicyPath, query: EstimateQuery) -> Any:
     """Off-policy preview: `version`'s value per ranking estimated from the latest logged rankings (IPS, SNIPS,
     doubly robust, with bootstrap 95% intervals), before it gets any traffic. Only rankings sampled with
     logged propensities count; the others are listed under `skipped`."""
-    from ranker.evaluation.ope import estimate as estimate_value
-    from ranker.evaluation.ope import logged_trajectories
+    from ranker.learning.preview import estimate as estimate_value
+    from ranker.learning.preview import logged_trajectories
 
     svc = service()
     candidate = svc.registry.load(path.version)

@@ -384,7 +384,7 @@ def test_a_simulated_ab_test_between_two_policy_versions_runs_through_http_and_r
 
 # -------------------------------------------------------- off-policy preview
 def test_off_policy_preview_from_logged_rankings(app, embedded_redis, prefix):
-    from ranker.evaluation.ope import estimate, logged_trajectories
+    from ranker.learning.preview import estimate, logged_trajectories
 
     client = app.test_client()
     rng = np.random.default_rng(0)

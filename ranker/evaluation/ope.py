@@ -1,140 +1,191 @@
-"""Off-policy preview: a candidate policy's value estimated from logged rankings, before it gets traffic.
+"""Off-policy estimators: a candidate policy's value per ranking, estimated from rankings another policy logged.
 
-Every logged slate was sampled position by position by the policy that served
-it, with each position's log-probability logged (``ranker.live.events``). Replaying
-the slates (``ranker.learning.replay.replay``) gives, at every position t of ranking
-i, the candidate's probability of the logged choice, and so the per-decision
-importance weight ``w[i,t] = prod_{s<=t} pi(a_s | x_s) / mu(a_s | x_s)``
-(Precup et al. 2000). The value of a policy is the expected sum of the
-positions' rewards (click 0.1, cart 0.3, purchase 1.0 by default), and:
+One interface, after Open Bandit Pipeline's estimators: every estimator has
+``estimate_policy_value(...)`` (a point estimate) and ``estimate_interval(...)``
+(a bootstrap interval), and takes the logged data by name, one row per
+*decision* (a position of a logged ranking), rows of a ranking in position
+order:
 
-- IPS: ``1/n sum_i sum_t w[i,t] r[i,t]``: unbiased, high variance;
-- SNIPS: per position, the weighted mean ``sum_i w[i,t] r[i,t] / sum_i w[i,t]``,
-  summed over positions: slightly biased, far steadier;
-- DR (doubly robust, per decision; Jiang and Li 2016): a reward model
-  ``q(x, a)`` (ridge regression of a position's reward on the chosen item's
-  features) plus the importance-weighted correction of its errors,
-  ``1/n sum_i sum_t [ w[i,t] (r[i,t] - q(x_t, a_t)) + w[i,t-1] sum_a pi(a|x_t) q(x_t, a) ]``;
-  unbiased when either the weights or the model are right.
+- ``ranking``: which logged ranking the decision belongs to (0..n-1);
+- ``position``: the decision's position in its ranking (0 first);
+- ``action``: the candidate the logging policy placed there (index into the row of ``action_dist``);
+- ``reward``: that position's reward (click 0.1, cart 0.3, purchase 1.0 by default);
+- ``pscore``: the logging policy's probability of ``action`` (the logged propensity);
+- ``action_dist``: [N, K] the evaluated policy's probabilities of every candidate at that decision;
+- ``estimated_rewards_by_reg_model``: [N, K] a reward model's prediction for every candidate (DR only).
 
-Intervals: 95% percentile bootstrap over rankings. Rankings without
-propensities (greedy, retrieval-order or interleaved slates) cannot be
-used and are counted as skipped. The effective sample size
-``(sum w)^2 / sum w^2`` of the last position says how much the logs can say
-about the candidate: far below the number of rankings, the candidate acts
-unlike the logging policy and the intervals are wide.
+A slate is sampled position by position, so the per-decision importance weight
+of position t of ranking i is ``w[i,t] = prod_{s<=t} pi(a_s|x_s) / mu(a_s|x_s)``
+(Precup et al. 2000), and the value of a policy is the expected sum of the
+positions' rewards:
+
+- :class:`PerDecisionIPS`: ``1/n sum_i sum_t w[i,t] r[i,t]``: unbiased, high variance;
+- :class:`PerDecisionSNIPS`: per position the weighted mean ``sum_i w[i,t] r[i,t] / sum_i w[i,t]``, summed
+  over positions: slightly biased, far steadier;
+- :class:`PerDecisionDR` (Jiang and Li 2016): ``1/n sum_i sum_t [w[i,t] (r - q(x_t, a_t)) + w[i,t-1] sum_a pi(a|x_t) q(x_t, a)]``:
+  unbiased when either the weights or the reward model are right.
+
+Every figure has one meaning across the product (the gate and the preview both use this module):
+
+- *value*: the estimate above, reward per ranking;
+- *improvement*: value minus the logged (on-policy) value on the same rankings, its interval from the same
+  bootstrap resamples (paired);
+- *effective sample size* (:func:`effective_sample_size`): ``(sum_i W_i)^2 / sum_i W_i^2`` over the rankings'
+  whole-slate weights ``W_i = w[i, last]``, in rankings. Equal to n when the candidate acts like the logging
+  policy, far below it when the logs can say little about the candidate.
+
+Intervals are 95% (``alpha=0.05``) percentile bootstraps over rankings. This module is numpy alone: it knows
+nothing of where the logged data come from (``ranker.learning.preview`` rebuilds them from the event log).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from ranker.learning.config import LearnerConfig
-from ranker.learning.join import Joiner, Trajectory, replayable
-from ranker.learning.replay import Steps, action_log_probs, replay
-from ranker.live.events import EventLog
-from ranker.ranking.policy import RankingPolicy
-
+LOG_RATIO_CLIP = 20.0  # a log importance ratio is clipped to +-20 before it is exponentiated
 RIDGE = 1.0
 
 
-def logged_trajectories(
-    events: EventLog, *, rankings: int, config: LearnerConfig | None = None, now: float | None = None
-) -> tuple[list[Trajectory], dict[str, int]]:
-    """The latest ``rankings`` logged rankings joined with their feedback (those past the label delay), and what was skipped."""
-    config = config or LearnerConfig()
-    now = time.time() if now is None else now
-    latest = events.client.xrevrange(events.rankings_stream, count=rankings)
-    if not latest:
-        return [], {}
-    joiner = Joiner(config)
-    oldest = min(entry_id for entry_id, _ in latest)
-    for entry_id, ranking in events.rankings(start=oldest):
-        joiner.add_ranking(entry_id, ranking, now)
-    for entry_id, interaction in events.interactions(start=oldest):
-        joiner.add_interaction(entry_id, interaction, now)
-    ready = joiner.ready(now)
-    skipped: dict[str, int] = {"waiting": len(joiner.pending)}
-    kept = []
-    for trajectory in ready:
-        problem = replayable(trajectory)
-        if problem is None:
-            kept.append(trajectory)
-        else:
-            skipped[problem] = skipped.get(problem, 0) + 1
-    return kept, skipped
+@dataclass(frozen=True)
+class Interval:
+    value: float  # the point estimate on all the rankings
+    low: float
+    high: float
+
+    @property
+    def ci(self) -> list[float]:
+        return [self.low, self.high]
 
 
-def _positions(trajectory: np.ndarray) -> np.ndarray:
-    """Each step's position in its ranking (steps are stored ranking by ranking, in position order)."""
-    starts = np.r_[0, np.flatnonzero(np.diff(trajectory)) + 1]
-    lengths = np.diff(np.r_[starts, len(trajectory)])
-    return np.arange(len(trajectory)) - np.repeat(starts, lengths)
+def decision_weights(
+    ranking: np.ndarray, position: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``w[i,t]`` and ``w[i,t-1]`` (1 at a ranking's first position) for every decision."""
+    rows = np.arange(len(action))
+    log_ratio = np.clip(np.log(np.maximum(action_dist[rows, action], 1e-300)) - np.log(np.maximum(pscore, 1e-300)), -LOG_RATIO_CLIP, LOG_RATIO_CLIP)
+    running = np.cumsum(log_ratio)
+    first = rows - position  # the row of the ranking's first decision
+    within = running - (running[first] - log_ratio[first])
+    return np.exp(within), np.exp(within - log_ratio)
 
 
-def fit_reward_model(steps: Steps) -> np.ndarray:
-    """Ridge coefficients predicting a position's reward from the chosen item's features (and a bias)."""
-    x = steps.features[np.arange(len(steps.actions)), steps.actions]
-    x = np.c_[x, np.ones(len(x))]
-    gram = x.T @ x + RIDGE * np.eye(x.shape[1])
-    return np.linalg.solve(gram, x.T @ steps.rewards)
+def effective_sample_size(ranking: np.ndarray, position: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray) -> float:
+    """``(sum W)^2 / sum W^2`` over the rankings' whole-slate weights, in rankings."""
+    weights, _ = decision_weights(ranking, position, action, pscore, action_dist)
+    last = np.r_[np.flatnonzero(np.diff(ranking)), len(ranking) - 1] if len(ranking) else np.zeros(0, dtype=np.int64)
+    whole = weights[last]
+    return float(whole.sum() ** 2 / max((whole**2).sum(), 1e-300)) if len(whole) else 0.0
 
 
-def estimate(candidate: RankingPolicy, trajectories: Sequence[Trajectory], *, resamples: int = 500, seed: int = 0) -> dict[str, Any]:
-    """IPS, SNIPS and DR values of ``candidate`` on ``trajectories``, each with a bootstrap 95% interval."""
-    n = len(trajectories)
-    if n == 0:
-        return {"rankings": 0, "logged_value": None, "estimators": {}, "effective_sample_size": None}
-    steps = replay(trajectories)
-    log_pi = action_log_probs(candidate, steps)
-    pi = np.exp(log_pi)
-    rows = np.arange(len(steps.actions))
-    ratio_log = np.clip(log_pi[rows, steps.actions] - steps.old_log_probs, -20.0, 20.0)
-    position = _positions(steps.trajectory)
-    # the log-ratio summed from the ranking's first position to this one
-    running = np.cumsum(ratio_log)
-    start = rows - position
-    within = running - (running[start] - ratio_log[start])
-    weights = np.exp(within)  # w[i,t]
-    previous = np.exp(within - ratio_log)  # w[i,t-1], 1 at the first position
-    coef = fit_reward_model(steps)
-    q_all = np.c_[steps.features.reshape(-1, steps.features.shape[2]), np.ones(steps.features.shape[0] * steps.features.shape[1])] @ coef
-    q_all = q_all.reshape(steps.features.shape[:2])
-    q_chosen = q_all[rows, steps.actions]
-    q_expected = (pi * np.where(steps.mask > 0, q_all, 0.0)).sum(axis=1)
-    rewards = steps.rewards
-    dr_terms = weights * (rewards - q_chosen) + previous * q_expected
+def ridge_reward_model(features: np.ndarray, mask: np.ndarray, action: np.ndarray, reward: np.ndarray) -> np.ndarray:
+    """[N, K] ``q(x, a)``: ridge regression of a position's reward on the chosen candidate's features (and a bias),
+    predicted for every candidate (0 where masked)."""
+    rows = np.arange(len(action))
+    x = np.c_[features[rows, action], np.ones(len(action))]
+    coef = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ reward)
+    n, k, f = features.shape
+    q = (np.c_[features.reshape(-1, f), np.ones(n * k)] @ coef).reshape(n, k)
+    return np.where(mask > 0, q, 0.0)
 
-    positions = int(position.max()) + 1
 
-    def values(counts: np.ndarray) -> dict[str, float]:
-        """The estimates on a (re)sample of rankings: ``counts[i]`` copies of ranking i."""
-        c = counts[steps.trajectory]
-        total = counts.sum()
-        mass = np.bincount(position, weights=c * weights, minlength=positions)
-        gained = np.bincount(position, weights=c * weights * rewards, minlength=positions)
-        return {
-            "ips": float(gained.sum() / total),
-            "snips": float((gained[mass > 0] / mass[mass > 0]).sum()),
-            "dr": float((c * dr_terms).sum() / total),
-            "logged": float((c * rewards).sum() / total),
+class PerDecisionEstimator:
+    """The shared machinery: weights once, then a statistic of per-ranking resample counts."""
+
+    name = ""
+
+    def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+        raise NotImplementedError
+
+    def _prepare(
+        self,
+        *,
+        ranking: np.ndarray,
+        position: np.ndarray,
+        action: np.ndarray,
+        reward: np.ndarray,
+        pscore: np.ndarray,
+        action_dist: np.ndarray,
+        estimated_rewards_by_reg_model: np.ndarray | None = None,
+    ) -> dict[str, np.ndarray]:
+        ranking = np.asarray(ranking, dtype=np.int64)
+        position = np.asarray(position, dtype=np.int64)
+        weights, previous = decision_weights(ranking, position, np.asarray(action, dtype=np.int64), np.asarray(pscore, dtype=np.float64), action_dist)
+        data = {
+            "ranking": ranking,
+            "position": position,
+            "action": np.asarray(action, dtype=np.int64),
+            "reward": np.asarray(reward, dtype=np.float64),
+            "action_dist": np.asarray(action_dist, dtype=np.float64),
+            "weights": weights,
+            "previous": previous,
+            "n": np.int64(ranking.max() + 1 if len(ranking) else 0),
         }
+        if estimated_rewards_by_reg_model is not None:
+            data["q"] = np.asarray(estimated_rewards_by_reg_model, dtype=np.float64)
+        return data
 
-    point = values(np.ones(n))
-    rng = np.random.default_rng(seed)
-    draws = [values(np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64)) for _ in range(resamples)]
-    estimators = {}
-    for name in ("ips", "snips", "dr"):
-        low, high = np.percentile([draw[name] for draw in draws], [2.5, 97.5])
-        estimators[name] = {"value": point[name], "ci95": [float(low), float(high)]}
-    last = weights[position == position.max()]
-    return {
-        "rankings": n,
-        "logged_value": point["logged"],
-        "estimators": estimators,
-        "effective_sample_size": float(last.sum() ** 2 / max((last**2).sum(), 1e-300)),
-    }
+    def estimate_policy_value(self, **logged: np.ndarray) -> float:
+        """The candidate's value per ranking on all the logged rankings."""
+        data = self._prepare(**logged)
+        return self._statistic(np.ones(int(data["n"])), data)
+
+    def _bootstrap(self, data: dict[str, np.ndarray], statistic, n_bootstrap_samples: int, random_state: int, alpha: float) -> Interval:
+        n = int(data["n"])
+        point = statistic(np.ones(n), data)
+        rng = np.random.default_rng(random_state)
+        draws = [statistic(np.bincount(rng.integers(0, n, n), minlength=n).astype(np.float64), data) for _ in range(n_bootstrap_samples)]
+        low, high = np.percentile(draws, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        return Interval(float(point), float(low), float(high))
+
+    def estimate_interval(self, *, alpha: float = 0.05, n_bootstrap_samples: int = 500, random_state: int = 0, **logged: np.ndarray) -> Interval:
+        """The value with a percentile bootstrap interval over rankings."""
+        return self._bootstrap(self._prepare(**logged), self._statistic, n_bootstrap_samples, random_state, alpha)
+
+    def estimate_improvement_interval(self, *, alpha: float = 0.05, n_bootstrap_samples: int = 500, random_state: int = 0, **logged: np.ndarray) -> Interval:
+        """The value minus the logged value of the same rankings, with a paired bootstrap interval."""
+
+        def improvement(counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+            return self._statistic(counts, data) - logged_value(counts, data)
+
+        return self._bootstrap(self._prepare(**logged), improvement, n_bootstrap_samples, random_state, alpha)
+
+
+def logged_value(counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+    """The logging policy's own value per ranking (on a resample: ``counts[i]`` copies of ranking i)."""
+    return float((counts[data["ranking"]] * data["reward"]).sum() / max(counts.sum(), 1e-300))
+
+
+class PerDecisionIPS(PerDecisionEstimator):
+    name = "ips"
+
+    def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+        c = counts[data["ranking"]]
+        return float((c * data["weights"] * data["reward"]).sum() / max(counts.sum(), 1e-300))
+
+
+class PerDecisionSNIPS(PerDecisionEstimator):
+    name = "snips"
+
+    def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+        c = counts[data["ranking"]] * data["weights"]
+        positions = int(data["position"].max()) + 1 if len(c) else 0
+        mass = np.bincount(data["position"], weights=c, minlength=positions)
+        gained = np.bincount(data["position"], weights=c * data["reward"], minlength=positions)
+        return float((gained[mass > 0] / mass[mass > 0]).sum())
+
+
+class PerDecisionDR(PerDecisionEstimator):
+    name = "dr"
+
+    def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
+        if "q" not in data:
+            raise ValueError("estimated_rewards_by_reg_model is required by the doubly robust estimator")
+        rows = np.arange(len(data["action"]))
+        q = data["q"]
+        terms = data["weights"] * (data["reward"] - q[rows, data["action"]]) + data["previous"] * (data["action_dist"] * q).sum(axis=1)
+        return float((counts[data["ranking"]] * terms).sum() / max(counts.sum(), 1e-300))
+
+
+ESTIMATORS: dict[str, type[PerDecisionEstimator]] = {cls.name: cls for cls in (PerDecisionIPS, PerDecisionSNIPS, PerDecisionDR)}

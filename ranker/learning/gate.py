@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from ranker.evaluation.ope import PerDecisionSNIPS, effective_sample_size
 from ranker.learning.config import LearnerConfig
 from ranker.learning.join import Trajectory
-from ranker.learning.replay import Steps, log_probs_of, replay
+from ranker.learning.replay import logged_data, replay
 from ranker.ranking.policy import RankingPolicy
 
 
@@ -19,50 +20,19 @@ def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
     return mean >= -tolerance and high >= 0.0
 
 
-def ope_difference(candidate: RankingPolicy, behaviour_steps: Steps, n_trajectories: int, *, resamples: int, seed: int) -> dict[str, float]:
-    """SNIPS (per-decision) value of ``candidate`` minus the logged (on-policy) value, with a bootstrap 95% interval."""
-    new_log_p = log_probs_of(candidate, behaviour_steps)
-    log_ratio = np.clip(new_log_p - behaviour_steps.old_log_probs, -20, 20)
-    trajectory = behaviour_steps.trajectory
-    # cumulative ratio up to each position within its trajectory (steps are stored trajectory by trajectory, in position order)
-    cumulative = np.zeros_like(log_ratio)
-    for index in range(n_trajectories):
-        rows = np.flatnonzero(trajectory == index)
-        cumulative[rows] = np.cumsum(log_ratio[rows])
-    weights = np.exp(cumulative)
-    position = np.zeros(len(trajectory), dtype=np.int64)
-    for index in range(n_trajectories):
-        rows = np.flatnonzero(trajectory == index)
-        position[rows] = np.arange(len(rows))
-    rewards = behaviour_steps.rewards
-
-    def estimate(sample: np.ndarray) -> tuple[float, float]:
-        counts = np.bincount(sample, minlength=n_trajectories)
-        w = weights * counts[trajectory]
-        snips = 0.0
-        for t in np.unique(position):
-            rows = position == t
-            total = w[rows].sum()
-            if total > 0:
-                snips += float((w[rows] * rewards[rows]).sum() / total)
-        logged = float((rewards * counts[trajectory]).sum() / max(counts.sum(), 1))
-        return snips, logged
-
-    everyone = np.arange(n_trajectories)
-    value, logged = estimate(everyone)
-    rng = np.random.default_rng(seed)
-    differences = []
-    for _ in range(resamples):
-        new, old = estimate(rng.choice(everyone, size=n_trajectories, replace=True))
-        differences.append(new - old)
-    low, high = np.percentile(differences, [2.5, 97.5])
+def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, resamples: int, seed: int) -> dict[str, Any]:
+    """Per-decision SNIPS value of ``candidate`` on the held-out rankings minus their logged (on-policy) value,
+    with a paired bootstrap 95% interval (:mod:`ranker.evaluation.ope`: one meaning for every figure)."""
+    data = logged_data(candidate, replay(holdout))
+    estimator = PerDecisionSNIPS()
+    improvement = estimator.estimate_improvement_interval(**data, n_bootstrap_samples=resamples, random_state=seed)
     return {
-        "candidate": value,
-        "serving": logged,
-        "difference": value - logged,
-        "ci95": [float(low), float(high)],
-        "effective_sample_size": float(weights.sum() ** 2 / max((weights**2).sum(), 1e-12)),
-        "rankings": n_trajectories,
+        "candidate": estimator.estimate_policy_value(**data),
+        "serving": float(data["reward"].sum() / len(holdout)),
+        "difference": improvement.value,
+        "ci95": improvement.ci,
+        "effective_sample_size": effective_sample_size(data["ranking"], data["position"], data["action"], data["pscore"], data["action_dist"]),
+        "rankings": len(holdout),
     }
 
 
@@ -151,7 +121,7 @@ def gate(
     if not holdout and "skipped" in result.get("simulator", {}):
         result["reasons"].append("no check could run: no simulated world and no held-out rankings")
     if holdout:
-        ope = ope_difference(candidate, replay(holdout), len(holdout), resamples=config.bootstrap, seed=seed)
+        ope = ope_difference(candidate, holdout, resamples=config.bootstrap, seed=seed)
         ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
         result["off_policy"] = ope
         if not ope["passed"]:

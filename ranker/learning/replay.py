@@ -94,3 +94,25 @@ def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device |
 def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> np.ndarray:
     """The policy's log-probability of each logged action, at the logged temperature."""
     return np.take_along_axis(action_log_probs(policy, steps, device), steps.actions[:, None], axis=1)[:, 0]
+
+
+def positions_of(trajectory: np.ndarray) -> np.ndarray:
+    """Each step's position in its ranking (steps are stored ranking by ranking, in position order)."""
+    if not len(trajectory):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.r_[0, np.flatnonzero(np.diff(trajectory)) + 1]
+    lengths = np.diff(np.r_[starts, len(trajectory)])
+    return np.arange(len(trajectory)) - np.repeat(starts, lengths)
+
+
+def logged_data(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """The logged decisions as the off-policy estimators take them (:mod:`ranker.evaluation.ope`), with
+    ``policy`` as the evaluated one."""
+    return {
+        "ranking": steps.trajectory,
+        "position": positions_of(steps.trajectory),
+        "action": steps.actions,
+        "reward": steps.rewards.astype(np.float64),
+        "pscore": np.exp(steps.old_log_probs.astype(np.float64)),
+        "action_dist": np.exp(action_log_probs(policy, steps, device).astype(np.float64)),
+    }
