@@ -20,11 +20,30 @@ from werkzeug.exceptions import HTTPException
 
 from ranker.catalog.items import CatalogError
 from ranker.errors import RequestError
+from ranker.experiments.store import ExperimentError
+from ranker.live.registry import RegistryError
 from ranker.retrieval.engine import QueryError
-from ranker.serving import Unavailable
+from ranker.serving import FeedbackError, Unavailable
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
+
+# The one place where domain errors become HTTP: a kind's status, and the code each error class answers with
+STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "conflict": 409}
+CODES: dict[tuple[type[RequestError], str], str] = {
+    (FeedbackError, "invalid"): "invalid_feedback",
+    (ExperimentError, "invalid"): "invalid_experiment",
+    (RegistryError, "conflict"): "policy_conflict",
+}
+DEFAULT_CODES = {"invalid": "invalid_request", "not_found": "not_found", "conflict": "conflict"}
+
+
+def status_and_code(exc: RequestError) -> tuple[int, str]:
+    """The HTTP status and error code of a domain error."""
+    for cls in type(exc).__mro__:
+        if (cls, exc.kind) in CODES:
+            return STATUS_OF_KIND[exc.kind], CODES[(cls, exc.kind)]
+    return STATUS_OF_KIND[exc.kind], DEFAULT_CODES[exc.kind]
 
 
 class ApiError(Exception):
@@ -96,7 +115,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(RequestError)  # feedback outside a served slate, unknown policy versions, ...
     def _request_error(exc: RequestError) -> Any:
-        return error_response(exc.status, exc.code, str(exc), exc.field)
+        status, code = status_and_code(exc)
+        return error_response(status, code, str(exc), exc.field)
 
     @app.errorhandler(Unavailable)
     def _unavailable(exc: Unavailable) -> Any:

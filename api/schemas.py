@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ranker.catalog.items import ItemFields as CatalogItemFields
+from ranker.catalog.items import ItemId
+
 MAX_RESULTS = 100
 MAX_CANDIDATES = 1000
 MAX_BATCH = 1000
@@ -158,9 +161,12 @@ class FeedbackResponse(BaseModel):
 
 
 # --------------------------------------------------------------- items
-class ItemFields(Closed):
-    title: str = Field(min_length=1, max_length=2000)
-    description: str = Field(default="", max_length=2000)
+class ItemFields(CatalogItemFields):
+    """The catalog's item schema (``ranker.catalog.items.ItemFields``: one set of limits), strict and closed, with
+    the picture as base64."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     image: str | None = Field(
         default=None,
         min_length=4,
@@ -169,15 +175,12 @@ class ItemFields(Closed):
         json_schema_extra={"format": "byte"},
     )
     price: float = Field(ge=0, allow_inf_nan=False)
-    category: str = Field(min_length=1, max_length=200)
-    brand: str = Field(default="", max_length=200)
-    attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
     _image = field_validator("image")(_valid_base64)
 
 
 class ItemIn(ItemFields):
-    item_id: str = Field(min_length=1, max_length=256)
+    item_id: ItemId
 
 
 class ItemPath(BaseModel):

@@ -1,20 +1,22 @@
 """The error a service operation raises for a request it cannot carry out.
 
-It names the field and the value at fault and carries the HTTP status and
-code the API answers with, so ``api.errors`` needs one handler for all of
-them (unknown rankings, items outside a slate, unknown or unloadable policy
-versions, nothing to roll back to).
+It names the field and the value at fault, and says what kind of failure it is:
+``invalid`` (the request breaks a rule), ``not_found`` (it names something that
+does not exist) or ``conflict`` (it clashes with the current state). It carries
+no HTTP status: ``api.errors`` maps kinds and error classes to statuses and
+codes, in one place.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+Kind = Literal["invalid", "not_found", "conflict"]
 
 
 class RequestError(ValueError):
-    def __init__(self, message: str, *, field: str, value: Any = None, status: int = 422, code: str = "invalid_request"):
+    def __init__(self, message: str, *, field: str, value: Any = None, kind: Kind = "invalid"):
         super().__init__(message)
         self.field = field
         self.value = value
-        self.status = status
-        self.code = code
+        self.kind = kind

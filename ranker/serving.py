@@ -70,10 +70,7 @@ class Unavailable(RuntimeError):
 
 
 class FeedbackError(RequestError):
-    """Feedback that does not match a served ranking (422), or names no ranking at all (404)."""
-
-    def __init__(self, message: str, *, field: str, value: Any = None, status: int = 422):
-        super().__init__(message, field=field, value=value, status=status, code="invalid_feedback" if status == 422 else "not_found")
+    """Feedback that does not match a served ranking (``invalid``), or names no ranking at all (``not_found``)."""
 
 
 @dataclass
@@ -455,7 +452,7 @@ class RankingService:
                 f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
                 field="ranking_id",
                 value=ranking_id,
-                status=404,
+                kind="not_found",
             )
         parsed: list[InteractionEvent] = []
         for index, raw in enumerate(events):

@@ -468,3 +468,22 @@ def test_invalid_utf8_line_is_reported_with_its_number(tmp_path):
     catalog.write_bytes(good + b'{"item_id": "b", "title": "\xff\xfe", "price": 3, "category": "Mugs"}\n')
     report = load_catalog(catalog)
     assert len(report.items) == 1 and report.errors[0].line == 2 and "UTF-8" in str(report.errors[0])
+
+
+def test_the_loaders_and_the_api_share_one_item_schema():
+    """Every limit of an item is the same whether it arrives in a catalog file or through the HTTP API."""
+    from api.schemas import ItemIn
+
+    loader, api = Item.model_json_schema()["properties"], ItemIn.model_json_schema()["properties"]
+    for name in ("item_id", "title", "description", "category", "brand", "price"):
+        limits = {key: value for key, value in loader[name].items() if key not in ("title", "default")}
+        assert {key: api[name][key] for key in limits if key in api[name]} == limits, name
+    long_title = "t" * 5000  # over the API's old 2,000, under the shared 10,000
+    assert Item(item_id="a", title=long_title, price=1, category="c").title == long_title
+    assert ItemIn.model_validate({"item_id": "a", "title": long_title, "price": 1.0, "category": "c"}).title == long_title
+    for bad in ({"item_id": "a b"}, {"title": "t" * 10_001}, {"title": "   "}):
+        record = {"item_id": "a", "title": "t", "price": 1.0, "category": "c"} | bad
+        with pytest.raises(ValueError):
+            Item.model_validate(record)
+        with pytest.raises(ValueError):
+            ItemIn.model_validate(record)

@@ -245,14 +245,14 @@ def test_promote_refuses_unknown_and_corrupt_versions(client, prefix, tmp_path):
     start = registry.ensure_current()
     with pytest.raises(RegistryError) as unknown:
         registry.promote("v-missing")
-    assert unknown.value.status == 404
+    assert unknown.value.kind == "not_found"
     with pytest.raises(RegistryError):
         registry.promote("../../etc")
     broken = second_version(tmp_path, "v-broken")
     (tmp_path / broken / "policy.safetensors").write_bytes(b"not weights")
     with pytest.raises(RegistryError, match="sha256") as corrupt:
         registry.promote(broken)
-    assert corrupt.value.status == 409 and registry.current() == start
+    assert corrupt.value.kind == "conflict" and registry.current() == start
 
 
 def test_policy_cache_swaps_on_a_new_pointer_and_keeps_serving_on_a_bad_one(tmp_path):

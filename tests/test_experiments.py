@@ -43,10 +43,10 @@ def create(store, **overrides):
     return store.create(**fields)
 
 
-def failure(call, status):
+def failure(call, kind):
     with pytest.raises(ExperimentError) as caught:
         call()
-    assert caught.value.status == status, str(caught.value)
+    assert caught.value.kind == kind, str(caught.value)
     return caught.value
 
 
@@ -65,21 +65,21 @@ def failure(call, status):
     ],
 )
 def test_bad_definitions_are_422_naming_the_field_and_store_nothing(store, overrides, field):
-    error = failure(lambda: create(store, **overrides), 422)
+    error = failure(lambda: create(store, **overrides), "invalid")
     assert error.field == field and field.split("[")[0] in str(error)
     assert store.list() == []
 
 
 def test_overlapping_experiments_need_a_common_layer_which_splits_its_users(store):
     first = create(store)
-    error = failure(lambda: create(store), 409)
+    error = failure(lambda: create(store), "conflict")
     assert error.field == "layer" and first.experiment_id in str(error)
     store.stop(first.experiment_id)
     a = create(store, layer="search", traffic=0.5)
     b = create(store, layer="search", traffic=0.5)
     assert a.buckets == (0, 5000) and b.buckets == (5000, 10000)
-    assert failure(lambda: create(store, layer="search", traffic=0.1), 409).field == "traffic"
-    assert failure(lambda: create(store, layer="other"), 409).field == "layer"
+    assert failure(lambda: create(store, layer="search", traffic=0.1), "conflict").field == "traffic"
+    assert failure(lambda: create(store, layer="other"), "conflict").field == "layer"
     users = [f"user-{i}" for i in range(4000)]
     in_a = {u for u in users if a.admits(u)}
     in_b = {u for u in users if b.admits(u)}
@@ -92,9 +92,9 @@ def test_stop_twice_is_409_unknown_is_404_and_a_scheduled_one_takes_no_traffic(s
     store.refresh(b"new")
     assert store.assign("someone", "token", None, "r1") is None
     assert store.stop(experiment.experiment_id).status() == "stopped"
-    assert failure(lambda: store.stop(experiment.experiment_id), 409).field == "experiment_id"
-    assert failure(lambda: store.get("exp-none"), 404).field == "experiment_id"
-    assert failure(lambda: store.stop("exp-none"), 404).field == "experiment_id"
+    assert failure(lambda: store.stop(experiment.experiment_id), "conflict").field == "experiment_id"
+    assert failure(lambda: store.get("exp-none"), "not_found").field == "experiment_id"
+    assert failure(lambda: store.stop("exp-none"), "not_found").field == "experiment_id"
 
 
 def test_assignment_is_sticky_across_processes_and_follows_the_weights(embedded_redis, prefix):

@@ -23,12 +23,13 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 10_000
+MAX_NAME_LENGTH = 200  # category and brand
 CATALOG_FIELDS = ("item_id", "title", "description", "image", "price", "category", "brand", "attributes")
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
 
@@ -43,26 +44,26 @@ class CatalogError(ValueError):
         self.value = value
 
 
-class Item(BaseModel):
-    """One product. Validated on construction; errors name the field."""
+def _id_charset(value: str) -> str:
+    if not _ID_PATTERN.match(value):
+        raise ValueError("must start with a letter or digit and use only letters, digits and _ . : -")
+    return value
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+# An item id as the loaders and the HTTP API accept it (one rule for both)
+ItemId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_id_charset)]
+
+
+class ItemFields(BaseModel):
+    """An item's descriptive fields with their limits: the one schema that the loaders (:class:`Item`) and the
+    HTTP API (``api.schemas.ItemFields``, strict and with a base64 picture) both validate against."""
+
     title: str = Field(min_length=1, max_length=MAX_TEXT_LENGTH)
     description: str = Field(default="", max_length=MAX_TEXT_LENGTH)
-    image: str | None = None
     price: float = Field(ge=0)
-    category: str = Field(min_length=1, max_length=200)
-    brand: str = Field(default="", max_length=200)
+    category: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    brand: str = Field(default="", max_length=MAX_NAME_LENGTH)
     attributes: dict[str, str | int | float | bool] = Field(default_factory=dict)
-
-    @field_validator("item_id")
-    @classmethod
-    def _id_charset(cls, value: str) -> str:
-        if not _ID_PATTERN.match(value):
-            raise ValueError("must start with a letter or digit and use only letters, digits and _ . : -")
-        return value
 
     @field_validator("title", "category")
     @classmethod
@@ -84,6 +85,15 @@ class Item(BaseModel):
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+
+class Item(ItemFields):
+    """One product. Validated on construction; errors name the field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    item_id: ItemId
+    image: str | None = None
 
     @field_validator("image")
     @classmethod

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from ranker.errors import RequestError
+from ranker.errors import Kind, RequestError
 from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.experiments.interleaving import analyse_interleaving
 from ranker.experiments.stats import METRICS, Sessions, analyse
@@ -81,11 +81,7 @@ return 1
 
 
 class ExperimentError(RequestError):
-    """A definition that cannot run (422), an unknown experiment (404), or a conflicting change (409)."""
-
-    def __init__(self, message: str, *, field: str, value: Any = None, status: int = 422):
-        code = {404: "not_found", 409: "conflict"}.get(status, "invalid_experiment")
-        super().__init__(message, field=field, value=value, status=status, code=code)
+    """A definition that cannot run (``invalid``), an unknown experiment (``not_found``), or a conflicting change (``conflict``)."""
 
 
 @dataclass
@@ -164,8 +160,8 @@ class Assignment:
     session: str
 
 
-def _fail(message: str, field: str, value: Any = None, status: int = 422) -> None:
-    raise ExperimentError(message, field=field, value=value, status=status)
+def _fail(message: str, field: str, value: Any = None, kind: Kind = "invalid") -> None:
+    raise ExperimentError(message, field=field, value=value, kind=kind)
 
 
 def validate_arms(arms: Sequence[Arm], mode: str, known_versions: Sequence[str]) -> None:
@@ -248,7 +244,7 @@ class ExperimentStore:
 
         def define(pipe: Any) -> Experiment:
             if pipe.hexists(self.definitions_key, experiment_id):
-                _fail(f"experiment_id: {experiment_id!r} exists already", "experiment_id", experiment_id, status=409)
+                _fail(f"experiment_id: {experiment_id!r} exists already", "experiment_id", experiment_id, kind="conflict")
             others = [Experiment.from_json(json.loads(raw)) for raw in pipe.hvals(self.definitions_key)]
             low = self._place(others, layer, width, start, end_at)
             return Experiment(
@@ -304,7 +300,10 @@ class ExperimentStore:
                     else "declare a common layer on both to split users between them"
                 )
                 _fail(
-                    f"layer: the experiment would share users with {other.experiment_id} ({other.name!r}, {other.status()}); {hint}", "layer", layer, status=409
+                    f"layer: the experiment would share users with {other.experiment_id} ({other.name!r}, {other.status()}); {hint}",
+                    "layer",
+                    layer,
+                    kind="conflict",
                 )
             taken.append(other.buckets)
         low = 0
@@ -318,14 +317,14 @@ class ExperimentStore:
                 f"traffic: layer {layer!r} has {free / BUCKETS:.2%} of users free in one range, not {width / BUCKETS:.2%}",
                 "traffic",
                 width / BUCKETS,
-                status=409,
+                kind="conflict",
             )
         return low
 
     def get(self, experiment_id: str) -> Experiment:
         raw = self.client.hget(self.definitions_key, experiment_id)
         if raw is None:
-            _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, status=404)
+            _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, kind="not_found")
         return Experiment.from_json(json.loads(raw))
 
     def list(self) -> list[Experiment]:
@@ -338,10 +337,10 @@ class ExperimentStore:
         def stopped(pipe: Any) -> Experiment:
             raw = pipe.hget(self.definitions_key, experiment_id)
             if raw is None:
-                _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, status=404)
+                _fail(f"experiment_id: no experiment {experiment_id!r}", "experiment_id", experiment_id, kind="not_found")
             experiment = Experiment.from_json(json.loads(raw))
             if experiment.status(now) == "stopped":
-                _fail(f"experiment_id: {experiment_id!r} is stopped already", "experiment_id", experiment_id, status=409)
+                _fail(f"experiment_id: {experiment_id!r} is stopped already", "experiment_id", experiment_id, kind="conflict")
             experiment.stopped_at = now
             return experiment
 

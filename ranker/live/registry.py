@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from ranker.errors import RequestError
+from ranker.errors import Kind, RequestError
 from ranker.live.backend import key
 from ranker.ranking.policy import MANIFEST_FILE, PolicyError, RankingPolicy
 
@@ -44,10 +44,10 @@ VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class RegistryError(RequestError):
-    """A promote or rollback that cannot happen (409), or a version that does not exist (404)."""
+    """A promote or rollback that cannot happen (``conflict``), or a version that does not exist (``not_found``)."""
 
-    def __init__(self, message: str, *, field: str = "version", value: Any = None, status: int = 409):
-        super().__init__(message, field=field, value=value, status=status, code="policy_conflict" if status == 409 else "not_found")
+    def __init__(self, message: str, *, field: str = "version", value: Any = None, kind: Kind = "conflict"):
+        super().__init__(message, field=field, value=value, kind=kind)
 
 
 @dataclass
@@ -88,7 +88,7 @@ class PolicyRegistry:
 
     def path_of(self, version: str) -> Path:
         if not isinstance(version, str) or not VERSION_PATTERN.match(version):
-            raise RegistryError(f"version: {version!r} is not a policy version name", value=version, status=404)
+            raise RegistryError(f"version: {version!r} is not a policy version name", value=version, kind="not_found")
         return self.policies_dir / version
 
     def versions(self) -> list[str]:
@@ -127,11 +127,11 @@ class PolicyRegistry:
         """The policy ``version`` (404 when there is none, 409 when it would not load: schema, checksum)."""
         path = self.path_of(version)
         if not (path / MANIFEST_FILE).exists():
-            raise RegistryError(f"version: no policy {version!r} under {self.policies_dir}", value=version, status=404)
+            raise RegistryError(f"version: no policy {version!r} under {self.policies_dir}", value=version, kind="not_found")
         try:
             return RankingPolicy.load(path)
         except PolicyError as exc:
-            raise RegistryError(str(exc), value=version, status=409) from None
+            raise RegistryError(str(exc), value=version, kind="conflict") from None
 
     def promote(self, version: str) -> str:
         """Serve ``version`` from now on; the one it replaces goes on the history. Returns the previous version."""
