@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from online import THREADS, wait_ready  # noqa: E402
 
-from ranker.harness import free_port  # noqa: E402
+from ranker.client import free_port  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "api_catalog"
 
@@ -56,7 +56,8 @@ def main() -> None:
 
     from ranker.catalog.demo import write_demo_catalog
     from ranker.catalog.items import load_catalog
-    from ranker.harness import ApiClient, Shopper, session_through
+    from ranker.client import ApiClient
+    from ranker.harness import Shopper, session_through
     from ranker.learning.status import LearnerStatus
     from ranker.learning.world import shoppers_world
     from ranker.live.backend import connect

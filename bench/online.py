@@ -37,7 +37,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ranker.harness import free_port  # noqa: E402
+from ranker.client import ApiClient, free_port  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "online"
 DEFAULT_SHIFT = {"duplicate_penalty": 1.0, "duplicate_threshold": 0.75}
@@ -53,18 +52,7 @@ THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS
 
 
 def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{base}: the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{base}: not ready after {timeout_s} s")
+    ApiClient(base, timeout_s=5).wait_ready(timeout_s, process=process, poll_s=0.5)
 
 
 def prepare_data(source: Path, target: Path) -> None:
@@ -147,7 +135,7 @@ def main() -> None:
         ]
         processes.append(subprocess.Popen(learner_command, cwd=ROOT, env=env, stdout=logs["learner"], stderr=subprocess.STDOUT, start_new_session=True))
 
-        from ranker.harness import ApiClient, Shopper, session_through
+        from ranker.harness import Shopper, session_through
 
         clients = {name: ApiClient(base) for name, base in bases.items()}
         shoppers = {name: Shopper(data_dir, args.seed, **args.shift) for name in ("learning", "frozen", "oracle")}

@@ -68,7 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retrieval import QUERIES, percentile_ms  # noqa: E402  (bench/retrieval.py: this script's folder is on sys.path)
 
 from ranker.catalog.demo import generate_items  # noqa: E402
-from ranker.harness import free_port
+from ranker.client import free_port
 from ranker.retrieval.engine import SearchEngine, read_manifest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,70 +9,17 @@ purchases drawn from the simulated user's hidden preferences); the outcomes go
 back with ``POST /v1/feedback``. Items the simulator did not retrieve for the
 query are replaced by its next candidates (counted as ``missing``).
 
-:class:`ApiClient` is the small JSON client the ``ranker ab`` commands use.
+:class:`ranker.client.ApiClient` carries the requests.
 """
 
 from __future__ import annotations
 
-import json
-import socket
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A loopback TCP port nobody listens on now, for a server a test or a benchmark starts."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
+from ranker.client import ApiClient
 
 EVENT_KINDS = ("click", "add_to_cart", "purchase")
-
-
-class ApiError(RuntimeError):
-    """The service answered with an error (its JSON message), or could not be reached."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-        self.status = status
-
-
-class ApiClient:
-    """JSON over HTTP to a ranking service; errors raise :class:`ApiError` with the service's message."""
-
-    def __init__(self, base_url: str, *, api_key: str | None = None, timeout_s: float = 60.0):
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.timeout_s = timeout_s
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if self.api_key:
-            headers["X-API-Key"] = self.api_key
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            try:
-                message = json.loads(exc.read())["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = exc.reason
-            raise ApiError(exc.code, str(message)) from None
-        except urllib.error.URLError as exc:
-            raise ApiError(0, f"{self.base_url} cannot be reached: {exc.reason}") from None
-        except TimeoutError:
-            raise ApiError(0, f"{self.base_url} did not answer {method} {path} within {self.timeout_s:g} s") from None
-
-    def get(self, path: str) -> Any:
-        return self.request("GET", path)
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
-        return self.request("POST", path, body if body is not None else {})
 
 
 class Shopper:

@@ -25,7 +25,8 @@ import torch
 from werkzeug.serving import make_server
 
 from api import create_app
-from ranker.harness import ApiClient, Shopper, session_through
+from ranker.client import ApiClient
+from ranker.harness import Shopper, session_through
 from ranker.live.events import EventLog
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy

@@ -19,8 +19,9 @@ from werkzeug.serving import make_server
 
 from api import create_app
 from ranker.cli import main as cli
+from ranker.client import ApiClient
 from ranker.experiments.store import Arm, ExperimentError, ExperimentStore, summarise
-from ranker.harness import ApiClient, Shopper, session_through
+from ranker.harness import Shopper, session_through
 from ranker.live.events import EventLog, ExperimentKeys
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy

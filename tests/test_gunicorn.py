@@ -16,14 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from ranker.harness import free_port
+from ranker.client import ApiClient, free_port
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy
 
@@ -31,14 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def call(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(base + path, data=data, method=method, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw and response.headers.get_content_type() == "application/json" else {"text": raw.decode()})
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return ApiClient(base, timeout_s=30).call(method, path, body)
 
 
 @contextlib.contextmanager

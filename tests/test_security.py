@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from api import create_app
-from ranker.harness import free_port
+from ranker.client import free_port
 
 PASSWORD = "s3cret-redis-pass"
 API_KEY = "file-held-api-key-0123456789"

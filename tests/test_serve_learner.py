@@ -10,13 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from ranker.harness import ApiClient, Shopper, free_port, session_through
+from ranker.client import ApiClient, ApiError, free_port
+from ranker.harness import Shopper, session_through
 from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect
 from ranker.ranking.policy import RankingPolicy
@@ -46,17 +46,10 @@ class Server:
         self.wait_ready()
 
     def wait_ready(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"the server exited with {self.process.returncode}: {self.stderr()[-3000:]}"
-            try:
-                with urllib.request.urlopen(self.base + "/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"not ready after {timeout_s} s: {self.stderr()[-3000:]}")
+        try:
+            ApiClient(self.base, timeout_s=5).wait_ready(timeout_s, process=self.process)
+        except ApiError as exc:
+            raise AssertionError(f"{exc}: {self.stderr()[-3000:]}") from None
 
     def stderr(self) -> str:
         return self.log.read_text()
@@ -100,7 +93,7 @@ def test_serve_starts_a_learner_and_a_stop_signal_stops_learner_and_embedded_red
     redis_pid = embedded_redis_pid(data_dir)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the learner says it runs (its heartbeat), through /metrics
-        metrics = urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode()
+        metrics = ApiClient(server.base, timeout_s=10).text("/metrics")
         if "ranker_learner_running 1.0" in metrics:
             break
         time.sleep(0.5)
@@ -142,7 +135,7 @@ def test_a_learner_that_dies_is_restarted_and_the_restart_counted(tmp_path):
         else:
             raise AssertionError("the learner was not restarted")
         deadline = time.monotonic() + 30
-        while "ranker_learner_restarts 1.0" not in urllib.request.urlopen(server.base + "/metrics", timeout=10).read().decode():
+        while "ranker_learner_restarts 1.0" not in ApiClient(server.base, timeout_s=10).text("/metrics"):
             assert time.monotonic() < deadline, "the restart was not counted"
             time.sleep(0.3)
     finally:

@@ -22,14 +22,14 @@ api_key_option = click.option("--api-key", envvar="RANKER_API_KEY", default=None
 
 
 def _client(url: str, api_key: str | None = None, timeout_s: float = 60.0):
-    from ranker.harness import ApiClient
+    from ranker.client import ApiClient
 
     return ApiClient(url, api_key=api_key, timeout_s=timeout_s)
 
 
 def _call(function, *args):
     """Run an API call; the service's error message becomes the command's."""
-    from ranker.harness import ApiError
+    from ranker.client import ApiError
 
     try:
         return function(*args)
@@ -209,7 +209,8 @@ def ab_simulate(
     from tqdm.auto import tqdm
 
     import envs
-    from ranker.harness import ApiError, Shopper, session_through
+    from ranker.client import ApiError
+    from ranker.harness import Shopper, session_through
     from ranker.learning.world import NoSimulatedWorld, shoppers_world
 
     client = _client(url)
