@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     learn_update_interval_s: float = Field(20.0, ge=0, description="seconds the oldest ready trajectory may wait for a full batch")
     learn_label_delay_s: float = Field(10.0, ge=0, description="seconds a ranking waits after its last activity before it trains")
     learn_max_staleness: int = Field(3, ge=0, description="promotions a logging version may lag behind the serving one before its data is dropped")
+    learn_heartbeat_s: float = Field(5.0, gt=0, description="how often a running learner says so, and its stage, in Redis (the console and /metrics read it)")
     attribution_window_s: float = Field(30 * 60, ge=0, description="seconds after a ranking in which its interactions count")
     gate_env: str = Field("envs/SlateShopping-v0", description="simulator of the gate ('none' to skip); its world is the live catalog")
     gate_episodes: int = Field(1000, ge=1, description="simulated sessions per policy in the gate")

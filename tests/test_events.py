@@ -126,11 +126,16 @@ def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefi
 
 
 def test_ranking_records_expire_after_their_ttl(client, prefix):
-    log = EventLog(client, prefix=prefix, ranking_ttl_s=1)
+    log = EventLog(client, prefix=prefix, ranking_ttl_s=30)
     event = ranking_event()
     log.append_ranking(event)
     assert log.ranking(event.ranking_id) is not None
-    time.sleep(1.2)
+    record = log._ranking_key(event.ranking_id)
+    assert 29_000 < client.pttl(record) <= 30_000  # Redis forgets it after the TTL ...
+    client.pexpire(record, 1)  # ... which we let pass at once instead of sleeping through it
+    deadline = time.monotonic() + 5
+    while client.exists(record) and time.monotonic() < deadline:
+        pass
     assert log.ranking(event.ranking_id) is None
     assert len(log.rankings()) == 1  # the log itself keeps the event
 
@@ -138,13 +143,17 @@ def test_ranking_records_expire_after_their_ttl(client, prefix):
 def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, prefix):
     from ranker.live.state import activity_key
 
-    log = EventLog(client, prefix=prefix, max_age_s=1.0, user_data_ttl_s=60)
+    log = EventLog(client, prefix=prefix, max_age_s=60.0, user_data_ttl_s=60)
     old = ranking_event()
     log.append_ranking(old)
     log.append_interactions([interaction(old.ranking_id, "a", "purchase", event_id="old-1")], user_key="u1")
-    time.sleep(1.2)
+    written = time.time()
+    while time.time() < written + 0.005:  # stream ids count milliseconds: the next entries get later ones
+        pass
+    later = EventLog(client, prefix=prefix, max_age_s=60.0, user_data_ttl_s=60, clock=lambda: time.time() + 60.0 - 0.002)  # a minute on
     new = ranking_event()
-    log.append_ranking(new)  # trims what is older than a second
+    later.append_ranking(new)  # trims what is older than a minute
+    log = later
     log.append_interactions([interaction(new.ranking_id, "a", event_id="new-1")], user_key="u1")
     assert [event.ranking_id for _, event in log.rankings()] == [new.ranking_id]
     assert [event.event_id for _, event in log.interactions()] == ["new-1"]
@@ -218,9 +227,12 @@ def test_profile_in_redis_matches_the_in_memory_profile(client, prefix):
 
 
 # --------------------------------------------------------------- registry
-def second_version(policies_dir, version="v-second"):
+def second_version(policies_dir, version="v-second", created_at: str | None = None):
     policy = RankingPolicy.load(STARTING_POLICY)
     policy.save(policies_dir / version, version=version, parent=policy.version)
+    if created_at:  # the creation time the manifest records (to the second)
+        manifest = policies_dir / version / "manifest.json"
+        manifest.write_text(json.dumps(dict(json.loads(manifest.read_text()), created_at=created_at)))
     return version
 
 
@@ -280,8 +292,7 @@ def test_retention_keeps_the_newest_versions_and_everything_that_can_serve(clien
     start = registry.ensure_current()
     versions = []
     for index in range(6):
-        versions.append(second_version(tmp_path, f"v-{index}"))
-        time.sleep(1.05)  # manifests record creation to the second
+        versions.append(second_version(tmp_path, f"v-{index}", created_at=f"2099-01-01T00:00:0{index}Z"))  # one a second, after the start
     registry.promote("v-0")
     registry.promote("v-1")
     deleted = registry.prune(keep=2)

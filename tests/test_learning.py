@@ -21,6 +21,7 @@ from ranker.learning.gate import ope_difference
 from ranker.learning.join import Joiner, Trajectory, usable
 from ranker.learning.loop import Learner
 from ranker.learning.replay import log_probs_of, replay
+from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect, key
 from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.live.registry import STARTING_POLICY
@@ -244,7 +245,22 @@ def copy_streams(client, source: str, target: str) -> None:
             client.xadd(key(target, name), fields, id=entry_id)
 
 
-def run_learner(data_dir: Path, redis_url: str, prefix: str, updates: int, consumer: str, crash_at: str | None = None) -> subprocess.Popen:
+def wait_for_stage(client, prefix: str, stage: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    """Until the learner's heartbeat reports ``stage`` (a learner started with a short heartbeat)."""
+    status = LearnerStatus(client, prefix=prefix)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"the learner exited with {process.returncode} before reaching {stage!r}"
+        beat = client.hget(status.heartbeats_key, "worker")
+        if beat and json.loads(beat)["stage"] == stage:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"the learner never reported stage {stage!r}")
+
+
+def run_learner(
+    data_dir: Path, redis_url: str, prefix: str, updates: int, consumer: str, crash_at: str | None = None, heartbeat_s: float | None = None
+) -> subprocess.Popen:
     command = [
         sys.executable,
         "-m",
@@ -273,6 +289,8 @@ def run_learner(data_dir: Path, redis_url: str, prefix: str, updates: int, consu
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("RANKER_LEARN_CRASH_AT", None)
+    if heartbeat_s:
+        env["RANKER_LEARN_HEARTBEAT_S"] = str(heartbeat_s)
     if crash_at:
         env["RANKER_LEARN_CRASH_AT"] = crash_at
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -284,8 +302,9 @@ def test_a_learner_killed_at_any_point_resumes_to_the_same_result(shop, prefix, 
     start = shop.registry.current()
     runs = {}
     # killed: kill -9 right after reading, after training a candidate but before committing it (twice), after
-    # committing, and at arbitrary moments; each time the same consumer starts again and resumes its pending entries
-    crashes = ["read:1", "trained:1", "committed:1", "trained:1", 2.5, 5.0]
+    # committing, and from outside while it trains and while it gates (the stage its heartbeat reports); each time
+    # the same consumer starts again and resumes its pending entries
+    crashes = ["read:1", "trained:1", "committed:1", "trained:1", ("stage", "train"), ("stage", "gate")]
     for label, kills in (("straight", []), ("killed", crashes)):
         run_prefix = f"{prefix}-{label}"
         copy_streams(client, prefix, run_prefix)
@@ -301,8 +320,8 @@ def test_a_learner_killed_at_any_point_resumes_to_the_same_result(shop, prefix, 
                 process.communicate(timeout=300)
                 assert process.returncode == -signal.SIGKILL
             else:
-                process = run_learner(data_dir, embedded_redis, run_prefix, 3, "worker")
-                time.sleep(kill)
+                process = run_learner(data_dir, embedded_redis, run_prefix, 3, "worker", heartbeat_s=0.05)
+                wait_for_stage(client, run_prefix, kill[1], process)
                 process.send_signal(signal.SIGKILL)
                 process.wait()
             progress.append(len(learner.decisions()))
@@ -353,7 +372,7 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
     serve_sessions(service, 20)
     server.stop()  # SIGTERM: Redis writes its append-only file and exits
     client = connect(url, socket_timeout=5)
-    done = threading.Event()
+    done, refused = threading.Event(), threading.Event()
     holder: dict[str, Learner] = {}
 
     def learn() -> None:
@@ -361,13 +380,14 @@ def test_the_learner_rides_out_a_redis_restart(engine, debian_redis, tmp_path):
             try:
                 holder["learner"] = Learner(client, service.registry.policies_dir, learner_config(prefix="restart", update_interval_s=0.5, min_batch=5))
             except redis.RedisError:
+                refused.set()
                 time.sleep(0.5)
         holder["learner"].run(max_updates=1)
         done.set()
 
     thread = threading.Thread(target=learn, daemon=True)
     thread.start()
-    time.sleep(2.0)  # the learner meets a dead server first
+    assert refused.wait(timeout=60), "the learner never met the stopped server"  # it meets a dead server first
     server.start()
     assert done.wait(timeout=120), "the learner did not recover from the restart"
     learner = holder["learner"]

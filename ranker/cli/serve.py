@@ -230,6 +230,7 @@ def learn(
         sim_tolerance=sim_tolerance,
         ope_tolerance=ope_tolerance,
         device=device,
+        heartbeat_s=setting("learn_heartbeat_s")(),
     )
     if consumer:
         config.consumer = consumer

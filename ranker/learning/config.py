@@ -50,4 +50,4 @@ class LearnerConfig:
     max_attempts: int = 3  # an update that raises is tried this many times in all before its entries are dead-lettered
     retry_backoff_s: float = 2.0  # wait before the n-th retry: retry_backoff_s * 2 ** (n - 1), at most 60 s
     dead_letter_max_len: int = 10_000  # entries kept in the dead-letter stream (oldest trimmed)
-    heartbeat_s: float = 5.0  # how often a running learner says so in Redis (the console and /metrics read it)
+    heartbeat_s: float = default("learn_heartbeat_s")  # how often a running learner says so, and its stage, in Redis

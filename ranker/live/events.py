@@ -284,8 +284,11 @@ class EventLog:
         dedup_ttl_s: int = DEDUP_TTL_S,
         user_data_ttl_s: int = PROFILE_TTL_S,
         series_ttl_s: int = SERIES_TTL_S,
+        clock: Callable[[], float] = time.time,
     ):
+        """``clock``: the wall clock the age limit and the reward series read (tests inject one)."""
         self.client = client
+        self.clock = clock
         self.prefix = prefix
         self.max_len = max_len
         self.max_age_s = max_age_s
@@ -387,7 +390,7 @@ class EventLog:
 
     def oldest_kept(self) -> str:
         """The smallest stream id the age limit keeps (ids start with their time in milliseconds)."""
-        return f"{int((time.time() - float(self.max_age_s or 0)) * 1000)}-0"
+        return f"{int((self.clock() - float(self.max_age_s or 0)) * 1000)}-0"
 
     # ------------------------------------------------------------- reads
     def ranking(self, ranking_id: str) -> RankingRecord | None:
@@ -409,7 +412,7 @@ class EventLog:
     def reward_series(self, since: float | None = None) -> dict[str, list[tuple[float, int, float]]]:
         """Per policy version, (bucket start, rankings served, reward their feedback earned) per minute, in time order,
         from ``since`` (default: a day ago) to now."""
-        now = time.time()
+        now = self.clock()
         since = now - 86400 if since is None else since
         pipe = self.client.pipeline(transaction=False)
         for day in range(series_day(since), series_day(now) + 1):
