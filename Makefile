@@ -47,7 +47,7 @@ test-slow: venv system-deps  ## the long suites (soak, long fuzzing, full traini
 	$(MAKE) fuzz
 
 fuzz: venv  ## schemathesis over every operation of /openapi.json: at least 5,000 requests, no 5xx, bodies match the schema
-	RANKER_FUZZ_EXAMPLES=300 RANKER_FUZZ_MIN_REQUESTS=2500 $(BIN)/python -m pytest -s tests/test_api_fuzz.py
+	RANKER_FUZZ_EXAMPLES=300 RANKER_FUZZ_MIN_REQUESTS=2500 $(BIN)/python -m pytest -s tests/api/test_fuzz.py
 
 reliability: test-slow  ## the long reliability suites: slow tests, fuzzing (5,000+ requests), the 10-minute soak
 	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py --stream-max-len 10000 --name soak-capped  # steady state: the event log at its cap within the 10 minutes

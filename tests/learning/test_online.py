@@ -27,7 +27,7 @@ from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy, sha256_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
 
 

@@ -21,7 +21,7 @@ from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect
 from ranker.ranking.policy import RankingPolicy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 

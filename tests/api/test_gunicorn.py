@@ -25,7 +25,7 @@ from ranker.client import ApiClient, free_port
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def call(base: str, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
