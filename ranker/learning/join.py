@@ -23,6 +23,10 @@ class Trajectory:
     event: RankingEvent
     rewards: np.ndarray  # [L]
     interaction_entries: list[str]
+    outcomes: np.ndarray | None = None  # [L, 3] 0/1: click, add to cart, purchase at each position
+
+    def outcome_table(self) -> np.ndarray:
+        return self.outcomes if self.outcomes is not None else np.zeros((len(self.rewards), len(EVENT_TYPES)), dtype=np.float32)
 
     @property
     def total_reward(self) -> float:
@@ -93,9 +97,11 @@ class Joiner:
             del self.pending[ranking_id]
             self.emitted[ranking_id] = now
             rewards = np.zeros(len(pending.event.slate), dtype=np.float64)
+            outcomes = np.zeros((len(pending.event.slate), len(EVENT_TYPES)), dtype=np.float32)
             for _, interaction in pending.interactions:
                 rewards[interaction.position] += config.reward_weights.get(interaction.type, 0.0)
-            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions]))
+                outcomes[interaction.position, EVENT_TYPES.index(interaction.type)] = 1.0
+            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions], outcomes))
         for ranking_id, orphans in list(self.orphans.items()):  # interactions whose ranking never came
             keep = []
             for entry_id, event, seen_at in orphans:

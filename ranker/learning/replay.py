@@ -45,6 +45,8 @@ class Steps:
     returns: np.ndarray  # [N] reward-to-go
     rewards: np.ndarray  # [N]
     trajectory: np.ndarray  # [N] index of the trajectory
+    positions: np.ndarray  # [N] the position in its ranking
+    outcomes: np.ndarray  # [N, 3] 0/1 click, add to cart, purchase of the placed item
 
 
 def replay(trajectories: Sequence[Trajectory]) -> Steps:
@@ -57,6 +59,7 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
         slate = SlateFeatures(observation, len(event.slots))
         n = len(event.features)
         reward_to_go = np.cumsum(trajectory.rewards[::-1])[::-1]
+        outcomes = trajectory.outcome_table()
         for position, slot in enumerate(event.slots):
             features = np.zeros((k, len(FEATURES)), dtype=np.float32)
             features[:n] = slate.features
@@ -71,8 +74,12 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
             rows["returns"].append(reward_to_go[position])
             rows["rewards"].append(trajectory.rewards[position])
             rows["trajectory"].append(index)
+            rows["positions"].append(position)
+            rows["outcomes"].append(outcomes[position])
             slate.place(slot)
-    return Steps(**{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory") else np.float32) for name, values in rows.items()})
+    return Steps(
+        **{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory", "positions") else np.float32) for name, values in rows.items()}
+    )
 
 
 def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu", *, chunk: int = 2048) -> np.ndarray:
@@ -96,21 +103,12 @@ def log_probs_of(policy: RankingPolicy, steps: Steps, device: torch.device | str
     return np.take_along_axis(action_log_probs(policy, steps, device), steps.actions[:, None], axis=1)[:, 0]
 
 
-def positions_of(trajectory: np.ndarray) -> np.ndarray:
-    """Each step's position in its ranking (steps are stored ranking by ranking, in position order)."""
-    if not len(trajectory):
-        return np.zeros(0, dtype=np.int64)
-    starts = np.r_[0, np.flatnonzero(np.diff(trajectory)) + 1]
-    lengths = np.diff(np.r_[starts, len(trajectory)])
-    return np.arange(len(trajectory)) - np.repeat(starts, lengths)
-
-
 def logged_data(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
     """The logged decisions as the off-policy estimators take them (:mod:`ranker.evaluation.ope`), with
     ``policy`` as the evaluated one."""
     return {
         "ranking": steps.trajectory,
-        "position": positions_of(steps.trajectory),
+        "position": steps.positions,
         "action": steps.actions,
         "reward": steps.rewards.astype(np.float64),
         "pscore": np.exp(steps.old_log_probs.astype(np.float64)),

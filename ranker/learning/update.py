@@ -7,7 +7,8 @@ import torch
 
 from ranker.devices import resolve_device
 from ranker.learning.config import LearnerConfig
-from ranker.learning.replay import Steps
+from ranker.learning.critic import OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
+from ranker.learning.replay import Steps, action_log_probs
 from ranker.ranking.policy import RankingPolicy, masked_log_softmax
 
 
@@ -23,10 +24,17 @@ def ppo_update(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, se
         name: torch.as_tensor(getattr(steps, name), device=device)
         for name in ("features", "mask", "context", "actions", "old_log_probs", "temperatures", "returns")
     }
+    critic_report: dict[str, float] = {}
+    if config.advantage == "critic":
+        advantages, critic_report = outcome_advantages(policy, steps, config, seed=seed, device=device)
+        tensors["advantages"] = torch.as_tensor(advantages, device=device, dtype=torch.float32)
     rng = np.random.default_rng(seed)
     n = len(steps.actions)
     history: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "clip_fraction": [], "approx_kl": []}
+    stopped_early = False
     for _ in range(config.epochs):
+        if stopped_early:
+            break
         order = rng.permutation(n)
         for start in range(0, n, config.minibatch_steps):
             index = torch.as_tensor(order[start : start + config.minibatch_steps], device=device)
@@ -34,9 +42,12 @@ def ppo_update(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, se
             scores, values = net(batch["features"], batch["context"], batch["mask"])
             log_p = masked_log_softmax(scores / batch["temperatures"][:, None], batch["mask"])
             chosen = log_p.gather(1, batch["actions"][:, None])[:, 0]
-            advantages = batch["returns"] - values.detach()
-            if len(advantages) > 1:
-                advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            if "advantages" in batch:
+                advantages = batch["advantages"]
+            else:
+                advantages = batch["returns"] - values.detach()
+                if len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
             ratio = torch.exp(chosen - batch["old_log_probs"])
             clipped = torch.clamp(ratio, 1 - config.clip_range, 1 + config.clip_range)
             policy_loss = -torch.min(ratio * advantages, clipped * advantages).mean()
@@ -53,7 +64,28 @@ def ppo_update(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, se
                 history["value_loss"].append(float(value_loss))
                 history["clip_fraction"].append(float(((ratio - 1).abs() > config.clip_range).float().mean()))
                 history["approx_kl"].append(float((batch["old_log_probs"] - chosen).mean()))
+            if config.target_kl and history["approx_kl"][-1] > config.target_kl:
+                stopped_early = True
+                break
     net.to("cpu").eval()
     summary = {name: float(np.mean(values)) for name, values in history.items()}
     summary["device"] = str(device)
+    summary["gradient_steps"] = len(history["policy_loss"])
+    summary.update(critic_report)
     return RankingPolicy(net=net, manifest={}), summary
+
+
+def outcome_advantages(policy: RankingPolicy, steps: Steps, config: LearnerConfig, *, seed: int, device: torch.device) -> tuple[np.ndarray, dict[str, float]]:
+    """The outcome critic fitted on the batch's shown items, and the advantages it gives (standardised to unit
+    scale, not re-centred: the policy's expected value is already their baseline)."""
+    critic = OutcomeCritic(steps.features.shape[2], steps.context.shape[1])
+    fit = fit_critic(
+        critic, steps.features, steps.context, steps.positions, steps.actions, steps.outcomes, epochs=config.critic_epochs, seed=seed, device=device
+    )
+    weights = reward_vector(config.reward_weights)
+    q = expected_rewards(critic, steps.features, steps.context, steps.positions, weights)
+    action_dist = np.exp(action_log_probs(policy, steps))
+    live = session_live(steps.trajectory, steps.outcomes)
+    advantages = critic_advantages(q, action_dist, steps.actions, steps.rewards, live, correction_clip=config.critic_correction_clip)
+    scale = advantages[live].std() if live.sum() > 1 else 1.0
+    return (advantages / (scale + 1e-8)).astype(np.float32), {"critic_loss": fit.loss, "critic_steps": fit.steps, "live_steps": int(live.sum())}

@@ -321,9 +321,11 @@ def test_a_learner_killed_at_any_point_resumes_to_the_same_result(shop, prefix, 
                 assert process.returncode == -signal.SIGKILL
             else:
                 process = run_learner(data_dir, embedded_redis, run_prefix, 3, "worker", heartbeat_s=0.05)
-                wait_for_stage(client, run_prefix, kill[1], process)
-                process.send_signal(signal.SIGKILL)
-                process.wait()
+                try:
+                    wait_for_stage(client, run_prefix, kill[1], process)
+                finally:  # killed whether or not it got there: no learner outlives the test
+                    process.send_signal(signal.SIGKILL)
+                    process.wait()
             progress.append(len(learner.decisions()))
         if kills:
             assert progress[:4] == [0, 0, 1, 1]  # the crashes before a commit left nothing behind; the one after kept it
