@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     user_key_secret: str | None = Field(None, description="HMAC key for user ids; unset: a random one kept in data_dir/user_key.secret")
     # ranking
     temperature: float = Field(0.5, ge=0, le=10, description="serving temperature; 0 = greedy")
+    target_entropy: float = Field(
+        1.0, ge=0, le=10, description="exploration: each sampled position's entropy in nats (at most 0.8 log of the candidates left); 0 = the fixed temperature"
+    )
     num_results: int = Field(10, ge=1, description="slate length when a request does not say")
     num_candidates: int = Field(100, ge=1, description="candidates retrieved when a request does not say")
     seed: int | None = Field(None, description="seed of the serving sampler (tests); unset: fresh randomness")

@@ -79,6 +79,7 @@ class ServiceConfig:
 
     prefix: str = default("prefix")
     temperature: float = default("temperature")  # 0 = greedy
+    target_entropy: float = default("target_entropy")  # nats per position when sampling (0: the fixed temperature instead)
     num_results: int = default("num_results")
     num_candidates: int = default("num_candidates")
     user_key_secret: bytes = b""
@@ -97,6 +98,7 @@ class ServiceConfig:
         names = (
             "prefix",
             "temperature",
+            "target_entropy",
             "num_results",
             "num_candidates",
             "pseudonym_ttl_s",
@@ -249,6 +251,8 @@ class RankingService:
         watch = Stopwatch()
         num_results = num_results or self.config.num_results
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
+        # the service's own sampling targets an entropy per position; a temperature the caller names (0: greedy) is used as is
+        target_entropy = self.config.target_entropy if temperature is None and self.config.temperature else None
         temperature = self.config.temperature if temperature is None else temperature
         redis_ok = True
         pointer, user_key = None, ""
@@ -280,10 +284,10 @@ class RankingService:
             candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None
         )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
-        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment)
+        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment, target_entropy)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
             assignment = None
-            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, None)
+            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, None, target_entropy)
         ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
@@ -304,6 +308,7 @@ class RankingService:
             slots=[int(slot) for slot in ranking.slots],
             log_probs=ranking.log_probs,
             temperature=float(composed.temperature),
+            temperatures=ranking.temperatures,
             category_codes=[int(code) for code in observation.category_codes[:n]],
             features=observation.static[:n],
             context=observation.context,
@@ -338,12 +343,20 @@ class RankingService:
         )
 
     def _compose(
-        self, observation: Observation, retrieval_scores: np.ndarray, num_results: int, temperature: float, policy: RankingPolicy, assignment: Assignment | None
+        self,
+        observation: Observation,
+        retrieval_scores: np.ndarray,
+        num_results: int,
+        temperature: float,
+        policy: RankingPolicy,
+        assignment: Assignment | None,
+        target_entropy: float | None = None,
     ) -> Composed | None:
         """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
         (None when an arm's policy cannot be loaded)."""
         if assignment is None:
-            return Composed(policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), self.policies.version or "", temperature)
+            ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            return Composed(ranking, self.policies.version or "", ranking.temperature or temperature)
         experiment = assignment.experiment
         if experiment.mode == "ab":
             arm = experiment.arms[assignment.arm]
@@ -352,7 +365,8 @@ class RankingService:
             arm_policy = self._arm_policy(arm.policy)
             if arm_policy is None:
                 return None
-            return Composed(arm_policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng), arm.policy, temperature, arm=arm.name)
+            ranking = arm_policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name)
         rankings = []
         for arm in experiment.arms:  # interleaving: each arm's greedy ranking
             if arm.policy == RETRIEVAL_ARM:

@@ -231,6 +231,7 @@ def learn(
         ope_tolerance=ope_tolerance,
         device=device,
         heartbeat_s=setting("learn_heartbeat_s")(),
+        target_entropy=setting("target_entropy")(),
     )
     if consumer:
         config.consumer = consumer

@@ -49,6 +49,7 @@ class LearnerConfig:
     guardrail_min_rankings: int = 300
     guardrail_alpha: float = 0.01
     device: str = default("device")
+    target_entropy: float = default("target_entropy")  # the serving exploration the gate's simulator reproduces (entropy-targeted slates)
     read_count: int = 1000
     block_ms: int = 1000
     max_attempts: int = 3  # an update that raises is tried this many times in all before its entries are dead-lettered

@@ -12,7 +12,7 @@ from ranker.evaluation.ope import PerDecisionSNIPS, effective_sample_size
 from ranker.learning.config import LearnerConfig
 from ranker.learning.join import Trajectory
 from ranker.learning.replay import logged_data, replay
-from ranker.ranking.policy import RankingPolicy
+from ranker.ranking.policy import RankingPolicy, temperature_for_entropy
 
 
 def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
@@ -37,17 +37,20 @@ def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, r
 
 
 class Sampled:
-    """A policy as it serves: each position sampled from the masked softmax at ``temperature`` (greedy at 0)."""
+    """A policy as it serves: each position sampled from the masked softmax at ``temperature`` (greedy at 0), or at
+    the temperature that gives each position ``target_entropy`` nats."""
 
-    def __init__(self, policy: RankingPolicy, temperature: float, seed: int):
-        self.policy, self.temperature = policy, temperature
+    def __init__(self, policy: RankingPolicy, temperature: float, seed: int, target_entropy: float | None = None):
+        self.policy, self.temperature, self.target_entropy = policy, temperature, target_entropy
         self.rng = np.random.default_rng(seed)
 
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
-        if not self.temperature:
+        if not self.temperature and not self.target_entropy:
             return self.policy.act(observation)
         mask = observation["mask"].astype(bool)
-        logits = np.where(mask, self.policy.scores(observation["features"], observation["context"], observation["mask"]) / self.temperature, -np.inf)
+        scores = self.policy.scores(observation["features"], observation["context"], observation["mask"])
+        temperature = temperature_for_entropy(scores, mask, self.target_entropy) if self.target_entropy else self.temperature
+        logits = np.where(mask, scores / temperature, -np.inf)
         weights = np.exp(logits - logits.max())
         return int(self.rng.choice(len(weights), p=weights / weights.sum()))
 
@@ -63,7 +66,13 @@ def gate_uses_live_catalog(config: LearnerConfig) -> bool:
 
 
 def simulator_difference(
-    candidate: RankingPolicy, serving: RankingPolicy, config: LearnerConfig, temperature: float = 0.0, *, catalog: Any = None
+    candidate: RankingPolicy,
+    serving: RankingPolicy,
+    config: LearnerConfig,
+    temperature: float = 0.0,
+    *,
+    catalog: Any = None,
+    target_entropy: float | None = None,
 ) -> dict[str, Any]:
     """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
     same sampling seed for both policies, each ranking as it would serve (at ``temperature``).
@@ -75,8 +84,12 @@ def simulator_difference(
 
     env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **config.gate_env_kwargs)
     try:
-        new = run_policy(env, Sampled(candidate, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate")
-        old = run_policy(env, Sampled(serving, temperature, config.gate_seed), episodes=config.gate_episodes, seed=config.gate_seed, name="serving")
+        new = run_policy(
+            env, Sampled(candidate, temperature, config.gate_seed, target_entropy), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate"
+        )
+        old = run_policy(
+            env, Sampled(serving, temperature, config.gate_seed, target_entropy), episodes=config.gate_episodes, seed=config.gate_seed, name="serving"
+        )
     finally:
         env.close()
     mean, low, high = mean_ci95(new.rewards - old.rewards)
@@ -107,7 +120,16 @@ def gate(
         temperatures = [t.event.temperature for t in holdout] or [0.0]
         try:
             catalog = world() if world is not None else None
-            sim = simulator_difference(candidate, serving, config, temperature=float(np.median(temperatures)), catalog=catalog)
+            targeted = any(t.event.temperatures for t in holdout)  # served with entropy-targeted exploration: simulate it so
+            sim = simulator_difference(
+                candidate,
+                serving,
+                config,
+                temperature=float(np.median(temperatures)),
+                catalog=catalog,
+                target_entropy=config.target_entropy if targeted else None,
+            )
+            sim["target_entropy"] = config.target_entropy if targeted else None
         except (NoSimulatedWorld, ConfigError) as exc:
             result["simulator"] = {"skipped": str(exc)}
             result["notes"].append(f"simulator: skipped, no simulated world ({exc}); decided on the off-policy estimate alone")

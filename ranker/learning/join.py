@@ -127,6 +127,8 @@ def replayable(trajectory: Trajectory) -> str | None:
         return "schema_mismatch"
     if event.placed_similarity.shape != (len(event.slots), len(event.features)) or len(event.log_probs) != len(event.slots):
         return "schema_mismatch"
+    if event.temperatures is not None and (len(event.temperatures) != len(event.slots) or not all(np.isfinite(t) and t > 0 for t in event.temperatures)):
+        return "schema_mismatch"
     if not (
         np.isfinite(event.features).all()
         and np.isfinite(event.context).all()

@@ -70,7 +70,7 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
             rows["context"].append(event.context)
             rows["actions"].append(slot)
             rows["old_log_probs"].append(event.log_probs[position])
-            rows["temperatures"].append(event.temperature)
+            rows["temperatures"].append(event.temperatures[position] if event.temperatures else event.temperature)
             rows["returns"].append(reward_to_go[position])
             rows["rewards"].append(trajectory.rewards[position])
             rows["trajectory"].append(index)

@@ -187,6 +187,7 @@ class RankingEvent:
     experiment: str | None = None
     arm: str | None = None
     teams: list[int] | None = None  # interleaving: the team (0 = arm A, 1 = arm B) of each slate position
+    temperatures: list[float] | None = None  # each position's sampling temperature (entropy-targeted); None: ``temperature`` throughout
 
     def to_fields(self) -> dict[str, bytes | str]:
         meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays

@@ -90,6 +90,37 @@ def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperature: fl
     return torch.log_softmax(logits.masked_fill(mask <= 0, float("-inf")), dim=-1)
 
 
+MAX_ENTROPY_SHARE = 0.8  # a position's entropy target is at most this share of log(candidates still available)
+TEMPERATURE_RANGE = (1e-3, 1e3)
+
+
+def entropies(scores: np.ndarray, temperatures: np.ndarray) -> np.ndarray:
+    """[G] the entropy (nats) of softmax(scores / T) for each of ``temperatures`` [G]."""
+    z = scores[None, :] / temperatures[:, None]
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return -(np.exp(log_p) * log_p).sum(axis=1)
+
+
+def temperature_for_entropy(scores: np.ndarray, available: np.ndarray, target: float) -> float:
+    """The temperature at which the softmax over the available candidates' ``scores`` has entropy ``target`` nats
+    (capped at ``MAX_ENTROPY_SHARE * log(n)``, so a few candidates are not made uniform). Entropy rises with the
+    temperature, so three refining grids over log T bracket it, and the last bracket is interpolated."""
+    values = np.asarray(scores, dtype=np.float64)[np.asarray(available, dtype=bool)]
+    if len(values) < 2 or np.ptp(values) < 1e-9:
+        return 1.0  # no choice, or every choice alike: any temperature gives the same distribution
+    target = min(target, MAX_ENTROPY_SHARE * np.log(len(values)))
+    low, high = np.log(TEMPERATURE_RANGE[0]), np.log(TEMPERATURE_RANGE[1])
+    for size in (25, 9, 9):
+        grid = np.linspace(low, high, size)
+        h = entropies(values, np.exp(grid))
+        index = int(np.clip(np.searchsorted(h, target), 1, size - 1))
+        low, high = grid[index - 1], grid[index]
+    h_low, h_high = entropies(values, np.exp(np.array([low, high])))
+    share = 0.0 if h_high - h_low < 1e-12 else float(np.clip((target - h_low) / (h_high - h_low), 0.0, 1.0))
+    return float(np.exp(low + share * (high - low)))
+
+
 @dataclass
 class Ranking:
     """A composed slate: candidate slots in display order, their scores and (when sampled) log-probabilities."""
@@ -97,7 +128,8 @@ class Ranking:
     slots: list[int]
     scores: np.ndarray  # [K] the first pass's scores
     log_probs: list[float] | None = None
-    temperature: float | None = None
+    temperature: float | None = None  # the first position's
+    temperatures: list[float] | None = None  # each position's (entropy-targeted sampling)
 
 
 @dataclass
@@ -145,12 +177,23 @@ class RankingPolicy:
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:  # the envs.policies interface
         return self.act(observation)
 
-    def rank(self, observation: Observation, slate_size: int, *, temperature: float | None = None, rng: np.random.Generator | None = None) -> Ranking:
+    def rank(
+        self,
+        observation: Observation,
+        slate_size: int,
+        *,
+        temperature: float | None = None,
+        rng: np.random.Generator | None = None,
+        target_entropy: float | None = None,
+    ) -> Ranking:
         """Compose a slate of ``slate_size`` from a request's features.
 
         ``temperature`` None or 0: greedy, one forward pass, sorted. Otherwise
         sampled position by position from the masked softmax at that
         temperature, with the slate features updated after each placement.
+        With ``target_entropy`` (nats), each position's temperature is the one
+        that gives its distribution that entropy (:func:`temperature_for_entropy`),
+        and each is returned in ``temperatures``.
         """
         slate = SlateFeatures(observation, slate_size)
         context = observation.context
@@ -163,10 +206,14 @@ class RankingPolicy:
         rng = rng or np.random.default_rng()
         slots: list[int] = []
         log_probs: list[float] = []
+        temperatures: list[float] = []
         scores = first
         for position in range(length):
             if position:
                 scores = self.scores(slate.features, context, slate.available.astype(np.float32))
+            if target_entropy:
+                temperature = temperature_for_entropy(scores, slate.available, target_entropy)
+            temperatures.append(float(temperature))
             logits = np.where(slate.available, scores / temperature, -np.inf)
             log_p = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             cumulative = np.cumsum(np.exp(log_p))  # masked slots add 0, so side="right" never lands on one
@@ -174,7 +221,13 @@ class RankingPolicy:
             slots.append(slot)
             log_probs.append(float(log_p[slot]))
             slate.place(slot)
-        return Ranking(slots=slots, scores=first, log_probs=log_probs, temperature=temperature)
+        return Ranking(
+            slots=slots,
+            scores=first,
+            log_probs=log_probs,
+            temperature=temperatures[0] if temperatures else temperature,
+            temperatures=temperatures if target_entropy else None,
+        )
 
     # --------------------------------------------------------------- storage
     def save(self, directory: Path, **manifest: Any) -> Path:

@@ -118,9 +118,35 @@ def test_the_rank_is_logged_as_a_ranking_event(make_app):
     service = app.extensions["ranking_service"]
     [(_, event)] = service.events.rankings()
     assert event.ranking_id == body["ranking_id"] and event.slate == [item["item_id"] for item in body["items"]]
-    assert event.features.shape == (body["n_candidates"], 14) and len(event.log_probs) == 4 and event.temperature == 0.5
+    assert event.features.shape == (body["n_candidates"], 14) and len(event.log_probs) == 4
+    # controlled exploration: each position's temperature gives it the target entropy, and is logged with it
+    assert len(event.temperatures) == 4 and event.temperature == event.temperatures[0] == body["temperature"]
     assert "carol" not in json.dumps(event.__dict__, default=str)  # pseudonymised
     assert len(event.user_key) == 32
+    fixed = make_app(TARGET_ENTROPY=0.0, PREFIX=event.ranking_id)  # no entropy target: the fixed temperature throughout
+    rank(fixed.test_client(), "desk lamp", user="carol", num_results=4)
+    [(_, plain)] = fixed.extensions["ranking_service"].events.rankings()
+    assert plain.temperature == 0.5 and plain.temperatures is None
+
+
+def test_each_sampled_position_has_the_target_entropy(make_app):
+    from ranker.ranking.policy import MAX_ENTROPY_SHARE, entropies
+
+    app = make_app(TARGET_ENTROPY=0.7)
+    service = app.extensions["ranking_service"]
+    for index, text in enumerate(["desk lamp", "running shoes", "backpack"]):
+        rank(app.test_client(), text, user=f"user-{index}", num_results=5)
+    from ranker.learning.join import Trajectory
+    from ranker.learning.replay import replay
+
+    events = [event for _, event in service.events.rankings()]
+    steps = replay([Trajectory(str(index), event, np.zeros(len(event.slots)), []) for index, event in enumerate(events)])
+    policy = service.policies.policy
+    for row in range(len(steps.actions)):
+        available = steps.mask[row] > 0
+        scores = policy.scores(steps.features[row], steps.context[row], steps.mask[row])
+        reached = entropies(scores[available].astype(np.float64), np.array([steps.temperatures[row]]))[0]
+        assert reached == pytest.approx(min(0.7, MAX_ENTROPY_SHARE * np.log(available.sum())), abs=5e-3)
 
 
 # --------------------------------------------------------------- feedback

@@ -226,3 +226,19 @@ def test_numpy_serving_scores_match_the_torch_network(policy):
     with torch.no_grad():
         expected, _ = policy.net(torch.as_tensor(features[None]), torch.as_tensor(context[None]), torch.as_tensor(mask[None]))
     np.testing.assert_allclose(policy.scores(features, context, mask), expected[0].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_entropy_target_is_met_on_random_inputs():
+    from ranker.ranking.policy import MAX_ENTROPY_SHARE, entropies, temperature_for_entropy
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        k = int(rng.integers(2, 150))
+        scores = rng.normal(0, rng.uniform(0.01, 30), k)
+        available = rng.random(k) < 0.8
+        available[:2] = True
+        target = rng.uniform(0.05, 3.0)
+        temperature = temperature_for_entropy(scores, available, target)
+        reached = entropies(scores[available], np.array([temperature]))[0]
+        assert reached == pytest.approx(min(target, MAX_ENTROPY_SHARE * np.log(available.sum())), abs=2e-3), (k, target, temperature)
+    assert temperature_for_entropy(np.ones(5), np.ones(5, dtype=bool), 1.0) == 1.0  # every choice alike: nothing to solve
