@@ -24,7 +24,14 @@ class LearnerConfig:
     min_batch: int = default("learn_min_batch")  # smallest batch the time trigger may use
     update_interval_s: float = default("learn_update_interval_s")  # the oldest ready trajectory waits at most this long
     max_staleness: int = default("learn_max_staleness")  # promotions the logging version may lag behind the serving one
-    holdout_every: int = 5  # every n-th trajectory (by stream id) is held out for the off-policy gate
+    holdout_every: int = 5  # every n-th trajectory of a batch (by stream id) goes to the gate's hold-out window
+    holdout_window: int = 1000  # the gate's rolling hold-out: the newest held-out rankings
+    ope_min_rankings: int = 200  # below this many held-out rankings the off-policy check only notes its estimate
+    replay_window: int = 2000  # trained rankings kept and reused by later updates (ranker.learning.window)
+    replay_max_age_s: float = 3600.0  # a replayed ranking older than this (before the batch's newest) is left out
+    max_importance_weight: float = 2.0  # replayed decisions' weights pi_prox / mu are clipped here
+    user_cap: float = 5.0  # one user's rankings weigh at most this many rankings in a window (ranker.learning.caps)
+    max_events_per_position: int = 3  # more events of one type at one position: the ranking is spam
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(REWARD_WEIGHTS))
     clip_range: float = 0.2
     epochs: int = 30  # at most; an update stops early once the policy moved target_kl from the logging one

@@ -1,5 +1,7 @@
-"""The gate a candidate passes before it serves: the simulator (paired sessions on the live catalog) and an
-off-policy estimate on held-out logged rankings."""
+"""The gate a candidate passes before it serves: the simulator (paired sessions on the live catalog, served as
+live: entropy-targeted exploration) and a doubly-robust off-policy estimate on the rolling hold-out of logged
+rankings (``holdout_window``, about 1,000), decided as a non-inferiority test on the lower bound of its 95%
+interval once the hold-out has ``ope_min_rankings``. Every rejection records its reasons."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ranker.evaluation.ope import PerDecisionSNIPS, effective_sample_size
+from ranker.evaluation.ope import PerDecisionDR, effective_sample_size, ridge_reward_model
 from ranker.learning.config import LearnerConfig
 from ranker.learning.join import Trajectory
 from ranker.learning.replay import logged_data, replay
@@ -21,19 +23,28 @@ def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
 
 
 def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, resamples: int, seed: int) -> dict[str, Any]:
-    """Per-decision SNIPS value of ``candidate`` on the held-out rankings minus their logged (on-policy) value,
-    with a paired bootstrap 95% interval (:mod:`ranker.evaluation.ope`: one meaning for every figure)."""
-    data = logged_data(candidate, replay(holdout))
-    estimator = PerDecisionSNIPS()
-    improvement = estimator.estimate_improvement_interval(**data, n_bootstrap_samples=resamples, random_state=seed)
+    """Doubly-robust (per-decision) value of ``candidate`` on the held-out rankings minus their logged (on-policy)
+    value, with a paired bootstrap 95% interval (:mod:`ranker.evaluation.ope`: one meaning for every figure). The
+    reward model is a ridge regression on the hold-out's shown items."""
+    steps = replay(holdout)
+    data = logged_data(candidate, steps)
+    q = ridge_reward_model(steps.features, steps.mask, steps.actions, data["reward"])
+    estimator = PerDecisionDR()
+    improvement = estimator.estimate_improvement_interval(**data, estimated_rewards_by_reg_model=q, n_bootstrap_samples=resamples, random_state=seed)
     return {
-        "candidate": estimator.estimate_policy_value(**data),
+        "estimator": "dr",
+        "candidate": estimator.estimate_policy_value(**data, estimated_rewards_by_reg_model=q),
         "serving": float(data["reward"].sum() / len(holdout)),
         "difference": improvement.value,
         "ci95": improvement.ci,
         "effective_sample_size": effective_sample_size(data["ranking"], data["position"], data["action"], data["pscore"], data["action_dist"]),
         "rankings": len(holdout),
     }
+
+
+def non_inferior(low: float, tolerance: float) -> bool:
+    """The off-policy rule: the lower bound of the difference's 95% interval is above ``-tolerance``."""
+    return low >= -tolerance
 
 
 class Sampled:
@@ -140,15 +151,22 @@ def gate(
                 result["reasons"].append(
                     f"simulator: {sim['difference']:+.4f} reward/session, 95% CI [{sim['ci95'][0]:+.4f}, {sim['ci95'][1]:+.4f}] (tolerance {config.sim_tolerance})"
                 )
-    if not holdout and "skipped" in result.get("simulator", {}):
-        result["reasons"].append("no check could run: no simulated world and no held-out rankings")
+    decisive = len(holdout) >= config.ope_min_rankings
+    if not decisive and "skipped" in result.get("simulator", {}):
+        result["reasons"].append(
+            f"no check could decide: no simulated world, and {len(holdout)} held-out rankings (the off-policy check needs {config.ope_min_rankings})"
+        )
     if holdout:
         ope = ope_difference(candidate, holdout, resamples=config.bootstrap, seed=seed)
-        ope["passed"] = not_worse(ope["difference"], *ope["ci95"], config.ope_tolerance)
+        ope["passed"] = non_inferior(ope["ci95"][0], config.ope_tolerance)
+        ope["decisive"] = decisive
         result["off_policy"] = ope
-        if not ope["passed"]:
+        if not decisive:
+            result["notes"].append(f"off-policy: {len(holdout)} held-out rankings, fewer than {config.ope_min_rankings}: estimated, not decisive")
+        elif not ope["passed"]:
             result["reasons"].append(
-                f"off-policy (SNIPS): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}] (tolerance {config.ope_tolerance})"
+                f"off-policy (DR): {ope['difference']:+.4f} reward/ranking, 95% CI [{ope['ci95'][0]:+.4f}, {ope['ci95'][1]:+.4f}]: "
+                f"the lower bound is below -{config.ope_tolerance} (non-inferiority)"
             )
     result["passed"] = not result["reasons"]
     return result

@@ -12,7 +12,7 @@ from ranker.learning.config import LearnerConfig
 from ranker.live.events import EVENT_TYPES, InteractionEvent, RankingEvent
 from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
 
-SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event")
+SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam")
 
 
 @dataclass
@@ -96,12 +96,17 @@ class Joiner:
                 continue
             del self.pending[ranking_id]
             self.emitted[ranking_id] = now
-            rewards = np.zeros(len(pending.event.slate), dtype=np.float64)
-            outcomes = np.zeros((len(pending.event.slate), len(EVENT_TYPES)), dtype=np.float32)
+            counts = np.zeros((len(pending.event.slate), len(EVENT_TYPES)), dtype=np.int64)
             for _, interaction in pending.interactions:
-                rewards[interaction.position] += config.reward_weights.get(interaction.type, 0.0)
-                outcomes[interaction.position, EVENT_TYPES.index(interaction.type)] = 1.0
-            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions], outcomes))
+                counts[interaction.position, EVENT_TYPES.index(interaction.type)] += 1
+            if counts.max(initial=0) > config.max_events_per_position:  # more than a shopper could send: learned from never
+                self.skipped["spam"] += 1
+                self.done_entries.append(("rankings", pending.entry_id))
+                self.done_entries.extend(("interactions", entry) for entry, _ in pending.interactions)
+                continue
+            outcomes = (counts > 0).astype(np.float32)  # each outcome type counts once per position (ranker.learning.caps)
+            weights = np.array([config.reward_weights.get(kind, 0.0) for kind in EVENT_TYPES])
+            out.append(Trajectory(pending.entry_id, pending.event, outcomes @ weights, [entry for entry, _ in pending.interactions], outcomes))
         for ranking_id, orphans in list(self.orphans.items()):  # interactions whose ranking never came
             keep = []
             for entry_id, event, seen_at in orphans:

@@ -66,6 +66,7 @@ import redis
 from scipy import stats
 
 from ranker.experiments.store import ExperimentStore
+from ranker.learning.caps import capped_holdout, step_weights
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import gate, gate_uses_live_catalog
 from ranker.learning.join import (
@@ -78,7 +79,8 @@ from ranker.learning.join import (
 )
 from ranker.learning.replay import log_probs_of, replay
 from ranker.learning.status import LearnerStatus
-from ranker.learning.update import ppo_update
+from ranker.learning.update import load_optimiser, ppo_update, save_optimiser
+from ranker.learning.window import TrajectoryWindow
 from ranker.live.backend import as_text, key
 from ranker.live.events import EventLog, InteractionEvent, RankingEvent
 from ranker.live.registry import PolicyRegistry
@@ -134,6 +136,8 @@ class Learner:
         self.decisions_key, self.counts_key = self.status.decisions_key, self.status.counts_key
         self.errors_key, self.attempts_key, self.dead_key = self.status.errors_key, self.status.attempts_key, self.status.dead_key
         self.working_key = key(self.config.prefix, "learner", self.config.group, "working")
+        self.replay_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "replay"), self.config.replay_window)
+        self.holdout_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "holdout"), self.config.holdout_window)
         self.updates: list[UpdateReport] = []
         self._read_pending = True
         self._crashes: dict[str, int] = {}
@@ -393,26 +397,46 @@ class Learner:
         for _, reason in skipped:
             skip_counts[reason] = skip_counts.get(reason, 0) + 1
         held = [bool(config.holdout_every) and index % config.holdout_every == config.holdout_every - 1 for index in range(len(trajectories))]
-        holdout = [t for t, out in zip(trajectories, held) if out]
+        new_holdout = [t for t, out in zip(trajectories, held) if out]
         train = [t for t, out in zip(trajectories, held) if not out]
+        windows = [(self.holdout_window, new_holdout), (self.replay_window, train)]
         working = self.working()
         if len(train) == 0:
             decision = {"version": None, "parent": serving_version, "decision": "nothing_to_learn", "skipped": skip_counts}
-            self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
+            self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts, windows=windows)
             return None
         base_version = self._base(working, serving_version)
         serving = RankingPolicy.load(self.registry.path_of(serving_version))
         base = serving if base_version == serving_version else RankingPolicy.load(self.registry.path_of(base_version))
         seed = int(batch_key[:8], 16)
         self.stage = "replay"
-        steps = replay(train)
+        in_batch = {t.entry_id for t in batch}
+        newest = max(t.event.ts for t in batch)  # the windows' age limit counts from the batch, not the clock: a repeat is the same update
+        replayed = [
+            t
+            for t in self.replay_window.load(self.events, exclude=in_batch)
+            if usable(t, lineage, config.max_staleness) is None and t.event.ts >= newest - config.replay_max_age_s
+        ]
+        holdout = capped_holdout(
+            [t for t in self.holdout_window.load(self.events, exclude=in_batch) if replayable(t) is None] + new_holdout, int(config.user_cap)
+        )
+        training_set = replayed + train
+        steps = replay(training_set)
         self.stage = "train"
-        candidate, training = ppo_update(base, steps, config, seed=seed)
+        candidate, training = ppo_update(
+            base,
+            steps,
+            config,
+            seed=seed,
+            sample_weight=step_weights(training_set, steps.trajectory, config.user_cap),
+            optimiser_state=load_optimiser(self.registry.path_of(base_version)),
+        )
         version = f"ol-{batch_key}"
         training.update(
             {
                 "kind": "online-ppo",
                 "trajectories": len(train),
+                "replayed": len(replayed),
                 "held_out": len(holdout),
                 "skipped": skip_counts,
                 "serving": serving_version,
@@ -427,6 +451,7 @@ class Learner:
         verdict = gate(candidate, serving, holdout, config, seed=seed, world=world)
         self.stage = "save"
         candidate.save(self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict})
+        save_optimiser(candidate, self.registry.path_of(version))
         _crash_point("trained", self._crashes)
         feedback_ts = [stream_order(entry)[0] / 1000 for t in batch for entry in t.interaction_entries]
         decision = {
@@ -444,7 +469,7 @@ class Learner:
             "feedback": [min(feedback_ts), max(feedback_ts)] if feedback_ts else None,
         }
         self.stage = "commit"
-        decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts)
+        decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts, windows=windows)
         _crash_point("committed", self._crashes)
         self.stage = "prune"
         current_working = self.working()
@@ -487,8 +512,10 @@ class Learner:
         working: dict[str, Any] | None = None,
         skip_counts: dict[str, int] | None = None,
         stats: bool = True,
+        windows: Sequence[tuple[TrajectoryWindow, Sequence[Trajectory]]] = (),
     ) -> str:
-        """Acknowledge the batch, record the decision, statistics and working line, promote: all or nothing."""
+        """Acknowledge the batch, record the decision, statistics and working line, add the batch to the replay and
+        hold-out windows, promote: all or nothing."""
         streams = self._streams()
         with self.client.pipeline(transaction=True) as pipe:
             while True:
@@ -526,6 +553,8 @@ class Learner:
                             pipe.hincrbyfloat(reward_key, "sumsq", trajectory.total_reward**2)
                     for reason, count in (skip_counts or {}).items():
                         pipe.hincrby(self.counts_key, reason, count)
+                    for window, trajectories in windows:
+                        window.queue(pipe, trajectories)
                     pipe.execute()
                     return outcome
                 except redis.WatchError:
