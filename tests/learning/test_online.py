@@ -200,6 +200,38 @@ def test_an_update_trains_gates_and_commits_atomically(shop, prefix):
     assert learner.decisions()[candidate.manifest["training"]["batch_key"]]["decision"] == report.decision
 
 
+def test_later_updates_reuse_the_replay_window_and_the_rolling_holdout_and_continue_the_optimiser(shop, prefix):
+    serve_sessions(shop, 40)
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, sim_tolerance=10.0))  # both pass the simulator
+    first = learner.step(force=True)
+    assert first.training["replayed"] == 0 and first.training["optimiser_state"] == "fresh"
+    assert (shop.registry.path_of(first.version) / "optimiser.safetensors").exists()
+    assert len(learner.replay_window.entry_ids()) == 32 and len(learner.holdout_window.entry_ids()) == 8
+    serve_sessions(shop, 40, seed=1)
+    second = learner.step(force=True)
+    assert second.parent == first.version  # the working line goes on from the first candidate ...
+    assert second.training["optimiser_state"] == "continued"  # ... with the optimiser state it was trained with
+    assert second.training["replayed"] == 32 and second.trajectories == 32  # the first batch trains again, beside the new one
+    assert second.gate["off_policy"]["rankings"] == 16  # the hold-out rolls on: both batches' held-out rankings
+    assert len(learner.replay_window.entry_ids()) == 64
+
+
+def test_a_ranking_with_more_events_than_a_shopper_could_send_is_spam(shop, prefix):
+    ranking = shop.rank(user_id="bot", text=QUERIES[0], num_results=5)
+    item = ranking.items[0].candidate.item.item_id
+    shop.feedback(ranking.ranking_id, [{"event_id": f"bot-{index}", "item_id": item, "type": "purchase"} for index in range(50)])
+    honest = shop.rank(user_id="shopper", text=QUERIES[1], num_results=5)
+    shop.feedback(honest.ranking_id, [{"event_id": "h-1", "item_id": honest.items[0].candidate.item.item_id, "type": "purchase"}])
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix))
+    learner.poll()
+    ready = learner.joiner.ready(time.time() + 1)
+    learner._flush_skips()
+    assert [t.event.ranking_id for t in ready] == [honest.ranking_id] and ready[0].total_reward == pytest.approx(1.0)
+    assert learner.skipped_counts()["spam"] == 1
+    for stream in (learner.events.rankings_stream, learner.events.interactions_stream):  # acknowledged: never learned from
+        assert shop.client.xpending(stream, "learner")["pending"] == 1  # only the honest ranking's entries wait
+
+
 def test_a_rejected_candidate_is_kept_with_its_reasons_and_the_pointer_stays(shop, prefix):
     serve_sessions(shop, 30)
     start = shop.registry.current()
