@@ -20,23 +20,26 @@ The learner is one process beside the servers (``ranker learn``). Each round:
    train PPO; rankings whose feature layout is not this code's schema, or
    that hold NaN or infinite values, are skipped; rankings served by a
    version more than ``max_staleness`` promotions behind the serving one are
-   dropped. Newer off-policy data is importance-weighted by PPO's own ratio
-   against the logged probabilities, clipped at ``1 +- clip_range``.
-4. **Update** (:func:`ppo_update`): PPO's clipped objective on every logged
-   decision of the batch (the slate features of each step are rebuilt exactly
-   from the snapshot), a value baseline on the reward-to-go, a few epochs of
-   minibatches, on CUDA when available. Deterministic for a given batch. The
-   learner trains its own line of versions (the "working" version: its
-   latest candidate), so learning accumulates across batches while the gate
-   decides what serves; the line restarts from the serving version when that
-   moves under it or after ``reset_after_rejections`` rejections in a row.
+   dropped; rankings with more events than a shopper could send are spam
+   (:mod:`ranker.learning.caps`).
+4. **Update** (:func:`ppo_update`): every 5th ranking goes to the gate's
+   rolling hold-out, the rest train together with the replay window
+   (:mod:`ranker.learning.window`). The outcome critic
+   (:mod:`ranker.learning.critic`) gives each logged decision its advantage
+   over the whole candidate set; PPO (decoupled: clipped importance weights
+   from the logging policy, a trust region around the starting version,
+   Adam's state carried along the line) updates on CUDA when available.
+   Deterministic for a given batch and window. The learner trains its own
+   line of versions (the "working" version: its latest candidate), so
+   learning accumulates across batches while the gate decides what serves;
+   the line restarts from the serving version when that moves under it or
+   after ``reset_after_rejections`` rejections in a row.
 5. **Gate** (:func:`gate`): the candidate must not be worse than the serving
    version (a) in the simulator, on the same seeded sessions (paired), and
-   (b) by a self-normalised per-decision importance-sampling estimate with a
-   bootstrap interval, on held-out logged rankings of the batch. "Not worse":
-   the mean difference is above ``-tolerance`` and its 95% interval reaches 0.
+   (b) by a doubly-robust off-policy estimate on the rolling hold-out, as a
+   non-inferiority test on its lower bound (:mod:`ranker.learning.gate`).
 6. **Commit**: one Redis transaction acknowledges every entry the batch used,
-   records the decision and the working version, folds the batch's rewards
+   records the decision and the working version, adds the batch to the windows, folds the batch's rewards
    into per-version reward statistics and, when the gate passed and the
    serving version has not moved meanwhile, moves the policy pointer. Nothing is acknowledged
    before that, so a crash repeats the batch (same entries, same update, same
@@ -51,7 +54,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import socket
 import threading
@@ -63,12 +65,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from scipy import stats
 
 from ranker.experiments.store import ExperimentStore
 from ranker.learning.caps import capped_holdout, step_weights
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import gate, gate_uses_live_catalog
+from ranker.learning.guardrail import guardrail, reward_stats
 from ranker.learning.join import (
     SKIP_REASONS,
     Joiner,
@@ -562,33 +564,11 @@ class Learner:
 
     # ----------------------------------------------------------- guardrail
     def reward_stats(self, version: str) -> tuple[float, float, float]:
-        values = self.client.hgetall(key(self.config.prefix, "learner", "reward", version))
-        get = lambda name: float(values.get(name.encode(), 0.0))  # noqa: E731
-        return get("n"), get("sum"), get("sumsq")
+        return reward_stats(self.client, self.config.prefix, version)
 
     def guardrail(self) -> str | None:
-        """Roll the serving version back when its live reward is significantly below its parent's; returns what happened."""
-        current = self.registry.current()
-        history = self.registry.history()
-        if not current or not history:
-            return None
-        parent = history[0]
-        n_new, s_new, q_new = self.reward_stats(current)
-        n_old, s_old, q_old = self.reward_stats(parent)
-        minimum = self.config.guardrail_min_rankings
-        if n_new < minimum or n_old < minimum:
-            return None
-        mean_new, mean_old = s_new / n_new, s_old / n_old
-        var_new = max(q_new / n_new - mean_new**2, 0.0) * n_new / (n_new - 1)
-        var_old = max(q_old / n_old - mean_old**2, 0.0) * n_old / (n_old - 1)
-        test = stats.ttest_ind_from_stats(mean_new, math.sqrt(var_new), n_new, mean_old, math.sqrt(var_old), n_old, equal_var=False, alternative="less")
-        if test.pvalue < self.config.guardrail_alpha:
-            self.registry.rollback()
-            message = f"rolled back {current} -> {parent}: live reward {mean_new:.4f} vs {mean_old:.4f} per ranking (Welch p={test.pvalue:.2g}, n={int(n_new)}/{int(n_old)})"
-            self.client.hset(key(self.config.prefix, "learner", "rollbacks"), current, message)
-            log.warning(message)
-            return message
-        return None
+        """Roll the serving version back when its live reward is significantly below its parent's (:func:`guardrail`)."""
+        return guardrail(self.client, self.registry, self.config)
 
     def skipped_counts(self) -> dict[str, int]:
         return self.status.skipped()
