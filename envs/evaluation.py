@@ -68,24 +68,27 @@ def run_policy(env: Any, policy: Policy, *, episodes: int, seed: int, name: str 
 
 
 def compare(env: Any, policies: Mapping[str, Policy], *, episodes: int, seed: int, progress: bool = False) -> dict[str, dict[str, Any]]:
-    """Each policy's summary on the same sessions, with ``oracle_ratio`` when an ``oracle`` is among them."""
+    """Each policy's summary on the same sessions, with ``oracle_ratio`` (and ``intent_blind_ratio``) when an
+    ``oracle`` (an ``intent_blind_oracle``) is among them."""
     logs = {name: run_policy(env, policy, episodes=episodes, seed=seed, name=name, progress=progress) for name, policy in policies.items()}
     table = {name: log.summary() for name, log in logs.items()}
-    if "oracle" in logs:
-        ceiling = logs["oracle"].rewards.mean()
-        for name in table:
-            table[name]["oracle_ratio"] = float(logs[name].rewards.mean() / ceiling) if ceiling > 0 else None
+    for reference, field in (("oracle", "oracle_ratio"), ("intent_blind_oracle", "intent_blind_ratio")):
+        if reference in logs:
+            ceiling = logs[reference].rewards.mean()
+            for name in table:
+                table[name][field] = float(logs[name].rewards.mean() / ceiling) if ceiling > 0 else None
     return table
 
 
 def format_table(table: Mapping[str, Mapping[str, Any]]) -> str:
     """A plain-text table of :func:`compare`'s result."""
-    lines = [f"{'policy':<14}{'reward/session':>16}{'95% CI':>22}{'clicks':>9}{'carts':>8}{'purchases':>11}{'vs oracle':>11}"]
+    lines = [f"{'policy':<20}{'reward/session':>16}{'95% CI':>22}{'clicks':>9}{'carts':>8}{'purchases':>11}{'vs oracle':>11}{'vs blind':>10}"]
     for name, row in table.items():
         low, high = row["reward_ci95"]
-        ratio = row.get("oracle_ratio")
+        ratio, blind = row.get("oracle_ratio"), row.get("intent_blind_ratio")
         lines.append(
-            f"{name:<14}{row['reward_mean']:>16.4f}{f'[{low:.4f}, {high:.4f}]':>22}{row['clicks_mean']:>9.3f}"
+            f"{name:<20}{row['reward_mean']:>16.4f}{f'[{low:.4f}, {high:.4f}]':>22}{row['clicks_mean']:>9.3f}"
             f"{row['add_to_carts_mean']:>8.3f}{row['purchases_mean']:>11.3f}{'' if ratio is None else f'{ratio:.1%}':>11}"
+            f"{'' if blind is None else f'{blind:.1%}':>10}"
         )
     return "\n".join(lines)

@@ -14,8 +14,13 @@ simulator's ground truth; the others use only the observation).
   expected reward if examined and ``c`` the chance to go on past it (just
   ``r`` under the position-based model). With no near-duplicates this order
   is optimal for a scanning user (exchange argument: ``i`` before ``j`` iff
-  ``r_i (1 - c_j) > r_j (1 - c_i)``), so it is the ceiling a learned policy
-  is measured against.
+  ``r_i (1 - c_j) > r_j (1 - c_i)``). It reads the session's hidden target,
+  which nothing a policy observes reveals, so it is an upper bound, not a
+  reachable ceiling.
+- ``intent_blind_oracle``: the same rule with every hidden user and item
+  parameter known but relevance measured to the query (its vector) instead
+  of to the hidden target. The fair ceiling: what a policy that learnt
+  everything else could reach.
 """
 
 from __future__ import annotations
@@ -68,11 +73,26 @@ class OraclePolicy:
         return best_available(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
 
 
+class IntentBlindOraclePolicy:
+    """The oracle without the session's hidden target: every user and item parameter known, relevance to the
+    query instead of to the target (:meth:`envs.shopping.SlateShoppingEnv.intent_blind_expected_rewards`)."""
+
+    name = "intent_blind_oracle"
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        simulator = env.unwrapped
+        reward, continuation = simulator.intent_blind_expected_rewards()
+        if not simulator.click_model.scans:
+            return best_available(reward, observation["mask"])
+        return best_available(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
+
+
 def reference_policies(seed: int = 0) -> dict[str, Policy]:
     """The reference set, in table order."""
     return {
         "random": RandomPolicy(seed),
         "retrieval": FeaturePolicy("retrieval", "retrieval_rank", ascending=True),
         "popularity": FeaturePolicy("popularity", "ctr"),
+        "intent_blind_oracle": IntentBlindOraclePolicy(),
         "oracle": OraclePolicy(),
     }

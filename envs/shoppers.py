@@ -115,17 +115,19 @@ class World:
         log_budget = float(np.log(self.catalog.category_median_price[category]) + self.budget_offset[user] + self.config.session_budget_noise * noise)
         return Session(user=user, category=category, target=target, query=query, mode=mode, log_budget=log_budget)
 
-    def utilities(self, session: Session, rows: np.ndarray, vectors: np.ndarray | None = None) -> Utilities:
+    def utilities(self, session: Session, rows: np.ndarray, vectors: np.ndarray | None = None, *, relevance: np.ndarray | None = None) -> Utilities:
         """The user's probabilities for the items at catalog ``rows``.
 
         ``m = w_rel cos(item, target) + w_cat [same category] + a_u[brand] + q_item - lambda_u over_budget``
         with ``over_budget = max(0, log price - log budget)``; attraction =
         sigmoid(m - tau_click), cart = sigmoid(m - tau_cart), purchase =
         sigmoid(m - tau_buy - lambda_u over_budget): price weighs on the decision to buy twice.
-        ``vectors``: the rows' text vectors, when the caller has them already.
+        ``vectors``: the rows' text vectors, when the caller has them already. ``relevance``: a relevance to use
+        instead of the cosine to the hidden target (the intent-blind oracle's, to the query).
         """
         cfg, catalog = self.config, self.catalog
-        relevance = (catalog.text[rows] if vectors is None else vectors) @ catalog.text[session.target]
+        if relevance is None:
+            relevance = (catalog.text[rows] if vectors is None else vectors) @ catalog.text[session.target]
         over_budget = np.maximum(np.log(np.maximum(catalog.prices[rows], 0.01)) - session.log_budget, 0.0)
         price_penalty = self.price_sensitivity[session.user] * over_budget
         utility = (

@@ -237,6 +237,26 @@ class SlateShoppingEnv(gym.Env):
         continuation = self.click_model.continuation(*probabilities, self.utilities.patience)
         return np.where(self.slate.available, reward, -np.inf), continuation
 
+    def intent_blind_expected_rewards(self) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`expected_rewards` without the hidden target: every user and item parameter known, but the
+        relevance term reads the cosine of each candidate to the *query* (its MiniLM vector) instead of the cosine
+        to the item the shopper has in mind. A picture query shows the target itself, so sessions that search
+        with a picture keep the target's relevance. What a policy that learnt everything else could reach."""
+        if getattr(self, "_blind_session", None) != (self.world_seed, self.episode):
+            utilities = self.utilities
+            if self.session.mode == "text":
+                vectors = self.catalog.text[self.rows]
+                relevance = vectors @ self.catalog.query_text[self.session.query]
+                utilities = self.world.utilities(self.session, self.rows, vectors, relevance=relevance).padded(self.config.n_candidates)  # type: ignore[union-attr]
+            self._blind, self._blind_session = utilities, (self.world_seed, self.episode)
+        max_similarity = self.slate.features[:, MAX_SIM_COLUMN] if self.slate.placed else np.zeros(len(self.slate.available))
+        discount = self.world.duplicate_factor(max_similarity)  # type: ignore[union-attr]
+        utilities = self._blind
+        attraction, cart, purchase = utilities.attraction * discount, utilities.cart * discount, utilities.purchase
+        reward = attraction * (self._w_click + cart * (self._w_cart + purchase * self._w_purchase * self._values))
+        continuation = self.click_model.continuation(attraction, cart, purchase, utilities.patience)
+        return np.where(self.slate.available, reward, -np.inf), continuation
+
     def expected_slate_reward(self, slots: list[int]) -> float:
         """The exact expected reward of showing candidates ``slots`` in this order to this session's user."""
         vectors = self.slate.observation.text_vectors

@@ -39,7 +39,7 @@ def sim_list() -> None:
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(["random", "retrieval", "popularity", "oracle"]),
+    type=click.Choice(["random", "retrieval", "popularity", "intent_blind_oracle", "oracle"]),
     help="Only these reference policies (repeatable; default all).",
 )
 @set_option

@@ -14,7 +14,7 @@ from typing import Any
 from ranker.learning.baselines import LambdaMART, LinearBandit, collect_logs
 from ranker.ranking.policy import RankingPolicy
 
-TABLE_ORDER = ("ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "oracle")
+TABLE_ORDER = ("ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "intent_blind_oracle", "oracle")
 
 
 def evaluate_policies(
@@ -36,6 +36,7 @@ def evaluate_policies(
             "lambdamart": LambdaMART(seed=seed).fit(logs),
             "linear_bandit": LinearBandit().fit(logs),
             "random": reference["random"],
+            "intent_blind_oracle": reference["intent_blind_oracle"],
             "oracle": reference["oracle"],
         }
     )

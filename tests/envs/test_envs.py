@@ -189,6 +189,10 @@ def test_oracle_beats_retrieval_which_beats_random(sim_catalog):
     print(format_table(table))
     assert oracle["reward_mean"] > 1.15 * retrieval["reward_mean"] and retrieval["reward_mean"] > 1.5 * random["reward_mean"]
     assert oracle["oracle_ratio"] == pytest.approx(1.0)
+    # the intent-blind oracle (no hidden target) sits between: above what shops do today, below the mind reader
+    blind = table["intent_blind_oracle"]
+    assert 1.05 * retrieval["reward_mean"] < blind["reward_mean"] < 0.97 * oracle["reward_mean"], table
+    assert blind["intent_blind_ratio"] == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------ bad input
@@ -290,7 +294,7 @@ def test_cli_sim_evaluate_prints_the_reference_table():
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["env"] == "envs/SlateShoppingTiny-v0" and report["episodes"] == 200
-    assert set(report["policies"]) == {"random", "retrieval", "popularity", "oracle"}
+    assert set(report["policies"]) == {"random", "retrieval", "popularity", "intent_blind_oracle", "oracle"}
     assert report["policies"]["oracle"]["oracle_ratio"] == pytest.approx(1.0)
     low, high = report["policies"]["random"]["reward_ci95"]
     assert low <= report["policies"]["random"]["reward_mean"] <= high
