@@ -91,9 +91,16 @@ def ridge_reward_model(features: np.ndarray, mask: np.ndarray, action: np.ndarra
 
 
 class PerDecisionEstimator:
-    """The shared machinery: weights once, then a statistic of per-ranking resample counts."""
+    """The shared machinery: weights once, then a statistic of per-ranking resample counts.
+
+    ``weight_clip``: cap every ``w[i,t]`` (and ``w[i,t-1]``) at this value (truncated importance sampling, Ionides
+    2008): less variance for some bias toward the logging policy (and, in DR, toward the reward model). None: no cap.
+    """
 
     name = ""
+
+    def __init__(self, weight_clip: float | None = None):
+        self.weight_clip = weight_clip
 
     def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
         raise NotImplementedError
@@ -112,6 +119,8 @@ class PerDecisionEstimator:
         ranking = np.asarray(ranking, dtype=np.int64)
         position = np.asarray(position, dtype=np.int64)
         weights, previous = decision_weights(ranking, position, np.asarray(action, dtype=np.int64), np.asarray(pscore, dtype=np.float64), action_dist)
+        if self.weight_clip is not None:
+            weights, previous = np.minimum(weights, self.weight_clip), np.minimum(previous, self.weight_clip)
         data = {
             "ranking": ranking,
             "position": position,

@@ -27,6 +27,7 @@ class LearnerConfig:
     holdout_every: int = 5  # every n-th trajectory of a batch (by stream id) goes to the gate's hold-out window
     holdout_window: int = 1000  # the gate's rolling hold-out: the newest held-out rankings
     ope_min_rankings: int = 200  # below this many held-out rankings the off-policy check only notes its estimate
+    ope_weight_clip: float | None = 10.0  # the gate's DR caps each per-decision weight here (truncated IS); None: no cap
     replay_window: int = 2000  # trained rankings kept and reused by later updates (ranker.learning.window)
     replay_max_age_s: float = 3600.0  # a replayed ranking older than this (before the batch's newest) is left out
     max_importance_weight: float = 2.0  # replayed decisions' weights pi_prox / mu are clipped here
@@ -39,6 +40,7 @@ class LearnerConfig:
     minibatch_steps: int = 512
     advantage: str = "critic"  # "critic": the outcome critic's advantages (ranker.learning.critic); "returns": reward-to-go minus the value head
     critic_epochs: int = 30
+    critic_max_steps: int = 600  # gradient steps of the critic's fit at most (fewer epochs on a full replay window)
     critic_correction_clip: float = 0.1  # reward units the doubly-robust correction may add or take (a click's worth)
     learning_rate: float = 1e-3
     value_coef: float = 0.5

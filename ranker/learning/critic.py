@@ -88,6 +88,7 @@ def fit_critic(
     *,
     sample_weight: np.ndarray | None = None,
     epochs: int = 20,
+    max_steps: int | None = None,
     batch_size: int = 256,
     learning_rate: float = 3e-3,
     seed: int = 0,
@@ -95,7 +96,8 @@ def fit_critic(
     optimiser: torch.optim.Optimizer | None = None,
 ) -> CriticFit:
     """Binary cross-entropy on the shown items: ``features`` [N, K, F], ``action`` [N] (the shown candidate),
-    ``outcomes`` [N, 3] (0/1 click, cart, purchase of it); ``sample_weight`` [N] caps contributions."""
+    ``outcomes`` [N, 3] (0/1 click, cart, purchase of it); ``sample_weight`` [N] caps contributions; ``max_steps``
+    bounds the gradient steps (fewer epochs on larger data)."""
     torch.manual_seed(seed)
     critic.to(device).train()
     optimiser = optimiser or torch.optim.Adam(critic.parameters(), lr=learning_rate)
@@ -111,6 +113,9 @@ def fit_critic(
     rng = np.random.default_rng(seed)
     loss_fn = nn.BCELoss(reduction="none")
     steps, last = 0, float("nan")
+    batches = -(-len(action) // batch_size)
+    if max_steps:  # a large window gets fewer passes: the same number of gradient steps at most
+        epochs = max(1, min(epochs, max_steps // max(batches, 1)))
     for _ in range(epochs):
         order = rng.permutation(len(action))
         total, mass = 0.0, 0.0

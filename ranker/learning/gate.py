@@ -22,17 +22,18 @@ def not_worse(mean: float, low: float, high: float, tolerance: float) -> bool:
     return mean >= -tolerance and high >= 0.0
 
 
-def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, resamples: int, seed: int) -> dict[str, Any]:
+def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, resamples: int, seed: int, weight_clip: float | None = None) -> dict[str, Any]:
     """Doubly-robust (per-decision) value of ``candidate`` on the held-out rankings minus their logged (on-policy)
     value, with a paired bootstrap 95% interval (:mod:`ranker.evaluation.ope`: one meaning for every figure). The
     reward model is a ridge regression on the hold-out's shown items."""
     steps = replay(holdout)
     data = logged_data(candidate, steps)
     q = ridge_reward_model(steps.features, steps.mask, steps.actions, data["reward"])
-    estimator = PerDecisionDR()
+    estimator = PerDecisionDR(weight_clip=weight_clip)
     improvement = estimator.estimate_improvement_interval(**data, estimated_rewards_by_reg_model=q, n_bootstrap_samples=resamples, random_state=seed)
     return {
         "estimator": "dr",
+        "weight_clip": weight_clip,
         "candidate": estimator.estimate_policy_value(**data, estimated_rewards_by_reg_model=q),
         "serving": float(data["reward"].sum() / len(holdout)),
         "difference": improvement.value,
@@ -157,7 +158,7 @@ def gate(
             f"no check could decide: no simulated world, and {len(holdout)} held-out rankings (the off-policy check needs {config.ope_min_rankings})"
         )
     if holdout:
-        ope = ope_difference(candidate, holdout, resamples=config.bootstrap, seed=seed)
+        ope = ope_difference(candidate, holdout, resamples=config.bootstrap, seed=seed, weight_clip=config.ope_weight_clip)
         ope["passed"] = non_inferior(ope["ci95"][0], config.ope_tolerance)
         ope["decisive"] = decisive
         result["off_policy"] = ope

@@ -140,6 +140,7 @@ def outcome_advantages(
         steps.outcomes,
         sample_weight=sample_weight,
         epochs=config.critic_epochs,
+        max_steps=config.critic_max_steps,
         seed=seed,
         device=device,
     )

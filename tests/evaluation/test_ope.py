@@ -87,3 +87,14 @@ def test_effective_sample_size_falls_as_the_policies_part(logs):
 def test_doubly_robust_needs_a_reward_model(logs):
     with pytest.raises(ValueError, match="estimated_rewards_by_reg_model"):
         PerDecisionDR().estimate_policy_value(**logs, action_dist=distribution(np.full(K, 0.25), logs))
+
+
+def test_clipped_weights_trade_variance_for_bias_toward_the_logger(logs):
+    target = np.array([0.97, 0.01, 0.01, 0.01])
+    data = dict(logs, action_dist=distribution(target, logs), estimated_rewards_by_reg_model=np.tile(CLICK * 0.8, (len(logs["action"]), 1)))
+    plain = PerDecisionIPS().estimate_interval(**data, n_bootstrap_samples=200, random_state=1)
+    clipped = PerDecisionIPS(weight_clip=2.0).estimate_interval(**data, n_bootstrap_samples=200, random_state=1)
+    assert clipped.high - clipped.low < 0.7 * (plain.high - plain.low)  # narrower ...
+    logging_value = true_value(np.full(K, 0.25))
+    assert abs(clipped.value - logging_value) < abs(plain.value - logging_value)  # ... and pulled toward the logger
+    assert PerDecisionIPS(weight_clip=None).estimate_policy_value(**data) == pytest.approx(plain.value)
