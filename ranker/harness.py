@@ -49,6 +49,9 @@ class Shopper:
             self.reset()
 
     def play_slots(self, slots: list[int]) -> tuple[float, list[dict[str, Any]]]:
+        """Play the slate; the sampled reward and each position's outcome. ``last_expected`` is then the slate's
+        exact expected reward for this session (what a benchmark scores it by, free of outcome noise)."""
+        self.last_expected = self.simulator.expected_slate_reward(list(slots))
         reward, outcomes = 0.0, []
         for slot in slots:
             self.observation, step_reward, _, _, info = self.env.step(slot)
@@ -57,10 +60,14 @@ class Shopper:
         return reward, outcomes
 
     def play_policy(self, policy: Any) -> float:
-        total, done = 0.0, False
+        """Play the session with an in-process policy; the sampled reward (``last_expected``: the exact expected one)."""
+        total, done, slots = 0.0, False, []
         while not done:
-            self.observation, reward, done, _, _ = self.env.step(policy(self.env, self.observation))
+            slot = policy(self.env, self.observation)
+            slots.append(slot)
+            self.observation, reward, done, _, _ = self.env.step(slot)
             total += reward
+        self.last_expected = self.simulator.expected_slate_reward(slots)
         return total
 
     def slots_for(self, item_ids: list[str]) -> tuple[list[int], int]:
