@@ -107,7 +107,10 @@ class EnvConfig(_Strict):
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}, description="reward per outcome of the item just placed"
     )
-    purchase_value: Literal["flat", "price"] = Field("flat", description="price: a purchase's reward is scaled by price / the catalog's median price")
+    purchase_value: Literal["flat", "price", "mix"] = Field(
+        "flat",
+        description="the objective (ranker.ranking.objective): flat = purchases, price = revenue (price / the catalog's median price), mix = half of each",
+    )
     shopper: ShopperConfig = Field(default_factory=ShopperConfig)
 
     @field_validator("reward_weights")

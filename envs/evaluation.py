@@ -28,6 +28,7 @@ class SessionLog:
     carts: np.ndarray
     purchases: np.ndarray
     seconds: float = 0.0
+    revenue: np.ndarray | None = None  # the prices of what was bought
 
     def summary(self) -> dict[str, Any]:
         mean, low, high = mean_ci95(self.rewards)
@@ -37,6 +38,7 @@ class SessionLog:
             "clicks_mean": float(self.clicks.mean()),
             "add_to_carts_mean": float(self.carts.mean()),
             "purchases_mean": float(self.purchases.mean()),
+            "revenue_mean": float(self.revenue.mean()) if self.revenue is not None else None,
             "sessions_per_second": len(self.rewards) / self.seconds if self.seconds else None,
         }
 
@@ -55,16 +57,17 @@ def run_policy(env: Any, policy: Policy, *, episodes: int, seed: int, name: str 
     """``episodes`` sessions of ``policy`` from a new world seeded ``seed``."""
     import time
 
-    totals = np.zeros((episodes, 4))
+    totals = np.zeros((episodes, 5))
     started = time.perf_counter()
     for episode in tqdm(range(episodes), desc=name, unit="session", disable=not progress, leave=False):
         observation, _ = env.reset(seed=seed if episode == 0 else None)
         done = False
         while not done:
             observation, reward, terminated, truncated, info = env.step(policy(env, observation))
-            totals[episode] += (reward, info["click"], info["add_to_cart"], info["purchase"])
+            totals[episode] += (reward, info["click"], info["add_to_cart"], info["purchase"], info.get("revenue", 0.0))
             done = terminated or truncated
-    return SessionLog(name, *totals.T.copy(), seconds=time.perf_counter() - started)
+    rewards, clicks, carts, purchases, revenue = totals.T.copy()
+    return SessionLog(name, rewards, clicks, carts, purchases, seconds=time.perf_counter() - started, revenue=revenue)
 
 
 def compare(env: Any, policies: Mapping[str, Policy], *, episodes: int, seed: int, progress: bool = False) -> dict[str, dict[str, Any]]:
@@ -82,13 +85,13 @@ def compare(env: Any, policies: Mapping[str, Policy], *, episodes: int, seed: in
 
 def format_table(table: Mapping[str, Mapping[str, Any]]) -> str:
     """A plain-text table of :func:`compare`'s result."""
-    lines = [f"{'policy':<20}{'reward/session':>16}{'95% CI':>22}{'clicks':>9}{'carts':>8}{'purchases':>11}{'vs oracle':>11}{'vs blind':>10}"]
+    lines = [f"{'policy':<20}{'reward/session':>16}{'95% CI':>22}{'clicks':>9}{'carts':>8}{'purchases':>11}{'revenue':>9}{'vs oracle':>11}{'vs blind':>10}"]
     for name, row in table.items():
         low, high = row["reward_ci95"]
         ratio, blind = row.get("oracle_ratio"), row.get("intent_blind_ratio")
         lines.append(
             f"{name:<20}{row['reward_mean']:>16.4f}{f'[{low:.4f}, {high:.4f}]':>22}{row['clicks_mean']:>9.3f}"
-            f"{row['add_to_carts_mean']:>8.3f}{row['purchases_mean']:>11.3f}{'' if ratio is None else f'{ratio:.1%}':>11}"
+            f"{row['add_to_carts_mean']:>8.3f}{row['purchases_mean']:>11.3f}{row.get('revenue_mean') or 0.0:>9.2f}{'' if ratio is None else f'{ratio:.1%}':>11}"
             f"{'' if blind is None else f'{blind:.1%}':>10}"
         )
     return "\n".join(lines)

@@ -43,6 +43,7 @@ from ranker.ranking.features import (
     SlateFeatures,
     UserProfile,
 )
+from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.
@@ -131,7 +132,7 @@ class SlateShoppingEnv(gym.Env):
         )
         self.slate = SlateFeatures(observation, self.config.slate_size)
         self.utilities: Utilities = self.world.utilities(self.session, self.rows, vectors).padded(self.config.n_candidates)
-        values = catalog.prices[self.rows] / catalog.median_price if self.config.purchase_value == "price" else np.ones(len(self.rows))
+        values = purchase_values(objective_of_purchase_value(self.config.purchase_value), catalog.prices[self.rows], catalog.median_price)
         self._values = values if len(values) == self.config.n_candidates else np.pad(values, (0, self.config.n_candidates - len(values)))
         self._active = True
         self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
@@ -182,6 +183,7 @@ class SlateShoppingEnv(gym.Env):
             "click": click,
             "add_to_cart": cart,
             "purchase": purchase,
+            "revenue": float(self.catalog.prices[self.rows[slot]]) if purchase else 0.0,
             "attraction": attraction,
         }
         return self._observation(), float(reward), terminated, False, info

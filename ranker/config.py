@@ -16,7 +16,7 @@ own those keys (``ranker.live.events``, ``ranker.live.state``,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     temperature: float = Field(0.5, ge=0, le=10, description="serving temperature; 0 = greedy")
     target_entropy: float = Field(
         1.0, ge=0, le=10, description="exploration: each sampled position's entropy in nats (at most 0.8 log of the candidates left); 0 = the fixed temperature"
+    )
+    objective: Literal["purchases", "revenue", "mix"] = Field(
+        "purchases", description="what the policy optimises (ranker.ranking.objective): purchases, revenue (price-weighted purchases) or mix"
     )
     num_results: int = Field(10, ge=1, description="slate length when a request does not say")
     num_candidates: int = Field(100, ge=1, description="candidates retrieved when a request does not say")

@@ -232,6 +232,7 @@ def learn(
         device=device,
         heartbeat_s=setting("learn_heartbeat_s")(),
         target_entropy=setting("target_entropy")(),
+        objective=setting("objective")(),
     )
     if consumer:
         config.consumer = consumer

@@ -13,6 +13,8 @@ from ranker.cli.common import (
     catalog_option,
     env_option,
     set_option,
+    setting,
+    shown,
 )
 
 
@@ -35,6 +37,13 @@ from ranker.cli.common import (
     "--parent", "parent_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Start from this policy artifact (recorded as the parent)."
 )
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option(
+    "--objective",
+    type=click.Choice(["purchases", "revenue", "mix"]),
+    default=setting("objective"),
+    show_default=shown("objective"),
+    help="What the policy optimises (the simulator's purchase value); recorded in the artifact.",
+)
 @catalog_option
 @set_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -49,11 +58,15 @@ def train(
     learning_rate: float,
     parent_dir: Path | None,
     device: str,
+    objective: str,
     catalog: str | None,
     overrides: tuple[str, ...],
     quiet: bool,
 ) -> None:
     """Train a ranking policy with PPO in the shopper simulator and save it as an artifact."""
+    from ranker.ranking.objective import ENV_PURCHASE_VALUE
+
+    overrides = (f"purchase_value={json.dumps(ENV_PURCHASE_VALUE[objective])}", *overrides)  # an explicit --set wins
     from ranker.learning.offline import TrainConfig
     from ranker.learning.offline import train as run_training
     from ranker.ranking.policy import PolicyError, RankingPolicy

@@ -58,6 +58,7 @@ class LearnerConfig:
     guardrail_min_rankings: int = 300
     guardrail_alpha: float = 0.01
     device: str = default("device")
+    objective: str = default("objective")  # what the policy optimises (ranker.ranking.objective); recorded in every version
     target_entropy: float = default("target_entropy")  # the serving exploration the gate's simulator reproduces (entropy-targeted slates)
     read_count: int = 1000
     block_ms: int = 1000

@@ -136,9 +136,17 @@ def fit_critic(
 
 
 def expected_rewards(
-    critic: OutcomeCritic, features: np.ndarray, context: np.ndarray, position: np.ndarray, weights: np.ndarray, *, chunk: int = 2048
+    critic: OutcomeCritic,
+    features: np.ndarray,
+    context: np.ndarray,
+    position: np.ndarray,
+    weights: np.ndarray,
+    *,
+    values: np.ndarray | None = None,
+    chunk: int = 2048,
 ) -> np.ndarray:
-    """[N, K] q(x, b): the expected reward of every candidate at each decision's position."""
+    """[N, K] q(x, b): the expected reward of every candidate at each decision's position; ``values`` [N, K]: each
+    candidate's purchase value under the objective (default 1)."""
     out = []
     with torch.no_grad():
         for start in range(0, len(position), chunk):
@@ -146,7 +154,11 @@ def expected_rewards(
             probabilities = critic(
                 torch.as_tensor(features[rows]), torch.as_tensor(context[rows], dtype=torch.float32), torch.as_tensor(position[rows], dtype=torch.long)
             )
-            out.append((probabilities.numpy() * weights).sum(axis=-1))
+            p = probabilities.numpy()
+            if values is not None:
+                p = p.copy()
+                p[..., OUTCOMES.index("purchase")] *= values[rows]
+            out.append((p * weights).sum(axis=-1))
     return np.concatenate(out) if out else np.zeros(features.shape[:2], dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ from ranker.evaluation.ope import PerDecisionDR, effective_sample_size, ridge_re
 from ranker.learning.config import LearnerConfig
 from ranker.learning.join import Trajectory
 from ranker.learning.replay import logged_data, replay
+from ranker.ranking.objective import ENV_PURCHASE_VALUE
 from ranker.ranking.policy import RankingPolicy, temperature_for_entropy
 
 
@@ -94,7 +95,8 @@ def simulator_difference(
     import envs  # noqa: F401  (registers the environments)
     from envs.evaluation import mean_ci95, run_policy
 
-    env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **config.gate_env_kwargs)
+    settings = {"purchase_value": ENV_PURCHASE_VALUE[config.objective], **config.gate_env_kwargs}  # judged on the shop's objective
+    env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **settings)
     try:
         new = run_policy(
             env, Sampled(candidate, temperature, config.gate_seed, target_entropy), episodes=config.gate_episodes, seed=config.gate_seed, name="candidate"

@@ -3,7 +3,7 @@ and the rules for which trajectories can train (:func:`replayable`, :func:`usabl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,8 +49,10 @@ def stream_order(entry_id: str) -> tuple[int, int]:
 class Joiner:
     """Rankings waiting for feedback; interactions waiting for their ranking."""
 
-    def __init__(self, config: LearnerConfig):
+    def __init__(self, config: LearnerConfig, values_of: Callable[[Sequence[str]], np.ndarray] | None = None):
+        """``values_of``: each item's purchase value under the objective (:mod:`ranker.ranking.objective`); unset, 1."""
         self.config = config
+        self.values_of = values_of
         self.pending: dict[str, _Pending] = {}
         self.orphans: dict[str, list[tuple[str, InteractionEvent, float]]] = {}  # ranking_id -> (entry, event, seen_at)
         self.emitted: dict[str, float] = {}  # ranking_id -> when it became a trajectory (for "late")
@@ -105,8 +107,9 @@ class Joiner:
                 self.done_entries.extend(("interactions", entry) for entry, _ in pending.interactions)
                 continue
             outcomes = (counts > 0).astype(np.float32)  # each outcome type counts once per position (ranker.learning.caps)
-            weights = np.array([config.reward_weights.get(kind, 0.0) for kind in EVENT_TYPES])
-            out.append(Trajectory(pending.entry_id, pending.event, outcomes @ weights, [entry for entry, _ in pending.interactions], outcomes))
+            values = np.ones(len(pending.event.slate)) if self.values_of is None else self.values_of(pending.event.slate)
+            rewards = position_rewards(outcomes, values, config.reward_weights)
+            out.append(Trajectory(pending.entry_id, pending.event, rewards, [entry for entry, _ in pending.interactions], outcomes))
         for ranking_id, orphans in list(self.orphans.items()):  # interactions whose ranking never came
             keep = []
             for entry_id, event, seen_at in orphans:
@@ -121,6 +124,15 @@ class Joiner:
         horizon = now - config.attribution_window_s
         self.emitted = {ranking_id: at for ranking_id, at in self.emitted.items() if at > horizon}
         return sorted(out, key=lambda trajectory: stream_order(trajectory.entry_id))
+
+
+def position_rewards(outcomes: np.ndarray, values: np.ndarray, weights: dict[str, float]) -> np.ndarray:
+    """[L] ``w_click [click] + w_cart [cart] + w_purchase [purchase] * value`` per position."""
+    w = np.array([weights.get(kind, 0.0) for kind in EVENT_TYPES])
+    purchase = EVENT_TYPES.index("purchase")
+    scaled = outcomes.astype(np.float64).copy()
+    scaled[:, purchase] *= np.asarray(values, dtype=np.float64)
+    return scaled @ w
 
 
 def replayable(trajectory: Trajectory) -> str | None:

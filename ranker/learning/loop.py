@@ -129,10 +129,16 @@ class Learner:
         self.clock = clock
         self.catalog = catalog
         self.stage = "idle"  # where the learner is: an update that raises is counted under this kind
+        # the objective's purchase values need item prices: the live catalog's (purchases: every purchase is worth 1)
+        self.values_of = None
+        if self.config.objective != "purchases":
+            if catalog is None:
+                raise ValueError(f"objective: {self.config.objective!r} weighs purchases by price, so the learner needs the live catalog")
+            self.values_of = lambda item_ids: catalog.values_of(item_ids, self.config.objective)
         self._retry_at = 0.0
         self.registry = PolicyRegistry(client, policies_dir, prefix=self.config.prefix)
         self.events = EventLog(client, prefix=self.config.prefix)
-        self.joiner = Joiner(self.config)
+        self.joiner = Joiner(self.config, self.values_of)
         self.ready: list[Trajectory] = []
         self.status = LearnerStatus(client, prefix=self.config.prefix, group=self.config.group)
         self.decisions_key, self.counts_key = self.status.decisions_key, self.status.counts_key
@@ -260,7 +266,7 @@ class Learner:
         """Forget what is in memory and read this consumer's pending entries again (nothing was acknowledged)."""
         self._read_pending = True
         self.ready.clear()
-        self.joiner = Joiner(self.config)
+        self.joiner = Joiner(self.config, self.values_of)
 
     def _heartbeat(self) -> None:
         """Says "running" in Redis every ``heartbeat_s`` from its own thread, also while a long update runs."""
@@ -423,7 +429,7 @@ class Learner:
             [t for t in self.holdout_window.load(self.events, exclude=in_batch) if replayable(t) is None] + new_holdout, int(config.user_cap)
         )
         training_set = replayed + train
-        steps = replay(training_set)
+        steps = replay(training_set, self.values_of)
         self.stage = "train"
         candidate, training = ppo_update(
             base,
@@ -452,7 +458,9 @@ class Learner:
         world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
         verdict = gate(candidate, serving, holdout, config, seed=seed, world=world)
         self.stage = "save"
-        candidate.save(self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict})
+        candidate.save(
+            self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict}, objective=config.objective
+        )
         save_optimiser(candidate, self.registry.path_of(version))
         _crash_point("trained", self._crashes)
         feedback_ts = [stream_order(entry)[0] / 1000 for t in batch for entry in t.interaction_entries]

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ranker.devices import resolve_device
+from ranker.ranking.objective import objective_of_purchase_value
 from ranker.ranking.policy import RankingPolicy, SlateNet
 
 
@@ -218,6 +219,7 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, parent: 
     policy = snapshot(model)
     policy.save(
         out_dir,
+        objective=objective_of_purchase_value(config.env_kwargs.get("purchase_value", "flat")),
         parent=parent.version if parent is not None else None,
         training={
             **asdict(config),

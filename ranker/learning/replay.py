@@ -3,7 +3,7 @@ RankingEvent's feature snapshot, and the log-probabilities a policy gives the lo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,10 +47,12 @@ class Steps:
     trajectory: np.ndarray  # [N] index of the trajectory
     positions: np.ndarray  # [N] the position in its ranking
     outcomes: np.ndarray  # [N, 3] 0/1 click, add to cart, purchase of the placed item
+    values: np.ndarray  # [N, K] each candidate's purchase value under the objective (1: purchases)
 
 
-def replay(trajectories: Sequence[Trajectory]) -> Steps:
-    """Rebuild the policy's inputs at every position of every logged slate."""
+def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str]], np.ndarray] | None = None) -> Steps:
+    """Rebuild the policy's inputs at every position of every logged slate. ``values_of``: the candidates' purchase
+    values under the objective (:mod:`ranker.ranking.objective`); unset, 1."""
     k = max(len(t.event.features) for t in trajectories)
     rows: dict[str, list[Any]] = {name: [] for name in Steps.__dataclass_fields__}
     for index, trajectory in enumerate(trajectories):
@@ -60,6 +62,8 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
         n = len(event.features)
         reward_to_go = np.cumsum(trajectory.rewards[::-1])[::-1]
         outcomes = trajectory.outcome_table()
+        values = np.zeros(k, dtype=np.float32)
+        values[:n] = 1.0 if values_of is None else values_of(event.candidate_ids)
         for position, slot in enumerate(event.slots):
             features = np.zeros((k, len(FEATURES)), dtype=np.float32)
             features[:n] = slate.features
@@ -76,6 +80,7 @@ def replay(trajectories: Sequence[Trajectory]) -> Steps:
             rows["trajectory"].append(index)
             rows["positions"].append(position)
             rows["outcomes"].append(outcomes[position])
+            rows["values"].append(values)
             slate.place(slot)
     return Steps(
         **{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory", "positions") else np.float32) for name, values in rows.items()}

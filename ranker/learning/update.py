@@ -144,7 +144,7 @@ def outcome_advantages(
         seed=seed,
         device=device,
     )
-    q = expected_rewards(critic, steps.features, steps.context, steps.positions, reward_vector(config.reward_weights))
+    q = expected_rewards(critic, steps.features, steps.context, steps.positions, reward_vector(config.reward_weights), values=steps.values)
     live = session_live(steps.trajectory, steps.outcomes)
     advantages = critic_advantages(q, action_dist, steps.actions, steps.rewards, live, correction_clip=config.critic_correction_clip)
     scale = advantages[live].std() if live.sum() > 1 else 1.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,20 @@ class LiveCatalog:
         self.rebuilds += 1
         log.info("simulated world rebuilt from the live catalog: %d items (catalog stream at %s)", len(self.engine), stamp[0])
         return self._world
+
+    def values_of(self, item_ids: Sequence[str], objective: str) -> np.ndarray:
+        """Each item's purchase value under ``objective`` (:mod:`ranker.ranking.objective`): its price in the item
+        store against the catalog's median price (an item gone from the store is worth the median)."""
+        from ranker.ranking.objective import purchase_values
+
+        self.refresh()
+        stamp = (self.catalog_log.last_id, len(self.engine))
+        if getattr(self, "_prices_stamp", None) != stamp:
+            self._prices = {item.item_id: item.price for item in self.engine.store.items()}
+            self._median_price = float(np.median(list(self._prices.values()))) if self._prices else 1.0
+            self._prices_stamp = stamp
+        prices = np.array([self._prices.get(item_id, self._median_price) for item_id in item_ids])
+        return purchase_values(objective, prices, self._median_price)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         """Query phrases through the engine's text encoder, each phrase encoded once while it stays in the cache."""

@@ -154,6 +154,11 @@ class RankingPolicy:
     def version(self) -> str:
         return str(self.manifest.get("version", "unsaved"))
 
+    @property
+    def objective(self) -> str:
+        """What it was trained to optimise (:mod:`ranker.ranking.objective`); artifacts from before the choice: purchases."""
+        return str(self.manifest.get("objective", "purchases"))
+
     # ---------------------------------------------------------------- acting
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""

@@ -587,3 +587,28 @@ def test_the_console_shows_the_learner(shop_app, shop, prefix):
     assert last["version"] in page and f"<strong>{last['decision']}</strong>" in page and "batch of 20 rankings (16 trained, 4 held out)" in page
     assert "running</span> <code>worker-7</code> (pid 4242" in page
     assert 'errors</th><td id="learner-errors">none' in page
+
+
+def test_a_revenue_learner_weighs_purchases_by_price_and_records_its_objective(shop, prefix, tmp_path):
+    from ranker.learning.world import LiveCatalog
+
+    serve_sessions(shop, 40)
+    catalog = LiveCatalog(shop.client, tmp_path / "data", prefix=prefix, engine=shop.engine)
+    with pytest.raises(ValueError, match="live catalog"):
+        Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, objective="revenue"))
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, objective="revenue"), catalog=catalog)
+    learner.poll()
+    trajectories = learner.joiner.ready(time.time() + 1)
+    prices = {item.item_id: item.price for item in shop.engine.store.items()}
+    median = float(np.median(list(prices.values())))
+    checked = 0
+    for trajectory in trajectories:
+        for position, outcome in enumerate(trajectory.outcome_table()):
+            if outcome[2]:  # a purchase: 0.1 + 1.0 x price / median (the serving shoppers above click or buy, no cart)
+                assert trajectory.rewards[position] == pytest.approx(0.1 * outcome[0] + prices[trajectory.event.slate[position]] / median)
+                checked += 1
+    assert checked > 0
+    learner.ready.extend(trajectories)  # the ones read above train now
+    report = learner.step(force=True)
+    assert RankingPolicy.load(shop.registry.path_of(report.version)).objective == "revenue"
+    assert RankingPolicy.load(STARTING_POLICY).objective == "purchases"  # an artifact from before the choice

@@ -95,6 +95,7 @@ def log_rankings(policy: RankingPolicy, xs: np.ndarray, temperature: float, seed
             rows["trajectory"].append(index)
             rows["positions"].append(t)
             rows["outcomes"].append(outcomes[t])
+            rows["values"].append(np.ones(K, dtype=np.float32))
             mask[a] = 0.0
     return Steps(
         **{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory", "positions") else np.float32) for name, values in rows.items()}
