@@ -36,13 +36,13 @@ class LearnerConfig:
     reward_weights: dict[str, float] = field(default_factory=lambda: dict(REWARD_WEIGHTS))
     clip_range: float = 0.2
     epochs: int = 30  # at most; an update stops early once the policy moved target_kl from the logging one
-    target_kl: float = 0.05
+    target_kl: float = 0.02
     minibatch_steps: int = 512
     advantage: str = "critic"  # "critic": the outcome critic's advantages (ranker.learning.critic); "returns": reward-to-go minus the value head
     critic_epochs: int = 30
     critic_max_steps: int = 600  # gradient steps of the critic's fit at most (fewer epochs on a full replay window)
     critic_correction_clip: float = 0.1  # reward units the doubly-robust correction may add or take (a click's worth)
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     value_coef: float = 0.5
     entropy_coef: float = 0.0
     max_grad_norm: float = 0.5
