@@ -72,6 +72,8 @@ class World:
         clicks = rng.binomial(impressions, sigmoid(logit(0.05) + self.quality))
         purchases = rng.binomial(clicks, sigmoid(logit(0.1) + self.quality))
         self.initial_counts = np.stack([impressions, clicks, purchases], axis=1).astype(np.float64)
+        if config.cold_item_share > 0:  # new items: no history (a stream of its own, so the rest of the world is unchanged)
+            self.initial_counts[np.random.default_rng([seed, 102]).random(n) < config.cold_item_share] = 0.0
         # users
         # only items with a query in the bank can be what a user looks for
         queryable = np.zeros(n, dtype=bool)

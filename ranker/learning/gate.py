@@ -86,16 +86,22 @@ def simulator_difference(
     *,
     catalog: Any = None,
     target_entropy: float | None = None,
+    counters: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Paired per-session reward difference in the simulator: same worlds, sessions and outcome draws, and the
     same sampling seed for both policies, each ranking as it would serve (at ``temperature``).
-    ``catalog``: the world's items (a :class:`envs.catalog.SimCatalog`); unset, the environment's own."""
+    ``catalog``: the world's items (a :class:`envs.catalog.SimCatalog`); unset, the environment's own.
+    ``counters``: settings that give the simulated items live-like counters
+    (:func:`ranker.learning.world.live_counter_settings`)."""
     import gymnasium as gym
 
     import envs  # noqa: F401  (registers the environments)
     from envs.evaluation import mean_ci95, run_policy
 
-    settings = {"purchase_value": ENV_PURCHASE_VALUE[config.objective], **config.gate_env_kwargs}  # judged on the shop's objective
+    explicit = {**config.gate_env_kwargs, **config.gate_env_kwargs.get("shopper", {})}
+    live_like = {name: value for name, value in (counters or {}).items() if name not in explicit}  # an explicit setting wins
+    # judged on the shop's objective, with item counters like the live ones
+    settings = {"purchase_value": ENV_PURCHASE_VALUE[config.objective], **config.gate_env_kwargs, **live_like}
     env = gym.make(config.gate_env, **({"catalog": catalog} if catalog is not None else {}), **settings)
     try:
         new = run_policy(
@@ -118,10 +124,18 @@ def simulator_difference(
 
 
 def gate(
-    candidate: RankingPolicy, serving: RankingPolicy, holdout: Sequence[Trajectory], config: LearnerConfig, *, seed: int, world: Callable[[], Any] | None = None
+    candidate: RankingPolicy,
+    serving: RankingPolicy,
+    holdout: Sequence[Trajectory],
+    config: LearnerConfig,
+    *,
+    seed: int,
+    world: Callable[[], Any] | None = None,
+    counters: Callable[[Any], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Both checks; ``passed`` when neither says the candidate is worse.
 
+    ``counters`` gives, for that catalog, the settings that make its item counters like the live ones.
     ``world`` gives the simulator's catalog (the live one, :class:`ranker.learning.world.LiveCatalog`); where it
     cannot make one (no items, fewer items than a slate), the simulator check is skipped, the verdict says so
     in ``notes``, and the off-policy estimate decides alone. With neither check able to run, the candidate is
@@ -135,6 +149,7 @@ def gate(
         try:
             catalog = world() if world is not None else None
             targeted = any(t.event.temperatures for t in holdout)  # served with entropy-targeted exploration: simulate it so
+            live_like = counters(catalog) if counters is not None and catalog is not None else None  # live-like item counters
             sim = simulator_difference(
                 candidate,
                 serving,
@@ -142,8 +157,10 @@ def gate(
                 temperature=float(np.median(temperatures)),
                 catalog=catalog,
                 target_entropy=config.target_entropy if targeted else None,
+                counters=live_like,
             )
             sim["target_entropy"] = config.target_entropy if targeted else None
+            sim["counters"] = live_like
         except (NoSimulatedWorld, ConfigError) as exc:
             result["simulator"] = {"skipped": str(exc)}
             result["notes"].append(f"simulator: skipped, no simulated world ({exc}); decided on the off-policy estimate alone")

@@ -83,6 +83,7 @@ from ranker.learning.replay import log_probs_of, replay
 from ranker.learning.status import LearnerStatus
 from ranker.learning.update import load_optimiser, ppo_update, save_optimiser
 from ranker.learning.window import TrajectoryWindow
+from ranker.learning.world import live_counter_settings
 from ranker.live.backend import as_text, key
 from ranker.live.events import EventLog, InteractionEvent, RankingEvent
 from ranker.live.registry import PolicyRegistry
@@ -456,7 +457,8 @@ class Learner:
         )
         self.stage = "gate"
         world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
-        verdict = gate(candidate, serving, holdout, config, seed=seed, world=world)
+        counters = lambda sim_catalog: live_counter_settings(self.client, config.prefix, sim_catalog.item_ids)  # noqa: E731
+        verdict = gate(candidate, serving, holdout, config, seed=seed, world=world, counters=counters)
         self.stage = "save"
         candidate.save(
             self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict}, objective=config.objective

@@ -133,3 +133,16 @@ def shoppers_world(data_dir: Path, redis_url: str | None = None, *, prefix: str 
     finally:
         if embedded is not None:
             embedded.close()  # stops it only where no server owns it
+
+
+def live_counter_settings(client: Any, prefix: str, item_ids: Sequence[str]) -> dict[str, float]:
+    """The simulator settings that make its item counters look like the live ones: the share of ``item_ids`` with
+    no live impression yet (``cold_item_share``) and the mean impressions of the others (``history_impressions``)."""
+    from ranker.live.state import counter_key
+
+    if not item_ids:
+        return {}
+    counts = client.hmget(counter_key(prefix, "impressions"), list(item_ids))
+    impressions = np.array([float(value) if value is not None else 0.0 for value in counts])
+    warm = impressions[impressions > 0]
+    return {"cold_item_share": float(1.0 - len(warm) / len(impressions)), "history_impressions": float(warm.mean()) if len(warm) else 0.0}

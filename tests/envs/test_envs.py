@@ -353,3 +353,15 @@ def test_import_envs_loads_no_heavy_library():
     code = f"import sys, envs, gymnasium; gymnasium.make('envs/SlateShoppingTiny-v0').reset(seed=0); print([m for m in {heavy!r} if m in sys.modules])"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+def test_a_share_of_items_can_start_cold_as_live_counters_do(sim_catalog):
+    warm = make("envs/SlateShopping-v0", sim_catalog).unwrapped
+    mixed = make("envs/SlateShopping-v0", sim_catalog, cold_item_share=0.4).unwrapped
+    warm.reset(seed=5)
+    mixed.reset(seed=5)
+    cold = mixed.world.initial_counts[:, 0] == 0
+    assert 0.3 < cold.mean() < 0.5 and (warm.world.initial_counts[:, 0] == 0).mean() < 0.05
+    # the rest of the world is the same world: warm items keep their history, users their preferences
+    np.testing.assert_array_equal(mixed.world.initial_counts[~cold], warm.world.initial_counts[~cold])
+    np.testing.assert_array_equal(mixed.world.brand_affinity, warm.world.brand_affinity)

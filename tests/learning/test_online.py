@@ -465,10 +465,10 @@ def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_
     poison = ids[7]
     real_replay = learning.replay
 
-    def replay_that_breaks_on_one_ranking(trajectories):
+    def replay_that_breaks_on_one_ranking(trajectories, *args):
         if any(t.event.ranking_id == poison for t in trajectories):
             raise ValueError(f"injected: ranking {poison} cannot be replayed")
-        return real_replay(trajectories)
+        return real_replay(trajectories, *args)
 
     monkeypatch.setattr(learning, "replay", replay_that_breaks_on_one_ranking)
     learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, retry_backoff_s=0.0, holdout_every=0))
@@ -612,3 +612,15 @@ def test_a_revenue_learner_weighs_purchases_by_price_and_records_its_objective(s
     report = learner.step(force=True)
     assert RankingPolicy.load(shop.registry.path_of(report.version)).objective == "revenue"
     assert RankingPolicy.load(STARTING_POLICY).objective == "purchases"  # an artifact from before the choice
+
+
+def test_the_gates_simulator_gets_the_live_counters_shape(shop, prefix):
+    from ranker.learning.world import live_counter_settings
+
+    serve_sessions(shop, 30)
+    items = [item.item_id for item in shop.engine.store.items()]
+    settings = live_counter_settings(shop.client, prefix, items)
+    shown = {item for _, event in shop.events.rankings() for item in event.slate}
+    assert settings["cold_item_share"] == pytest.approx(1 - len(shown) / len(items))
+    assert settings["history_impressions"] == pytest.approx(30 * 5 / len(shown))  # 30 slates of 5 over the items shown
+    assert live_counter_settings(shop.client, prefix + "-empty", items) == {"cold_item_share": 1.0, "history_impressions": 0.0}
