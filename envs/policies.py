@@ -65,26 +65,25 @@ class FeaturePolicy:
 class OraclePolicy:
     name = "oracle"
 
+    def expected(self, simulator: Any) -> tuple[np.ndarray, np.ndarray]:
+        return simulator.expected_rewards()
+
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
         simulator = env.unwrapped
-        reward, continuation = simulator.expected_rewards()
+        reward, continuation = self.expected(simulator)
         if not simulator.click_model.scans:
             return best_available(reward, observation["mask"])
         return best_available(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
 
 
-class IntentBlindOraclePolicy:
+class IntentBlindOraclePolicy(OraclePolicy):
     """The oracle without the session's hidden target: every user and item parameter known, relevance to the
     query instead of to the target (:meth:`envs.shopping.SlateShoppingEnv.intent_blind_expected_rewards`)."""
 
     name = "intent_blind_oracle"
 
-    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
-        simulator = env.unwrapped
-        reward, continuation = simulator.intent_blind_expected_rewards()
-        if not simulator.click_model.scans:
-            return best_available(reward, observation["mask"])
-        return best_available(reward / np.maximum(1.0 - continuation, 1e-9), observation["mask"])
+    def expected(self, simulator: Any) -> tuple[np.ndarray, np.ndarray]:
+        return simulator.intent_blind_expected_rewards()
 
 
 def reference_policies(seed: int = 0) -> dict[str, Policy]:
