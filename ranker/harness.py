@@ -49,9 +49,9 @@ class Shopper:
             self.reset()
 
     def play_slots(self, slots: list[int]) -> tuple[float, list[dict[str, Any]]]:
-        """Play the slate; the sampled reward and each position's outcome. ``last_expected`` is then the slate's
-        exact expected reward for this session (what a benchmark scores it by, free of outcome noise)."""
-        self.last_expected = self.simulator.expected_slate_reward(list(slots))
+        """Play the slate; the sampled reward and each position's outcome (:attr:`last_expected`: the slate's exact
+        expected reward)."""
+        self.last_slots = list(slots)
         reward, outcomes = 0.0, []
         for slot in slots:
             self.observation, step_reward, _, _, info = self.env.step(slot)
@@ -60,15 +60,20 @@ class Shopper:
         return reward, outcomes
 
     def play_policy(self, policy: Any) -> float:
-        """Play the session with an in-process policy; the sampled reward (``last_expected``: the exact expected one)."""
-        total, done, slots = 0.0, False, []
+        """Play the session with an in-process policy; the sampled reward (:attr:`last_expected`: the exact expected one)."""
+        total, done, self.last_slots = 0.0, False, []
         while not done:
             slot = policy(self.env, self.observation)
-            slots.append(slot)
+            self.last_slots.append(slot)
             self.observation, reward, done, _, _ = self.env.step(slot)
             total += reward
-        self.last_expected = self.simulator.expected_slate_reward(slots)
         return total
+
+    @property
+    def last_expected(self) -> float:
+        """The exact expected reward of the slate last played, for this session's shopper (what a benchmark scores
+        it by, free of outcome noise); computed only when asked."""
+        return self.simulator.expected_slate_reward(self.last_slots)
 
     def slots_for(self, item_ids: list[str]) -> tuple[list[int], int]:
         """The simulator's candidate slots of a served slate; items it did not retrieve are replaced by its next candidates."""

@@ -2,12 +2,12 @@
 
 :class:`OutcomeCritic` predicts, for every candidate of a logged decision, the
 probability of a click, an add-to-cart and a purchase if it were placed at
-that position, factorised as in the position-based click model and the purchase funnel:
-P(the position is examined) x P(click | examined) x P(cart | click) x
-P(purchase | cart). One shared network reads
-the candidate's features (which already say how it relates to the items above
-it) and the context; the examination probabilities are learnt per position,
-once for all items. It is fitted with binary cross-entropy on every *shown* item of every
+that position, factorised as in the position-based click model and the
+purchase funnel: P(the position is examined) x P(click | examined) x
+P(cart | click) x P(purchase | cart). One shared network reads the candidate's
+features (which already say how it relates to the items above it) and the
+context; the examination probabilities are learnt per position, once for all
+items. It is fitted with binary cross-entropy on every *shown* item of every
 logged ranking (:func:`fit_critic`): the only items whose outcomes were seen.
 
 Advantages (:func:`critic_advantages`), per logged decision t with logged action a:
@@ -24,9 +24,8 @@ surprising purchase cannot dominate an update. Measured on the tiny shop of
 policy, lr 1e-3, target_kl 0.05): share of the gap to the best slate closed
 0.78 at c = 0.1, 0.79 at c = 0, 0.58 at c = 0.3, 0.41 at c = 1; reward-to-go
 minus a value head, 0.19. At the learner's defaults (lr 3e-4, target_kl 0.02):
-0.50 and 0.27. Positions after a purchase
-carry no advantage: the shopper was satisfied and the session over, so nothing
-placed there could have been seen (their advantages are 0).
+0.50 and 0.27. Positions after a purchase carry no advantage: the shopper was
+satisfied and the session over, so nothing placed there could have been seen.
 """
 
 from __future__ import annotations
@@ -48,24 +47,20 @@ class OutcomeCritic(nn.Module):
 
     def __init__(self, n_features: int, n_context: int, hidden: int = 64, max_positions: int = MAX_POSITIONS):
         super().__init__()
-        self.n_features, self.n_context, self.hidden, self.max_positions = n_features, n_context, hidden, max_positions
+        self.max_positions = max_positions
         self.body = nn.Sequential(nn.Linear(n_features + n_context, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.heads = nn.Linear(hidden, len(OUTCOMES))
         self.examination = nn.Embedding(max_positions, 1)  # the logit of P(examined) per position
         nn.init.constant_(self.examination.weight, 4.0)  # start from "every position is seen"
 
     def forward(self, features: torch.Tensor, context: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """features [B, K, F], context [B, C], position [B] -> probabilities [B, K, 3]:
-        P(examined at the position, per outcome) x P(outcome | examined, the candidate), the position-based
-        factorisation of examination."""
+        """features [B, K, F], context [B, C], position [B] -> probabilities [B, K, 3] of click, cart and purchase:
+        P(the position is examined) x the candidate's funnel (click, cart after a click, purchase after a cart)."""
         k = features.shape[1]
         inputs = torch.cat([features, context.unsqueeze(1).expand(-1, k, -1)], dim=-1)
         examined = torch.sigmoid(self.examination(position.clamp(max=self.max_positions - 1))).unsqueeze(1)  # [B, 1, 1]
         funnel = torch.cumprod(torch.sigmoid(self.heads(self.body(inputs))), dim=-1)  # click, cart after a click, purchase after a cart
         return examined * funnel
-
-    def architecture(self) -> dict[str, int]:
-        return {"n_features": self.n_features, "n_context": self.n_context, "hidden": self.hidden, "max_positions": self.max_positions}
 
 
 def reward_vector(weights: dict[str, float] | None = None) -> np.ndarray:
@@ -95,14 +90,13 @@ def fit_critic(
     learning_rate: float = 3e-3,
     seed: int = 0,
     device: torch.device | str = "cpu",
-    optimiser: torch.optim.Optimizer | None = None,
 ) -> CriticFit:
     """Binary cross-entropy on the shown items: ``features`` [N, K, F], ``action`` [N] (the shown candidate),
     ``outcomes`` [N, 3] (0/1 click, cart, purchase of it); ``sample_weight`` [N] caps contributions; ``max_steps``
     bounds the gradient steps (fewer epochs on larger data)."""
     torch.manual_seed(seed)
     critic.to(device).train()
-    optimiser = optimiser or torch.optim.Adam(critic.parameters(), lr=learning_rate)
+    optimiser = torch.optim.Adam(critic.parameters(), lr=learning_rate)
     rows = np.arange(len(action))
     shown = torch.as_tensor(features[rows, action][:, None, :], device=device)  # [N, 1, F]
     tensors = {

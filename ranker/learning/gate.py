@@ -32,11 +32,12 @@ def ope_difference(candidate: RankingPolicy, holdout: Sequence[Trajectory], *, r
     q = ridge_reward_model(steps.features, steps.mask, steps.actions, data["reward"])
     estimator = PerDecisionDR(weight_clip=weight_clip)
     improvement = estimator.estimate_improvement_interval(**data, estimated_rewards_by_reg_model=q, n_bootstrap_samples=resamples, random_state=seed)
+    serving = float(data["reward"].sum() / len(holdout))  # the logged value: the improvement is measured from it
     return {
         "estimator": "dr",
         "weight_clip": weight_clip,
-        "candidate": estimator.estimate_policy_value(**data, estimated_rewards_by_reg_model=q),
-        "serving": float(data["reward"].sum() / len(holdout)),
+        "candidate": serving + improvement.value,
+        "serving": serving,
         "difference": improvement.value,
         "ci95": improvement.ci,
         "effective_sample_size": effective_sample_size(data["ranking"], data["position"], data["action"], data["pscore"], data["action_dist"]),

@@ -62,7 +62,9 @@ def ppo_update(
     prox_all = action_log_probs(policy, steps)  # [N, K] the proximal policy at the logged temperatures
     rows = np.arange(len(steps.actions))
     prox_chosen = prox_all[rows, steps.actions]
-    weights = importance_weights(prox_chosen, steps.old_log_probs, config.max_importance_weight)
+    ratios = importance_weights(prox_chosen, steps.old_log_probs, np.inf)  # pi_prox / mu, unclipped
+    weights = np.minimum(ratios, config.max_importance_weight)
+    clipped_share = float((ratios > config.max_importance_weight).mean()) if len(ratios) else 0.0
     if sample_weight is not None:
         weights = weights * sample_weight
     tensors = {name: torch.as_tensor(getattr(steps, name), device=device) for name in ("features", "mask", "context", "actions", "temperatures", "returns")}
@@ -118,7 +120,7 @@ def ppo_update(
     summary["gradient_steps"] = len(history["policy_loss"])
     summary["optimiser_state"] = "continued" if restored else "fresh"
     summary["importance_weight_mean"] = float(weights.mean()) if len(weights) else 0.0
-    summary["importance_weight_clipped"] = float((importance_weights(prox_chosen, steps.old_log_probs, np.inf) > config.max_importance_weight).mean())
+    summary["importance_weight_clipped"] = clipped_share
     summary.update(critic_report)
     updated = RankingPolicy(net=net, manifest={})
     updated.optimiser_state = _state_tensors(optimiser, net)

@@ -1,10 +1,11 @@
 """Rolling windows of past trajectories in Redis: the replay window the update reuses, and the gate's hold-out.
 
 A window is a capped Redis stream whose entries *refer* to logged rankings: the
-ranking's id in the rankings stream, its per-position rewards and outcomes,
-the user (pseudonym) and the policy version that served it. The ranking
-itself (features, propensities) is read back from the event log, so a window
-entry is a few hundred bytes. Entries are appended in the same transaction
+ranking's id in the rankings stream, its per-position rewards and outcomes and
+its interactions' ids. The ranking itself (features, propensities, user, the
+version that served it) is read back from the event log, so a window entry is
+a few hundred bytes; a learner decodes each ranking once and keeps it while it
+stays in the window. Entries are appended in the same transaction
 that commits an update (:meth:`TrajectoryWindow.queue`), so a learner killed
 before its commit finds the window as it was and repeats the same update.
 
@@ -36,6 +37,7 @@ from ranker.live.events import EventLog, RankingEvent
 class TrajectoryWindow:
     def __init__(self, client: redis.Redis, key: str, max_len: int):
         self.client, self.key, self.max_len = client, key, max_len
+        self._events: dict[str, RankingEvent] = {}  # decoded rankings of the window, by their stream entry
 
     def queue(self, pipe: redis.client.Pipeline, trajectories: Sequence[Trajectory]) -> None:
         """Append ``trajectories`` (inside the caller's transaction), keeping the newest ``max_len``."""
@@ -59,19 +61,24 @@ class TrajectoryWindow:
         """The window's trajectories in window order, rebuilt from the event log (rankings trimmed from the log since
         are left out), without those whose ranking entry is in ``exclude``."""
         entries = [(fields, as_text(fields[b"entry_id"])) for _, fields in self.client.xrange(self.key)]
+        in_window = {entry_id for _, entry_id in entries}
+        self._events = {entry_id: event for entry_id, event in self._events.items() if entry_id in in_window}
         entries = [(fields, entry_id) for fields, entry_id in entries if entry_id not in exclude]
-        if not entries:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for _, entry_id in entries:
-            pipe.xrange(events.rankings_stream, entry_id, entry_id)
+        missing = [entry_id for _, entry_id in entries if entry_id not in self._events]
+        if missing:  # read and decode only the rankings that came in since the last load
+            pipe = self.client.pipeline(transaction=False)
+            for entry_id in missing:
+                pipe.xrange(events.rankings_stream, entry_id, entry_id)
+            for entry_id, found in zip(missing, pipe.execute(), strict=True):
+                try:
+                    if found:
+                        self._events[entry_id] = RankingEvent.from_fields(found[0][1])
+                except (KeyError, ValueError, TypeError):
+                    continue
         out = []
-        for (fields, entry_id), found in zip(entries, pipe.execute(), strict=True):
-            if not found:
-                continue
-            try:
-                event = RankingEvent.from_fields(found[0][1])
-            except (KeyError, ValueError, TypeError):
+        for fields, entry_id in entries:
+            event = self._events.get(entry_id)
+            if event is None:  # trimmed from the event log, or unreadable
                 continue
             rewards = np.asarray(json.loads(fields[b"rewards"]), dtype=np.float64)
             outcomes = np.asarray(json.loads(fields[b"outcomes"]), dtype=np.float32).reshape(len(rewards), -1)
