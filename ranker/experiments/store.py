@@ -48,7 +48,7 @@ from ranker.errors import Kind, RequestError
 from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.experiments.interleaving import analyse_interleaving
 from ranker.experiments.stats import METRICS, Sessions, analyse
-from ranker.live.backend import as_text, key
+from ranker.live.backend import as_text, key, queue_script
 from ranker.live.events import ExperimentKeys
 from ranker.live.state import activity_key
 
@@ -388,10 +388,11 @@ class ExperimentStore:
         else:
             field_name, record = assignment.session, {"user": user_key, "arm": assignment.arm, "ts": ts}
         expires = self.logs_expire_at(assignment.experiment)
-        self._expose(
+        queue_script(
+            pipe,
+            self._expose,
             keys=[keys.exposures, keys.pre, activity_key(self.prefix, user_key)],
             args=[field_name, json.dumps(record), user_key, "" if expires is None else expires],
-            client=pipe,
         )
 
     # ----------------------------------------------------------- reports

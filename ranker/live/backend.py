@@ -174,6 +174,17 @@ def key(prefix: str, *parts: str) -> str:
     return ":".join(["{" + prefix + "}", *parts])
 
 
+def queue_script(pipe: Any, script: Any, *, keys: list[str], args: list[Any]) -> None:
+    """Queue a registered Lua ``script`` on ``pipe``. A cluster pipeline refuses EVALSHA and hides eval (redis-py cannot load a
+    missing script in the middle of a cluster transaction), so there the script's text goes with EVAL; Redis caches it."""
+    from redis.cluster import ClusterPipeline
+
+    if isinstance(pipe, ClusterPipeline):
+        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
+    else:
+        script(keys=keys, args=args, client=pipe)
+
+
 def as_text(value: bytes | str | None) -> str | None:
     """A Redis reply as ``str`` (clients return bytes unless told otherwise)."""
     return value.decode() if isinstance(value, bytes) else value

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import torch
 from click.testing import CliRunner
+from redis_cluster import ON_CLUSTER_TOO
 from werkzeug.serving import make_server
 
 from api import create_app
@@ -22,6 +22,7 @@ from ranker.cli import main as cli
 from ranker.client import ApiClient
 from ranker.experiments.store import Arm, ExperimentError, ExperimentStore, summarise
 from ranker.harness import Shopper, session_through
+from ranker.live.backend import connect
 from ranker.live.events import EventLog, ExperimentKeys
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy
@@ -30,8 +31,8 @@ VERSIONS = ["v-start", "v-other"]
 
 
 @pytest.fixture()
-def store(embedded_redis, prefix):
-    return ExperimentStore(redis.Redis.from_url(embedded_redis), prefix=prefix)
+def store(backend_url, prefix):
+    return ExperimentStore(connect(backend_url, socket_timeout=5), prefix=prefix)
 
 
 def arms(*specs):
@@ -71,6 +72,7 @@ def test_bad_definitions_are_422_naming_the_field_and_store_nothing(store, overr
     assert store.list() == []
 
 
+@ON_CLUSTER_TOO
 def test_overlapping_experiments_need_a_common_layer_which_splits_its_users(store):
     first = create(store)
     error = failure(lambda: create(store), "conflict")
@@ -87,6 +89,7 @@ def test_overlapping_experiments_need_a_common_layer_which_splits_its_users(stor
     assert not in_a & in_b and abs(len(in_a) - 2000) < 150 and abs(len(in_b) - 2000) < 150
 
 
+@ON_CLUSTER_TOO
 def test_stop_twice_is_409_unknown_is_404_and_a_scheduled_one_takes_no_traffic(store):
     experiment = create(store, start_at=4_000_000_000.0)
     assert experiment.status() == "scheduled"
@@ -98,9 +101,10 @@ def test_stop_twice_is_409_unknown_is_404_and_a_scheduled_one_takes_no_traffic(s
     assert failure(lambda: store.stop("exp-none"), "not_found").field == "experiment_id"
 
 
-def test_assignment_is_sticky_across_processes_and_follows_the_weights(embedded_redis, prefix):
-    one = ExperimentStore(redis.Redis.from_url(embedded_redis), prefix=prefix)
-    other = ExperimentStore(redis.Redis.from_url(embedded_redis), prefix=prefix)  # another server process
+@ON_CLUSTER_TOO
+def test_assignment_is_sticky_across_processes_and_follows_the_weights(backend_url, prefix):
+    one = ExperimentStore(connect(backend_url, socket_timeout=5), prefix=prefix)
+    other = ExperimentStore(connect(backend_url, socket_timeout=5), prefix=prefix)  # another server process
     experiment = create(one, arms=arms(("control", "v-start", 0.2), ("treatment", "v-other", 0.8)))
     for store in (one, other):
         store.refresh(store.client.get(store.rev_key))
@@ -130,12 +134,12 @@ def save_reversed(policies_dir: Path, version: str) -> None:
 
 
 @pytest.fixture()
-def app(embedded_redis, prefix, tmp_path, engine):
+def app(backend_url, prefix, tmp_path, engine):
     app = create_app(
         {
             "TESTING": True,
             "DATA_DIR": str(tmp_path / "data"),
-            "REDIS_URL": embedded_redis,
+            "REDIS_URL": backend_url,
             "PREFIX": prefix,
             "ENGINE": engine,
             "SEED": 0,
@@ -187,7 +191,8 @@ def test_the_api_creates_lists_gets_stops_and_refuses_bad_experiments(app):
     assert rank(client, "alice")["experiment"] is None  # stopped: no more traffic
 
 
-def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_feedback(app, embedded_redis, prefix):
+@ON_CLUSTER_TOO
+def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_feedback(app, backend_url, prefix):
     client = app.test_client()
     start = start_version(client)
     client.post(
@@ -217,7 +222,7 @@ def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_f
     for _ in range(2):
         assert client.post("/v1/feedback", json={"ranking_id": ranking["ranking_id"], "events": events}).status_code == 202
     keys = ExperimentKeys(prefix, "exp-ab")
-    r = redis.Redis.from_url(embedded_redis)
+    r = connect(backend_url, socket_timeout=5)
     assert sum(float(v) for v in r.hvals(keys.purchases)) == 1
     assert sum(float(v) for v in r.hvals(keys.revenue)) == pytest.approx(item["price"])
     assert r.hlen(keys.exposures) == 80  # 40 users x 2 sessions
@@ -237,9 +242,10 @@ def test_ranking_in_an_experiment_serves_the_arm_logs_the_exposure_and_credits_f
     assert served == 80
 
 
-def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app, embedded_redis, prefix):
+@ON_CLUSTER_TOO
+def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app, backend_url, prefix):
     client = app.test_client()
-    r = redis.Redis.from_url(embedded_redis)
+    r = connect(backend_url, socket_timeout=5)
     ttl = app.extensions["ranking_service"].experiments.logs_ttl_s
     arms_of = lambda start: [{"name": "a", "policy": start, "weight": 0.5}, {"name": "b", "policy": "retrieval", "weight": 0.5}]  # noqa: E731
     client.post("/v1/experiments", json={"experiment_id": "exp-open", "name": "open-ended", "arms": arms_of(start_version(client))})
@@ -273,7 +279,7 @@ def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app
         assert expected - 60 < r.ttl(name) <= expected + 1, name
 
 
-def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure(app, embedded_redis, prefix):
+def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure(app, backend_url, prefix):
     client = app.test_client()
     for _ in range(3):  # before the experiment: 4 rankings, one purchase
         rank(client, "bob")
@@ -289,7 +295,7 @@ def test_the_pre_period_covariate_is_what_the_user_did_before_the_first_exposure
     )
     rank(client, "bob")
     rank(client, "carol")  # new: no pre-period data
-    pre = redis.Redis.from_url(embedded_redis).hgetall(ExperimentKeys(prefix, "exp-pre").pre)
+    pre = connect(backend_url, socket_timeout=5).hgetall(ExperimentKeys(prefix, "exp-pre").pre)
     assert sorted(float(v) for v in pre.values() if v) == [0.25] and len(pre) == 2
 
 
@@ -384,7 +390,7 @@ def test_a_simulated_ab_test_between_two_policy_versions_runs_through_http_and_r
 
 
 # -------------------------------------------------------- off-policy preview
-def test_off_policy_preview_from_logged_rankings(app, embedded_redis, prefix):
+def test_off_policy_preview_from_logged_rankings(app, backend_url, prefix):
     from ranker.learning.preview import estimate, logged_trajectories
 
     client = app.test_client()
@@ -395,7 +401,7 @@ def test_off_policy_preview_from_logged_rankings(app, embedded_redis, prefix):
         if clicked:
             client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": item["item_id"], "type": "click"} for item in clicked]})
     rank(client, "greedy-user", greedy=True)  # no propensities: cannot be used
-    events = EventLog(redis.Redis.from_url(embedded_redis), prefix=prefix)
+    events = EventLog(connect(backend_url, socket_timeout=5), prefix=prefix)
     waiting, skipped = logged_trajectories(events, rankings=100)
     assert waiting == [] and skipped["waiting"] == 61  # inside the label delay nothing is final yet
     trajectories, skipped = logged_trajectories(events, rankings=100, now=4_000_000_000.0)
