@@ -120,7 +120,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Unavailable)
     def _unavailable(exc: Unavailable) -> Any:
-        return error_response(503, "unavailable", f"{exc}; nothing was stored, retry later", headers={"Retry-After": str(RETRY_AFTER_S)})
+        what = "retry with the same event_id (a duplicate is counted once)" if getattr(exc, "maybe_stored", False) else "nothing was stored, retry later"
+        return error_response(503, "unavailable", f"{exc}; {what}", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.errorhandler(redis.RedisError)  # Redis went away during an admin or read request
     def _redis_down(exc: redis.RedisError) -> Any:

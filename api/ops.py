@@ -26,7 +26,7 @@ def readyz() -> Any:
     svc = service()
     problems = []
     try:
-        svc.client.ping()
+        svc.client.exists(svc.registry.current_key)  # keyed, not PING: on a cluster it asks the node serving this deployment
     except redis.RedisError as exc:
         problems.append(f"redis: {exc}")
     if svc.policies.policy is None:

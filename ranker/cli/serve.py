@@ -231,6 +231,8 @@ def learn(
         ope_tolerance=ope_tolerance,
         device=device,
         heartbeat_s=setting("learn_heartbeat_s")(),
+        redis_replicas=setting("redis_replicas")(),
+        redis_replica_timeout_ms=setting("redis_replica_timeout_ms")(),
         target_entropy=setting("target_entropy")(),
         objective=setting("objective")(),
     )

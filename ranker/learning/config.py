@@ -66,3 +66,5 @@ class LearnerConfig:
     retry_backoff_s: float = 2.0  # wait before the n-th retry: retry_backoff_s * 2 ** (n - 1), at most 60 s
     dead_letter_max_len: int = 10_000  # entries kept in the dead-letter stream (oldest trimmed)
     heartbeat_s: float = default("learn_heartbeat_s")  # how often a running learner says so, and its stage, in Redis
+    redis_replicas: int = default("redis_replicas")  # replicas that confirm a commit (WAIT) before the update counts as done
+    redis_replica_timeout_ms: int = default("redis_replica_timeout_ms")

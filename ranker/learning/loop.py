@@ -84,7 +84,7 @@ from ranker.learning.status import LearnerStatus
 from ranker.learning.update import load_optimiser, ppo_update, save_optimiser
 from ranker.learning.window import TrajectoryWindow
 from ranker.learning.world import live_counter_settings
-from ranker.live.backend import as_text, key
+from ranker.live.backend import as_text, confirm_replicated, key
 from ranker.live.events import EventLog, InteractionEvent, RankingEvent
 from ranker.live.registry import PolicyRegistry
 from ranker.ranking.policy import RankingPolicy
@@ -568,9 +568,13 @@ class Learner:
                     for window, trajectories in windows:
                         window.queue(pipe, trajectories)
                     pipe.execute()
-                    return outcome
+                    break
                 except redis.WatchError:
                     continue
+        # On a replicated Redis the commit counts once a replica holds it too: a failover before that may drop it,
+        # and then the entries are pending again and train once more (NotReplicated: the run loop re-reads them).
+        confirm_replicated(self.client, self.config.prefix, self.config.redis_replicas, self.config.redis_replica_timeout_ms)
+        return outcome
 
     # ----------------------------------------------------------- guardrail
     def reward_stats(self, version: str) -> tuple[float, float, float]:

