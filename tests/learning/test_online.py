@@ -460,7 +460,6 @@ def test_an_exception_inside_an_update_is_counted_and_the_next_update_succeeds(s
     assert learner.status.last_update()["decision"] == report.decision
 
 
-@ON_CLUSTER_TOO
 def test_an_entry_that_fails_every_time_is_dead_lettered_and_the_entries_around_it_train_once(shop, prefix, monkeypatch):
     import ranker.learning.loop as learning  # where the learner looks these up
 
