@@ -60,6 +60,7 @@ bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 mi
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/api_catalog.py
 	$(BIN)/python bench/ab.py
+	$(BIN)/python bench/cluster.py
 
 train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained
 	$(BIN)/ranker train --env envs/SlateShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)
