@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     target_entropy: float = Field(
         1.0, ge=0, le=10, description="exploration: each sampled position's entropy in nats (at most 0.8 log of the candidates left); 0 = the fixed temperature"
     )
+    cold_bonus: float = Field(
+        1.0, ge=0, le=10, description="cold-start exploration: logit bonus, while sampling, for an item with no impressions (fades to 0 at cold_impressions)"
+    )
+    cold_impressions: int = Field(20, ge=1, description="impressions after which an item gets no cold-start bonus")
     objective: Literal["purchases", "revenue", "mix"] = Field(
         "purchases", description="what the policy optimises (ranker.ranking.objective): purchases, revenue (price-weighted purchases) or mix"
     )

@@ -55,8 +55,8 @@ from ranker.live.events import (
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.live.state import Interaction, RedisStateProvider
-from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
-from ranker.ranking.policy import Ranking, RankingPolicy
+from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ class ServiceConfig:
     prefix: str = default("prefix")
     temperature: float = default("temperature")  # 0 = greedy
     target_entropy: float = default("target_entropy")  # nats per position when sampling (0: the fixed temperature instead)
+    cold_bonus: float = default("cold_bonus")  # logit bonus for an item never shown, while sampling (cold start)
+    cold_impressions: int = default("cold_impressions")  # ... fading to 0 at this many impressions
     num_results: int = default("num_results")
     num_candidates: int = default("num_candidates")
     user_key_secret: bytes = b""
@@ -99,6 +101,8 @@ class ServiceConfig:
             "prefix",
             "temperature",
             "target_entropy",
+            "cold_bonus",
+            "cold_impressions",
             "num_results",
             "num_candidates",
             "pseudonym_ttl_s",
@@ -169,6 +173,18 @@ class Composed:
     temperature: float
     arm: str | None = None
     teams: list[int] | None = None
+
+
+@dataclass
+class Sampling:
+    """How a request's slate is drawn: the temperature (0: greedy), the entropy target and the cold-start bonus."""
+
+    temperature: float
+    target_entropy: float | None = None
+    bonus: np.ndarray | None = None  # [K] logit bonuses (ranker.ranking.policy.cold_start_bonus)
+
+    def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
+        return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
 
 
 def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
@@ -268,7 +284,7 @@ class RankingService:
             candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
             candidate_set = self._candidate_set(candidates, query)
         watch.lap("retrieve")
-        counts, profile = np.zeros((len(candidates), 3)), UserProfile()
+        counts, profile = np.zeros((len(candidates), len(COUNTERS))), UserProfile()
         if redis_ok:
             try:
                 counts, profile = self.state.snapshot(candidate_set.item_ids, user_key)
@@ -284,10 +300,11 @@ class RankingService:
             candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None
         )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
-        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment, target_entropy)
+        sampling = Sampling(temperature, target_entropy, self._cold_bonus(counts, num_candidates) if target_entropy else None)
+        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, sampling, policy, assignment)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
             assignment = None
-            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, None, target_entropy)
+            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, sampling, policy, None)
         ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
@@ -347,15 +364,15 @@ class RankingService:
         observation: Observation,
         retrieval_scores: np.ndarray,
         num_results: int,
-        temperature: float,
+        sampling: Sampling,
         policy: RankingPolicy,
         assignment: Assignment | None,
-        target_entropy: float | None = None,
     ) -> Composed | None:
         """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
         (None when an arm's policy cannot be loaded)."""
+        temperature = sampling.temperature
         if assignment is None:
-            ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            ranking = sampling.rank(policy, observation, num_results, self._rng)
             return Composed(ranking, self.policies.version or "", ranking.temperature or temperature)
         experiment = assignment.experiment
         if experiment.mode == "ab":
@@ -365,7 +382,7 @@ class RankingService:
             arm_policy = self._arm_policy(arm.policy)
             if arm_policy is None:
                 return None
-            ranking = arm_policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            ranking = sampling.rank(arm_policy, observation, num_results, self._rng)
             return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name)
         rankings = []
         for arm in experiment.arms:  # interleaving: each arm's greedy ranking
@@ -382,6 +399,12 @@ class RankingService:
             scores[slot] = rankings[team].scores[slot]
         version = "interleaved:" + ",".join(arm.policy for arm in experiment.arms)
         return Composed(Ranking(slots=[int(slot) for slot in slots], scores=scores), version, 0.0, teams=[int(team) for team in teams])
+
+    def _cold_bonus(self, counts: np.ndarray, n_slots: int) -> np.ndarray | None:
+        """Cold-start exploration bonuses for the candidates (None when switched off)."""
+        if not self.config.cold_bonus:
+            return None
+        return cold_start_bonus(counts[:, 0], n_slots, bonus=self.config.cold_bonus, impressions_for_warm=self.config.cold_impressions)
 
     def _arm_policy(self, version: str) -> RankingPolicy | None:
         if version == self.policies.version and self.policies.policy is not None:

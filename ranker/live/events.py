@@ -38,6 +38,7 @@ import redis
 
 from ranker.live.backend import as_text, key
 from ranker.live.state import PROFILE_TTL_S, activity_key, counter_key
+from ranker.ranking.features import examination_prior
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
@@ -327,9 +328,10 @@ class EventLog:
         if self.max_age_s:
             pipe.xtrim(self.rankings_stream, minid=self.oldest_kept(), approximate=False)
         pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
-        impressions = counter_key(self.prefix, "impressions")
-        for item_id in event.slate:
+        impressions, exposure = counter_key(self.prefix, "impressions"), counter_key(self.prefix, "exposure")
+        for position, item_id in enumerate(event.slate):
             pipe.hincrby(impressions, item_id, 1)
+            pipe.hincrbyfloat(exposure, item_id, float(examination_prior(position)))
         if also is not None:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)

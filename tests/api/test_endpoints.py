@@ -177,7 +177,7 @@ def test_feedback_updates_counters_and_profile_in_redis(make_app):
     client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": item, "type": "purchase", "value": 12.5}]})
     service = app.extensions["ranking_service"]
     counts = service.state.item_counts([item])
-    assert counts.tolist() == [[1.0, 0.0, 1.0]]  # one impression, one purchase
+    assert counts.tolist() == [[1.0, 0.0, 1.0, 0.5]]  # one impression, one purchase, exposure 1/2 at the second position
     [(_, event)] = service.events.interactions()
     assert (event.item_id, event.position, event.type, event.value) == (item, 1, "purchase", 12.5)
     [(_, ranking)] = service.events.rankings()

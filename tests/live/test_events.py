@@ -93,6 +93,7 @@ def test_logged_slates_count_impressions_for_their_items_only(client, prefix):
     log.append_ranking(ranking_event(slate=("a", "x", "y")))
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "d"])
     np.testing.assert_array_equal(counts[:, 0], [2, 1, 0])  # d was a candidate, never shown
+    np.testing.assert_allclose(counts[:, 3], [1 + 1, 1 / 2, 0])  # exposure: the examination prior of each position shown
 
 
 def test_a_repeated_event_id_is_a_duplicate_and_counts_once(client, prefix):
@@ -104,7 +105,7 @@ def test_a_repeated_event_id_is_a_duplicate_and_counts_once(client, prefix):
     assert first == [True, True] and again == [False, True]
     assert len(log.interactions()) == 3
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "c"])
-    np.testing.assert_array_equal(counts[:, 1:], [[1, 0], [0, 1], [1, 0]])  # clicks, purchases
+    np.testing.assert_array_equal(counts[:, 1:3], [[1, 0], [0, 1], [1, 0]])  # clicks, purchases
 
 
 def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefix):
