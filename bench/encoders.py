@@ -64,7 +64,9 @@ def main() -> None:
     batch.encode(titles[: args.titles], progress=False)
     seconds = time.perf_counter() - started
     rate = args.titles / seconds
-    print(f"batch encode, ONNX, {torch.get_num_threads()} threads: {args.titles} titles in {seconds:.1f} s = {rate:.0f} titles/s -> 100k titles in {100_000 / rate:.0f} s")
+    print(
+        f"batch encode, ONNX, {torch.get_num_threads()} threads: {args.titles} titles in {seconds:.1f} s = {rate:.0f} titles/s -> 100k titles in {100_000 / rate:.0f} s"
+    )
     started = time.perf_counter()
     slow.encode(titles[:2_000], progress=False)
     torch_rate = 2_000 / (time.perf_counter() - started)
