@@ -581,3 +581,14 @@ def test_an_empty_data_directory_serves_what_the_api_puts_in(embedded_redis, pre
     assert client.post("/v1/items", json=items).get_json() == {"upserted": 2, "rejected": []}
     assert [item["item_id"] for item in rank(client, "chess", greedy=True)["items"]] == ["p1", "p2"]
     assert client.get("/readyz").get_json()["items"] == 2
+
+
+def test_readiness_names_the_encoder_runtime_and_metrics_count_the_query_cache(make_app, fresh_engine):
+    client = make_app(ENGINE=fresh_engine).test_client()
+    assert client.get("/readyz").get_json()["encoders"] == fresh_engine.encoders.runtime()
+    rank(client, "red backpack")
+    rank(client, "  Red   BACKPACK ")  # the same query once normalised: a hit
+    rank(client, "mug", user="bob")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ranker_query_cache_total{result="hit"} 1.0' in metrics
+    assert 'ranker_query_cache_total{result="miss"} 2.0' in metrics
