@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures, feature_schema, schema_hash
-from ranker.ranking.standardise import Standardiser
+from ranker.ranking.standardise import CLIP, Standardiser
 
 ARTIFACT_FORMAT = "ranker-policy"
 ARTIFACT_FORMAT_VERSION = 1
@@ -184,8 +184,8 @@ class RankingPolicy:
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""
         (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
-        features = (np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse
-        context = (np.asarray(context, dtype=np.float32) - context_mean) * context_inverse
+        features = np.clip((np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse, -CLIP, CLIP)
+        context = np.clip((np.asarray(context, dtype=np.float32) - context_mean) * context_inverse, -CLIP, CLIP)
         weights = np.asarray(mask, dtype=np.float32)[:, None]
         summary = (features * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
         k = len(features)

@@ -8,6 +8,11 @@ saved in the network's ``safetensors`` with its weights, fixed once fitted
 (online updates keep the parent's statistics, so a feature means the same to
 every version descended from one training run), and applied in the forward
 pass and in serving's numpy path alike.
+
+Live inputs can leave the training distribution: a column that never varied
+in training (every simulated item had a picture) is read as 0 whatever its
+value (its scale is stored as infinity), and every standardised value is
+clipped to +-:data:`CLIP`.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-MIN_SCALE = 1e-2  # a (nearly) constant column is centred, not blown up
+MIN_SCALE = 1e-2  # a nearly constant column is centred, not blown up
+CONSTANT_STD = 1e-6  # a column this constant in the fitting data carried nothing to learn from: it is always read as 0
+CLIP = 10.0  # standardised values are clipped to +-CLIP: an input far outside what training saw cannot dominate a score
 
 
 class Standardiser(nn.Module):
@@ -39,11 +46,12 @@ class Standardiser(nn.Module):
             raise ValueError("rows: non-finite values; standardisation needs finite features")
         with torch.no_grad():
             self.mean.copy_(torch.as_tensor(values.mean(axis=0)))
-            self.scale.copy_(torch.as_tensor(np.maximum(values.std(axis=0), MIN_SCALE)))
+            std = values.std(axis=0)
+            self.scale.copy_(torch.as_tensor(np.where(std < CONSTANT_STD, np.inf, np.maximum(std, MIN_SCALE))))
         return self
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return (values - self.mean) / self.scale
+        return ((values - self.mean) / self.scale).clamp(-CLIP, CLIP)
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean, 1 / scale) as float32 arrays, for serving's numpy forward pass."""

@@ -18,6 +18,7 @@ from PIL import Image
 
 from api import create_app
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.features import STATIC_FEATURES
 from ranker.ranking.policy import RankingPolicy
 
 API_KEY = "test-key"
@@ -118,7 +119,7 @@ def test_the_rank_is_logged_as_a_ranking_event(make_app):
     service = app.extensions["ranking_service"]
     [(_, event)] = service.events.rankings()
     assert event.ranking_id == body["ranking_id"] and event.slate == [item["item_id"] for item in body["items"]]
-    assert event.features.shape == (body["n_candidates"], 14) and len(event.log_probs) == 4
+    assert event.features.shape == (body["n_candidates"], len(STATIC_FEATURES)) and len(event.log_probs) == 4
     # controlled exploration: each position's temperature gives it the target entropy, and is logged with it
     assert len(event.temperatures) == 4 and event.temperature == event.temperatures[0] == body["temperature"]
     assert "carol" not in json.dumps(event.__dict__, default=str)  # pseudonymised

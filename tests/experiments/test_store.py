@@ -140,6 +140,7 @@ def app(embedded_redis, prefix, tmp_path, engine):
             "ENGINE": engine,
             "SEED": 0,
             "USER_KEY_SECRET": "secret",
+            "COLD_BONUS": 0.0,  # the logging policy is the serving policy, so its estimate is its logged value
         }
     )
     save_reversed(tmp_path / "data" / "policies", "v-reversed")

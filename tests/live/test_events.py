@@ -14,7 +14,7 @@ from ranker.live.backend import connect
 from ranker.live.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
 from ranker.live.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
 from ranker.live.state import RedisStateProvider
-from ranker.ranking.features import UserProfile, snapshot_precision
+from ranker.ranking.features import STATIC_FEATURES, UserProfile, snapshot_precision
 from ranker.ranking.policy import RankingPolicy
 
 
@@ -42,7 +42,7 @@ def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
         log_probs=[-0.1, -0.2, -0.3],
         temperature=0.5,
         category_codes=[0, 0, 1, 1, 2],
-        features=snapshot_precision(rng.standard_normal((5, 14))),
+        features=snapshot_precision(rng.standard_normal((5, len(STATIC_FEATURES)))),
         context=rng.standard_normal(6).astype(np.float32),
         placed_similarity=snapshot_precision(rng.standard_normal((3, 5))),
     )
@@ -72,7 +72,7 @@ def test_the_snapshot_is_stored_at_half_precision_and_entries_written_in_float32
     log = EventLog(client, prefix=prefix)
     event = ranking_event()
     fields = event.to_fields()
-    assert len(fields["features"]) == 5 * 14 * 2 and len(fields["placed_similarity"]) == 3 * 5 * 2 and len(fields["retrieval_scores"]) == 5 * 4
+    assert len(fields["features"]) == 5 * len(STATIC_FEATURES) * 2 and len(fields["placed_similarity"]) == 3 * 5 * 2 and len(fields["retrieval_scores"]) == 5 * 4
     old = dict(fields)  # as written before the snapshot was float16 and the scores binary
     old["features"] = event.features.astype(np.float32).tobytes()
     old["placed_similarity"] = event.placed_similarity.astype(np.float32).tobytes()

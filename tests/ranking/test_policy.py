@@ -276,3 +276,20 @@ def test_cold_items_get_a_fading_bonus_and_the_logged_propensities_include_it(po
     shown = [cold in policy.rank(observation, 5, temperature=0.7, rng=rng, bonus=boost).slots for _ in range(400)]
     plain = [cold in policy.rank(observation, 5, temperature=0.7, rng=rng).slots for _ in range(400)]
     assert np.mean(shown) > np.mean(plain) + 0.1  # the cold item is shown markedly more often
+
+
+def test_standardisation_reads_a_column_constant_in_training_as_zero_and_clips_the_rest():
+    from ranker.ranking.standardise import CLIP, Standardiser
+
+    rows = np.column_stack([np.ones(200), np.random.default_rng(0).normal(0.05, 0.01, 200)])  # has_image always 1 in training
+    standardiser = Standardiser(2).fit(rows)
+    live = torch.tensor([[0.0, 0.05], [1.0, 5.0]])  # an item without a picture; a rate far outside training
+    out = standardiser(live)
+    assert out[:, 0].tolist() == [0.0, 0.0]  # nothing was learned from the constant column: it cannot move a score
+    assert out[1, 1].item() == CLIP and abs(out[0, 1].item()) < 0.5
+    policy = RankingPolicy(SlateNet(n_features=2, n_context=1, hidden=8))
+    policy.net.feature_inputs.fit(rows)
+    features, context, mask = np.array([[0.0, 0.05], [1.0, 5.0]], np.float32), np.zeros(1, np.float32), np.ones(2, np.float32)
+    with torch.no_grad():
+        expected, _ = policy.net(torch.as_tensor(features[None]), torch.as_tensor(context[None]), torch.as_tensor(mask[None]))
+    np.testing.assert_allclose(policy.scores(features, context, mask), expected[0].numpy(), rtol=1e-5, atol=1e-6)  # serving's numpy path agrees
