@@ -39,15 +39,20 @@ def index() -> None:
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
     default="auto",
     show_default=True,
-    help="auto: exact below --exact-threshold items, HNSW above.",
+    help="auto: exact below --exact-threshold items, HNSW below --ivfpq-threshold, IVF-PQ from there on.",
 )
 @click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option(
+    "--ivfpq-threshold", type=click.IntRange(min=1), default=500_000, show_default=True, help="auto: IVF-PQ (catalogs past memory) from this many items."
+)
 @click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str) -> None:
+def index_build(
+    catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, ivfpq_threshold: int, strict: bool, device: str
+) -> None:
     """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
     from ranker.catalog.items import CatalogError, load_catalog
     from ranker.retrieval.encoders import load_encoders
@@ -62,7 +67,11 @@ def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_typ
     click.echo(loaded.summary(), err=True)
     if not loaded.items:
         raise click.ClickException(f"{catalog_path}: no valid items to index")
-    engine = SearchEngine(load_encoders(encoder_spec, device), data_dir, index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold))  # type: ignore[arg-type]
+    engine = SearchEngine(
+        load_encoders(encoder_spec, device),
+        data_dir,
+        index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold, ivfpq_threshold=ivfpq_threshold),  # type: ignore[arg-type]
+    )
     report = engine.build(loaded.items, progress=True)
     _report_errors("rejected", report.errors)
     where = engine.save(encoder_spec=encoder_spec)
