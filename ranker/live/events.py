@@ -92,8 +92,11 @@ local bucket = string.format('%d', minute) .. '|' .. record['policy_version'] ..
 local exposure, outcomes = record['exposure'], nil
 if type(exposure) == 'table' then outcomes = base .. 'exp:' .. exposure['experiment'] .. ':' end
 
-local profile_key, scalars, embedding = base .. 'user:' .. user, nil, nil
+local profile_key, scalars, embedding, scale = base .. 'user:' .. user, nil, nil, 1
 local decay = tonumber(ARGV[7])
+-- The profile's fold (UserProfile.record): embedding <- unit(decay * embedding + (1 - decay) * vector). The loop keeps
+-- the embedding unnormalised with its scale (1 / its norm) beside it, so each event takes one pass over it, and the
+-- write at the end applies the scale.
 local function learn(kind, category, brand, price, bytes)
   if scalars == nil then
     local stored = redis.call('HMGET', profile_key, 'profile', 'embedding')
@@ -109,16 +112,20 @@ local function learn(kind, category, brand, price, bytes)
   end
   local dim = #bytes / 4
   local vector = {struct.unpack('<' .. string.rep('f', dim), bytes)}
-  local mixed, norm = {}, 0
-  for d = 1, dim do
-    local value = vector[d]
-    if embedding ~= nil and #embedding == dim then value = decay * embedding[d] + (1 - decay) * vector[d] end
-    mixed[d] = value
-    norm = norm + value * value
+  vector[dim + 1] = nil
+  local norm = 0
+  if embedding ~= nil and #embedding == dim then
+    local old, new = decay * scale, 1 - decay
+    for d = 1, dim do
+      local value = old * embedding[d] + new * vector[d]
+      embedding[d] = value
+      norm = norm + value * value
+    end
+  else  -- the first event (or a profile from an encoder of another dimension): the item's vector
+    embedding = vector
+    for d = 1, dim do norm = norm + vector[d] * vector[d] end
   end
-  norm = math.max(math.sqrt(norm), 1e-12)
-  for d = 1, dim do mixed[d] = mixed[d] / norm end
-  embedding = mixed
+  scale = 1 / math.max(math.sqrt(norm), 1e-12)
   scalars['n_interactions'] = scalars['n_interactions'] + 1
   scalars['category_counts'][category] = (scalars['category_counts'][category] or 0) + 1
   scalars['brand_counts'][brand] = (scalars['brand_counts'][brand] or 0) + 1
@@ -162,6 +169,7 @@ for i = 1, n do
   end
 end
 if embedding ~= nil then
+  for d = 1, #embedding do embedding[d] = embedding[d] * scale end
   redis.call('HSET', profile_key, 'profile', cjson.encode(scalars), 'embedding', struct.pack('<' .. string.rep('f', #embedding), unpack(embedding)))
   redis.call('EXPIRE', profile_key, ARGV[5])
 end
