@@ -7,8 +7,10 @@ Prints figures; asserts nothing (targets are judged in bench/README.md).
 
 The vectors are synthetic, 384-d like MiniLM's, with the structure real sentence embeddings have rather than
 uniform noise (which no index can beat exhaustive search on): a common direction every vector leans towards
-(sentence embeddings are anisotropic), 40 broad topics, 4,000 narrower ones around them, and each item a noisy copy
-of its narrow topic, L2-normalised. Queries are fresh draws from the same mixture. The script prints the cosine
+(sentence embeddings are anisotropic), 40 broad topics, narrower ones around them (one per 50 items: 20,000 at a
+million, so a query's 100 nearest items span several topics at every size; with a fixed 4,000 topics a million
+items crowd 250 to a topic and the search gets easier as the catalog grows), and each item a noisy copy of its
+narrow topic, L2-normalised. Queries are fresh draws from the same mixture. The script prints the cosine
 statistics of the set (a random pair, a query's nearest and its 100th nearest item) so they can be set against real
 embeddings.
 
@@ -59,7 +61,7 @@ def unit(rows: np.ndarray) -> np.ndarray:
 class Mixture:
     """A common direction, broad topics, narrow topics around them; items are noisy copies of a narrow topic."""
 
-    def __init__(self, rng: np.random.Generator, broad: int = 40, narrow: int = 4_000):
+    def __init__(self, rng: np.random.Generator, broad: int, narrow: int):
         common = unit(rng.standard_normal((1, DIM)).astype(np.float32))
         self.broad = unit(0.5 * common + unit(rng.standard_normal((broad, DIM)).astype(np.float32)))
         parents = rng.integers(broad, size=narrow)
@@ -116,7 +118,7 @@ def main() -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; faiss {faiss.__version__}, {threads} threads for the build")
 
     rng = np.random.default_rng(args.seed)
-    mixture = Mixture(rng)
+    mixture = Mixture(rng, broad=40, narrow=max(args.items // 50, 100))  # 50 items a narrow topic at every size: a query's 100 nearest span topics
     started = time.perf_counter()
     vectors = mixture.draw(rng, args.items)
     queries = mixture.draw(rng, args.queries)
@@ -173,7 +175,13 @@ def main() -> None:
         "dim": DIM,
         "queries": args.queries,
         "data": stats,
-        "index": {"kind": index.kind, "lists": int(index._index.nlist), "pq_m": int(index._index.pq.M), "pq_bits": int(index._index.pq.nbits), "nprobe": args.nprobe},
+        "index": {
+            "kind": index.kind,
+            "lists": int(index._index.nlist),
+            "pq_m": int(index._index.pq.M),
+            "pq_bits": int(index._index.pq.nbits),
+            "nprobe": args.nprobe,
+        },
         "build_s": round(build_s, 1),
         "build_threads": threads,
         "memory": memory,

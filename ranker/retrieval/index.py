@@ -8,7 +8,7 @@ chosen by size (``auto``): exact inner product (``flat``) below
 ``ivfpq`` is for catalogs past memory: FAISS keeps ``pq_m`` bytes per vector
 (product quantisation of the residual to its inverted list's centroid)
 instead of the whole vector, and the index keeps its own copy of the vectors
-in float16 (half of float32), from which a query's ``ivfpq_rerank`` (8) x k
+in float16 (half of float32), from which a query's ``ivfpq_rerank`` (12) x k
 nearest codes are re-scored exactly. At 1,000,000 384-d vectors that is about
 0.9 GB in all where HNSW would hold 3 GB (bench/README.md, "Catalogs past
 memory"). HNSW keeps the float32 vectors twice (its graph and this copy).
@@ -54,8 +54,8 @@ class IndexConfig:
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 160
     ivf_nprobe: int = 32
-    pq_m: int = 48  # IVF-PQ: bytes per vector (sub-quantisers); the largest divisor of the dimension up to this
-    ivfpq_rerank: int = 8  # IVF-PQ: re-score this many times k candidates exactly before keeping k (4 lost 11% of recall@100)
+    pq_m: int = 64  # IVF-PQ: bytes per vector (sub-quantisers); the largest divisor of the dimension up to this
+    ivfpq_rerank: int = 12  # IVF-PQ: re-score this many times k candidates exactly before keeping k (bench/README.md)
     # Below this share of live rows a filtered query scans the survivors exactly:
     # graph search with a very selective filter misses results.
     brute_force_fraction: float = 0.05
@@ -115,7 +115,8 @@ class VectorIndex:
             return
         self._mark_dead(keys)
         first_row = len(self._row_keys)
-        self._vectors = np.concatenate([self._vectors, rows.astype(self._vectors.dtype, copy=False)])
+        dtype = self._vectors.dtype if first_row else _stored_dtype(self.config.resolve(len(rows)))  # a first IVF-PQ load: float16 at once
+        self._vectors = np.concatenate([self._vectors.astype(dtype, copy=False), rows.astype(dtype, copy=False)])
         self._row_keys = np.concatenate([self._row_keys, keys])
         self._alive = np.concatenate([self._alive, np.ones(len(keys), dtype=bool)])
         self._row_of_key.update({int(key): first_row + offset for offset, key in enumerate(keys)})
