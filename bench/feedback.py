@@ -44,7 +44,21 @@ import time
 import uuid
 from pathlib import Path
 
-from serve import HOST, OUT, CpuMeter, Gunicorn, bench_http_rank, children_of, ensure_catalog, machine, make_queries, prepare_run_dir, source_state, summary_ms
+from serve import (
+    HOST,
+    OUT,
+    CpuMeter,
+    Gunicorn,
+    bench_http_rank,
+    children_of,
+    cpu_seconds,
+    ensure_catalog,
+    machine,
+    make_queries,
+    prepare_run_dir,
+    source_state,
+    summary_ms,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -153,10 +167,12 @@ def load_process(port: int, rankings: list[tuple[str, list[str]]], indexes: list
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
     start.wait()
+    cpu_before = time.process_time()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    tally["cpu_s"] = time.process_time() - cpu_before
     results.put(tally)
 
 
@@ -193,6 +209,7 @@ def bench_feedback(port: int, rankings, n_requests: int, events: int, processes:
         "requests_per_s": round(ok / seconds, 1),
         "events_per_s": round(accepted / seconds, 1),
         "request_latency_ms": summary_ms(latencies),
+        "load_generator_cpu_s": round(sum(tally["cpu_s"] for tally in tallies), 2),
     }
     first_error = next((tally["first_error"] for tally in tallies if tally["first_error"]), None)
     if first_error:
@@ -276,14 +293,33 @@ def main() -> None:
         def our_pids() -> list[int]:
             return [os.getpid(), *children_of(os.getpid()), gunicorn.process.pid, *children_of(gunicorn.process.pid), redis_pid]
 
+        server_pids = [gunicorn.process.pid, *children_of(gunicorn.process.pid)]
+        before = {"server": sum(map(cpu_seconds, server_pids)), "redis": cpu_seconds(redis_pid)}
         with CpuMeter(our_pids) as meter:
             figures = bench_feedback(port, tally.rankings, args.requests, args.events, args.processes, args.clients, run_id)
         figures["cpu"] = meter.figures
+        # CPU per request, split: gunicorn (master and workers), Redis, and the rest of ours (the load generator)
+        spent = {"server": sum(map(cpu_seconds, server_pids)) - before["server"], "redis": cpu_seconds(redis_pid) - before["redis"]}
+        total_s = spent["server"] + spent["redis"] + figures["load_generator_cpu_s"]
+        figures["cpu_us_per_request"] = {
+            "gunicorn": round(1e6 * spent["server"] / figures["ok"]),
+            "redis": round(1e6 * spent["redis"] / figures["ok"]),
+            "load_generator": round(1e6 * figures["load_generator_cpu_s"] / figures["ok"]),
+            "all": round(1e6 * total_s / figures["ok"]),
+        }
+        figures["cpu"]["ours_cores"] = round(total_s / figures["seconds"], 2)  # the meter misses the load processes (gone at its end)
+        figures["cpu"]["others_cores"] = round(max(meter.figures["ours_cores"] + meter.figures["others_cores"] - total_s / figures["seconds"], 0.0), 2)
         check = stream_check(connect(redis_server.url, socket_timeout=30), f"{{{prefix}}}:interactions", run_id, figures["accepted"])
         print(
             f"feedback, {args.events} events/request: {figures['requests_per_s']:,.0f} requests/s ({figures['events_per_s']:,.0f} events/s), "
             f"p50 {figures['request_latency_ms']['p50']} ms, p99 {figures['request_latency_ms']['p99']} ms, {figures['errors']} errors; "
-            f"cores used: this benchmark {meter.figures['ours_cores']}, other processes {meter.figures['others_cores']}",
+            f"cores used: this benchmark {figures['cpu']['ours_cores']}, other processes {figures['cpu']['others_cores']}",
+            flush=True,
+        )
+        split = figures["cpu_us_per_request"]
+        print(
+            f"CPU per request: {split['all']} us (gunicorn {split['gunicorn']}, Redis {split['redis']}, load generator {split['load_generator']}): "
+            f"{2e6 / split['all']:,.0f} requests/s if this benchmark had both cores to itself",
             flush=True,
         )
         print(
