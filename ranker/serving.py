@@ -15,7 +15,9 @@ calls in-process. One rank request:
 
 When Redis cannot be reached, ranking goes on with empty state and the
 current policy; the result says it was not logged. Feedback, which must be
-stored to count, raises :class:`Unavailable` instead.
+stored to count, raises :class:`Unavailable` instead. Feedback is one round
+trip: a script checks the events against the ranking and records them with
+everything they move (``ranker.live.events``).
 
 Explanations: an item's ``score`` is the policy's score for it. It splits
 into the retrieval score's text part (the text-query channels' share of the
@@ -49,7 +51,8 @@ from ranker.live.events import (
     EVENT_TYPES,
     EventLog,
     Exposure,
-    InteractionEvent,
+    Feedback,
+    FeedbackRefused,
     RankingEvent,
     new_ranking_id,
 )
@@ -233,6 +236,7 @@ class RankingService:
             dedup_ttl_s=config.dedup_ttl_s,
             user_data_ttl_s=config.profile_ttl_s,
             series_ttl_s=config.series_ttl_s,
+            profile_decay=self.state.profile_decay,
         )
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
@@ -479,80 +483,59 @@ class RankingService:
 
     # ----------------------------------------------------------- feedback
     def feedback(self, ranking_id: str, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates)."""
-        try:
-            record = self.events.ranking(ranking_id)
-        except redis.RedisError as exc:
-            raise Unavailable(f"event log unreachable: {exc}") from None
-        if record is None:
-            raise FeedbackError(
-                f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
-                field="ranking_id",
-                value=ranking_id,
-                kind="not_found",
-            )
-        parsed: list[InteractionEvent] = []
+        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates).
+
+        One Redis round trip (:meth:`ranker.live.events.EventLog.record_feedback`): the ranking lookup, the checks,
+        dedup, the stream append, the counters, the profile and the experiment's outcomes happen in one script, so
+        the events are stored with everything they move or not at all.
+        """
+        reported: list[Feedback] = []
         for index, raw in enumerate(events):
-            position = record.position_of(raw["item_id"])
-            if position is None:
-                raise FeedbackError(
-                    f"events[{index}].item_id: {raw['item_id']!r} was not in ranking {ranking_id}",
-                    field=f"events[{index}].item_id",
-                    value=raw["item_id"],
-                )
             if raw["type"] not in EVENT_TYPES:
                 raise FeedbackError(
                     f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"]
                 )
-            parsed.append(
-                InteractionEvent(
+            reported.append(
+                Feedback(
                     event_id=raw.get("event_id") or uuid.uuid4().hex,
-                    ranking_id=ranking_id,
                     item_id=raw["item_id"],
-                    position=position,
                     type=raw["type"],
                     value=raw.get("value"),
                     ts=raw.get("ts") or time.time(),
                 )
             )
-        revenue = [self._revenue(event) for event in parsed] if record.exposure else None
+        self._describe(reported)
         try:
-            flags = self.events.append_interactions(
-                parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue, served=(record.ts, record.policy_version)
-            )
+            flags = self.events.record_feedback(ranking_id, reported)
+        except FeedbackRefused as refused:
+            if refused.index is None:
+                raise FeedbackError(
+                    f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
+                    field="ranking_id",
+                    value=ranking_id,
+                    kind="not_found",
+                ) from None
+            item_id = reported[refused.index].item_id
+            raise FeedbackError(
+                f"events[{refused.index}].item_id: {item_id!r} was not in ranking {ranking_id}", field=f"events[{refused.index}].item_id", value=item_id
+            ) from None
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
-        try:  # the events are stored and acknowledged now; the profile is derived state, updated at best
-            learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
-            if learned:
-                self.state.record_profile_batch(record.user_key, learned)
-        except redis.RedisError as exc:
-            self._redis_failed("profile", exc)
         accepted = sum(flags)
         return accepted, len(flags) - accepted
 
-    def _revenue(self, event: InteractionEvent) -> float:
-        """What a purchase brought in: the value the shop reported, else the item's catalog price."""
-        if event.type != "purchase":
-            return 0.0
-        if event.value is not None:
-            return float(event.value)
-        item = self.engine.get(event.item_id)
-        return float(item.price) if item is not None else 0.0
-
-    def _interactions(self, events: Sequence[InteractionEvent]) -> list[Interaction]:
-        """What the user's profile learns from ``events``; items deleted since they were shown teach nothing."""
-        if not events:
-            return []
+    def _describe(self, reported: Sequence[Feedback]) -> None:
+        """Fill in what the script needs from the catalog: a purchase's revenue (the value the shop reported, else the
+        item's price) and what the user's profile learns (nothing from an item deleted since it was shown)."""
         with self._engine_lock:
-            items = [self.engine.get(event.item_id) for event in events]
-            keys = [self.engine.store.key_of(event.item_id) for event in events]
+            items = [self.engine.get(event.item_id) for event in reported]
+            keys = [self.engine.store.key_of(event.item_id) for event in reported]
             vectors, present = self.engine.indexes["text"].vectors_for(np.array([-1 if key is None else key for key in keys], dtype=np.int64))
-        return [
-            Interaction(event.type, item.category, item.brand, item.price, vectors[row])
-            for row, (event, item) in enumerate(zip(events, items))
-            if item is not None and present[row]
-        ]
+        for row, (event, item) in enumerate(zip(reported, items)):
+            if event.type == "purchase":
+                event.revenue = float(event.value) if event.value is not None else float(item.price) if item is not None else 0.0
+            if item is not None and present[row]:
+                event.profile = Interaction(event.type, item.category, item.brand, item.price, vectors[row])
 
     # ------------------------------------------------------------ catalog
     def upsert_items(self, items: Sequence[Item]) -> list[Any]:

@@ -41,12 +41,15 @@ def index() -> None:
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
     default="auto",
     show_default=True,
-    help="auto: exact below --exact-threshold items, HNSW above.",
+    help="auto: exact below --exact-threshold items, HNSW below --ivfpq-threshold, IVF-PQ from there on.",
 )
 @click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option(
+    "--ivfpq-threshold", type=click.IntRange(min=1), default=500_000, show_default=True, help="auto: IVF-PQ (catalogs past memory) from this many items."
+)
 @click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option(
@@ -57,7 +60,15 @@ def index() -> None:
     help="auto: ONNX Runtime on the CPU (graphs exported once into DATA_DIR/models), torch on CUDA.",
 )
 def index_build(
-    catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str, encoder_backend: str
+    catalog_path: Path,
+    data_dir: Path,
+    encoder_spec: str,
+    index_type: str,
+    exact_threshold: int,
+    ivfpq_threshold: int,
+    strict: bool,
+    device: str,
+    encoder_backend: str,
 ) -> None:
     """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
     from ranker.catalog.items import CatalogError, load_catalog
@@ -75,7 +86,11 @@ def index_build(
         raise click.ClickException(f"{catalog_path}: no valid items to index")
     encoders = load_encoders(encoder_spec, device, backend=encoder_backend, cache_dir=models_dir(data_dir))
     click.echo(f"encoders run on {', '.join(f'{part}: {runtime}' for part, runtime in encoders.runtime().items())}", err=True)
-    engine = SearchEngine(encoders, data_dir, index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold))  # type: ignore[arg-type]
+    engine = SearchEngine(
+        encoders,
+        data_dir,
+        index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold, ivfpq_threshold=ivfpq_threshold),  # type: ignore[arg-type]
+    )
     report = engine.build(loaded.items, progress=True)
     _report_errors("rejected", report.errors)
     where = engine.save(encoder_spec=encoder_spec)

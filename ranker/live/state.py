@@ -10,9 +10,11 @@ The feature builder reads two kinds of state (:class:`ranker.ranking.features.St
   that appends the event, so a counter moves exactly once per event);
 - user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
   with the JSON scalars of :class:`ranker.ranking.features.UserProfile` and its
-  embedding as float32 bytes. An update is a WATCH/MULTI transaction, retried
-  when two requests for one user race, so no interaction is lost. Profiles
-  expire after ``profile_ttl_s`` without activity.
+  embedding as float32 bytes. Feedback folds events into it inside its one
+  script (``ranker.live.events``, the same fold in Lua), so concurrent feedback
+  for one user loses nothing; :meth:`RedisStateProvider.record_profile_batch`
+  (a WATCH/MULTI transaction, retried when two writers race) is the same fold
+  from Python. Profiles expire after ``profile_ttl_s`` without activity.
 
 Who a user is (privacy): the service never stores a user id. It keys the
 user by ``HMAC(secret, user_id)`` only to find their *pseudonym*, a random

@@ -185,6 +185,25 @@ def test_feedback_updates_counters_and_profile_in_redis(make_app):
     assert service.state.user_profile(ranking.user_key).n_purchases == 1
 
 
+def test_feedback_is_one_redis_round_trip(make_app):
+    app = make_app()
+    client = app.test_client()
+    body = rank(client, "mug", user="gus", num_results=3)
+    service = app.extensions["ranking_service"]
+    events = [{"item_id": body["items"][0]["item_id"], "type": "click"}, {"item_id": body["items"][2]["item_id"], "type": "purchase"}]
+    client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": events[:1]})  # the script is loaded once
+    sent = []
+    command = service.client.execute_command
+    service.client.execute_command = lambda *args, **options: sent.append(args[0]) or command(*args, **options)
+    try:
+        response = client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": events})
+    finally:
+        del service.client.execute_command
+    assert response.get_json() == {"accepted": 2, "duplicates": 0}
+    assert sent == ["EVALSHA"]  # lookup, checks, dedup, stream, counters, profile and outcomes in one script
+    assert service.state.user_profile(service.events.ranking(body["ranking_id"]).user_key).n_interactions == 3
+
+
 @pytest.mark.parametrize(
     "events, field",
     [
