@@ -166,8 +166,10 @@ def test_feedback_is_idempotent_and_the_next_ranking_reflects_it(client):
     assert after[clicked["item_id"]]["position"] < clicked["position"]  # the clicked item moved up for this user
     assert after[clicked["item_id"]]["explain"]["policy_adjustment"] > before[clicked["item_id"]]["explain"]["policy_adjustment"]
     stranger = {item["item_id"]: item for item in rank(client, "backpack", user="erin", num_results=20, greedy=True, explain=True)["items"]}
-    # the item's counters moved for everyone; dana's profile moved it further for dana alone
-    assert stranger[clicked["item_id"]]["explain"]["policy_adjustment"] < after[clicked["item_id"]]["explain"]["policy_adjustment"]
+    # the item's counters moved for everyone: a stranger sees it above where it was first shown. (Whether dana's
+    # profile moves it further than the counters do is the policy's learned choice: the schema-1 starting policy
+    # did, the schema-2 one places it at the same rank for both; bench/README.md, issue 18.)
+    assert stranger[clicked["item_id"]]["position"] < clicked["position"]
 
 
 def test_feedback_updates_counters_and_profile_in_redis(make_app):
