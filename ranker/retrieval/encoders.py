@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -123,16 +123,8 @@ class TextEncoder:
             dim=self.dim,
             fingerprint=file_fingerprint(self.model_path / "model.safetensors"),
         )
-        self.runtime = f"torch-{self.device.type}"
-        self._session = None
         self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
-        if use_onnx(backend, self.device, cache_dir):
-            try:
-                self._session, self.runtime = self._onnx_session(Path(cache_dir))  # type: ignore[arg-type]
-            except Exception as exc:
-                if backend == "onnx":
-                    raise
-                log.warning("text encoder: ONNX Runtime unavailable (%s); serving with torch", exc)
+        self._session, self.runtime = choose_runtime(self, "text", backend, cache_dir)
 
     @cached_property
     def model(self) -> torch.nn.Module:
@@ -238,6 +230,19 @@ def planned_runtime(spec: str, device: str = "auto", *, backend: str = "auto", c
     return runtime
 
 
+def choose_runtime(encoder: Any, part: str, backend: str, cache_dir: str | Path | None) -> tuple[Any, str]:
+    """(ONNX Runtime session or None, runtime name) for ``encoder``: its ONNX graph when :func:`use_onnx` says so
+    and the graph loads (``backend="onnx"`` raises otherwise), else torch on the encoder's device."""
+    if use_onnx(backend, encoder.device, cache_dir):
+        try:
+            return encoder._onnx_session(Path(cache_dir))  # type: ignore[arg-type]
+        except Exception as exc:
+            if backend == "onnx":
+                raise
+            log.warning("%s encoder: ONNX Runtime unavailable (%s); serving with torch", part, exc)
+    return None, f"torch-{encoder.device.type}"
+
+
 def use_onnx(backend: str, device: torch.device, cache_dir: str | Path | None) -> bool:
     """Whether an encoder runs on ONNX Runtime: see :class:`TextEncoder` for what ``backend`` means."""
     if backend not in ENCODER_BACKENDS:
@@ -307,16 +312,8 @@ class ImageEncoder:
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.dim = int(model._fc.in_features)
         self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
-        self.runtime = f"torch-{self.device.type}"
-        self._session = None
         self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
-        if use_onnx(backend, self.device, cache_dir):
-            try:
-                self._session, self.runtime = self._onnx_session(Path(cache_dir))  # type: ignore[arg-type]
-            except Exception as exc:
-                if backend == "onnx":
-                    raise
-                log.warning("image encoder: ONNX Runtime unavailable (%s); serving with torch", exc)
+        self._session, self.runtime = choose_runtime(self, "image", backend, cache_dir)
 
     def _onnx_session(self, cache_dir: Path):
         from ranker.retrieval import onnx_models
