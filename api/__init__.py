@@ -83,7 +83,7 @@ def _build_service(app: OpenAPI) -> None:
         app.extensions["embedded_redis"] = embedded  # owned by this app: saved and stopped when the process exits
         atexit.register(embedded.close)
         config["REDIS_URL"] = embedded.url
-    engine = config["ENGINE"] or open_engine(data_dir)
+    engine = config["ENGINE"] or open_engine(data_dir, encoder_backend=settings.encoder_backend, query_cache_size=settings.query_cache_size)
     service = RankingService(
         engine,
         connect(config["REDIS_URL"]),
@@ -91,7 +91,7 @@ def _build_service(app: OpenAPI) -> None:
         ServiceConfig.from_settings(settings, user_key_secret=_user_key_secret(settings.user_key_secret, data_dir)),
     )
     app.extensions["ranking_service"] = service
-    metrics = app.extensions["ranker_metrics"] = Metrics()
+    metrics = app.extensions["ranker_metrics"] = Metrics(query_cache_baseline=(engine.query_cache.hits, engine.query_cache.misses))
     metrics.items.set(len(engine))
     metrics.serving(service.policies.version)
 
@@ -155,6 +155,8 @@ def _register_hooks(app: OpenAPI) -> None:
             metrics.latency.labels(endpoint, request.method, status).observe(time.perf_counter() - g.started)
         if response.status_code >= 400:
             metrics.errors.labels(endpoint, status).inc()
+        cache = service.engine.query_cache
+        metrics.count_query_cache(cache.hits, cache.misses)
         failed = service.redis_failures - g.get("redis_failures", service.redis_failures)
         if failed:
             metrics.redis_failures.inc(failed)

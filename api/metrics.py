@@ -8,6 +8,8 @@
 - ``ranker_redis_failures_total``: requests served without Redis;
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
 - ``ranker_catalog_items``: items in this process's index;
+- ``ranker_query_cache_total{result}``: query text embeddings found in (``hit``) or
+  missing from (``miss``) the per-process query cache;
 - ``ranker_learner_skipped{reason}``, ``ranker_learner_updates{decision}``: what the
   online learner skipped and decided; ``ranker_learner_errors{kind}``: updates and
   rounds that raised, by the stage they failed in; ``ranker_learner_dead_letters``:
@@ -26,6 +28,7 @@ them, so one scrape sees the whole server.
 from __future__ import annotations
 
 import os
+import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -33,7 +36,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, query_cache_baseline: tuple[int, int] = (0, 0)) -> None:
+        """``query_cache_baseline``: the cache's (hits, misses) already counted elsewhere (an engine shared with an earlier app)."""
         self.registry = CollectorRegistry()
         registry = self.registry
         self.latency = Histogram(
@@ -87,7 +91,24 @@ class Metrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.query_cache = Counter(
+            "ranker_query_cache_total", "query text embeddings found in (hit) or missing from (miss) the query cache", ["result"], registry=registry
+        )
         self._serving: str | None = None
+        for result in ("hit", "miss"):
+            self.query_cache.labels(result)  # both series from the start, at 0
+        self._cache_counted = query_cache_baseline
+        self._cache_lock = threading.Lock()
+
+    def count_query_cache(self, hits: int, misses: int) -> None:
+        """Add the cache's hits and misses since the last call (the cache counts; this counter follows it exactly)."""
+        with self._cache_lock:
+            counted_hits, counted_misses = self._cache_counted
+            if hits > counted_hits:
+                self.query_cache.labels("hit").inc(hits - counted_hits)
+            if misses > counted_misses:
+                self.query_cache.labels("miss").inc(misses - counted_misses)
+            self._cache_counted = (max(hits, counted_hits), max(misses, counted_misses))
 
     def learner(self, summary: dict) -> None:
         """Set the learner gauges from :meth:`ranker.learning.status.LearnerStatus.summary`."""

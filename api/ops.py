@@ -22,7 +22,7 @@ def healthz() -> Any:
 
 @bp.get("/readyz", operation_id="readyz")
 def readyz() -> Any:
-    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise)."""
+    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them."""
     svc = service()
     problems = []
     try:
@@ -31,7 +31,13 @@ def readyz() -> Any:
         problems.append(f"redis: {exc}")
     if svc.policies.policy is None:
         problems.append("policy: none loaded")
-    body = {"status": "ready" if not problems else "not_ready", "problems": problems, "items": len(svc.engine), "policy_version": svc.policies.version}
+    body = {
+        "status": "ready" if not problems else "not_ready",
+        "problems": problems,
+        "items": len(svc.engine),
+        "policy_version": svc.policies.version,
+        "encoders": svc.engine.encoders.runtime(),
+    }
     return jsonify(body), (200 if not problems else 503)
 
 

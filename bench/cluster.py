@@ -31,22 +31,53 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # this checkout's ranker, and t
 from redis_cluster import RedisCluster  # noqa: E402
 
 from ranker.live.backend import confirm_replicated, connect, key  # noqa: E402
-from ranker.live.events import EventLog, InteractionEvent  # noqa: E402
+from ranker.live.events import EventLog, Feedback, RankingEvent  # noqa: E402
+from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES  # noqa: E402
 
 PREFIX = "bench"
 
 
-def event() -> InteractionEvent:
-    return InteractionEvent(event_id=uuid.uuid4().hex, ranking_id="r1", item_id="sku-1", position=0, type="click", value=None, ts=time.time())
+RANKING_ID = "r1"
+
+
+def served(log: EventLog) -> None:
+    """Log the one-item ranking every benchmark event reports on (feedback is checked against a served slate)."""
+    log.append_ranking(
+        RankingEvent(
+            ranking_id=RANKING_ID,
+            ts=time.time(),
+            user_key="u1",
+            session_id=None,
+            query_text="q",
+            query_has_image=False,
+            query_hash="h",
+            policy_version="v1",
+            candidate_ids=["sku-1"],
+            retrieval_scores=[1.0],
+            slate=["sku-1"],
+            slots=[0],
+            log_probs=[0.0],
+            temperature=1.0,
+            category_codes=[0],
+            features=np.zeros((1, len(STATIC_FEATURES)), np.float32),
+            context=np.zeros(len(CONTEXT_FEATURES), np.float32),
+            placed_similarity=np.ones((1, 1), np.float32),
+        )
+    )
+
+
+def event() -> Feedback:
+    return Feedback(event_id=uuid.uuid4().hex, item_id="sku-1", type="click", value=None, ts=time.time())
 
 
 def appends(client: redis.Redis, n: int, replicas: int) -> dict[str, float]:
     log = EventLog(client, prefix=PREFIX)
+    served(log)
     times = []
     started = time.perf_counter()
     for _ in range(n):
         t0 = time.perf_counter()
-        assert log.append_interactions([event()], user_key="u1") == [True]
+        assert log.record_feedback(RANKING_ID, [event()]) == [True]
         confirm_replicated(client, PREFIX, replicas, 200)
         times.append(time.perf_counter() - t0)
     wall = time.perf_counter() - started
@@ -60,7 +91,8 @@ def until_write(client: redis.Redis, replicas: int, timeout_s: float = 120) -> f
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
         try:
-            log.append_interactions([event()], user_key="u1")
+            served(log)  # again: the ranking may have been lost with the old master
+            log.record_feedback(RANKING_ID, [event()])
             confirm_replicated(client, PREFIX, replicas, 200)
             return time.monotonic() - started
         except redis.RedisError:

@@ -21,6 +21,14 @@ What runs (all real parts, on loopback):
   and purchases, ``POST /v1/feedback``) and, in process, by the intent-blind
   oracle and the oracle.
 
+With ``--ceiling DIR`` (a policy trained to convergence in the *shifted*
+simulator with live-like counters, e.g. ``ranker train --catalog data --set
+duplicate_penalty=1.0 --set duplicate_threshold=0.75 --set
+history_impressions=20 --set cold_item_share=0.3``), a third server
+("ceiling", prefix ``ceiling``) serves it through the same HTTP path at the
+same exploration, and the adaptation share is also reported against it: the
+learnable ceiling C, (learning - frozen) / (C - frozen).
+
 It prints and writes (``bench/out/online/``): reward per session over time
 (a plot); over the last 1,000 sessions, every slate's exact expected reward
 in the simulator (no outcome noise), learning against frozen paired on
@@ -81,6 +89,22 @@ def rolling(values: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+def install_ceiling(artifact: Path, data_dir: Path, redis_url: str) -> str:
+    """Copy the ceiling policy into the shop's policy directory and point the ``ceiling`` prefix at it."""
+    from ranker.live.backend import connect
+    from ranker.live.registry import PolicyRegistry
+    from ranker.ranking.policy import RankingPolicy
+
+    version = RankingPolicy.load(artifact).version
+    target = data_dir / "policies" / version
+    if not target.exists():
+        target.mkdir(parents=True)
+        for name in ("manifest.json", "policy.safetensors"):
+            shutil.copy2(artifact / name, target / name)
+    PolicyRegistry(connect(redis_url), data_dir / "policies", prefix="ceiling").promote(version)
+    return version
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=5000)
@@ -93,6 +117,7 @@ def main() -> None:
     parser.add_argument("--label-delay", type=float, default=10.0)
     parser.add_argument("--update-interval", type=float, default=20.0)
     parser.add_argument("--window", type=int, default=250, help="sessions per point of the rolling mean")
+    parser.add_argument("--ceiling", type=Path, help="a policy trained in the shifted simulator: the learnable ceiling C, served through HTTP")
     args = parser.parse_args()
     os.environ.update(THREADS)
 
@@ -106,10 +131,13 @@ def main() -> None:
     redis_server = EmbeddedRedis(OUT / "redis-run")
     env = dict(os.environ, REDIS_URL=redis_server.url, **THREADS)
     processes: list[subprocess.Popen] = []
-    logs = {name: open(OUT / f"{name}.log", "w") for name in ("learning", "frozen", "learner")}
+    served = [("learning", "learn"), ("frozen", "frozen")] + ([("ceiling", "ceiling")] if args.ceiling else [])
+    logs = {name: open(OUT / f"{name}.log", "w") for name in [name for name, _ in served] + ["learner"]}
+    if args.ceiling:
+        ceiling_version = install_ceiling(args.ceiling, data_dir, redis_server.url)
     try:
         bases = {}
-        for name, prefix in (("learning", "learn"), ("frozen", "frozen")):
+        for name, prefix in served:
             port = free_port()
             # --no-learn: the frozen server must not learn, and the learning one's learner runs below with the gate set like the shoppers
             command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(port), "--no-learn"]
@@ -144,7 +172,8 @@ def main() -> None:
         from ranker.harness import Shopper, session_through
 
         clients = {name: ApiClient(base) for name, base in bases.items()}
-        shoppers = {name: Shopper(data_dir, args.seed, **args.shift) for name in ("learning", "frozen", "intent_blind", "oracle")}
+        http_names = [name for name, _ in served]
+        shoppers = {name: Shopper(data_dir, args.seed, **args.shift) for name in [*http_names, "intent_blind", "oracle"]}
         in_process = {"intent_blind": IntentBlindOraclePolicy(), "oracle": OraclePolicy()}
         rewards = {name: np.zeros(args.sessions) for name in shoppers}
         expected = {name: np.zeros(args.sessions) for name in shoppers}  # each slate's exact expected reward
@@ -157,7 +186,7 @@ def main() -> None:
         for index in tqdm(range(args.sessions), desc="sessions", unit="session"):
             infos = {name: shopper.reset() for name, shopper in shoppers.items()}
             assert len({info["query"] for info in infos.values()}) == 1
-            for name in ("learning", "frozen"):
+            for name in http_names:
                 reward, body, lost = session_through(clients[name], shoppers[name], infos[name])
                 version = body["policy_version"]
                 rewards[name][index] = reward
@@ -214,6 +243,9 @@ def main() -> None:
     exp_mean, exp_low, exp_high = mean_ci95(expected["learning"][tail] - expected["frozen"][tail])
     blind_gap = exp_means["intent_blind"] - exp_means["frozen"]
     adaptation = exp_mean / blind_gap if blind_gap > 0 else float("nan")
+    ceiling_gap = exp_means.get("ceiling", float("nan")) - exp_means["frozen"]
+    adaptation_c = exp_mean / ceiling_gap if ceiling_gap > 0 else float("nan")
+    c_mean, c_low, c_high = mean_ci95(expected["ceiling"][tail] - expected["frozen"][tail]) if args.ceiling else (float("nan"),) * 3
     counts: dict[str, int] = {}
     for decision in decisions.values():
         counts[decision["decision"]] = counts.get(decision["decision"], 0) + 1
@@ -228,6 +260,8 @@ def main() -> None:
         "expected_last_1000": exp_means,
         "expected_learning_minus_frozen": {"mean": exp_mean, "ci95": [exp_low, exp_high]},
         "adaptation_share_vs_intent_blind": adaptation,
+        "ceiling": {"version": ceiling_version, "minus_frozen": {"mean": c_mean, "ci95": [c_low, c_high]}} if args.ceiling else None,
+        "adaptation_share_vs_ceiling": adaptation_c if args.ceiling else None,
         "whole_run": {name: float(values.mean()) for name, values in rewards.items()},
         "updates": counts,
         "skipped": skipped,
@@ -262,6 +296,11 @@ def main() -> None:
         + f"\nlearning - frozen (expected, paired): {exp_mean:+.3f} [{exp_low:+.3f}, {exp_high:+.3f}]; "
         f"adaptation share vs the intent-blind oracle {adaptation:.1%} (target >= 50%)"
     )
+    if args.ceiling:
+        print(
+            f"learnable ceiling C ({ceiling_version}) - frozen (expected, paired): {c_mean:+.3f} [{c_low:+.3f}, {c_high:+.3f}]; "
+            f"adaptation share (learning - frozen) / (C - frozen) {adaptation_c:.1%} (target >= 50%)"
+        )
     print(f"updates: {counts}; skipped: {skipped}; versions served: {len(first_seen)}")
     if freshness:
         oldest = [f["oldest_feedback_s"] for f in freshness]

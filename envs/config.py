@@ -54,7 +54,10 @@ class ShopperConfig(_Strict):
     popularity_spread: float = Field(1.0, ge=0, description="std of log popularity: how often an item is what users look for")
     history_impressions: float = Field(150.0, ge=0, description="mean impressions per item before the simulation starts (warm counters)")
     cold_item_share: float = Field(
-        0.0, ge=0, le=1, description="share of items that start with no history at all (new in the shop), as a live shop's counters do"
+        0.25,
+        ge=0,
+        le=1,
+        description="share of items that start with no history at all (new in the shop), as a live shop's counters do: worlds mix cold and warm items",
     )
     # utility
     relevance_weight: float = Field(8.0, ge=0, description="utility per unit of cosine between an item's text and the intended item's")

@@ -16,6 +16,7 @@ import numpy as np
 
 from envs.catalog import SimCatalog
 from envs.config import QUERY_MODES, ShopperConfig
+from ranker.ranking.features import mean_examination
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ class Utilities:
 class World:
     """Hidden preferences of a simulated shop's items and users, drawn from ``seed``."""
 
-    def __init__(self, catalog: SimCatalog, config: ShopperConfig, seed: int):
+    def __init__(self, catalog: SimCatalog, config: ShopperConfig, seed: int, *, slate_size: int = 10):
         self.catalog = catalog
         self.config = config
         rng = np.random.default_rng([seed, 101])
@@ -71,7 +72,9 @@ class World:
         impressions = rng.poisson(config.history_impressions * self.popularity / self.popularity.mean())
         clicks = rng.binomial(impressions, sigmoid(logit(0.05) + self.quality))
         purchases = rng.binomial(clicks, sigmoid(logit(0.1) + self.quality))
-        self.initial_counts = np.stack([impressions, clicks, purchases], axis=1).astype(np.float64)
+        # history without positions: each impression counts the mean examination prior as exposure
+        exposure = impressions * mean_examination(slate_size)
+        self.initial_counts = np.stack([impressions, clicks, purchases, exposure], axis=1).astype(np.float64)
         if config.cold_item_share > 0:  # new items: no history (a stream of its own, so the rest of the world is unchanged)
             self.initial_counts[np.random.default_rng([seed, 102]).random(n) < config.cold_item_share] = 0.0
         # users

@@ -42,6 +42,7 @@ from ranker.ranking.features import (
     FeatureBuilder,
     SlateFeatures,
     UserProfile,
+    examination_prior,
 )
 from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
@@ -89,7 +90,7 @@ class SlateShoppingEnv(gym.Env):
     # ------------------------------------------------------------ the world
     def _new_world(self, seed: int) -> None:
         self.world_seed = seed
-        self.world = World(self.catalog, self.config.shopper, seed)
+        self.world = World(self.catalog, self.config.shopper, seed, slate_size=self.config.slate_size)
         self.counts = self.world.initial_counts.copy()
         self.profiles: dict[int, UserProfile] = {}
         self.episode = 0
@@ -201,11 +202,12 @@ class SlateShoppingEnv(gym.Env):
         """The finished slate becomes history: impressions, clicks, purchases, the user's profile."""
         catalog = self.catalog
         profile = self.profiles.get(self.session.user) or UserProfile()
-        for slot, _examined, click, cart, purchase in self.outcomes:
+        for position, (slot, _examined, click, cart, purchase) in enumerate(self.outcomes):
             row = self.rows[slot]
             self.counts[row, 0] += 1
             self.counts[row, 1] += click
             self.counts[row, 2] += purchase
+            self.counts[row, 3] += examination_prior(position)
             for kind, happened in (("click", click), ("add_to_cart", cart), ("purchase", purchase)):
                 if happened:
                     profile.record(

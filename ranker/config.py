@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ranker.experiments.store import LOGS_TTL_S
 from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
 from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
+from ranker.retrieval.query_cache import QUERY_CACHE_SIZE
 
 ENV_PREFIX = "RANKER_"
 
@@ -47,11 +48,21 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="write and admin endpoints need it (X-API-Key); never logged")
     api_key_file: Path | None = Field(None, description="or a file holding it (a mounted secret)")
     user_key_secret: str | None = Field(None, description="HMAC key for user ids; unset: a random one kept in data_dir/user_key.secret")
+    # encoders
+    encoder_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="what runs the default encoders: auto (ONNX Runtime on the CPU, graphs cached in data_dir/models; torch on CUDA), onnx or torch"
+    )
+    models_dir: Path | None = Field(None, description="where the encoders' exported ONNX graphs are cached (checked by fingerprint); unset: data_dir/models")
+    query_cache_size: int = Field(QUERY_CACHE_SIZE, ge=0, description="query text embeddings cached per process (least recently used go first; 0: none)")
     # ranking
     temperature: float = Field(0.5, ge=0, le=10, description="serving temperature; 0 = greedy")
     target_entropy: float = Field(
         1.0, ge=0, le=10, description="exploration: each sampled position's entropy in nats (at most 0.8 log of the candidates left); 0 = the fixed temperature"
     )
+    cold_bonus: float = Field(
+        1.0, ge=0, le=10, description="cold-start exploration: logit bonus, while sampling, for an item with no impressions (fades to 0 at cold_impressions)"
+    )
+    cold_impressions: int = Field(20, ge=1, description="impressions after which an item gets no cold-start bonus")
     objective: Literal["purchases", "revenue", "mix"] = Field(
         "purchases", description="what the policy optimises (ranker.ranking.objective): purchases, revenue (price-weighted purchases) or mix"
     )

@@ -15,7 +15,9 @@ calls in-process. One rank request:
 
 When Redis cannot be reached, ranking goes on with empty state and the
 current policy; the result says it was not logged. Feedback, which must be
-stored to count, raises :class:`Unavailable` instead.
+stored to count, raises :class:`Unavailable` instead. Feedback is one round
+trip: a script checks the events against the ranking and records them with
+everything they move (``ranker.live.events``).
 
 Explanations: an item's ``score`` is the policy's score for it. It splits
 into the retrieval score's text part (the text-query channels' share of the
@@ -50,14 +52,15 @@ from ranker.live.events import (
     EVENT_TYPES,
     EventLog,
     Exposure,
-    InteractionEvent,
+    Feedback,
+    FeedbackRefused,
     RankingEvent,
     new_ranking_id,
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.live.state import Interaction, RedisStateProvider
-from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
-from ranker.ranking.policy import Ranking, RankingPolicy
+from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,8 @@ class ServiceConfig:
     prefix: str = default("prefix")
     temperature: float = default("temperature")  # 0 = greedy
     target_entropy: float = default("target_entropy")  # nats per position when sampling (0: the fixed temperature instead)
+    cold_bonus: float = default("cold_bonus")  # logit bonus for an item never shown, while sampling (cold start)
+    cold_impressions: int = default("cold_impressions")  # ... fading to 0 at this many impressions
     num_results: int = default("num_results")
     num_candidates: int = default("num_candidates")
     user_key_secret: bytes = b""
@@ -107,6 +112,8 @@ class ServiceConfig:
             "prefix",
             "temperature",
             "target_entropy",
+            "cold_bonus",
+            "cold_impressions",
             "num_results",
             "num_candidates",
             "pseudonym_ttl_s",
@@ -181,6 +188,18 @@ class Composed:
     teams: list[int] | None = None
 
 
+@dataclass
+class Sampling:
+    """How a request's slate is drawn: the temperature (0: greedy), the entropy target and the cold-start bonus."""
+
+    temperature: float
+    target_entropy: float | None = None
+    bonus: np.ndarray | None = None  # [K] logit bonuses (ranker.ranking.policy.cold_start_bonus)
+
+    def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
+        return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
+
+
 def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
     """Split ``score`` into text similarity, image similarity and the policy's adjustment (they sum to it)."""
     present = {channel: value for channel, value in candidate.scores.items() if value is not None}
@@ -227,6 +246,7 @@ class RankingService:
             dedup_ttl_s=config.dedup_ttl_s,
             user_data_ttl_s=config.profile_ttl_s,
             series_ttl_s=config.series_ttl_s,
+            profile_decay=self.state.profile_decay,
         )
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
@@ -278,7 +298,7 @@ class RankingService:
             candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
             candidate_set = self._candidate_set(candidates, query)
         watch.lap("retrieve")
-        counts, profile = np.zeros((len(candidates), 3)), UserProfile()
+        counts, profile = np.zeros((len(candidates), len(COUNTERS))), UserProfile()
         if redis_ok:
             try:
                 counts, profile = self.state.snapshot(candidate_set.item_ids, user_key)
@@ -294,10 +314,11 @@ class RankingService:
             candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None
         )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
-        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, assignment, target_entropy)
+        sampling = Sampling(temperature, target_entropy, self._cold_bonus(counts, num_candidates) if target_entropy else None)
+        composed = self._compose(observation, candidate_set.retrieval_scores, num_results, sampling, policy, assignment)
         if composed is None:  # an arm's policy cannot be loaded: serve as usual, outside the experiment
             assignment = None
-            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, temperature, policy, None, target_entropy)
+            composed = self._compose(observation, candidate_set.retrieval_scores, num_results, sampling, policy, None)
         ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
@@ -357,15 +378,15 @@ class RankingService:
         observation: Observation,
         retrieval_scores: np.ndarray,
         num_results: int,
-        temperature: float,
+        sampling: Sampling,
         policy: RankingPolicy,
         assignment: Assignment | None,
-        target_entropy: float | None = None,
     ) -> Composed | None:
         """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
         (None when an arm's policy cannot be loaded)."""
+        temperature = sampling.temperature
         if assignment is None:
-            ranking = policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            ranking = sampling.rank(policy, observation, num_results, self._rng)
             return Composed(ranking, self.policies.version or "", ranking.temperature or temperature)
         experiment = assignment.experiment
         if experiment.mode == "ab":
@@ -375,7 +396,7 @@ class RankingService:
             arm_policy = self._arm_policy(arm.policy)
             if arm_policy is None:
                 return None
-            ranking = arm_policy.rank(observation, num_results, temperature=temperature or None, rng=self._rng, target_entropy=target_entropy)
+            ranking = sampling.rank(arm_policy, observation, num_results, self._rng)
             return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name)
         rankings = []
         for arm in experiment.arms:  # interleaving: each arm's greedy ranking
@@ -392,6 +413,12 @@ class RankingService:
             scores[slot] = rankings[team].scores[slot]
         version = "interleaved:" + ",".join(arm.policy for arm in experiment.arms)
         return Composed(Ranking(slots=[int(slot) for slot in slots], scores=scores), version, 0.0, teams=[int(team) for team in teams])
+
+    def _cold_bonus(self, counts: np.ndarray, n_slots: int) -> np.ndarray | None:
+        """Cold-start exploration bonuses for the candidates (None when switched off)."""
+        if not self.config.cold_bonus:
+            return None
+        return cold_start_bonus(counts[:, 0], n_slots, bonus=self.config.cold_bonus, impressions_for_warm=self.config.cold_impressions)
 
     def _arm_policy(self, version: str) -> RankingPolicy | None:
         if version == self.policies.version and self.policies.policy is not None:
@@ -466,84 +493,63 @@ class RankingService:
 
     # ----------------------------------------------------------- feedback
     def feedback(self, ranking_id: str, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates)."""
-        try:
-            record = self.events.ranking(ranking_id)
-        except redis.RedisError as exc:
-            raise Unavailable(f"event log unreachable: {exc}") from None
-        if record is None:
-            raise FeedbackError(
-                f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
-                field="ranking_id",
-                value=ranking_id,
-                kind="not_found",
-            )
-        parsed: list[InteractionEvent] = []
+        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates).
+
+        One Redis round trip (:meth:`ranker.live.events.EventLog.record_feedback`): the ranking lookup, the checks,
+        dedup, the stream append, the counters, the profile and the experiment's outcomes happen in one script, so
+        the events are stored with everything they move or not at all.
+        """
+        reported: list[Feedback] = []
         for index, raw in enumerate(events):
-            position = record.position_of(raw["item_id"])
-            if position is None:
-                raise FeedbackError(
-                    f"events[{index}].item_id: {raw['item_id']!r} was not in ranking {ranking_id}",
-                    field=f"events[{index}].item_id",
-                    value=raw["item_id"],
-                )
             if raw["type"] not in EVENT_TYPES:
                 raise FeedbackError(
                     f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"]
                 )
-            parsed.append(
-                InteractionEvent(
+            reported.append(
+                Feedback(
                     event_id=raw.get("event_id") or uuid.uuid4().hex,
-                    ranking_id=ranking_id,
                     item_id=raw["item_id"],
-                    position=position,
                     type=raw["type"],
                     value=raw.get("value"),
                     ts=raw.get("ts") or time.time(),
                 )
             )
-        revenue = [self._revenue(event) for event in parsed] if record.exposure else None
+        self._describe(reported)
         try:
-            flags = self.events.append_interactions(
-                parsed, user_key=record.user_key, exposure=record.exposure, revenue=revenue, served=(record.ts, record.policy_version)
-            )
+            flags = self.events.record_feedback(ranking_id, reported)
+        except FeedbackRefused as refused:
+            if refused.index is None:
+                raise FeedbackError(
+                    f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
+                    field="ranking_id",
+                    value=ranking_id,
+                    kind="not_found",
+                ) from None
+            item_id = reported[refused.index].item_id
+            raise FeedbackError(
+                f"events[{refused.index}].item_id: {item_id!r} was not in ranking {ranking_id}", field=f"events[{refused.index}].item_id", value=item_id
+            ) from None
         except redis.RedisError as exc:
             raise Unavailable(f"event log unreachable: {exc}") from None
         try:  # on a replicated Redis: only what a replica holds too survives a failover
             confirm_replicated(self.client, self.config.prefix, self.config.redis_replicas, self.config.redis_replica_timeout_ms)
         except redis.RedisError as exc:
             raise Unavailable(f"event log not confirmed by its replicas: {exc}", maybe_stored=True) from None
-        try:  # the events are stored and acknowledged now; the profile is derived state, updated at best
-            learned = self._interactions([event for event, accepted in zip(parsed, flags) if accepted])
-            if learned:
-                self.state.record_profile_batch(record.user_key, learned)
-        except redis.RedisError as exc:
-            self._redis_failed("profile", exc)
         accepted = sum(flags)
         return accepted, len(flags) - accepted
 
-    def _revenue(self, event: InteractionEvent) -> float:
-        """What a purchase brought in: the value the shop reported, else the item's catalog price."""
-        if event.type != "purchase":
-            return 0.0
-        if event.value is not None:
-            return float(event.value)
-        item = self.engine.get(event.item_id)
-        return float(item.price) if item is not None else 0.0
-
-    def _interactions(self, events: Sequence[InteractionEvent]) -> list[Interaction]:
-        """What the user's profile learns from ``events``; items deleted since they were shown teach nothing."""
-        if not events:
-            return []
+    def _describe(self, reported: Sequence[Feedback]) -> None:
+        """Fill in what the script needs from the catalog: a purchase's revenue (the value the shop reported, else the
+        item's price) and what the user's profile learns (nothing from an item deleted since it was shown)."""
         with self._engine_lock:
-            items = [self.engine.get(event.item_id) for event in events]
-            keys = [self.engine.store.key_of(event.item_id) for event in events]
+            items = [self.engine.get(event.item_id) for event in reported]
+            keys = [self.engine.store.key_of(event.item_id) for event in reported]
             vectors, present = self.engine.indexes["text"].vectors_for(np.array([-1 if key is None else key for key in keys], dtype=np.int64))
-        return [
-            Interaction(event.type, item.category, item.brand, item.price, vectors[row])
-            for row, (event, item) in enumerate(zip(events, items))
-            if item is not None and present[row]
-        ]
+        for row, (event, item) in enumerate(zip(reported, items)):
+            if event.type == "purchase":
+                event.revenue = float(event.value) if event.value is not None else float(item.price) if item is not None else 0.0
+            if item is not None and present[row]:
+                event.profile = Interaction(event.type, item.category, item.brand, item.price, vectors[row])
 
     # ------------------------------------------------------------ catalog
     def upsert_items(self, items: Sequence[Item]) -> list[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -9,6 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+# One ONNX export for every data directory the tests create, kept between runs (rebuilt when its fingerprint fails).
+os.environ.setdefault("RANKER_MODELS_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "ranker-models"))
 
 from ranker.catalog.demo import write_demo_catalog
 from ranker.catalog.items import load_catalog

@@ -10,6 +10,8 @@ import click
 from ranker.cli import main
 from ranker.cli.common import (
     data_dir_option,
+    setting,
+    shown,
 )
 
 
@@ -39,18 +41,38 @@ def index() -> None:
 )
 @click.option(
     "--index-type",
-    type=click.Choice(["auto", "flat", "hnsw", "ivf"]),
+    type=click.Choice(["auto", "flat", "hnsw", "ivf", "ivfpq"]),
     default="auto",
     show_default=True,
-    help="auto: exact below --exact-threshold items, HNSW above.",
+    help="auto: exact below --exact-threshold items, HNSW below --ivfpq-threshold, IVF-PQ from there on.",
 )
 @click.option("--exact-threshold", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option(
+    "--ivfpq-threshold", type=click.IntRange(min=1), default=500_000, show_default=True, help="auto: IVF-PQ (catalogs past memory) from this many items."
+)
 @click.option("--strict", is_flag=True, help="Fail on the first bad catalog line instead of skipping and reporting it.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
-def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_type: str, exact_threshold: int, strict: bool, device: str) -> None:
+@click.option(
+    "--encoder-backend",
+    type=click.Choice(["auto", "onnx", "torch"]),
+    default=setting("encoder_backend"),
+    show_default=shown("encoder_backend"),
+    help="auto: ONNX Runtime on the CPU (graphs exported once into DATA_DIR/models), torch on CUDA.",
+)
+def index_build(
+    catalog_path: Path,
+    data_dir: Path,
+    encoder_spec: str,
+    index_type: str,
+    exact_threshold: int,
+    ivfpq_threshold: int,
+    strict: bool,
+    device: str,
+    encoder_backend: str,
+) -> None:
     """Load a catalog, embed every item and (re)build the indexes under --data-dir."""
     from ranker.catalog.items import CatalogError, load_catalog
-    from ranker.retrieval.encoders import load_encoders
+    from ranker.retrieval.encoders import load_encoders, models_dir
     from ranker.retrieval.engine import SearchEngine
     from ranker.retrieval.index import IndexConfig
 
@@ -62,7 +84,13 @@ def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_typ
     click.echo(loaded.summary(), err=True)
     if not loaded.items:
         raise click.ClickException(f"{catalog_path}: no valid items to index")
-    engine = SearchEngine(load_encoders(encoder_spec, device), data_dir, index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold))  # type: ignore[arg-type]
+    encoders = load_encoders(encoder_spec, device, backend=encoder_backend, cache_dir=models_dir(data_dir))
+    click.echo(f"encoders run on {', '.join(f'{part}: {runtime}' for part, runtime in encoders.runtime().items())}", err=True)
+    engine = SearchEngine(
+        encoders,
+        data_dir,
+        index_config=IndexConfig(index_type=index_type, exact_threshold=exact_threshold, ivfpq_threshold=ivfpq_threshold),  # type: ignore[arg-type]
+    )
     report = engine.build(loaded.items, progress=True)
     _report_errors("rejected", report.errors)
     where = engine.save(encoder_spec=encoder_spec)
@@ -71,14 +99,20 @@ def index_build(catalog_path: Path, data_dir: Path, encoder_spec: str, index_typ
 
 @index.command("info")
 @data_dir_option
-def index_info(data_dir: Path) -> None:
-    """Print the index manifest (encoders, counts, index types, build time)."""
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda: the device a server would use.")
+@click.option("--encoder-backend", type=click.Choice(["auto", "onnx", "torch"]), default=setting("encoder_backend"), show_default=shown("encoder_backend"))
+def index_info(data_dir: Path, device: str, encoder_backend: str) -> None:
+    """Print the index manifest (encoders, counts, index types, build time) as JSON, with ``serving_runtime``:
+    what a server on this data directory would run the encoders on (``encoder_runtime`` is what built the index)."""
+    from ranker.retrieval.encoders import models_dir, planned_runtime
     from ranker.retrieval.engine import manifest_path
 
     manifest = manifest_path(data_dir)
     if not manifest.exists():
         raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}`")
-    click.echo(manifest.read_text())
+    body = json.loads(manifest.read_text())
+    body["serving_runtime"] = planned_runtime(body.get("encoder_spec") or "default", device, backend=encoder_backend, cache_dir=models_dir(data_dir))
+    click.echo(json.dumps(body, indent=2))
 
 
 @index.command("compact")

@@ -36,6 +36,14 @@ from ranker.cli.common import (
 @click.option(
     "--parent", "parent_dir", type=click.Path(file_okay=False, exists=True, path_type=Path), help="Start from this policy artifact (recorded as the parent)."
 )
+@click.option(
+    "--lr-schedule",
+    "learning_rate_schedule",
+    type=click.Choice(["linear", "constant"]),
+    default="linear",
+    show_default=True,
+    help="linear: the learning rate decays to 0 at the last step.",
+)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option(
     "--objective",
@@ -56,6 +64,7 @@ def train(
     eval_every: int,
     eval_episodes: int,
     learning_rate: float,
+    learning_rate_schedule: str,
     parent_dir: Path | None,
     device: str,
     objective: str,
@@ -86,6 +95,7 @@ def train(
         eval_every=eval_every,
         eval_episodes=eval_episodes,
         learning_rate=learning_rate,
+        learning_rate_schedule=learning_rate_schedule,
         device=device,
     )
     policy = run_training(config, out_dir, progress=not quiet, parent=parent)

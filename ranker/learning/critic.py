@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ranker.live.events import EVENT_TYPES, REWARD_WEIGHTS
+from ranker.ranking.standardise import Standardiser
 
 OUTCOMES = tuple(EVENT_TYPES)  # click, add_to_cart, purchase
 MAX_POSITIONS = 50
@@ -48,6 +49,8 @@ class OutcomeCritic(nn.Module):
     def __init__(self, n_features: int, n_context: int, hidden: int = 64, max_positions: int = MAX_POSITIONS):
         super().__init__()
         self.max_positions = max_positions
+        self.feature_inputs = Standardiser(n_features)  # fitted on the shown items by fit_critic
+        self.context_inputs = Standardiser(n_context)
         self.body = nn.Sequential(nn.Linear(n_features + n_context, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.heads = nn.Linear(hidden, len(OUTCOMES))
         self.examination = nn.Embedding(max_positions, 1)  # the logit of P(examined) per position
@@ -57,6 +60,7 @@ class OutcomeCritic(nn.Module):
         """features [B, K, F], context [B, C], position [B] -> probabilities [B, K, 3] of click, cart and purchase:
         P(the position is examined) x the candidate's funnel (click, cart after a click, purchase after a cart)."""
         k = features.shape[1]
+        features, context = self.feature_inputs(features), self.context_inputs(context)
         inputs = torch.cat([features, context.unsqueeze(1).expand(-1, k, -1)], dim=-1)
         examined = torch.sigmoid(self.examination(position.clamp(max=self.max_positions - 1))).unsqueeze(1)  # [B, 1, 1]
         funnel = torch.cumprod(torch.sigmoid(self.heads(self.body(inputs))), dim=-1)  # click, cart after a click, purchase after a cart
@@ -95,9 +99,12 @@ def fit_critic(
     ``outcomes`` [N, 3] (0/1 click, cart, purchase of it); ``sample_weight`` [N] caps contributions; ``max_steps``
     bounds the gradient steps (fewer epochs on larger data)."""
     torch.manual_seed(seed)
+    rows = np.arange(len(action))
+    if len(action):
+        critic.feature_inputs.fit(features[rows, action])
+        critic.context_inputs.fit(context)
     critic.to(device).train()
     optimiser = torch.optim.Adam(critic.parameters(), lr=learning_rate)
-    rows = np.arange(len(action))
     shown = torch.as_tensor(features[rows, action][:, None, :], device=device)  # [N, 1, F]
     tensors = {
         "features": shown,

@@ -8,7 +8,10 @@ Plackett-Luce position) and whose critic is the net's pooled value head.
 
 :func:`train` runs PPO with seeding, a progress bar, TensorBoard logs,
 periodic evaluation on held-out worlds and checkpoints saved as policy
-artifacts. The device is chosen automatically (CUDA when present).
+artifacts. The device is chosen automatically (CUDA when present). Before the
+first step, the net's input standardisation is fitted on observations of a
+uniformly random ranker in the training worlds (:func:`input_sample`); a run
+from a parent keeps the parent's statistics.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
@@ -111,6 +115,7 @@ class TrainConfig:
     batch_size: int = 512
     n_epochs: int = 4
     learning_rate: float = 1e-3
+    learning_rate_schedule: str = "linear"  # "linear": decays to 0 at the last step (stable final policy); "constant"
     gamma: float = 1.0  # one slate is a short, finite episode: no discounting
     gae_lambda: float = 0.95
     ent_coef: float = 0.01
@@ -120,6 +125,35 @@ class TrainConfig:
     eval_episodes: int = 300
     eval_seed: int = 10_000  # held-out worlds: never a training seed
     device: str = "auto"
+    standardise_steps: int = 3_000  # random-ranker steps whose observations fit the input standardisation
+
+
+def learning_rate_schedule(config: TrainConfig) -> float | Callable[[float], float]:
+    """What SB3 takes as the learning rate: a constant, or a function of the progress remaining (1 -> 0)."""
+    if config.learning_rate_schedule == "constant":
+        return config.learning_rate
+    if config.learning_rate_schedule == "linear":
+        start = config.learning_rate
+        return lambda remaining: start * remaining
+    raise ValueError(f"learning_rate_schedule: {config.learning_rate_schedule!r}; use linear or constant")
+
+
+def input_sample(config: TrainConfig, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Feature rows of the candidates still available [N, F] and contexts [M, C], seen over ``steps`` decisions of a
+    uniformly random ranker in the training worlds (their own seed stream): what the standardisation is fitted on."""
+    env = make_env(config.env_id, **config.env_kwargs)
+    rng = np.random.default_rng([config.seed, 7])
+    features, contexts = [], []
+    observation, _ = env.reset(seed=config.seed + 7_777)
+    for _ in range(steps):
+        mask = observation["mask"].astype(bool)
+        features.append(observation["features"][mask])
+        contexts.append(observation["context"])
+        observation, _, terminated, truncated, _ = env.step(int(rng.choice(np.flatnonzero(mask))))
+        if terminated or truncated:
+            observation, _ = env.reset()
+    env.close()
+    return np.concatenate(features), np.stack(contexts)
 
 
 def make_env(env_id: str, **kwargs: Any) -> gym.Env:
@@ -197,7 +231,7 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, parent: 
         n_steps=config.n_steps,
         batch_size=config.batch_size,
         n_epochs=config.n_epochs,
-        learning_rate=config.learning_rate,
+        learning_rate=learning_rate_schedule(config),
         gamma=config.gamma,
         gae_lambda=config.gae_lambda,
         ent_coef=config.ent_coef,
@@ -208,8 +242,13 @@ def train(config: TrainConfig, out_dir: Path, *, progress: bool = True, parent: 
         policy_kwargs={"hidden": config.hidden},
         verbose=0,
     )
+    net: SlateNet = model.policy.slate_net  # type: ignore[attr-defined]
     if parent is not None:
-        model.policy.slate_net.load_state_dict(parent.net.state_dict())  # type: ignore[attr-defined]
+        net.load_state_dict(parent.net.state_dict())
+    elif config.standardise_steps:
+        features, contexts = input_sample(config, config.standardise_steps)
+        net.feature_inputs.fit(features)
+        net.context_inputs.fit(contexts)
     callback = _Progress(config, out_dir, held_out_evaluation(config), progress)
     started = time.perf_counter()
     model.learn(total_timesteps=config.timesteps, callback=callback, tb_log_name="ppo")

@@ -14,13 +14,17 @@ Besides the stream entry, a served ranking leaves a small lookup record,
 checked against; it expires after ``ranking_ttl_s`` (longer than the
 attribution window). Impression counters move in the same transaction.
 
-Feedback is idempotent: one Lua script claims each ``event_id`` with
-``SET NX`` (kept ``dedup_ttl_s``), and only a first claim appends the event
-and bumps the item's click or purchase counter, the user's activity counters
-and, for a ranking served inside an experiment (its :class:`Exposure`), the
-experiment's outcome counters (:class:`ExperimentKeys`), so a retried request
-counts once everywhere. The learner reads the streams through a consumer
-group.
+Feedback takes one round trip (:meth:`EventLog.record_feedback`): one Lua
+script reads the ranking's lookup record, checks every event's item against
+the slate, claims each ``event_id`` with ``SET NX`` (kept ``dedup_ttl_s``),
+and only a first claim appends the event and bumps the item's click or
+purchase counter, the user's activity counters, the ranking's reward series
+bucket, the user's profile (``ranker.live.state``) and, for a ranking served
+inside an experiment (its :class:`Exposure`), the experiment's outcome
+counters (:class:`ExperimentKeys`). A retried request counts once everywhere,
+and the profile, read and written inside the script, stays exact under
+concurrent feedback for one user. The learner reads the streams through a
+consumer group.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import numpy as np
 import redis
 
 from ranker.live.backend import as_text, key
-from ranker.live.state import PROFILE_TTL_S, activity_key, counter_key
+from ranker.live.state import PROFILE_TTL_S, Interaction, activity_key, counter_key
+from ranker.ranking.features import examination_prior
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
 MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
@@ -48,51 +53,136 @@ SERIES_TTL_S = 30 * 24 * 3600  # a day's reward series is kept this long after t
 RANKING_TTL_S = 24 * 3600  # how long a served ranking takes feedback
 DEDUP_TTL_S = 7 * 24 * 3600  # how long an event_id is remembered
 
-# KEYS: interactions stream, clicks hash, purchases hash, the user's activity hash, the experiment's
-#       clicks, purchases and revenue hashes, the ranking's day of the reward series, the experiment's exposures
-#       hash (its expiry is copied to the outcome hashes), then one dedup key per event.
-# ARGV: dedup ttl, stream max length, the ranking's reward series field ('' none), the oldest stream id to keep
-#       ('' none), the user data ttl, when the series day expires (unix seconds), then per event: payload,
-#       item id, type, experiment field ('' outside experiments), revenue, reward.
-# The first write is the dedup SET, which Redis refuses when it is out of memory (maxmemory, noeviction): then
-# nothing is written. A first write that frees memory (XTRIM) would let the rest through, so trimming comes last.
-_APPEND_INTERACTIONS = """
-local flags = {}
-for i = 10, #KEYS do
-  local base = 7 + (i - 10) * 6
-  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'event', ARGV[base])
-    if ARGV[3] ~= '' then
-      redis.call('HINCRBYFLOAT', KEYS[8], ARGV[3] .. '|reward', ARGV[base + 5])
-      redis.call('EXPIREAT', KEYS[8], ARGV[6])
+# One feedback request, one round trip (bench/README.md, "Feedback in one round trip").
+# KEYS[1]: the ranking's lookup record. Every other key depends on what the record says (its user, its experiment),
+#          so the script builds them from ARGV[1], the '{<prefix>}:' that every key of the deployment starts with
+#          (ranker.live.backend.key). They all carry that hash tag, so they lie in KEYS[1]'s slot on a Redis Cluster,
+#          the node the cluster client sends the script to, and the script never leaves that slot.
+# ARGV: key base, dedup ttl, stream max length, the oldest stream id to keep ('' none), the user data ttl, the series
+#       ttl (seconds kept after its day ends), the profile decay, the ranking id, the number of events, then per event
+#       (FIELDS values): event id, item id, type, its JSON without the position and the closing brace, revenue,
+#       reward, and what the profile learns: category, brand, price, the item's text vector as float32 bytes ('':
+#       nothing, the item is gone from the catalog).
+# Returns {1, accepted flags...}, {0} when the ranking is unknown, {-1, index} when an event's item is not in its slate.
+# Nothing is written before every event is checked. The first write is a dedup SET, which Redis refuses when it is
+# out of memory (maxmemory, noeviction): then nothing is written. A first write that frees memory (XTRIM) would let
+# the rest through, so trimming comes last. The profile is read and written inside the script, so concurrent
+# feedback for one user folds in every event, in the order the stream holds them.
+_FEEDBACK = """
+local base = ARGV[1]
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local record = cjson.decode(raw)
+local slate, n, stride = record['slate'], tonumber(ARGV[9]), 10
+local positions = {}
+for i = 1, n do
+  local item = ARGV[9 + (i - 1) * stride + 2]
+  for p = 1, #slate do
+    if slate[p] == item then positions[i] = p - 1; break end
+  end
+  if positions[i] == nil then return {-1, i - 1} end
+end
+
+local user = record['user_key']
+local activity = base .. 'user:' .. user .. ':activity'
+local ts = tonumber(record['ts'])
+local minute = ts - math.fmod(ts, 60)  -- as Python's ts // 60 * 60, exactly
+local day = (ts - math.fmod(ts, 86400)) / 86400
+local series = base .. 'series:reward:' .. string.format('%d', day)
+local bucket = string.format('%d', minute) .. '|' .. record['policy_version'] .. '|reward'
+local exposure, outcomes = record['exposure'], nil
+if type(exposure) == 'table' then outcomes = base .. 'exp:' .. exposure['experiment'] .. ':' end
+
+local profile_key, scalars, embedding, scale = base .. 'user:' .. user, nil, nil, 1
+local decay = tonumber(ARGV[7])
+-- The profile's fold (UserProfile.record): embedding <- unit(decay * embedding + (1 - decay) * vector). The loop keeps
+-- the embedding unnormalised with its scale (1 / its norm) beside it, so each event takes one pass over it, and the
+-- write at the end applies the scale.
+local function learn(kind, category, brand, price, bytes)
+  if scalars == nil then
+    local stored = redis.call('HMGET', profile_key, 'profile', 'embedding')
+    if stored[1] then
+      scalars = cjson.decode(stored[1])
+      if stored[2] and #stored[2] > 0 then
+        embedding = {struct.unpack('<' .. string.rep('f', #stored[2] / 4), stored[2])}
+        embedding[#embedding] = nil  -- unpack's last value is the next read position
+      end
+    else
+      scalars = {n_interactions = 0, category_counts = {}, brand_counts = {}, log_price_sum = 0, n_purchases = 0}
     end
-    local kind, outcome = ARGV[base + 2], ARGV[base + 3]
+  end
+  local dim = #bytes / 4
+  local vector = {struct.unpack('<' .. string.rep('f', dim), bytes)}
+  vector[dim + 1] = nil
+  local norm = 0
+  if embedding ~= nil and #embedding == dim then
+    local old, new = decay * scale, 1 - decay
+    for d = 1, dim do
+      local value = old * embedding[d] + new * vector[d]
+      embedding[d] = value
+      norm = norm + value * value
+    end
+  else  -- the first event (or a profile from an encoder of another dimension): the item's vector
+    embedding = vector
+    for d = 1, dim do norm = norm + vector[d] * vector[d] end
+  end
+  scale = 1 / math.max(math.sqrt(norm), 1e-12)
+  scalars['n_interactions'] = scalars['n_interactions'] + 1
+  scalars['category_counts'][category] = (scalars['category_counts'][category] or 0) + 1
+  scalars['brand_counts'][brand] = (scalars['brand_counts'][brand] or 0) + 1
+  if kind == 'purchase' and price > 0 then
+    scalars['log_price_sum'] = scalars['log_price_sum'] + math.log(price)
+    scalars['n_purchases'] = scalars['n_purchases'] + 1
+  end
+end
+
+local flags = {1}
+for i = 1, n do
+  local at = 9 + (i - 1) * stride
+  local event_id, item, kind = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  if redis.call('SET', base .. 'event:' .. event_id, '1', 'NX', 'EX', ARGV[2]) then
+    local position = positions[i]
+    redis.call('XADD', base .. 'interactions', 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[at + 4] .. ', "position": ' .. position .. '}')
+    redis.call('HINCRBYFLOAT', series, bucket, ARGV[at + 6])
+    redis.call('EXPIREAT', series, string.format('%d', (day + 1) * 86400 + tonumber(ARGV[6])))
+    local field = nil
+    if outcomes ~= nil then
+      if type(exposure['teams']) == 'table' then field = ARGV[8] .. ':' .. tostring(exposure['teams'][position + 1])
+      else field = exposure['session'] end
+    end
     if kind == 'click' then
-      redis.call('HINCRBY', KEYS[2], ARGV[base + 1], 1)
-      redis.call('HINCRBY', KEYS[4], 'clicks', 1)
-      if outcome ~= '' then redis.call('HINCRBY', KEYS[5], outcome, 1) end
-    end
-    if kind == 'purchase' then
-      redis.call('HINCRBY', KEYS[3], ARGV[base + 1], 1)
-      redis.call('HINCRBY', KEYS[4], 'purchases', 1)
-      if outcome ~= '' then
-        redis.call('HINCRBY', KEYS[6], outcome, 1)
-        redis.call('HINCRBYFLOAT', KEYS[7], outcome, ARGV[base + 4])
+      redis.call('HINCRBY', base .. 'counts:clicks', item, 1)
+      redis.call('HINCRBY', activity, 'clicks', 1)
+      if field then redis.call('HINCRBY', outcomes .. 'clicks', field, 1) end
+    elseif kind == 'purchase' then
+      redis.call('HINCRBY', base .. 'counts:purchases', item, 1)
+      redis.call('HINCRBY', activity, 'purchases', 1)
+      if field then
+        redis.call('HINCRBY', outcomes .. 'purchases', field, 1)
+        redis.call('HINCRBYFLOAT', outcomes .. 'revenue', field, ARGV[at + 5])
       end
     end
-    redis.call('EXPIRE', KEYS[4], ARGV[5])
+    redis.call('EXPIRE', activity, ARGV[5])
+    if ARGV[at + 10] ~= '' then learn(kind, ARGV[at + 7], ARGV[at + 8], tonumber(ARGV[at + 9]), ARGV[at + 10]) end
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0
   end
 end
-local ttl = redis.call('PTTL', KEYS[9])
-if ttl > 0 then
-  for i = 5, 7 do
-    if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], ttl) end
+if embedding ~= nil then
+  for d = 1, #embedding do embedding[d] = embedding[d] * scale end
+  redis.call('HSET', profile_key, 'profile', cjson.encode(scalars), 'embedding', struct.pack('<' .. string.rep('f', #embedding), unpack(embedding)))
+  redis.call('EXPIRE', profile_key, ARGV[5])
+end
+if outcomes ~= nil then
+  local ttl = redis.call('PTTL', outcomes .. 'exposures')
+  if ttl > 0 then
+    for _, name in ipairs({'clicks', 'purchases', 'revenue'}) do
+      if redis.call('EXISTS', outcomes .. name) == 1 then redis.call('PEXPIRE', outcomes .. name, ttl) end
+    end
   end
 end
-if ARGV[4] ~= '' then redis.call('XTRIM', KEYS[1], 'MINID', ARGV[4]) end
+if ARGV[4] ~= '' then redis.call('XTRIM', base .. 'interactions', 'MINID', ARGV[4]) end
 return flags
 """
 
@@ -220,13 +310,7 @@ class Exposure:
     experiment: str
     arm: int | None  # the arm's index (None: interleaved, see ``teams``)
     session: str  # the analysis session: "<user_key>:<session_id or ranking_id>"
-    teams: list[int] | None = None
-
-    def outcome_field(self, ranking_id: str, position: int) -> str:
-        """Where an outcome at ``position`` is counted: per session (A/B) or per ranking and team (interleaving)."""
-        if self.teams is not None:
-            return f"{ranking_id}:{self.teams[position]}"
-        return self.session
+    teams: list[int] | None = None  # interleaving: outcomes count per "<ranking_id>:<team of the position>", else per session
 
 
 @dataclass
@@ -247,6 +331,34 @@ class InteractionEvent:
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> InteractionEvent:
         return cls(**json.loads(fields[b"event"]))
+
+
+@dataclass
+class Feedback:
+    """One reported event, with what the feedback script needs besides the ranking's record."""
+
+    event_id: str
+    item_id: str
+    type: str
+    value: float | None
+    ts: float
+    revenue: float = 0.0  # what a purchase brought in (an experiment's revenue outcome)
+    profile: Interaction | None = None  # what the user's profile learns from it (None: the item left the catalog)
+
+    def json_head(self, ranking_id: str) -> str:
+        """The :class:`InteractionEvent` JSON without its position and closing brace: the script adds them."""
+        return json.dumps(
+            {"event_id": self.event_id, "ranking_id": ranking_id, "item_id": self.item_id, "type": self.type, "value": self.value, "ts": self.ts}
+        )[:-1]
+
+
+class FeedbackRefused(LookupError):
+    """The ranking is unknown (``index`` None) or the event at ``index`` names an item outside its slate."""
+
+    def __init__(self, ranking_id: str, index: int | None = None):
+        super().__init__(ranking_id if index is None else f"{ranking_id}: event {index}")
+        self.ranking_id = ranking_id
+        self.index = index
 
 
 @dataclass
@@ -285,9 +397,11 @@ class EventLog:
         dedup_ttl_s: int = DEDUP_TTL_S,
         user_data_ttl_s: int = PROFILE_TTL_S,
         series_ttl_s: int = SERIES_TTL_S,
+        profile_decay: float = 0.9,
         clock: Callable[[], float] = time.time,
     ):
-        """``clock``: the wall clock the age limit and the reward series read (tests inject one)."""
+        """``clock``: the wall clock the age limit and the reward series read (tests inject one); ``profile_decay``: the
+        weight of the user's past in their profile embedding (:meth:`ranker.ranking.features.UserProfile.record`)."""
         self.client = client
         self.clock = clock
         self.prefix = prefix
@@ -298,8 +412,9 @@ class EventLog:
         self.dedup_ttl_s = dedup_ttl_s
         self.rankings_stream = key(prefix, "rankings")
         self.series_ttl_s = series_ttl_s
+        self.profile_decay = profile_decay
         self.interactions_stream = key(prefix, "interactions")
-        self._append_interactions = client.register_script(_APPEND_INTERACTIONS)
+        self._feedback = client.register_script(_FEEDBACK)
 
     def _ranking_key(self, ranking_id: str) -> str:
         return key(self.prefix, "ranking", ranking_id)
@@ -327,9 +442,10 @@ class EventLog:
         if self.max_age_s:
             pipe.xtrim(self.rankings_stream, minid=self.oldest_kept(), approximate=False)
         pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
-        impressions = counter_key(self.prefix, "impressions")
-        for item_id in event.slate:
+        impressions, exposure = counter_key(self.prefix, "impressions"), counter_key(self.prefix, "exposure")
+        for position, item_id in enumerate(event.slate):
             pipe.hincrby(impressions, item_id, 1)
+            pipe.hincrbyfloat(exposure, item_id, float(examination_prior(position)))
         if also is not None:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
@@ -339,55 +455,46 @@ class EventLog:
         pipe.expireat(self.series_key(day), self.series_expiry(day))
         return as_text(pipe.execute()[0])
 
-    def append_interactions(
-        self,
-        events: Sequence[InteractionEvent],
-        *,
-        user_key: str = "",
-        exposure: Exposure | None = None,
-        revenue: Sequence[float] | None = None,
-        served: tuple[float, str] | None = None,
-    ) -> list[bool]:
-        """Append the events whose ``event_id`` is new; returns, per event, whether it was accepted.
+    def record_feedback(self, ranking_id: str, events: Sequence[Feedback]) -> list[bool]:
+        """Check ``events`` against the served ranking and record the new ones, in one round trip; per event, whether
+        it was accepted (False: a duplicate ``event_id``).
 
-        A new click or purchase also moves the user's activity counters and, inside an experiment, the
-        exposure's outcome counters (``revenue``: per event, what a purchase brought in); every new event adds
-        its reward to the ranking's reward series bucket (``served``: when the ranking was served, and by which version).
+        Raises :class:`FeedbackRefused` (and writes nothing) when the ranking is unknown or expired, or an event's
+        item is not in its slate. Everything else an accepted event moves is listed in the module docstring.
         """
         if not events:
             return []
-        outcomes = ExperimentKeys(self.prefix, exposure.experiment if exposure else "-")
-        keys = [
-            self.interactions_stream,
-            counter_key(self.prefix, "clicks"),
-            counter_key(self.prefix, "purchases"),
-            activity_key(self.prefix, user_key),
-            outcomes.clicks,
-            outcomes.purchases,
-            outcomes.revenue,
-            self.series_key(series_day(served[0]) if served else 0),
-            outcomes.exposures,
-        ]
-        keys += [key(self.prefix, "event", event.event_id) for event in events]
         args: list[Any] = [
+            key(self.prefix, ""),
             self.dedup_ttl_s,
             self.max_len,
-            series_field(*served) if served else "",
             self.oldest_kept() if self.max_age_s else "",
             self.user_data_ttl_s,
-            self.series_expiry(series_day(served[0])) if served else 0,
+            self.series_ttl_s,
+            repr(float(self.profile_decay)),
+            ranking_id,
+            len(events),
         ]
-        for index, event in enumerate(events):
-            field_name = exposure.outcome_field(event.ranking_id, event.position) if exposure else ""
+        for event in events:
+            learned = event.profile
             args += [
-                event.to_json(),
+                event.event_id,
                 event.item_id,
                 event.type,
-                field_name,
-                repr(float(revenue[index])) if revenue is not None else "0",
+                event.json_head(ranking_id),
+                repr(float(event.revenue)),
                 repr(REWARD_WEIGHTS.get(event.type, 0.0)),
+                learned.category if learned else "",
+                learned.brand if learned else "",
+                repr(float(learned.price)) if learned else "0",
+                np.ascontiguousarray(learned.text_vector, dtype="<f4").tobytes() if learned else b"",
             ]
-        return [bool(flag) for flag in self._append_interactions(keys=keys, args=args)]
+        status, *flags = self._feedback(keys=[self._ranking_key(ranking_id)], args=args)
+        if status == 0:
+            raise FeedbackRefused(ranking_id)
+        if status < 0:
+            raise FeedbackRefused(ranking_id, int(flags[0]))
+        return [bool(flag) for flag in flags]
 
     def oldest_kept(self) -> str:
         """The smallest stream id the age limit keeps (ids start with their time in milliseconds)."""

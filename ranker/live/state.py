@@ -2,15 +2,19 @@
 
 The feature builder reads two kinds of state (:class:`ranker.ranking.features.StateProvider`):
 
-- item counters, three hashes keyed by item id: ``{p}:counts:impressions``,
-  ``{p}:counts:clicks``, ``{p}:counts:purchases``. Impressions move when a
-  slate is logged; clicks and purchases when feedback is accepted (in the same
-  script that appends the event, so a counter moves exactly once per event);
+- item counters, four hashes keyed by item id: ``{p}:counts:impressions``,
+  ``{p}:counts:clicks``, ``{p}:counts:purchases``, ``{p}:counts:exposure``.
+  Impressions and exposure (the examination prior of the position shown,
+  :func:`ranker.ranking.features.examination_prior`) move when a slate is
+  logged; clicks and purchases when feedback is accepted (in the same script
+  that appends the event, so a counter moves exactly once per event);
 - user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
   with the JSON scalars of :class:`ranker.ranking.features.UserProfile` and its
-  embedding as float32 bytes. An update is a WATCH/MULTI transaction, retried
-  when two requests for one user race, so no interaction is lost. Profiles
-  expire after ``profile_ttl_s`` without activity.
+  embedding as float32 bytes. Feedback folds events into it inside its one
+  script (``ranker.live.events``, the same fold in Lua), so concurrent feedback
+  for one user loses nothing; :meth:`RedisStateProvider.record_profile_batch`
+  (a WATCH/MULTI transaction, retried when two writers race) is the same fold
+  from Python. Profiles expire after ``profile_ttl_s`` without activity.
 
 Who a user is (privacy): the service never stores a user id. It keys the
 user by ``HMAC(secret, user_id)`` only to find their *pseudonym*, a random
@@ -37,9 +41,8 @@ import numpy as np
 import redis
 
 from ranker.live.backend import key
-from ranker.ranking.features import UserProfile
+from ranker.ranking.features import COUNTERS, UserProfile
 
-COUNTERS = ("impressions", "clicks", "purchases")
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
 PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
 PROFILE_RETRIES = 50
@@ -127,7 +130,7 @@ class RedisStateProvider:
 
     # ------------------------------------------------------------ reads
     def snapshot(self, item_ids: Sequence[str], user_key: str | None) -> tuple[np.ndarray, UserProfile]:
-        """Counters for ``item_ids`` ([n, 3]) and the user's profile, in one round trip."""
+        """Counters for ``item_ids`` ([n, 4], :data:`COUNTERS`) and the user's profile, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
         if item_ids:
             for counter in COUNTERS:
@@ -135,7 +138,7 @@ class RedisStateProvider:
         if user_key is not None:
             pipe.hmget(profile_key(self.prefix, user_key), ["profile", "embedding"])
         replies = pipe.execute() if len(pipe) else []
-        counts = _counts(replies[:3], len(item_ids)) if item_ids else np.zeros((0, 3))
+        counts = _counts(replies[: len(COUNTERS)], len(item_ids)) if item_ids else np.zeros((0, len(COUNTERS)))
         profile = decode_profile(*replies[-1]) if user_key is not None else UserProfile()
         return counts, profile
 

@@ -15,8 +15,21 @@ Static features and text similarities are rounded to float16 where they are
 made (:func:`snapshot_precision`): the event log keeps them at half the bytes
 and a learner replaying a logged slate sees exactly what the policy saw.
 
-Smoothed rates use a Beta prior: ``ctr = (clicks + a) / (impressions + a + b)``
-with ``a = prior_ctr * prior_strength``; the purchase rate likewise.
+Rates are debiased by position: an item shown low in a slate is seen less
+often, so each impression counts as much *exposure* as the documented
+examination prior of its position, :func:`examination_prior` (``1/(t+1)``, the
+position-based model's usual shape). A click rate over exposure ("clicks over
+expected clicks") compares an item shown at the top with one shown at the
+bottom. Smoothed with a Beta prior: ``ctr = (clicks + a) / (exposure + b)``
+with ``a = prior_ctr * prior_strength`` and ``b = prior_strength *
+mean_examination``, so an item with no history gets ``prior_ctr /
+mean_examination``; the purchase rate likewise. Counters are
+``[impressions, clicks, purchases, exposure]`` (:data:`COUNTERS`) in the
+simulator and live.
+
+Schema version 2 (this one) added the debiasing, ``price_vs_category`` and
+stored input standardisation (:class:`ranker.ranking.policy.SlateNet`);
+artifacts of version 1 are refused with a message to retrain.
 """
 
 from __future__ import annotations
@@ -30,7 +43,8 @@ from typing import Protocol
 
 import numpy as np
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
+COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
 STATIC_FEATURES: tuple[str, ...] = (
     "sim_text",  # query text vs item text (0 when the query has no text)
     "sim_image",  # query picture vs item picture (0 when either lacks one)
@@ -40,8 +54,9 @@ STATIC_FEATURES: tuple[str, ...] = (
     "has_image",
     "price_z",  # log price, standardised within the candidates
     "price_vs_user",  # log(price) - the user's mean log price paid (0 when unknown)
-    "ctr",  # smoothed click-through rate
-    "purchase_rate",  # smoothed purchases per impression
+    "price_vs_category",  # log(price) - the median log price of the candidates in the item's category
+    "ctr",  # smoothed clicks per exposure (position-debiased click rate)
+    "purchase_rate",  # smoothed purchases per exposure
     "log_popularity",  # log1p(impressions), scaled by the candidates' maximum
     "user_affinity",  # cosine of the user's profile embedding and the item text
     "user_category_affinity",  # share of the user's interactions in this category
@@ -79,6 +94,21 @@ def feature_schema() -> dict[str, object]:
 
 class FeatureError(ValueError):
     """Bad input to the feature builder; the message names the argument."""
+
+
+def examination_prior(positions: np.ndarray | int) -> np.ndarray:
+    """The exposure one impression at 0-based ``positions`` counts for: ``1 / (t + 1)``.
+
+    A fixed, documented prior (not fitted, not read from a simulator), the
+    shape of the position-based model with position bias 1.
+    """
+    return 1.0 / (np.asarray(positions, dtype=np.float64) + 1.0)
+
+
+def mean_examination(slate_size: int) -> float:
+    """The mean :func:`examination_prior` over a slate's positions: the exposure of an impression at an unknown
+    position (history recorded without positions counts this much per impression)."""
+    return float(examination_prior(np.arange(slate_size)).mean())
 
 
 INTERACTION_KINDS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
@@ -152,7 +182,7 @@ class StateProvider(Protocol):
     """Live state the features read: item counters and user profiles."""
 
     def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
-        """[n, 3] impressions, clicks, purchases."""
+        """[n, 4] impressions, clicks, purchases, exposure (:data:`COUNTERS`)."""
         ...
 
     def user_profile(self, user_key: str | None) -> UserProfile: ...
@@ -167,8 +197,8 @@ class InMemoryStateProvider:
         self._profiles: dict[str, UserProfile] = {}
 
     def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
-        zero = np.zeros(3)
-        return np.array([self._counts.get(item_id, zero) for item_id in item_ids], dtype=np.float64).reshape(len(item_ids), 3)
+        zero = np.zeros(len(COUNTERS))
+        return np.array([self._counts.get(item_id, zero) for item_id in item_ids], dtype=np.float64).reshape(len(item_ids), len(COUNTERS))
 
     def user_profile(self, user_key: str | None) -> UserProfile:
         if user_key is None:
@@ -176,15 +206,18 @@ class InMemoryStateProvider:
         return self._profiles.get(user_key, UserProfile())
 
     def record_impressions(self, item_ids: Sequence[str]) -> None:
-        for item_id in item_ids:
-            self._counts.setdefault(item_id, np.zeros(3))[0] += 1
+        """A slate shown: ``item_ids`` in display order (position 0 first)."""
+        for position, item_id in enumerate(item_ids):
+            counts = self._counts.setdefault(item_id, np.zeros(len(COUNTERS)))
+            counts[0] += 1
+            counts[3] += examination_prior(position)
 
     def record_interaction(self, user_key: str, *, item_id: str, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> None:
         """A click, add_to_cart or purchase: item counters and the user's profile move at once."""
         profile = self._profiles.get(user_key) or UserProfile()
         profile.record(kind=kind, category=category, brand=brand, price=price, text_vector=text_vector, decay=self.profile_decay)
         self._profiles[user_key] = profile
-        counts = self._counts.setdefault(item_id, np.zeros(3))
+        counts = self._counts.setdefault(item_id, np.zeros(len(COUNTERS)))
         if kind == "click":
             counts[1] += 1
         elif kind == "purchase":
@@ -239,8 +272,8 @@ class FeatureBuilder:
         n, k = len(candidates), self.n_candidates
         if n > k:
             raise FeatureError(f"candidates: {n} given for {k} slots")
-        if counts.shape != (n, 3):
-            raise FeatureError(f"counts: shape {counts.shape}, expected ({n}, 3)")
+        if counts.shape != (n, len(COUNTERS)):
+            raise FeatureError(f"counts: shape {counts.shape}, expected ({n}, {len(COUNTERS)}): {', '.join(COUNTERS)}")
         static = np.zeros((k, len(STATIC_FEATURES)), dtype=np.float32)
         codes = np.full(k, -1, dtype=np.int64)
         valid = np.zeros(k, dtype=bool)
@@ -287,9 +320,11 @@ class FeatureBuilder:
             out[:, column["price_z"]] = centred / spread
         if profile.mean_log_price is not None:
             out[:, column["price_vs_user"]] = log_price - profile.mean_log_price
-        impressions = counts[:, 0]
-        out[:, column["ctr"]] = (counts[:, 1] + self.prior_ctr * self.prior_strength) / (impressions + self.prior_strength)
-        out[:, column["purchase_rate"]] = (counts[:, 2] + self.prior_purchase_rate * self.prior_strength) / (impressions + self.prior_strength)
+        out[:, column["price_vs_category"]] = log_price - _group_medians(log_price, candidates.categories)
+        impressions, exposure = counts[:, 0], counts[:, 3]
+        prior_exposure = self.prior_strength * mean_examination(self.slate_size)
+        out[:, column["ctr"]] = (counts[:, 1] + self.prior_ctr * self.prior_strength) / (exposure + prior_exposure)
+        out[:, column["purchase_rate"]] = (counts[:, 2] + self.prior_purchase_rate * self.prior_strength) / (exposure + prior_exposure)
         popularity = np.log1p(impressions)
         top = popularity.max()
         if top > 0:
@@ -311,6 +346,16 @@ def snapshot_precision(values: np.ndarray) -> np.ndarray:
 def finite_or_zero(values: np.ndarray) -> np.ndarray:
     """``values`` with NaN and infinities replaced by 0."""
     return np.where(np.isfinite(values), values, 0.0)
+
+
+def _group_medians(values: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """[n] the median of ``values`` over the entries sharing each entry's group."""
+    labels = np.asarray(groups, dtype=object)
+    medians = np.empty(len(values), dtype=np.float64)
+    for group in dict.fromkeys(groups):
+        members = labels == group
+        medians[members] = np.median(values[members])
+    return medians
 
 
 def _shares(counts: dict[str, float], names: Sequence[str], total: float) -> np.ndarray:

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures, feature_schema, schema_hash
+from ranker.ranking.standardise import CLIP, Standardiser
 
 ARTIFACT_FORMAT = "ranker-policy"
 ARTIFACT_FORMAT_VERSION = 1
@@ -50,11 +51,14 @@ class PolicyError(ValueError):
 
 
 class SlateNet(nn.Module):
-    """Shared per-candidate scorer and a pooled value head."""
+    """Shared per-candidate scorer and a pooled value head, over standardised inputs (:mod:`ranker.ranking.standardise`:
+    the statistics are fitted before training and stored with the weights)."""
 
     def __init__(self, n_features: int = len(FEATURES), n_context: int = len(CONTEXT_FEATURES), hidden: int = 128):
         super().__init__()
         self.n_features, self.n_context, self.hidden = n_features, n_context, hidden
+        self.feature_inputs = Standardiser(n_features)
+        self.context_inputs = Standardiser(n_context)
         self.encoder = nn.Sequential(
             nn.Linear(2 * n_features + n_context, hidden),
             nn.ReLU(),
@@ -69,6 +73,7 @@ class SlateNet(nn.Module):
 
     def forward(self, features: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """features [B, K, F], context [B, C], mask [B, K] (1 = available) -> scores [B, K], values [B]."""
+        features, context = self.feature_inputs(features), self.context_inputs(context)
         weights = mask.unsqueeze(-1)
         count = weights.sum(dim=1).clamp(min=1.0)
         summary = (features * weights).sum(dim=1) / count  # [B, F]: the candidates still available
@@ -121,6 +126,20 @@ def temperature_for_entropy(scores: np.ndarray, available: np.ndarray, target: f
     return float(np.exp(low + share * (high - low)))
 
 
+def cold_start_bonus(impressions: np.ndarray, n_slots: int, *, bonus: float, impressions_for_warm: int) -> np.ndarray:
+    """[n_slots] logit bonuses for items with few impressions: ``bonus * max(0, 1 - impressions / impressions_for_warm)``.
+
+    Cold-start exploration: while sampling, a new item's logit is raised by up to ``bonus`` (fading linearly to
+    0 at ``impressions_for_warm`` impressions), so a product the policy has no history for is shown often enough to
+    be learned about. The bonus is part of the logging policy only: the logged propensities include it, and the
+    learner's importance weights correct for it, so the policy learns as if it had not been there.
+    """
+    out = np.zeros(n_slots, dtype=np.float64)
+    share = 1.0 - np.asarray(impressions, dtype=np.float64) / max(impressions_for_warm, 1)
+    out[: len(share)] = bonus * np.clip(share, 0.0, 1.0)
+    return out
+
+
 @dataclass
 class Ranking:
     """A composed slate: candidate slots in display order, their scores and (when sampled) log-probabilities."""
@@ -144,10 +163,12 @@ class RankingPolicy:
         self._weights: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def _numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The scorer's layers as numpy (W^T, b): serving runs the small MLP without torch's per-op overhead."""
+        """The standardisations as (mean, 1/scale) and the scorer's layers as (W^T, b): serving runs the small MLP
+        without torch's per-op overhead."""
         if self._weights is None:
             layers = [self.net.encoder[0], self.net.encoder[2], self.net.score]
-            self._weights = [(layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()) for layer in layers]
+            self._weights = [self.net.feature_inputs.numpy(), self.net.context_inputs.numpy()]
+            self._weights += [(layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()) for layer in layers]
         return self._weights
 
     @property
@@ -162,14 +183,13 @@ class RankingPolicy:
     # ---------------------------------------------------------------- acting
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""
-        features = np.asarray(features, dtype=np.float32)
+        (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
+        features = np.clip((np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse, -CLIP, CLIP)
+        context = np.clip((np.asarray(context, dtype=np.float32) - context_mean) * context_inverse, -CLIP, CLIP)
         weights = np.asarray(mask, dtype=np.float32)[:, None]
         summary = (features * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
         k = len(features)
-        inputs = np.concatenate(
-            [features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(np.asarray(context, dtype=np.float32), (k, len(context)))], axis=1
-        )
-        (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
+        inputs = np.concatenate([features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(context, (k, len(context)))], axis=1)
         hidden = np.maximum(inputs @ w1 + b1, 0.0)
         hidden = np.maximum(hidden @ w2 + b2, 0.0)
         return (hidden @ w3 + b3)[:, 0]
@@ -190,6 +210,7 @@ class RankingPolicy:
         temperature: float | None = None,
         rng: np.random.Generator | None = None,
         target_entropy: float | None = None,
+        bonus: np.ndarray | None = None,
     ) -> Ranking:
         """Compose a slate of ``slate_size`` from a request's features.
 
@@ -198,7 +219,9 @@ class RankingPolicy:
         temperature, with the slate features updated after each placement.
         With ``target_entropy`` (nats), each position's temperature is the one
         that gives its distribution that entropy (:func:`temperature_for_entropy`),
-        and each is returned in ``temperatures``.
+        and each is returned in ``temperatures``. ``bonus`` [K] is added to the
+        tempered logits when sampling (:func:`cold_start_bonus`); the returned
+        log-probabilities are those of the distribution actually sampled from.
         """
         slate = SlateFeatures(observation, slate_size)
         context = observation.context
@@ -219,7 +242,7 @@ class RankingPolicy:
             if target_entropy:
                 temperature = temperature_for_entropy(scores, slate.available, target_entropy)
             temperatures.append(float(temperature))
-            logits = np.where(slate.available, scores / temperature, -np.inf)
+            logits = np.where(slate.available, scores / temperature + (0.0 if bonus is None else bonus), -np.inf)
             log_p = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             cumulative = np.cumsum(np.exp(log_p))  # masked slots add 0, so side="right" never lands on one
             slot = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))

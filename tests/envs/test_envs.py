@@ -356,8 +356,11 @@ def test_import_envs_loads_no_heavy_library():
 
 
 def test_a_share_of_items_can_start_cold_as_live_counters_do(sim_catalog):
-    warm = make("envs/SlateShopping-v0", sim_catalog).unwrapped
+    warm = make("envs/SlateShopping-v0", sim_catalog, cold_item_share=0.0).unwrapped
     mixed = make("envs/SlateShopping-v0", sim_catalog, cold_item_share=0.4).unwrapped
+    default = make("envs/SlateShopping-v0", sim_catalog).unwrapped
+    default.reset(seed=5)
+    assert 0.2 < (default.world.initial_counts[:, 0] == 0).mean() < 0.3  # by default a quarter of the items are new
     warm.reset(seed=5)
     mixed.reset(seed=5)
     cold = mixed.world.initial_counts[:, 0] == 0

@@ -144,6 +144,7 @@ def app(backend_url, prefix, tmp_path, engine):
             "ENGINE": engine,
             "SEED": 0,
             "USER_KEY_SECRET": "secret",
+            "COLD_BONUS": 0.0,  # the logging policy is the serving policy, so its estimate is its logged value
         }
     )
     save_reversed(tmp_path / "data" / "policies", "v-reversed")

@@ -26,6 +26,7 @@ from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect, key
 from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.live.registry import STARTING_POLICY
+from ranker.ranking.features import STATIC_FEATURES
 from ranker.ranking.policy import RankingPolicy, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +51,7 @@ def shop_app(backend_url, prefix, tmp_path, engine):
             "SEED": 0,
             "USER_KEY_SECRET": "s",
             "TEMPERATURE": 1.0,
+            "COLD_BONUS": 0.0,  # the logging policy is the serving policy: replay and off-policy estimates reproduce it exactly
         }
     )
 
@@ -129,7 +131,7 @@ def fake_ranking(ranking_id: str, ts: float, slate=("a", "b", "c"), log_probs=(-
         log_probs=list(log_probs) if log_probs else None,
         temperature=temperature,
         category_codes=[0, 1, 0, 1],
-        features=np.zeros((n, 14), np.float32),
+        features=np.zeros((n, len(STATIC_FEATURES)), np.float32),
         context=np.zeros(6, np.float32),
         placed_similarity=np.zeros((3, n), np.float32),
     )
@@ -175,7 +177,7 @@ def test_unusable_trajectories_are_named():
     bad.features[1, 3] = np.nan
     assert usable(trajectory(bad), lineage, 3) == "not_finite"
     wide = fake_ranking("r", 0)
-    wide.features = np.zeros((4, 15), np.float32)  # another feature schema
+    wide.features = np.zeros((4, len(STATIC_FEATURES) + 1), np.float32)  # another feature schema
     assert usable(trajectory(wide), ["v1"], 3) == "schema_mismatch"
 
 

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from ranker.live.backend import connect
-from ranker.live.events import EventLog, InteractionEvent, RankingEvent, new_ranking_id
+from ranker.live.events import EventLog, Feedback, FeedbackRefused, RankingEvent, new_ranking_id
 from ranker.live.registry import STARTING_POLICY, PolicyCache, PolicyRegistry, RegistryError, install_starting_policy
-from ranker.live.state import RedisStateProvider
-from ranker.ranking.features import UserProfile, snapshot_precision
+from ranker.live.state import Interaction, RedisStateProvider
+from ranker.ranking.features import STATIC_FEATURES, UserProfile, snapshot_precision
 from ranker.ranking.policy import RankingPolicy
 
 
@@ -42,14 +42,14 @@ def ranking_event(slate=("a", "b", "c"), user_key="u1") -> RankingEvent:
         log_probs=[-0.1, -0.2, -0.3],
         temperature=0.5,
         category_codes=[0, 0, 1, 1, 2],
-        features=snapshot_precision(rng.standard_normal((5, 14))),
+        features=snapshot_precision(rng.standard_normal((5, len(STATIC_FEATURES)))),
         context=rng.standard_normal(6).astype(np.float32),
         placed_similarity=snapshot_precision(rng.standard_normal((3, 5))),
     )
 
 
-def interaction(ranking_id: str, item_id: str, kind: str = "click", event_id: str = "e1", position: int = 0) -> InteractionEvent:
-    return InteractionEvent(event_id=event_id, ranking_id=ranking_id, item_id=item_id, position=position, type=kind, value=None, ts=time.time())
+def interaction(item_id: str, kind: str = "click", event_id: str = "e1", profile: Interaction | None = None) -> Feedback:
+    return Feedback(event_id=event_id, item_id=item_id, type=kind, value=None, ts=time.time(), profile=profile)
 
 
 def test_ranking_event_round_trips_through_the_stream_with_its_feature_snapshot(client, prefix):
@@ -72,7 +72,9 @@ def test_the_snapshot_is_stored_at_half_precision_and_entries_written_in_float32
     log = EventLog(client, prefix=prefix)
     event = ranking_event()
     fields = event.to_fields()
-    assert len(fields["features"]) == 5 * 14 * 2 and len(fields["placed_similarity"]) == 3 * 5 * 2 and len(fields["retrieval_scores"]) == 5 * 4
+    assert (
+        len(fields["features"]) == 5 * len(STATIC_FEATURES) * 2 and len(fields["placed_similarity"]) == 3 * 5 * 2 and len(fields["retrieval_scores"]) == 5 * 4
+    )
     old = dict(fields)  # as written before the snapshot was float16 and the scores binary
     old["features"] = event.features.astype(np.float32).tobytes()
     old["placed_similarity"] = event.placed_similarity.astype(np.float32).tobytes()
@@ -93,18 +95,19 @@ def test_logged_slates_count_impressions_for_their_items_only(client, prefix):
     log.append_ranking(ranking_event(slate=("a", "x", "y")))
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "d"])
     np.testing.assert_array_equal(counts[:, 0], [2, 1, 0])  # d was a candidate, never shown
+    np.testing.assert_allclose(counts[:, 3], [1 + 1, 1 / 2, 0])  # exposure: the examination prior of each position shown
 
 
 def test_a_repeated_event_id_is_a_duplicate_and_counts_once(client, prefix):
     log = EventLog(client, prefix=prefix)
     event = ranking_event()
     log.append_ranking(event)
-    first = log.append_interactions([interaction(event.ranking_id, "a", "click", "e1"), interaction(event.ranking_id, "b", "purchase", "e2")])
-    again = log.append_interactions([interaction(event.ranking_id, "a", "click", "e1"), interaction(event.ranking_id, "c", "click", "e3")])
+    first = log.record_feedback(event.ranking_id, [interaction("a", "click", "e1"), interaction("b", "purchase", "e2")])
+    again = log.record_feedback(event.ranking_id, [interaction("a", "click", "e1"), interaction("c", "click", "e3")])
     assert first == [True, True] and again == [False, True]
     assert len(log.interactions()) == 3
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "c"])
-    np.testing.assert_array_equal(counts[:, 1:], [[1, 0], [0, 1], [1, 0]])  # clicks, purchases
+    np.testing.assert_array_equal(counts[:, 1:3], [[1, 0], [0, 1], [1, 0]])  # clicks, purchases
 
 
 def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefix):
@@ -114,7 +117,7 @@ def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefi
     results: list[bool] = []
 
     def send() -> None:
-        results.extend(log.append_interactions([interaction(event.ranking_id, "a", "click", "same")]))
+        results.extend(log.record_feedback(event.ranking_id, [interaction("a", "click", "same")]))
 
     threads = [threading.Thread(target=send) for _ in range(16)]
     for thread in threads:
@@ -123,6 +126,120 @@ def test_concurrent_retries_of_one_event_are_accepted_exactly_once(client, prefi
         thread.join()
     assert sorted(results) == [False] * 15 + [True]
     assert len(log.interactions()) == 1
+
+
+def test_feedback_for_an_unknown_ranking_or_an_item_outside_the_slate_is_refused_and_stores_nothing(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    event = ranking_event()
+    log.append_ranking(event)
+    with pytest.raises(FeedbackRefused) as unknown:
+        log.record_feedback("r_nope", [interaction("a")])
+    assert unknown.value.index is None
+    with pytest.raises(FeedbackRefused) as outside:
+        log.record_feedback(event.ranking_id, [interaction("a", event_id="ok"), interaction("d", event_id="not-shown")])  # d: a candidate, not shown
+    assert outside.value.index == 1
+    assert log.interactions() == [] and client.exists(f"{{{prefix}}}:event:ok") == 0  # the valid event was not claimed either
+    assert log.record_feedback(event.ranking_id, [interaction("c", "purchase", event_id="ok")]) == [True]
+    [(_, stored)] = log.interactions()
+    assert (stored.ranking_id, stored.item_id, stored.position, stored.type) == (event.ranking_id, "c", 2, "purchase")
+
+
+def unit_vectors(n: int, dim: int = 8, seed: int = 3) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+ITEMS = {"a": ("shoes", "acme", 10.0), "b": ("bags", "zeta", 25.0), "c": ("shoes", "zeta", np.e)}
+
+
+def learned(item: str, vectors: np.ndarray, kind: str = "click") -> Interaction:
+    category, brand, price = ITEMS[item]
+    return Interaction(kind, category, brand, price, vectors["abc".index(item)])
+
+
+def fold_the_stream(log: EventLog, vectors: np.ndarray) -> UserProfile:
+    """The user's profile as the in-memory fold of the interactions stream, in stream order."""
+    expected = UserProfile()
+    for _, event in log.interactions():
+        one = learned(event.item_id, vectors, event.type)
+        expected.record(kind=event.type, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector)
+    return expected
+
+
+def assert_same_profile(stored: UserProfile, expected: UserProfile) -> None:
+    assert (stored.n_interactions, stored.n_purchases) == (expected.n_interactions, expected.n_purchases)
+    assert stored.category_counts == expected.category_counts and stored.brand_counts == expected.brand_counts
+    assert stored.log_price_sum == pytest.approx(expected.log_price_sum, rel=1e-12)
+    np.testing.assert_allclose(stored.embedding, expected.embedding, atol=1e-5)
+
+
+def test_feedback_folds_the_profile_in_its_script_like_the_in_memory_profile(client, prefix):
+    log = EventLog(client, prefix=prefix)
+    state = RedisStateProvider(client, prefix=prefix)
+    vectors = unit_vectors(3)
+    event = ranking_event()
+    log.append_ranking(event)
+    sent = [("a", "click"), ("b", "add_to_cart"), ("c", "purchase"), ("a", "purchase")]
+    log.record_feedback(event.ranking_id, [interaction(item, kind, f"e{i}", learned(item, vectors, kind)) for i, (item, kind) in enumerate(sent[:2])])
+    log.record_feedback(event.ranking_id, [interaction(item, kind, f"e{i + 2}", learned(item, vectors, kind)) for i, (item, kind) in enumerate(sent[2:])])
+    log.record_feedback(event.ranking_id, [interaction("a", "purchase", "e3", learned("a", vectors, "purchase"))])  # a duplicate teaches nothing
+    log.record_feedback(event.ranking_id, [interaction("b", "click", "e9")])  # an item gone from the catalog: counted, not learned
+    stored = state.user_profile("u1")
+    assert stored.n_interactions == 4 and stored.n_purchases == 2 and stored.mean_log_price == pytest.approx((np.log(10.0) + 1.0) / 2)
+    # the in-memory fold of what the stream holds, the unlearnable click left out
+    expected = UserProfile()
+    for item, kind in sent:
+        one = learned(item, vectors, kind)
+        expected.record(kind=kind, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector)
+    assert_same_profile(stored, expected)
+    assert 0 < client.ttl(f"{{{prefix}}}:user:u1") <= log.user_data_ttl_s
+    state.record_profile("u1", kind="click", category="hats", brand="acme", price=5.0, text_vector=vectors[0])  # the Python path reads it back
+    assert state.user_profile("u1").category_counts["hats"] == 1.0
+
+
+def _send_feedback(url: str, prefix: str, ranking_ids: list[str], worker: int, requests: int) -> None:
+    """One writer process: ``requests`` two-event feedback requests spread over the user's rankings."""
+    client = connect(url, socket_timeout=10)
+    log = EventLog(client, prefix=prefix)
+    vectors = unit_vectors(3)
+    for index in range(requests):
+        ranking_id = ranking_ids[index % len(ranking_ids)]
+        items = ("a", "b") if (worker + index) % 2 else ("c", "a")
+        kinds = ("click", "purchase") if index % 3 == 0 else ("click", "add_to_cart")
+        log.record_feedback(
+            ranking_id, [interaction(item, kind, f"w{worker}-{index}-{j}", learned(item, vectors, kind)) for j, (item, kind) in enumerate(zip(items, kinds))]
+        )
+
+
+PER_WRITER = 100  # requests per writer; 8 writers (4 processes, 4 threads) race for one user
+
+
+def test_the_profile_stays_exact_under_parallel_feedback_for_one_user(client, redis_url, prefix):
+    import multiprocessing
+
+    log = EventLog(client, prefix=prefix)
+    rankings = [ranking_event() for _ in range(3)]  # three slates of one user
+    for event in rankings:
+        log.append_ranking(event)
+    ids = [event.ranking_id for event in rankings]
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=_send_feedback, args=(redis_url, prefix, ids, worker, PER_WRITER)) for worker in range(4)]
+    threads = [threading.Thread(target=_send_feedback, args=(redis_url, prefix, ids, worker, PER_WRITER)) for worker in range(4, 8)]
+    for writer in writers + threads:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+        assert writer.exitcode == 0
+    for thread in threads:
+        thread.join()
+    events = log.interactions()
+    assert len(events) == 8 * PER_WRITER * 2 and len({event.event_id for _, event in events}) == len(events)  # every event once
+    stored = RedisStateProvider(client, prefix=prefix).user_profile("u1")
+    assert stored.n_interactions == 8 * PER_WRITER * 2  # no update lost to a race
+    assert_same_profile(stored, fold_the_stream(log, unit_vectors(3)))
+    clicks = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "c"])[:, 1]
+    assert clicks.tolist() == [sum(1 for _, e in events if e.item_id == item and e.type == "click") for item in "abc"]
+    assert int(client.hget(f"{{{prefix}}}:user:u1:activity", "clicks")) == 8 * PER_WRITER  # one click per request
 
 
 def test_ranking_records_expire_after_their_ttl(client, prefix):
@@ -146,7 +263,7 @@ def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, pr
     log = EventLog(client, prefix=prefix, max_age_s=60.0, user_data_ttl_s=60)
     old = ranking_event()
     log.append_ranking(old)
-    log.append_interactions([interaction(old.ranking_id, "a", "purchase", event_id="old-1")], user_key="u1")
+    log.record_feedback(old.ranking_id, [interaction("a", "purchase", event_id="old-1")])
     written = time.time()
     while time.time() < written + 0.005:  # stream ids count milliseconds: the next entries get later ones
         pass
@@ -154,7 +271,7 @@ def test_streams_are_trimmed_by_age_and_size_and_user_counters_expire(client, pr
     new = ranking_event()
     later.append_ranking(new)  # trims what is older than a minute
     log = later
-    log.append_interactions([interaction(new.ranking_id, "a", event_id="new-1")], user_key="u1")
+    log.record_feedback(new.ranking_id, [interaction("a", event_id="new-1")])
     assert [event.ranking_id for _, event in log.rankings()] == [new.ranking_id]
     assert [event.event_id for _, event in log.interactions()] == ["new-1"]
     assert 0 < client.ttl(activity_key(prefix, "u1")) <= 60
@@ -171,10 +288,7 @@ def test_the_reward_series_is_kept_per_day_and_expires_after_its_retention(clien
     now = time.time()
     event = ranking_event()
     log.append_ranking(event)
-    log.append_interactions(
-        [interaction(event.ranking_id, "a", "purchase", event_id="p1"), interaction(event.ranking_id, "b", event_id="c1")],
-        served=(event.ts, event.policy_version),
-    )
+    log.record_feedback(event.ranking_id, [interaction("a", "purchase", event_id="p1"), interaction("b", event_id="c1")])
     today = log.series_key(series_day(now))
     assert (series_day(now) + 1) * 86400 + 3600 - now - 5 <= client.ttl(today) <= (series_day(now) + 1) * 86400 + 3600 - now + 1  # TTL rounds
     [(minute, rankings, reward)] = log.reward_series()["v1"]
@@ -182,7 +296,7 @@ def test_the_reward_series_is_kept_per_day_and_expires_after_its_retention(clien
     old = ranking_event()
     old.ts = now - 3 * 86400  # three days ago: past its day's retention of an hour, so gone at once
     log.append_ranking(old)
-    log.append_interactions([interaction(old.ranking_id, "a", event_id="c2")], served=(old.ts, old.policy_version))
+    log.record_feedback(old.ranking_id, [interaction("a", event_id="c2")])
     assert client.exists(log.series_key(series_day(old.ts))) == 0
     assert [version for version in log.reward_series(since=now - 4 * 86400)] == ["v1"] and len(log.reward_series(since=now - 4 * 86400)["v1"]) == 1
     assert [key for key in client.scan_iter(f"{{{prefix}}}:series:*") if client.ttl(key) == -1] == []  # nothing kept for ever

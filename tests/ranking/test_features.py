@@ -48,7 +48,8 @@ HALF = dict(rtol=2.0**-11, atol=1e-7)
 
 def test_static_features_match_hand_computed_values(candidates):
     state = InMemoryStateProvider()
-    state.record_impressions(["a"] * 80 + ["b"] * 20)
+    for _ in range(40):  # a shown first, b second: b is seen less, its impressions count half the exposure
+        state.record_impressions(["a", "b"])
     state.record_interaction("u1", item_id="a", kind="click", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
     state.record_interaction("u1", item_id="a", kind="purchase", category="Mugs", brand="Acme", price=10.0, text_vector=unit(1, 0, 0))
     builder = FeatureBuilder(n_candidates=5, slate_size=3, prior_ctr=0.05, prior_purchase_rate=0.01, prior_strength=20)
@@ -60,8 +61,13 @@ def test_static_features_match_hand_computed_values(candidates):
     np.testing.assert_allclose(column(features, "sim_text")[:3], [0.9, 0.6, 0.3], **HALF)
     np.testing.assert_allclose(column(features, "sim_cross")[:3], [0.2, 0.0, 0.4], **HALF)
     np.testing.assert_allclose(column(features, "retrieval_rank")[:3], [0.0, 0.5, 1.0])
-    np.testing.assert_allclose(column(features, "ctr")[:3], [(1 + 1) / (80 + 20), 1 / 40, 1 / 20], **HALF)
-    np.testing.assert_allclose(column(features, "purchase_rate")[:3], [(1 + 0.2) / 100, 0.2 / 40, 0.2 / 20], **HALF)
+    np.testing.assert_array_equal(state.item_counts(["a", "b"]), [[40, 1, 1, 40], [40, 0, 0, 20]])  # impressions, clicks, purchases, exposure
+    prior_exposure = 20 * (1 + 1 / 2 + 1 / 3) / 3  # prior_strength x the mean examination prior over 3 positions
+    np.testing.assert_allclose(column(features, "ctr")[:3], [(1 + 1) / (40 + prior_exposure), 1 / (20 + prior_exposure), 1 / prior_exposure], **HALF)
+    np.testing.assert_allclose(
+        column(features, "purchase_rate")[:3], [(1 + 0.2) / (40 + prior_exposure), 0.2 / (20 + prior_exposure), 0.2 / prior_exposure], **HALF
+    )
+    np.testing.assert_allclose(column(features, "price_vs_category")[:3], [-np.log(2) / 2, np.log(2) / 2, 0.0], **HALF)  # Mugs 10 and 20; one lamp
     log_price = np.log([10.0, 20.0, 40.0])
     np.testing.assert_allclose(column(features, "price_z")[:3], (log_price - log_price.mean()) / log_price.std(), **HALF)
     np.testing.assert_allclose(column(features, "price_vs_user")[:3], log_price - np.log(10.0), **HALF)
@@ -80,16 +86,16 @@ def test_static_features_match_hand_computed_values(candidates):
 def test_unknown_user_has_neutral_features(candidates):
     builder = FeatureBuilder(3, 2)
     observation = builder.build(
-        candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True
+        candidates, counts=np.zeros((3, 4)), profile=InMemoryStateProvider().user_profile("nobody"), query_has_text=True, query_has_image=True
     )
     for name in ("user_affinity", "user_category_affinity", "user_brand_affinity", "price_vs_user", "log_popularity"):
         np.testing.assert_array_equal(observation.static[:, STATIC_FEATURES.index(name)], 0.0)
-    np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05, **HALF)
+    np.testing.assert_allclose(observation.static[:, STATIC_FEATURES.index("ctr")], 0.05 / ((1 + 1 / 2) / 2), **HALF)  # the prior, per exposure
 
 
 def test_slate_features_follow_placements(candidates):
     observation = FeatureBuilder(4, 3).build(
-        candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
+        candidates, counts=np.zeros((3, 4)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
     )
     slate = SlateFeatures(observation, 3)
     np.testing.assert_array_equal(column(slate.features, "position"), 0.0)
@@ -123,7 +129,7 @@ def test_bad_builder_arguments_name_the_parameter(kwargs, message):
 def test_too_many_candidates_and_unknown_interaction(candidates):
     with pytest.raises(FeatureError, match="candidates: 3 given for 2 slots"):
         FeatureBuilder(2, 1).build(
-            candidates, counts=np.zeros((3, 3)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
+            candidates, counts=np.zeros((3, 4)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False
         )
     with pytest.raises(FeatureError, match="'like'"):
         InMemoryStateProvider().record_interaction("u", item_id="a", kind="like", category="c", brand="b", price=1.0, text_vector=unit(1, 0))

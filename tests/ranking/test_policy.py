@@ -25,6 +25,9 @@ def policy() -> RankingPolicy:
     net = SlateNet(hidden=32)
     with torch.no_grad():  # a net with real spread in its scores, not the near-uniform start
         net.score.weight.normal_(0, 1.0)
+    rng = np.random.default_rng(0)  # fitted input standardisation: every path below must apply it
+    net.feature_inputs.fit(rng.normal(0.5, 2.0, (400, F)))
+    net.context_inputs.fit(rng.normal(-1.0, 0.5, (400, C)))
     return RankingPolicy(net)
 
 
@@ -42,7 +45,7 @@ def random_observation(rng: np.random.Generator, n: int = K):
         channel_scores={"text": rng.random(n)},
     )
     return FeatureBuilder(K, 5).build(
-        candidates, counts=rng.integers(0, 50, (n, 3)).astype(float), profile=UserProfile(), query_has_text=True, query_has_image=False
+        candidates, counts=rng.integers(0, 50, (n, 4)).astype(float), profile=UserProfile(), query_has_text=True, query_has_image=False
     )
 
 
@@ -107,6 +110,14 @@ def test_artifact_round_trip_and_refusals(policy, tmp_path, monkeypatch):
     assert manifest["weights"]["sha256"] and manifest["training"] == {"env": "x"}
     observation = random_observation(np.random.default_rng(6))
     np.testing.assert_allclose(loaded.rank(observation, 5).scores, policy.rank(observation, 5).scores, rtol=1e-6)
+    for name in ("feature_inputs.mean", "feature_inputs.scale", "context_inputs.mean", "context_inputs.scale"):  # the standardisation is stored
+        assert torch.equal(loaded.net.state_dict()[name], policy.net.state_dict()[name]), name
+    # an artifact of feature schema version 1 (before position-debiased rates, price_vs_category and stored
+    # standardisation) is refused, with the versions and what to do
+    old = dict(manifest, schema_hash="34d91bebf90ff61e", feature_schema={**manifest["feature_schema"], "version": 1, "hash": "34d91bebf90ff61e"})
+    (directory / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(PolicyError, match=r"feature schema 34d91bebf90ff61e \(version 1\), but this service builds schema .* \(version 2\); retrain"):
+        RankingPolicy.load(directory)
     # another feature schema is refused with a clear message
     manifest["schema_hash"] = "0000000000000000"
     (directory / "manifest.json").write_text(json.dumps(manifest))
@@ -160,6 +171,8 @@ def test_short_training_beats_random_on_the_tiny_env(tmp_path):
     trained = run_policy(env, policy, episodes=1500, seed=7)
     random = run_policy(env, RandomPolicy(0), episodes=1500, seed=7)
     assert trained.summary()["reward_ci95"][0] > random.summary()["reward_ci95"][1]
+    # the input standardisation was fitted on the training worlds, and serving applies it
+    assert policy.net.feature_inputs.scale.min() >= 1e-2 and (policy.net.feature_inputs.mean.abs() > 0.05).sum() >= 5
     # the artifact records the run
     manifest = json.loads((tmp_path / "tiny" / "manifest.json").read_text())
     assert manifest["training"]["env_id"] == "envs/SlateShoppingTiny-v0" and manifest["training"]["learning_curve"]
@@ -242,3 +255,41 @@ def test_the_entropy_target_is_met_on_random_inputs():
         reached = entropies(scores[available], np.array([temperature]))[0]
         assert reached == pytest.approx(min(target, MAX_ENTROPY_SHARE * np.log(available.sum())), abs=2e-3), (k, target, temperature)
     assert temperature_for_entropy(np.ones(5), np.ones(5, dtype=bool), 1.0) == 1.0  # every choice alike: nothing to solve
+
+
+def test_cold_items_get_a_fading_bonus_and_the_logged_propensities_include_it(policy):
+    from ranker.ranking.features import SlateFeatures
+    from ranker.ranking.policy import cold_start_bonus
+
+    bonus = cold_start_bonus(np.array([0, 5, 20, 400]), 6, bonus=2.0, impressions_for_warm=20)
+    np.testing.assert_allclose(bonus, [2.0, 1.5, 0.0, 0.0, 0.0, 0.0])  # fades to 0 at 20 impressions; padding slots get none
+    observation = random_observation(np.random.default_rng(11))
+    slate = SlateFeatures(observation, 5)
+    scores = policy.scores(slate.features, observation.context, slate.available.astype(np.float32))
+    cold = int(np.argsort(np.where(observation.valid, scores, np.inf))[0])  # the candidate the policy likes least
+    boost = np.zeros(K)
+    boost[cold] = 3.0
+    ranking = policy.rank(observation, 5, temperature=0.7, rng=np.random.default_rng(0), bonus=boost)
+    expected = masked_log_softmax(torch.as_tensor(scores / 0.7 + boost), torch.as_tensor(slate.available.astype(np.float32)))[ranking.slots[0]]
+    assert ranking.log_probs[0] == pytest.approx(expected.item(), abs=1e-5)  # the propensity of what was actually sampled
+    rng = np.random.default_rng(12)
+    shown = [cold in policy.rank(observation, 5, temperature=0.7, rng=rng, bonus=boost).slots for _ in range(400)]
+    plain = [cold in policy.rank(observation, 5, temperature=0.7, rng=rng).slots for _ in range(400)]
+    assert np.mean(shown) > np.mean(plain) + 0.1  # the cold item is shown markedly more often
+
+
+def test_standardisation_reads_a_column_constant_in_training_as_zero_and_clips_the_rest():
+    from ranker.ranking.standardise import CLIP, Standardiser
+
+    rows = np.column_stack([np.ones(200), np.random.default_rng(0).normal(0.05, 0.01, 200)])  # has_image always 1 in training
+    standardiser = Standardiser(2).fit(rows)
+    live = torch.tensor([[0.0, 0.05], [1.0, 5.0]])  # an item without a picture; a rate far outside training
+    out = standardiser(live)
+    assert out[:, 0].tolist() == [0.0, 0.0]  # nothing was learned from the constant column: it cannot move a score
+    assert out[1, 1].item() == CLIP and abs(out[0, 1].item()) < 0.5
+    policy = RankingPolicy(SlateNet(n_features=2, n_context=1, hidden=8))
+    policy.net.feature_inputs.fit(rows)
+    features, context, mask = np.array([[0.0, 0.05], [1.0, 5.0]], np.float32), np.zeros(1, np.float32), np.ones(2, np.float32)
+    with torch.no_grad():
+        expected, _ = policy.net(torch.as_tensor(features[None]), torch.as_tensor(context[None]), torch.as_tensor(mask[None]))
+    np.testing.assert_allclose(policy.scores(features, context, mask), expected[0].numpy(), rtol=1e-5, atol=1e-6)  # serving's numpy path agrees

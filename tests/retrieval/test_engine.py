@@ -155,7 +155,7 @@ def test_bad_picture_rejects_only_that_item(small_engine, tmp_path):
 def test_save_and_reopen_gives_the_same_results(small_engine, tmp_path):
     small_engine.save(encoder_spec="default")
     before = [c.item.item_id for c in small_engine.search("warm winter clothing", k=10)]
-    reopened = open_engine(tmp_path / "data", device="cpu")
+    reopened = open_engine(tmp_path / "data", device="cpu", encoder_backend="torch")  # the same encoders as the saved engine's
     assert len(reopened) == len(small_engine)
     assert [c.item.item_id for c in reopened.search("warm winter clothing", k=10)] == before
 
@@ -194,3 +194,24 @@ def test_hnsw_engine_matches_exact_engine(encoders, demo_items, tmp_path):
         b = {c.item.item_id for c in graph.search(query, k=10)}
         overlap.append(len(a & b) / 10)
     assert np.mean(overlap) >= 0.9
+
+
+def test_query_cache_hits_normalised_repeats_and_is_bounded(encoders, demo_items):
+    engine = SearchEngine(encoders, None, query_cache_size=2)
+    first = engine.embed_query("red  running shoes").text
+    again = engine.embed_query("  Red Running   SHOES ").text
+    assert again is first and (engine.query_cache.hits, engine.query_cache.misses) == (1, 1)
+    assert not first.flags.writeable
+    np.testing.assert_allclose(first, encoders.encode_texts(["Red Running SHOES"])[0], atol=1e-5)  # the tokenizer is uncased: same vector
+    engine.embed_query("mug")
+    engine.embed_query("tent")  # evicts the least recently used: the shoes
+    assert len(engine.query_cache) == 2
+    engine.embed_query("red running shoes")
+    assert engine.query_cache.misses == 4
+
+
+def test_query_cache_size_zero_stores_nothing(encoders):
+    engine = SearchEngine(encoders, None, query_cache_size=0)
+    engine.embed_query("mug")
+    engine.embed_query("mug")
+    assert (engine.query_cache.hits, engine.query_cache.misses, len(engine.query_cache)) == (0, 2, 0)

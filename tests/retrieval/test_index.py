@@ -520,3 +520,46 @@ def test_bad_dim_raises(dim: int) -> None:
 
 def test_compact_ratio_one_is_allowed() -> None:
     assert IndexConfig(compact_ratio=1.0).compact_ratio == 1.0
+
+
+# ------------------------------------------------------------------ IVF-PQ
+def clustered_rows(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 50) -> np.ndarray:
+    """Unit rows around a few dozen topics, as real embeddings bunch (uniform rows have no structure to index)."""
+    centres = unit_rows(rng, clusters, dim)
+    rows = centres[rng.integers(clusters, size=n)] + rng.standard_normal((n, dim)).astype(np.float32) * (0.6 / np.sqrt(dim))
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_auto_moves_to_ivfpq_past_its_threshold_with_recall_at_100_and_half_the_memory(tmp_path: Path) -> None:
+    config = IndexConfig(index_type="auto", exact_threshold=500, ivfpq_threshold=3_000, pq_m=8)
+    assert [config.resolve(n) for n in (499, 500, 2_999, 3_000)] == ["flat", "hnsw", "hnsw", "ivfpq"]
+    assert IndexConfig().resolve(499_999) == "hnsw" and IndexConfig().resolve(500_000) == "ivfpq"  # the documented default
+    rng = np.random.default_rng(7)
+    n = 6_000
+    keys = rng.permutation(np.arange(n, dtype=np.int64) * 5 + 3)
+    vectors, queries = clustered_rows(rng, n), clustered_rows(rng, 40)
+    index = VectorIndex(DIM, config)
+    index.add(keys[:2_999], vectors[:2_999])
+    assert index.kind == "hnsw"
+    index.add(keys[2_999:], vectors[2_999:])  # grows past the threshold: rebuilt as IVF-PQ
+    assert index.kind == "ivfpq" and isinstance(index._index, faiss.IndexIVFPQ) and len(index) == n
+    assert index._index.pq.M == 8 and index._index.code_size <= 8 and index._vectors.dtype == np.float16  # <= 8 bytes of code, float16 copy
+    np.testing.assert_allclose(index.vectors_for(keys[:5])[0], vectors[:5], atol=1e-3)
+
+    _, truth = exact_search(queries, keys, vectors, 100)
+    scores, found = index.search(queries, 100)
+    assert recall(found, truth) >= 0.9
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)  # re-scored exactly, best first
+    row_of = {int(key): row for row, key in enumerate(keys)}
+    np.testing.assert_allclose(scores[0], vectors[[row_of[int(key)] for key in found[0]]] @ queries[0], atol=2e-3)
+
+    gone = found[:, 0]  # deletes and filters hold as on every other index
+    index.remove(gone)
+    assert not set(gone.tolist()) & set(index.search(queries, 100)[1].ravel().tolist())
+    mask = mask_for(keys[::3], int(keys.max()) + 1)
+    assert set(index.search(queries, 20, allowed_keys=mask)[1].ravel().tolist()) - {-1} <= set(keys[::3].tolist())
+
+    index.save(tmp_path / "text")
+    loaded = VectorIndex.load(tmp_path / "text", config)
+    assert loaded.kind == "ivfpq" and loaded._vectors.dtype == np.float16
+    np.testing.assert_array_equal(loaded.search(queries, 100)[1], index.search(queries, 100)[1])
