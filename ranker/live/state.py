@@ -11,10 +11,9 @@ The feature builder reads two kinds of state (:class:`ranker.ranking.features.St
 - user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
   with the JSON scalars of :class:`ranker.ranking.features.UserProfile` and its
   embedding as float32 bytes. Feedback folds events into it inside its one
-  script (``ranker.live.events``, the same fold in Lua), so concurrent feedback
-  for one user loses nothing; :meth:`RedisStateProvider.record_profile_batch`
-  (a WATCH/MULTI transaction, retried when two writers race) is the same fold
-  from Python. Profiles expire after ``profile_ttl_s`` without activity.
+  script (``ranker.live.events``: :meth:`ranker.ranking.features.UserProfile.record`
+  in Lua), so concurrent feedback for one user loses nothing. Profiles expire
+  after ``profile_ttl_s`` without activity.
 
 Who a user is (privacy): the service never stores a user id. It keys the
 user by ``HMAC(secret, user_id)`` only to find their *pseudonym*, a random
@@ -30,8 +29,6 @@ A rank request reads everything it needs in one round trip (:meth:`RedisStatePro
 from __future__ import annotations
 
 import json
-import random
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,7 +42,6 @@ from ranker.ranking.features import COUNTERS, UserProfile
 
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
 PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
-PROFILE_RETRIES = 50
 
 
 def counter_key(prefix: str, counter: str) -> str:
@@ -165,32 +161,6 @@ class RedisStateProvider:
 
     def user_profile(self, user_key: str | None) -> UserProfile:
         return self.snapshot([], user_key)[1]
-
-    # ----------------------------------------------------------- writes
-    def record_profile(self, user_key: str, *, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> UserProfile:
-        """Fold one interaction into the user's profile."""
-        return self.record_profile_batch(user_key, [Interaction(kind, category, brand, price, text_vector)])
-
-    def record_profile_batch(self, user_key: str, interactions: Sequence[Interaction]) -> UserProfile:
-        """Fold interactions into the user's profile, in order, in one optimistic transaction (retried on a race)."""
-        name = profile_key(self.prefix, user_key)
-        for attempt in range(PROFILE_RETRIES):
-            with self.client.pipeline(transaction=True) as pipe:
-                try:
-                    pipe.watch(name)
-                    profile = decode_profile(*pipe.hmget(name, ["profile", "embedding"]))
-                    for one in interactions:
-                        profile.record(
-                            kind=one.kind, category=one.category, brand=one.brand, price=one.price, text_vector=one.text_vector, decay=self.profile_decay
-                        )
-                    pipe.multi()
-                    pipe.hset(name, mapping=encode_profile(profile))
-                    pipe.expire(name, self.profile_ttl_s)
-                    pipe.execute()
-                    return profile
-                except redis.WatchError:
-                    time.sleep(random.uniform(0, 0.001) * (attempt + 1))  # jittered backoff: racing writers spread out
-        raise redis.RedisError(f"user profile {user_key}: {PROFILE_RETRIES} concurrent updates in a row; try again")
 
 
 @dataclass
