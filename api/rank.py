@@ -19,7 +19,10 @@ def rank(body: RankRequest) -> Any:
 
     Candidates come from FAISS over the catalog's embeddings; the serving
     policy orders them (sampled with the configured temperature unless
-    `greedy`). `explain: true` adds, per item, the split of its score into text
+    `greedy`). The text's price, brand, colour and category intent is read
+    first (`parse_query`, default true) and returned as `query.parsed`; a
+    parsed price range or category filters the candidates unless nothing
+    satisfies it (then `query.relaxed` names it). `explain: true` adds, per item, the split of its score into text
     similarity, image similarity and the policy's adjustment.
     """
     filters = None
@@ -36,6 +39,7 @@ def rank(body: RankRequest) -> Any:
         filters=filters,
         session_id=body.session_id,
         temperature=0.0 if body.greedy else None,
+        parse_query=body.parse_query,
     )
     metrics().rankings.labels("true" if result.logged else "false").inc()
     if result.experiment:

@@ -96,6 +96,11 @@ class RankRequest(Closed):
     explain: bool = False
     session_id: str | None = Field(default=None, max_length=256)
     greedy: bool = Field(default=False, description="sort by score instead of sampling with the serving temperature")
+    parse_query: bool = Field(
+        default=True,
+        description="read price, brand, colour and category intent from the text: a price range and categories filter the candidates "
+        "(relaxed when nothing satisfies them), brands and colours become features; false: the text is embedded as typed",
+    )
 
     _whole_numbers = field_validator("num_results", "num_candidates", mode="before")(_whole_number)
 
@@ -131,8 +136,25 @@ class ServedBy(BaseModel):
     teams: list[str] | None = Field(default=None, description="interleaving: the arm whose ranking placed each item, in slate order")
 
 
+class ParsedQueryOut(BaseModel):
+    text: str = Field(description="the rest of the text once the intent is taken out")
+    price_min: float | None = None
+    price_max: float | None = None
+    price_phrase: str | None = Field(default=None, description="the words that asked for the price range, as typed")
+    brands: list[str] = Field(description="brands of the catalog the query names")
+    colours: list[str] = Field(description="colours of the catalog the query names")
+    categories: list[str] = Field(description="categories of the catalog the query names")
+
+
+class QueryOut(BaseModel):
+    text: str | None = Field(description="the text embedded for retrieval: the rest once the intent is taken out, or the text as typed")
+    parsed: ParsedQueryOut | None = Field(description="what the parser read; null when parsing is off or the query has no text")
+    relaxed: list[Literal["price", "category"]] = Field(description="parsed constraints dropped because no candidate satisfied them")
+
+
 class RankResponse(BaseModel):
     ranking_id: str
+    query: QueryOut | None = Field(default=None, description="what was understood of the query")
     policy_version: str = Field(description="the policy that ranked: a version, `retrieval` (baseline arm), or `interleaved:A,B`")
     logged: bool = Field(description="false when the event log was unreachable: the slate is served but cannot take feedback")
     temperature: float

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 
 from envs.config import ConfigError
+from envs.intents import PARSED, PLAIN, STATED, IntentBank, stated_phrase
 from ranker.retrieval.fusion import CHANNELS, fuse_scores
 
-SIM_CATALOG_VERSION = 1
+SIM_CATALOG_VERSION = 2  # 2: colours and the intent bank (envs.intents)
 PHOTO_NOISE_SEED = 7
 
 
@@ -35,7 +36,7 @@ PHOTO_NOISE_SEED = 7
 class Retrieved:
     """Top-K candidates of one query: catalog rows in fused-score order, with the channel scores."""
 
-    rows: np.ndarray  # [k] int
+    rows: np.ndarray  # [k] int (fewer than k when a price filter leaves fewer items)
     fused: np.ndarray  # [k]
     channels: dict[str, np.ndarray]  # channel -> [k], NaN where the item lacks that part
 
@@ -59,6 +60,9 @@ class SimCatalog:
     query_items: np.ndarray  # [q] row of the item each query was written for
     query_text: np.ndarray  # [q, d]
     source: str = "arrays"
+    colour_codes: np.ndarray | None = None  # [n] int into colour_names, -1: no colour (None: nobody knows)
+    colour_names: list[str] = field(default_factory=list)
+    intents: IntentBank | None = None  # per bank row (envs.intents); None: plain phrases only
     _cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,13 +78,21 @@ class SimCatalog:
             raise ConfigError("catalog: the query bank is empty or inconsistent", parameter="catalog", value=self.source)
         if self.image is None or not self.has_image.any():
             self.image = self.image_in_text = None
-        order = np.argsort(self.query_items, kind="stable")
-        bounds = np.searchsorted(self.query_items[order], np.arange(n + 1))
-        self.queries_of_item = {row: order[bounds[row] : bounds[row + 1]] for row in range(n) if bounds[row + 1] > bounds[row]}
+        if self.colour_codes is None:
+            self.colour_codes = np.full(n, -1, dtype=np.int64)
+        if self.intents is None:
+            self.intents = IntentBank.plain(len(self.query_texts))
+        try:
+            self.intents.check(len(self.query_texts))
+        except ValueError as exc:
+            raise ConfigError(f"catalog: {exc}", parameter="catalog", value=self.source) from None
+        self.queries_of_item = _rows_by_item(self.query_items, self.intents.kind == PLAIN, n)  # what a session samples
+        self.stated_queries_of_item = _rows_by_item(self.query_items, self.intents.kind == STATED, n)
         # per-row names as arrays, so a session gathers K of them at once
         self.item_id_array = np.array(self.item_ids, dtype=object)
         self.category_of_row = np.array(self.category_names, dtype=object)[self.category_codes]
         self.brand_of_row = np.array(self.brand_names, dtype=object)[self.brand_codes]
+        self.colour_of_row = np.array(list(self.colour_names) + [""], dtype=object)[self.colour_codes]  # -1 reads the last: ""
         self.median_price = float(np.median(self.prices))
         self.category_median_price = np.array(
             [
@@ -128,9 +140,11 @@ class SimCatalog:
         return self._cache[key]
 
     def retrieve(self, query: int, mode: str, k: int, *, image_noise: float = 0.6) -> Retrieved:
-        """Top ``k`` items for bank query ``query`` in ``mode`` (text, image or text+image)."""
+        """Top ``k`` items for bank query ``query`` in ``mode`` (text, image or text+image); a parsed twin's price
+        range filters the items first, unless no item is in it (relaxed, as the service does)."""
         rows, fused, channels = self.retrieval_table(mode, k, image_noise=image_noise)
-        return Retrieved(rows=rows[query], fused=fused[query], channels={name: values[query] for name, values in channels.items()})
+        found = int(np.isfinite(fused[query]).sum())
+        return Retrieved(rows=rows[query, :found], fused=fused[query, :found], channels={name: values[query, :found] for name, values in channels.items()})
 
     def retrieval_table(self, mode: str, k: int, *, image_noise: float = 0.6, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Top ``k`` (rows, fused, channel scores) for every bank query in ``mode``, computed once in batches."""
@@ -146,6 +160,7 @@ class SimCatalog:
         channels_top: dict[str, np.ndarray] = {}
         items = {"text": self.text, "image": self.image, "image_in_text": self.image_in_text}
         photo, photo_in_text = self.photos(image_noise) if "image" in mode else (None, None)
+        low, high = self.intents.price_bounds()  # type: ignore[union-attr]
         for start in range(0, n_queries, chunk):
             batch = np.arange(start, min(start + chunk, n_queries))
             parts: dict[str, np.ndarray] = {}
@@ -163,6 +178,9 @@ class SimCatalog:
                     similarity[:, ~self.has_image] = np.nan
                 per_channel[channel] = similarity
             fused = fuse_scores(per_channel, (len(batch), self.n_items))
+            outside = (self.prices[None, :] < low[batch, None]) | (self.prices[None, :] > high[batch, None])
+            outside &= ~outside.all(axis=1, keepdims=True)  # a range no item is in is relaxed
+            fused[outside] = -np.inf
             top = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < self.n_items else np.tile(np.arange(k), (len(batch), 1))
             top.sort(axis=1)  # ties in the score go to the lower row
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(fused, top, 1), axis=1, kind="stable"), 1)
@@ -189,6 +207,9 @@ class SimCatalog:
             "query_texts": np.array(self.query_texts, dtype=str),
             "query_items": self.query_items,
             "query_text": self.query_text,
+            "colour_codes": self.colour_codes,
+            "colour_names": np.array(self.colour_names, dtype=str),
+            **self.intents.arrays(),  # type: ignore[union-attr]
             "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source})),
         }
         if self.image is not None and self.image_in_text is not None:
@@ -222,6 +243,9 @@ class SimCatalog:
                 query_items=data["query_items"],
                 query_text=data["query_text"],
                 source=meta.get("source", str(path)),
+                colour_codes=data["colour_codes"],
+                colour_names=data["colour_names"].tolist(),
+                intents=IntentBank.from_arrays(data),
             )
 
 
@@ -267,13 +291,26 @@ def build_sim_catalog(
     image_in_text, _ = engine.indexes["image_in_text"].vectors_for(keys)
     categories = sorted({item.category or "uncategorised" for item in items})
     brands = sorted({item.brand or "unbranded" for item in items})
+    colour_of = [item.colour for item in items]
+    colours = sorted({colour for colour in colour_of if colour})
     rng = np.random.default_rng(seed)
     texts: list[str] = []
     owners: list[int] = []
+    rows: list[dict[str, Any]] = []
     for row, item in enumerate(items):
         for phrase in query_variants(item.title, item.category or "", rng, queries_per_item):
             texts.append(phrase)
             owners.append(row)
+            rows.append({})
+    intent_rng = np.random.default_rng([seed, 1])  # a stream of its own: the plain phrases stay those of a bank without intent
+    for row, item in enumerate(items):
+        base = query_variants(item.title, item.category or "", intent_rng, 1)[0]
+        phrase, asked = stated_phrase(base, colour=colour_of[row], brand=item.brand, price=float(item.price or 0.0), rng=intent_rng)
+        texts.append(phrase)
+        owners.append(row)
+        codes = {"asked_colour": (colours, asked.get("asked_colour")), "asked_brand": (brands, asked.get("asked_brand"))}
+        rows.append({"kind": STATED, **{k: v for k, v in asked.items() if k == "asked_price_max"}, **{k: names.index(v) for k, (names, v) in codes.items() if v}})
+    _add_parsed_twins(engine, texts, owners, rows, brands, colours)
     query_text = encode_texts(texts) if encode_texts else engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
     return SimCatalog(
         item_ids=[item.item_id for item in items],
@@ -291,7 +328,42 @@ def build_sim_catalog(
         query_items=np.array(owners, dtype=np.int64),
         query_text=np.asarray(query_text, dtype=np.float32),
         source=source,
+        colour_codes=np.array([colours.index(colour) if colour else -1 for colour in colour_of], dtype=np.int64),
+        colour_names=colours,
+        intents=IntentBank.from_rows(rows),
     )
+
+
+def _add_parsed_twins(engine: Any, texts: list[str], owners: list[int], rows: list[dict[str, Any]], brands: list[str], colours: list[str]) -> None:
+    """Run the service's parser over every typed phrase; each one with an intent gains a twin row: the rest of its
+    text (the whole phrase when nothing is left), the price range read, the first brand and colour read."""
+    from ranker.retrieval.query_intent import QueryParser
+
+    parser = QueryParser(engine.query_vocabulary)
+    brand_code = {name.casefold(): code for code, name in enumerate(brands)}
+    colour_code = {name.casefold(): code for code, name in enumerate(colours)}
+    for index in range(len(texts)):
+        parsed = parser.parse(texts[index])
+        if not parsed.has_intent:
+            continue
+        rows[index]["parsed"] = len(texts)
+        twin: dict[str, Any] = {"kind": PARSED, "price_min": parsed.price_min, "price_max": parsed.price_max}
+        twin = {key: value for key, value in twin.items() if value is not None}
+        for key, names, codes in (("brand", parsed.brands, brand_code), ("colour", parsed.colours, colour_code)):
+            known = [codes[name.casefold()] for name in names if name.casefold() in codes]
+            if known:
+                twin[key] = known[0]
+        texts.append(parsed.text or texts[index])
+        owners.append(owners[index])
+        rows.append(twin)
+
+
+def _rows_by_item(query_items: np.ndarray, selected: np.ndarray, n_items: int) -> dict[int, np.ndarray]:
+    """item row -> the bank rows written for it, among the ``selected`` rows."""
+    chosen = np.flatnonzero(selected)
+    order = chosen[np.argsort(query_items[chosen], kind="stable")]
+    bounds = np.searchsorted(query_items[order], np.arange(n_items + 1))
+    return {row: order[bounds[row] : bounds[row + 1]] for row in range(n_items) if bounds[row + 1] > bounds[row]}
 
 
 def sim_catalog_path(data_dir: Path, *, queries_per_item: int = 2, seed: int = 0) -> Path:

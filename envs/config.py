@@ -77,6 +77,13 @@ class ShopperConfig(_Strict):
         default_factory=lambda: {"text": 0.7, "text+image": 0.2, "image": 0.1}, description="share of sessions per query kind when the catalog has pictures"
     )
     image_query_noise: float = Field(0.6, ge=0, description="norm of the noise added to the picture a user searches with")
+    # stated intent ("red running shoes under 60")
+    intent_share: float = Field(
+        0.3, ge=0, le=1, description="share of text sessions whose query also states a price limit, a colour or a brand (the bank's intent phrases)"
+    )
+    intent_price_penalty: float = Field(4.0, ge=0, description="utility lost by an item priced above the limit the shopper typed")
+    intent_colour_penalty: float = Field(2.0, ge=0, description="utility lost by an item of another colour than the one the shopper typed")
+    intent_brand_penalty: float = Field(2.0, ge=0, description="utility lost by an item of another brand than the one the shopper typed")
 
     @field_validator("examination")
     @classmethod
@@ -116,6 +123,11 @@ class EnvConfig(_Strict):
     purchase_value: Literal["flat", "price", "mix"] = Field(
         "flat",
         description="the objective (ranker.ranking.objective): flat = purchases, price = revenue (price / the catalog's median price), mix = half of each",
+    )
+    parse_queries: bool = Field(
+        True,
+        description="read the query's intent with the service's parser (ranker.retrieval.query_intent): a price range filters the candidates, "
+        "brands and colours become features; False: the whole phrase is embedded as text, as a service without parsing would",
     )
     shopper: ShopperConfig = Field(default_factory=ShopperConfig)
 

@@ -37,6 +37,9 @@ class Session:
     query: int  # row of the query bank
     mode: str  # text, image or text+image
     log_budget: float  # this session's budget, log price
+    price_limit: float | None = None  # the limit the query states ("under 60"): items above it lose utility
+    colour: int = -1  # colour code the query states
+    brand: int = -1  # brand code the query states
 
 
 @dataclass
@@ -106,25 +109,46 @@ class World:
         self._mode_cdf = np.cumsum([modes[mode] / total for mode in self.modes])
 
     def sample_session(self, rng: np.random.Generator, *, user: int | None = None) -> Session:
-        """Who shops (by activity), for which category (by interest), which item (by popularity), how asked."""
-        u, c, t, q, m = rng.random(5)
+        """Who shops (by activity), for which category (by interest), which item (by popularity), how asked.
+
+        A text session states an intent with probability ``intent_share``: its query is the target's stated
+        phrase (``envs.intents``), and the shopper holds to what it states."""
+        u, c, t, q, m, i = rng.random(6)
         noise = rng.standard_normal()
         if user is None:
             user = int(min(np.searchsorted(self._user_cdf, u), len(self._user_cdf) - 1))
         category = int(min(np.searchsorted(self._interest_cdf[user], c), self._interest_cdf.shape[1] - 1))
         rows = self._category_rows[category]
         target = int(rows[min(np.searchsorted(self._category_cdf[category], t), len(rows) - 1)])
-        queries = self.catalog.queries_of_item[target]
-        query = int(queries[int(q * len(queries))])
         mode = self.modes[int(min(np.searchsorted(self._mode_cdf, m), len(self.modes) - 1))]
+        stated = self.catalog.stated_queries_of_item.get(target) if "text" in mode and i < self.config.intent_share else None
+        queries = self.catalog.queries_of_item[target] if stated is None else stated
+        query = int(queries[int(q * len(queries))])
         log_budget = float(np.log(self.catalog.category_median_price[category]) + self.budget_offset[user] + self.config.session_budget_noise * noise)
-        return Session(user=user, category=category, target=target, query=query, mode=mode, log_budget=log_budget)
+        if stated is None:
+            return Session(user=user, category=category, target=target, query=query, mode=mode, log_budget=log_budget)
+        bank = self.catalog.intents
+        assert bank is not None
+        limit = float(bank.asked_price_max[query])
+        return Session(
+            user=user,
+            category=category,
+            target=target,
+            query=query,
+            mode=mode,
+            log_budget=log_budget,
+            price_limit=None if np.isnan(limit) else limit,
+            colour=int(bank.asked_colour[query]),
+            brand=int(bank.asked_brand[query]),
+        )
 
     def utilities(self, session: Session, rows: np.ndarray, vectors: np.ndarray | None = None, *, relevance: np.ndarray | None = None) -> Utilities:
         """The user's probabilities for the items at catalog ``rows``.
 
-        ``m = w_rel cos(item, target) + w_cat [same category] + a_u[brand] + q_item - lambda_u over_budget``
-        with ``over_budget = max(0, log price - log budget)``; attraction =
+        ``m = w_rel cos(item, target) + w_cat [same category] + a_u[brand] + q_item - lambda_u over_budget - stated``
+        with ``over_budget = max(0, log price - log budget)`` and ``stated`` the penalties for breaking what the
+        query states (``intent_price_penalty`` above its price limit, ``intent_colour_penalty`` for another colour,
+        ``intent_brand_penalty`` for another brand); attraction =
         sigmoid(m - tau_click), cart = sigmoid(m - tau_cart), purchase =
         sigmoid(m - tau_buy - lambda_u over_budget): price weighs on the decision to buy twice.
         ``vectors``: the rows' text vectors, when the caller has them already. ``relevance``: a relevance to use
@@ -141,6 +165,7 @@ class World:
             + self.brand_affinity[session.user, catalog.brand_codes[rows]]
             + self.quality[rows]
             - price_penalty
+            - self._stated_penalty(session, rows)
         )
         return Utilities(
             attraction=sigmoid(utility - cfg.click_threshold),
@@ -149,6 +174,18 @@ class World:
             utility=utility,
             patience=float(self.patience[session.user]),
         )
+
+    def _stated_penalty(self, session: Session, rows: np.ndarray) -> np.ndarray | float:
+        """The utility each item at ``rows`` loses for breaking the limit, colour or brand the query states."""
+        cfg, catalog = self.config, self.catalog
+        penalty: np.ndarray | float = 0.0
+        if session.price_limit is not None:
+            penalty = penalty + cfg.intent_price_penalty * (catalog.prices[rows] > session.price_limit)
+        if session.colour >= 0:
+            penalty = penalty + cfg.intent_colour_penalty * (catalog.colour_codes[rows] != session.colour)  # type: ignore[index]
+        if session.brand >= 0:
+            penalty = penalty + cfg.intent_brand_penalty * (catalog.brand_codes[rows] != session.brand)
+        return penalty
 
     def duplicate_factor(self, max_similarity: np.ndarray) -> np.ndarray:
         """Attraction kept by items whose highest cosine to an item above them is ``max_similarity``."""

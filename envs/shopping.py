@@ -110,9 +110,14 @@ class SlateShoppingEnv(gym.Env):
         if user is not None and not 0 <= int(user) < self.config.shopper.n_users:
             raise ConfigError(f"options.user: must be in [0, {self.config.shopper.n_users}), got {user}", parameter="options.user", value=user)
         self.session: Session = self.world.sample_session(self._session_rng, user=None if user is None else int(user))
-        found = self.catalog.retrieve(self.session.query, self.session.mode, self.config.n_candidates, image_noise=self.config.shopper.image_query_noise)
-        self.rows = found.rows
         catalog = self.catalog
+        bank = catalog.intents
+        assert bank is not None
+        query = self.session.query
+        if self.config.parse_queries and "text" in self.session.mode and bank.parsed[query] >= 0:
+            query = int(bank.parsed[query])  # the parsed twin: the rest of the text, the price filter, the intent
+        found = catalog.retrieve(query, self.session.mode, self.config.n_candidates, image_noise=self.config.shopper.image_query_noise)
+        self.rows = found.rows
         vectors = catalog.text[self.rows]
         candidates = CandidateSet(
             item_ids=catalog.item_id_array[self.rows].tolist(),
@@ -123,6 +128,7 @@ class SlateShoppingEnv(gym.Env):
             text_vectors=vectors,
             retrieval_scores=found.fused,
             channel_scores=found.channels,
+            colours=catalog.colour_of_row[self.rows].tolist(),
         )
         observation = self.builder.build(
             candidates,
@@ -130,6 +136,7 @@ class SlateShoppingEnv(gym.Env):
             profile=self.profiles.get(self.session.user) or UserProfile(),
             query_has_text="text" in self.session.mode,
             query_has_image="image" in self.session.mode,
+            intent=bank.intent(query, catalog.brand_names, catalog.colour_names),
         )
         self.slate = SlateFeatures(observation, self.config.slate_size)
         self.utilities: Utilities = self.world.utilities(self.session, self.rows, vectors).padded(self.config.n_candidates)

@@ -62,6 +62,8 @@ from ranker.live.state import Interaction, RedisStateProvider
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
+from ranker.retrieval.query_intent import ParsedQuery, QueryParser
+from ranker.retrieval.understanding import Understood
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +166,12 @@ class RankResult:
     n_candidates: int
     timings_ms: dict[str, float] = field(default_factory=dict)
     experiment: dict[str, Any] | None = None  # which experiment and arm served it
+    query: dict[str, Any] | None = None  # what was understood of the query (Understood.to_json)
 
     def to_json(self, explain: bool = False) -> dict[str, Any]:
         return {
             "ranking_id": self.ranking_id,
+            "query": self.query,
             "policy_version": self.policy_version,
             "logged": self.logged,
             "temperature": self.temperature,
@@ -256,6 +260,8 @@ class RankingService:
         self._engine_lock = threading.RLock()
         self._rng = np.random.default_rng(self.config.seed)
         self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
+        self._parser: QueryParser | None = None
+        self._parser_vocabulary: object = None
         # first start: a policy to serve and every catalog write so far
         try:
             self.policies.get(self.registry.ensure_current())
@@ -277,7 +283,10 @@ class RankingService:
         filters: Filters | None = None,
         session_id: str | None = None,
         temperature: float | None = None,
+        parse_query: bool = True,
     ) -> RankResult:
+        """A slate for the query. ``parse_query``: read price, brand, colour and category intent from the text
+        (:mod:`ranker.retrieval.understanding`); False embeds the text as typed."""
         watch = Stopwatch()
         num_results = num_results or self.config.num_results
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
@@ -292,10 +301,12 @@ class RankingService:
         except redis.RedisError as exc:
             redis_ok = self._redis_failed("sync", exc)
         watch.lap("sync")
-        query = self.engine.embed_query(text, image)
+        understood = Understood.of(text, self._parse(text) if parse_query else None)
+        watch.lap("parse")
+        query = self.engine.embed_query(understood.text, image)
         watch.lap("encode")
         with self._engine_lock:
-            candidates = self.engine.search_vectors(query, k=num_candidates, filters=filters)
+            candidates = understood.search(lambda applied: self.engine.search_vectors(query, k=num_candidates, filters=applied), filters)
             candidate_set = self._candidate_set(candidates, query)
         watch.lap("retrieve")
         counts, profile = np.zeros((len(candidates), len(COUNTERS))), UserProfile()
@@ -308,10 +319,15 @@ class RankingService:
         policy = self.policies.get(pointer)
         ranking_id = new_ranking_id()
         if not candidates:
-            return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps)
+            return RankResult(ranking_id, self.policies.version or "", [], False, temperature, 0, watch.laps, query=understood.to_json())
         builder = FeatureBuilder(num_candidates, num_results)
         observation = builder.build(
-            candidate_set, counts=counts, profile=profile, query_has_text=query.text is not None, query_has_image=query.image is not None
+            candidate_set,
+            counts=counts,
+            profile=profile,
+            query_has_text=query.text is not None,
+            query_has_image=query.image is not None,
+            intent=understood.intent,
         )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
         sampling = Sampling(temperature, target_entropy, self._cold_bonus(counts, num_candidates) if target_entropy else None)
@@ -330,6 +346,7 @@ class RankingService:
             user_key=user_key,
             session_id=session_id,
             query_text=query_text_of(text),
+            query_parsed=understood.to_json() if understood.parsed is not None else None,
             query_has_image=image is not None,
             query_hash=query_hash(text, image),
             policy_version=composed.version,
@@ -371,6 +388,7 @@ class RankingService:
             len(candidates),
             watch.total(),
             experiment=self._served_by(assignment, composed),
+            query=understood.to_json(),
         )
 
     def _compose(
@@ -468,6 +486,15 @@ class RankingService:
         except redis.RedisError as exc:
             raise Unavailable(f"user state unreachable: {exc}") from None
 
+    def _parse(self, text: str | None) -> ParsedQuery | None:
+        """The query's intent, read against the catalog's current vocabulary (None without text)."""
+        if not text or not text.strip():
+            return None
+        vocabulary = self.engine.query_vocabulary
+        if self._parser is None or self._parser_vocabulary is not vocabulary:
+            self._parser, self._parser_vocabulary = QueryParser(vocabulary), vocabulary
+        return self._parser.parse(text)
+
     def _candidate_set(self, candidates: list[Candidate], query: QueryVectors) -> CandidateSet:
         keys = np.array([candidate.key for candidate in candidates], dtype=np.int64)
         text_vectors, _ = self.engine.indexes["text"].vectors_for(keys)
@@ -484,6 +511,7 @@ class RankingService:
                 channel: np.array([np.nan if candidate.scores.get(channel) is None else candidate.scores[channel] for candidate in candidates])
                 for channel in channels
             },
+            colours=[candidate.item.colour for candidate in candidates],
         )
 
     def _redis_failed(self, stage: str, exc: Exception) -> bool:

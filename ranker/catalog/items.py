@@ -111,6 +111,12 @@ class Item(ItemFields):
         extras += [value for _, value in sorted(self.attributes.items()) if isinstance(value, str)]
         return ". ".join([self.title] + [extra for extra in extras if extra and extra.casefold() not in title])
 
+    @property
+    def colour(self) -> str:
+        """The item's colour attribute (``colour``, or ``color``), "" when it has none."""
+        value = self.attributes.get("colour", self.attributes.get("color", ""))
+        return value.strip() if isinstance(value, str) else ""
+
     def to_json(self) -> dict[str, Any]:
         return self.model_dump()
 

@@ -278,6 +278,7 @@ class RankingEvent:
     arm: str | None = None
     teams: list[int] | None = None  # interleaving: the team (0 = arm A, 1 = arm B) of each slate position
     temperatures: list[float] | None = None  # each position's sampling temperature (entropy-targeted); None: ``temperature`` throughout
+    query_parsed: dict[str, Any] | None = None  # what the parser read and what was relaxed (ranker.retrieval.understanding.Understood.to_json)
 
     def to_fields(self) -> dict[str, bytes | str]:
         meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays

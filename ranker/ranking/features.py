@@ -27,9 +27,13 @@ mean_examination``; the purchase rate likewise. Counters are
 ``[impressions, clicks, purchases, exposure]`` (:data:`COUNTERS`) in the
 simulator and live.
 
-Schema version 2 (this one) added the debiasing, ``price_vs_category`` and
-stored input standardisation (:class:`ranker.ranking.policy.SlateNet`);
-artifacts of version 1 are refused with a message to retrain.
+Schema version 2 added the debiasing, ``price_vs_category`` and stored input
+standardisation (:class:`ranker.ranking.policy.SlateNet`). Version 3 (this
+one) adds the query's intent (:class:`QueryIntent`, parsed by
+:mod:`ranker.retrieval.query_intent`): whether a price range, a brand or a
+colour was asked for (context), how far each item's price is from the range
+and whether its brand and colour match (candidate rows). Artifacts of another
+version are refused with a message to retrain.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from typing import Protocol
 
 import numpy as np
 
-FEATURE_SCHEMA_VERSION = 2
+FEATURE_SCHEMA_VERSION = 3
 COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
 STATIC_FEATURES: tuple[str, ...] = (
     "sim_text",  # query text vs item text (0 when the query has no text)
@@ -61,6 +65,9 @@ STATIC_FEATURES: tuple[str, ...] = (
     "user_affinity",  # cosine of the user's profile embedding and the item text
     "user_category_affinity",  # share of the user's interactions in this category
     "user_brand_affinity",  # share of the user's interactions with this brand
+    "price_vs_limit",  # log distance of the price to the asked range's nearest bound: > 0 outside it, < 0 inside (0: no range asked)
+    "brand_match",  # 1 when the query named brands and this item is one of them
+    "colour_match",  # 1 when the query named colours and this item has one of them
 )
 SLATE_FEATURES: tuple[str, ...] = (
     "max_sim_to_placed",  # highest text similarity to an item already in the slate
@@ -78,6 +85,9 @@ CONTEXT_FEATURES: tuple[str, ...] = (
     "user_has_profile",
     "mean_retrieval_score",
     "candidate_fill",  # share of the K slots holding a real candidate
+    "query_price_limit",  # the query asked for a price range ("under 50", "cheap")
+    "query_brand",  # the query named a brand
+    "query_colour",  # the query named a colour
 )
 
 
@@ -112,6 +122,35 @@ def mean_examination(slate_size: int) -> float:
 
 
 INTERACTION_KINDS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
+
+
+@dataclass(frozen=True)
+class QueryIntent:
+    """What a parsed query asks of the items, as the features read it (names compared case-insensitively).
+
+    A price range is also a hard filter on retrieval; brands and colours are soft: only features.
+    """
+
+    price_min: float | None = None
+    price_max: float | None = None
+    brands: tuple[str, ...] = ()
+    colours: tuple[str, ...] = ()
+
+    @property
+    def has_price(self) -> bool:
+        return self.price_min is not None or self.price_max is not None
+
+    def price_distance(self, log_price: np.ndarray) -> np.ndarray:
+        """[n] log distance of each price to the range's nearest bound: > 0 outside the range, <= 0 inside."""
+        distances = []
+        if self.price_max is not None:
+            distances.append(log_price - math.log(max(self.price_max, 0.01)))
+        if self.price_min is not None:
+            distances.append(math.log(max(self.price_min, 0.01)) - log_price)
+        return np.maximum.reduce(distances) if len(distances) > 1 else distances[0]
+
+
+NO_INTENT = QueryIntent()
 
 
 @dataclass
@@ -162,10 +201,11 @@ class CandidateSet:
     text_vectors: np.ndarray  # [n, d] unit rows in the text space
     retrieval_scores: np.ndarray  # [n] fused
     channel_scores: dict[str, np.ndarray]  # channel -> [n], NaN where the item lacks that part
+    colours: list[str] | None = None  # the item's colour attribute ("" when it has none); None: nobody knows
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
-        for name in ("categories", "brands"):
+        for name in ("categories", "brands") + (("colours",) if self.colours is not None else ()):
             if len(getattr(self, name)) != n:
                 raise FeatureError(f"{name}: {len(getattr(self, name))} entries for {n} candidates")
         for name in ("prices", "has_image", "retrieval_scores"):
@@ -267,7 +307,16 @@ class FeatureBuilder:
     def n_features(self) -> int:
         return len(FEATURES)
 
-    def build(self, candidates: CandidateSet, *, counts: np.ndarray, profile: UserProfile, query_has_text: bool, query_has_image: bool) -> Observation:
+    def build(
+        self,
+        candidates: CandidateSet,
+        *,
+        counts: np.ndarray,
+        profile: UserProfile,
+        query_has_text: bool,
+        query_has_image: bool,
+        intent: QueryIntent = NO_INTENT,
+    ) -> Observation:
         """Static features and context for ``candidates`` (at most K; the rest is padding)."""
         n, k = len(candidates), self.n_candidates
         if n > k:
@@ -280,6 +329,7 @@ class FeatureBuilder:
         valid[:n] = True
         if n:
             self._fill_static(static[:n], candidates, counts, profile)
+            _fill_intent(static[:n], candidates, intent)
             static[:n] = snapshot_precision(static[:n])
             code_of = {category: code for code, category in enumerate(dict.fromkeys(candidates.categories))}
             codes[:n] = [code_of[category] for category in candidates.categories]
@@ -291,6 +341,9 @@ class FeatureBuilder:
                 float(profile.embedding is not None),
                 float(candidates.retrieval_scores.mean()) if n else 0.0,
                 n / k,
+                float(intent.has_price),
+                float(bool(intent.brands)),
+                float(bool(intent.colours)),
             ],
             dtype=np.float32,
         )
@@ -336,6 +389,23 @@ class FeatureBuilder:
             out[:, column["user_category_affinity"]] = _shares(profile.category_counts, candidates.categories, history)
         if profile.brand_counts:
             out[:, column["user_brand_affinity"]] = _shares(profile.brand_counts, candidates.brands, history)
+
+
+def _fill_intent(out: np.ndarray, candidates: CandidateSet, intent: QueryIntent) -> None:
+    """Write the intent columns of ``out`` ([n, S]): the price's distance to the asked range, brand and colour matches."""
+    column = _STATIC_COLUMN
+    if intent.has_price:
+        out[:, column["price_vs_limit"]] = intent.price_distance(np.log(np.maximum(candidates.prices, 0.01)))
+    if intent.brands:
+        out[:, column["brand_match"]] = _matches(candidates.brands, intent.brands)
+    if intent.colours and candidates.colours is not None:
+        out[:, column["colour_match"]] = _matches(candidates.colours, intent.colours)
+
+
+def _matches(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """[n] 1.0 where the name is one of ``wanted`` (case-insensitive)."""
+    folded = {name.casefold() for name in wanted}
+    return np.array([name.casefold() in folded for name in names], dtype=np.float32)
 
 
 def snapshot_precision(values: np.ndarray) -> np.ndarray:

@@ -139,3 +139,27 @@ def test_schema_hash_is_stable_and_documented():
     schema = feature_schema()
     assert schema["hash"] == schema_hash() and len(schema_hash()) == 16
     assert schema["features"] == list(FEATURES) and len(set(FEATURES)) == len(FEATURES)
+
+
+def test_intent_features_read_the_asked_range_brand_and_colour(candidates):
+    """Schema 3: the price's log distance to the asked range, brand and colour matches, and the context flags."""
+    from ranker.ranking.features import QueryIntent
+
+    candidates.colours = ["Red", "blue", ""]
+    builder = FeatureBuilder(n_candidates=4, slate_size=2)
+    plain = builder.build(candidates, counts=np.zeros((3, 4)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False)
+    intent = QueryIntent(price_max=20.0, brands=("acme",), colours=("red",))
+    asked = builder.build(
+        candidates, counts=np.zeros((3, 4)), profile=InMemoryStateProvider().user_profile(None), query_has_text=True, query_has_image=False, intent=intent
+    )
+    for name in ("price_vs_limit", "brand_match", "colour_match"):
+        np.testing.assert_array_equal(plain.static[:, STATIC_FEATURES.index(name)], 0.0)
+    np.testing.assert_allclose(asked.static[:3, STATIC_FEATURES.index("price_vs_limit")], np.log([10 / 20, 1.0, 40 / 20]), **HALF)
+    np.testing.assert_array_equal(asked.static[:3, STATIC_FEATURES.index("brand_match")], [1, 0, 1])
+    np.testing.assert_array_equal(asked.static[:3, STATIC_FEATURES.index("colour_match")], [1, 0, 0])
+    flags = [CONTEXT_FEATURES.index(name) for name in ("query_price_limit", "query_brand", "query_colour")]
+    np.testing.assert_array_equal(plain.context[flags], 0.0)
+    np.testing.assert_array_equal(asked.context[flags], 1.0)
+    # a range with both bounds: the distance to the nearest one, positive outside it
+    both = QueryIntent(price_min=15.0, price_max=30.0)
+    np.testing.assert_allclose(both.price_distance(np.log([10.0, 20.0, 40.0])), [np.log(15 / 10), max(np.log(20 / 30), np.log(15 / 20)), np.log(40 / 30)])

@@ -1,0 +1,104 @@
+"""From a parsed query to a search: what is embedded, which filters apply, which are relaxed, what the features see.
+
+:mod:`ranker.retrieval.query_intent` reads a query's intent; this module applies it, for serving
+(:meth:`ranker.serving.RankingService.rank`):
+
+- the *rest* of the text is embedded (the whole text when nothing is left, as for a query that only names a colour);
+- a parsed price range and named categories are *hard*: retrieval filters, merged with the request's own
+  filters (the tighter bound wins; the request's categories, when it names any, win over the parsed ones);
+- brands and colours are *soft*: only features (:class:`ranker.ranking.features.QueryIntent`);
+- a parsed constraint that leaves no candidate is *relaxed*: dropped, price first, then category, and the
+  response says which (``query.relaxed``). The request's own filters are never relaxed: a shop that filters
+  gets what it asked for, even nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ranker.ranking.features import NO_INTENT, QueryIntent
+from ranker.retrieval.engine import Filters
+from ranker.retrieval.query_intent import ParsedQuery
+
+RELAXABLE = ("price", "category")  # the parsed hard constraints, in the order they are given up
+T = TypeVar("T")
+
+
+@dataclass
+class Understood:
+    """A query after parsing: the parse, the text to embed, and what the search did with the constraints."""
+
+    parsed: ParsedQuery | None  # None: parsing off, or no text
+    text: str | None  # what the text encoder sees
+    relaxed: list[str] = field(default_factory=list)  # parsed constraints dropped because nothing satisfied them
+
+    @classmethod
+    def of(cls, text: str | None, parsed: ParsedQuery | None) -> Understood:
+        return cls(parsed, (parsed.text or text) if parsed is not None and parsed.has_intent else text)
+
+    def filters(self, request: Filters | None, relaxed: tuple[str, ...] = ()) -> Filters | None:
+        """The request's filters with the parsed hard constraints not in ``relaxed`` merged in."""
+        parsed = self.parsed
+        if parsed is None:
+            return request
+        price_min, price_max = (request.price_min, request.price_max) if request else (None, None)
+        if "price" not in relaxed:
+            price_min = _tighter(price_min, parsed.price_min, max)
+            price_max = _tighter(price_max, parsed.price_max, min)
+            if price_min is not None and price_max is not None and price_min > price_max:  # the parse contradicts the request
+                price_min, price_max = (request.price_min, request.price_max) if request else (None, None)
+        categories = request.categories if request else None
+        if categories is None and parsed.categories and "category" not in relaxed:
+            categories = tuple(parsed.categories)
+        merged = Filters(categories=categories, price_min=price_min, price_max=price_max)
+        return merged if merged.active else None
+
+    def search(self, run: Callable[[Filters | None], list[T]], request: Filters | None) -> list[T]:
+        """``run`` with the merged filters; when nothing is found, again with parsed constraints relaxed, one
+        and then both (recorded in :attr:`relaxed`)."""
+        found: list[T] = []
+        tried: set[Filters | None] = set()
+        for size in range(len(RELAXABLE) + 1):
+            for dropped in itertools.combinations(RELAXABLE, size):
+                filters = self.filters(request, dropped)
+                if filters in tried:
+                    continue
+                tried.add(filters)
+                found = run(filters)
+                if found:
+                    self.relaxed = [name for name in dropped if self._constrains(name)]
+                    return found
+        return found
+
+    def _constrains(self, name: str) -> bool:
+        parsed = self.parsed
+        if parsed is None:
+            return False
+        return parsed.price_min is not None or parsed.price_max is not None if name == "price" else bool(parsed.categories)
+
+    @property
+    def intent(self) -> QueryIntent:
+        """What the features see: the price range still applied, the brands and colours named."""
+        parsed = self.parsed
+        if parsed is None or not parsed.has_intent:
+            return NO_INTENT
+        price = "price" not in self.relaxed
+        return QueryIntent(
+            price_min=parsed.price_min if price else None,
+            price_max=parsed.price_max if price else None,
+            brands=tuple(parsed.brands),
+            colours=tuple(parsed.colours),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The response's ``query`` object and the event log's record of the parse."""
+        return {"text": self.text, "parsed": self.parsed.to_json() if self.parsed is not None else None, "relaxed": list(self.relaxed)}
+
+
+def _tighter(first: float | None, second: float | None, pick: Callable[[float, float], float]) -> float | None:
+    if first is None:
+        return second
+    return first if second is None else pick(first, second)
