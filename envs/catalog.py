@@ -309,7 +309,9 @@ def build_sim_catalog(
         texts.append(phrase)
         owners.append(row)
         codes = {"asked_colour": (colours, asked.get("asked_colour")), "asked_brand": (brands, asked.get("asked_brand"))}
-        rows.append({"kind": STATED, **{k: v for k, v in asked.items() if k == "asked_price_max"}, **{k: names.index(v) for k, (names, v) in codes.items() if v}})
+        rows.append(
+            {"kind": STATED, **{k: v for k, v in asked.items() if k == "asked_price_max"}, **{k: names.index(v) for k, (names, v) in codes.items() if v}}
+        )
     _add_parsed_twins(engine, texts, owners, rows, brands, colours)
     query_text = encode_texts(texts) if encode_texts else engine.encoders.encode_texts(texts, progress=len(texts) > 2000)
     return SimCatalog(
