@@ -5,7 +5,7 @@
 
 **Price.** A price needs a cue: a word ("under 50", "below $30", "less than 20", "up to 80", "max 40", "over 100",
 "above 60", "more than 20", "at least 20", "between 20 and 40", "from 20 to 40") or a currency ("20-40 eur",
-"$100+", "€20 to €40"; $, €, £, eur, euro(s), usd, dollar(s), gbp). A bare number is never a price, and neither is a
+"$100+", "10 eur or less", "€20 to €40"; $, €, £, eur, euro(s), usd, dollar(s), gbp). A bare number is never a price, and neither is a
 number followed by a unit ("up to 4 persons", "over 40 mm"), so "iphone 15 case", "size 42 boots", "2 person tent",
 "4k monitor", "100% cotton" and "pack of 3" stay text. An amount that is negative ("under -5"), written in
 exponent form ("under 1e309") or above :data:`MAX_PRICE` is not a price either: it stays text.
@@ -66,6 +66,7 @@ _MIN_CUES = r"over|above|more\s+than|at\s+least|min(?:imum)?|starting\s+(?:at|fr
 _RANGE_START = r"between|from|range|priced|price|(?=[$€£\d])"
 _RANGE_JOIN = r"\s*(?:-|–|to|and)\s*"
 _SUFFIX_MIN = r"\s?(?:\+|and\s+(?:up|above|over)|or\s+more)"
+_SUFFIX_MAX = r"\s?(?:or\s+(?:less|under|below|cheaper)|and\s+(?:under|below)|max|tops)"
 
 _PRICE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (kind, re.compile(pattern, re.IGNORECASE))
@@ -74,6 +75,7 @@ _PRICE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("max", rf"(?<![\w.-])(?:{_MAX_CUES})\s*:?\s*{_amount('a')}{_NOT_UNIT}"),
         ("min", rf"(?<![\w.-])(?:{_MIN_CUES})\s*:?\s*{_amount('a')}{_NOT_UNIT}"),
         ("min_suffix", rf"(?<![\w.$€£-]){_amount('a')}{_SUFFIX_MIN}(?![\w])"),
+        ("max_suffix", rf"(?<![\w.$€£-]){_amount('a')}{_SUFFIX_MAX}(?![\w])"),
     )
 )
 
@@ -191,7 +193,7 @@ class QueryParser:
                 else:
                     price_min = round(bound, 6)
         _drop_connectors(tokens, removed)
-        rest = _remove(head, removed) + " " + tail
+        rest = _remove(head, removed) + tail  # the tail starts at the space the cut was made at, if any
         return ParsedQuery(
             text=" ".join(rest.split()).strip(" ,;:-/"),
             price_min=price_min,
@@ -225,13 +227,13 @@ class QueryParser:
                         continue
                     low, high = sorted((first, second))
                     price_min, price_max = low, high
-                elif kind == "max":
+                elif kind.endswith("_suffix") and not (match.group("as") or match.group("ac")):
+                    continue  # "10 and up", "3 or less" need a currency: they may be a size or a count
+                elif kind.startswith("max"):
                     if price_max is not None:
                         continue
                     price_max = first
                 else:
-                    if kind == "min_suffix" and not (match.group("as") or match.group("ac")):
-                        continue  # "10 and up" needs a currency: it may be a size
                     if price_min is not None:
                         continue
                     price_min = first
