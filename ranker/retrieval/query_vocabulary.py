@@ -20,6 +20,8 @@ from ranker.catalog.items import Item
 
 KINDS = ("brand", "colour", "category")
 COLOUR_ATTRIBUTES = ("colour", "color")
+BULK_SORT = 64
+"""A batch of at least this many items appends its prices and sorts once; a smaller one inserts each in place."""
 FUZZY_MIN_LENGTH = 5
 """Words shorter than this match exactly (a typo in "red" or "mug" is another word); longer ones allow one edit."""
 
@@ -210,6 +212,8 @@ class QueryVocabulary:
 
     # ------------------------------------------------------------- internals
     def _update(self, items: Iterable[Item], sign: int) -> None:
+        items = list(items)
+        bulk = len(items) >= BULK_SORT
         with self._lock:
             changed = False
             touched: set[str] = set()
@@ -219,10 +223,13 @@ class QueryVocabulary:
                     changed |= self._count(kind, str(name).strip(), sign)
                 fold = item.category.casefold()
                 prices = self._prices.setdefault(fold, [])
-                if sign > 0:
+                if sign > 0 and bulk:
                     prices.append(item.price)
                     self._all_prices.append(item.price)
                     touched.add(fold)
+                elif sign > 0:
+                    bisect.insort(prices, item.price)
+                    bisect.insort(self._all_prices, item.price)
                 else:
                     _remove_sorted(prices, item.price)
                     _remove_sorted(self._all_prices, item.price)
@@ -233,7 +240,7 @@ class QueryVocabulary:
                         self._words[word] += sign
                         if self._words[word] <= 0:
                             del self._words[word]
-            if touched:  # appended unsorted: one sort per batch, not one insort per item
+            if touched:  # a bulk add appended unsorted: one sort per batch, not one insort per item
                 for fold in touched:
                     self._prices[fold].sort()
                 self._all_prices.sort()

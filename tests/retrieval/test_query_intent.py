@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,6 +181,13 @@ def test_vocabulary_price_quantiles_follow_adds_and_removes() -> None:
     assert vocabulary.price_quantile(0.0, ["Mugs"]) == 2.0
     vocabulary.add([_item("x", price=0.5)])
     assert vocabulary.price_quantile(0.0, ["Mugs"]) == 0.5
+    items = generate_items(150, seed=2)  # a bulk add sorts once; single adds insert in place: the same figures
+    one_by_one = QueryVocabulary()
+    for item in items:
+        one_by_one.add([item])
+    bulk = QueryVocabulary.from_items(items)
+    for q in (0.0, 0.25, 0.75, 1.0):
+        assert bulk.price_quantile(q) == one_by_one.price_quantile(q) == pytest.approx(np.percentile([i.price for i in items], 100 * q))
 
 
 def test_engine_vocabulary_follows_upserts_and_deletes(demo_engine_of, encoders) -> None:
