@@ -181,17 +181,21 @@ class QueryParser:
         removed: list[tuple[int, int]] = []
         price_min, price_max, phrases = self._prices(head, tokens, removed)
         found = self._names(tokens, removed)
-        quantile, quantile_phrase = self._price_words(tokens, removed)
+        quantile, quantile_phrase, word_tokens = self._price_words(head, tokens)
         price_quantile = None
-        if quantile is not None and price_min is None and price_max is None:
-            bound = self.vocabulary.price_quantile(quantile, found["category"])
-            if bound is not None:
-                price_quantile = quantile
-                phrases.append(quantile_phrase)
-                if quantile <= 0.5:
-                    price_max = round(bound, 6)
-                else:
-                    price_min = round(bound, 6)
+        explicit = price_min is not None or price_max is not None
+        bound = None if quantile is None or explicit else self.vocabulary.price_quantile(quantile, found["category"])
+        if quantile is not None and bound is not None:
+            price_quantile = quantile
+            phrases.append(quantile_phrase)
+            if quantile <= 0.5:
+                price_max = round(bound, 6)
+            else:
+                price_min = round(bound, 6)
+        if explicit or bound is not None:  # price words leave the text once a price is known (else they stay)
+            for token in word_tokens:
+                token.removed = True
+                removed.append((token.start, token.end))
         _drop_connectors(tokens, removed)
         rest = _remove(head, removed) + tail  # the tail starts at the space the cut was made at, if any
         return ParsedQuery(
@@ -289,10 +293,11 @@ class QueryParser:
     def _may_be_typo(self, word: str) -> bool:
         return len(word) >= 3 and word not in _COMMON_WORDS and not word.isdigit() and not self.vocabulary.is_catalog_word(word)
 
-    def _price_words(self, tokens: list[_Token], removed: list[tuple[int, int]]) -> tuple[float | None, str]:
-        """The first price word ("cheap", "high end"); every price word leaves the text."""
+    def _price_words(self, head: str, tokens: list[_Token]) -> tuple[float | None, str, list[_Token]]:
+        """The first price word ("cheap", "high end") with its words as typed, and the words of every price word."""
         quantile: float | None = None
         phrase = ""
+        found: list[_Token] = []
         i = 0
         while i < len(tokens):
             token = tokens[i]
@@ -301,12 +306,10 @@ class QueryParser:
                 word, span = _QUANTILE_PHRASES[(token.lower, tokens[i + 1].lower)], tokens[i : i + 2]
             if word in _QUANTILE_WORDS and not any(t.removed for t in span):
                 if quantile is None:
-                    quantile, phrase = _QUANTILE_WORDS[word], " ".join(t.lower for t in span)
-                removed.append((span[0].start, span[-1].end))
-                for t in span:
-                    t.removed = True
+                    quantile, phrase = _QUANTILE_WORDS[word], " ".join(head[span[0].start : span[-1].end].split())
+                found.extend(span)
             i += len(span)
-        return quantile, phrase
+        return quantile, phrase, found
 
 
 def _value(match: re.Match[str], name: str) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,15 @@ def test_the_scores_fail_a_parser_that_understands_nothing(vocabulary: QueryVoca
     scores = extraction_scores(QueryParser(QueryVocabulary()), _labelled())
     assert all(precision < 0.95 and recall < 0.90 for kind, (precision, recall) in scores.items() if kind != "price")
 
+    class EveryNumberIsAPrice(QueryParser):  # the mistake the labelled set guards against: "iphone 15 case" under 15
+        def parse(self, text: str) -> ParsedQuery:
+            parsed = super().parse(text)
+            numbers = [float(word) for word in text.split() if word.isdigit()]
+            return parsed if parsed.price_max is not None or not numbers else replace(parsed, price_max=numbers[0])
+
+    precision, _ = extraction_scores(EveryNumberIsAPrice(vocabulary), _labelled())["price"]
+    assert precision < 0.95
+
 
 # ------------------------------------------------------------------ prices and the rest of the text
 @pytest.mark.parametrize(
@@ -137,6 +147,9 @@ def test_price_words_read_the_named_categorys_quantiles(parser: QueryParser, voc
     anything = parser.parse("something cheap")
     assert anything.price_max == pytest.approx(vocabulary.price_quantile(0.25)) and anything.text == "something"
     assert parser.parse("cheap mug under 8").price_max == 8.0  # an amount typed wins
+    assert parser.parse("High-End headphones").price_phrase == "High-End"  # as typed
+    nothing_priced = QueryParser(QueryVocabulary()).parse("cheap mugs")
+    assert nothing_priced.price_max is None and nothing_priced.text == "cheap mugs"  # no prices to read: the word stays
 
 
 def test_names_case_plurals_typos_and_multi_word(parser: QueryParser) -> None:
