@@ -53,6 +53,7 @@ from ranker.retrieval.fusion import (
 )
 from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
 from ranker.retrieval.query_cache import QUERY_CACHE_SIZE, QueryCache
+from ranker.retrieval.query_vocabulary import QueryVocabulary
 
 INDEX_NAMES = ("text", "image", "image_in_text")
 MANIFEST_VERSION = 1
@@ -171,13 +172,17 @@ class SearchEngine:
         self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
         self.built_at: float | None = None
         self.encoder_spec: str | None = None
+        self.query_vocabulary = QueryVocabulary()  # the names a query parser understands; follows every write
         if index_dir and manifest_path(self.data_dir).exists():
             self._load(index_dir)
+        self.query_vocabulary.clear()
+        self.query_vocabulary.add(self.store.items())
 
     # ---------------------------------------------------------------- writes
     def build(self, items: Sequence[Item], *, progress: bool | None = None) -> BuildReport:
         """Replace the whole catalog with ``items`` and index them."""
         self.store.clear()
+        self.query_vocabulary.clear()
         dims = {name: index.dim for name, index in self.indexes.items()}
         self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
         report = self.upsert(items, progress=progress)
@@ -203,7 +208,9 @@ class SearchEngine:
 
     def delete(self, item_ids: Iterable[str]) -> int:
         """Delete items by id; unknown ids are ignored. Returns how many were deleted."""
-        keys = self.store.delete(item_ids)
+        stored = {item.item_id: item for item in map(self.store.get, item_ids) if item is not None}
+        keys = self.store.delete(list(stored))
+        self.query_vocabulary.remove(stored.values())
         for index in self.indexes.values():
             index.remove(keys)
         return len(keys)
@@ -341,7 +348,11 @@ class SearchEngine:
         """Store items whose vectors are already computed (by :meth:`embed_items`, here or in another process)."""
         if not embedded.items:
             return np.zeros(0, dtype=np.int64)
+        latest = {item.item_id: item for item in embedded.items}  # an id twice in a batch: the last one stays
+        replaced = [item for item in map(self.store.get, latest) if item is not None]
         keys = self.store.upsert(embedded.items)
+        self.query_vocabulary.remove(replaced)
+        self.query_vocabulary.add(latest.values())
         self.indexes["text"].add(keys, embedded.text)
         picture_keys = keys[embedded.with_picture]
         if len(picture_keys):
