@@ -141,9 +141,11 @@ class ParsedQueryOut(BaseModel):
     price_min: float | None = None
     price_max: float | None = None
     price_phrase: str | None = Field(default=None, description="the words that asked for the price range, as typed")
+    price_quantile: float | None = Field(default=None, description="0.25 for cheap-like words, 0.75 for premium-like words: the bound is that price quantile")
     brands: list[str] = Field(description="brands of the catalog the query names")
     colours: list[str] = Field(description="colours of the catalog the query names")
     categories: list[str] = Field(description="categories of the catalog the query names")
+    truncated: bool = Field(default=False, description="the query was longer than the parser reads (256 characters, 48 words); the rest stays text")
 
 
 class QueryOut(BaseModel):

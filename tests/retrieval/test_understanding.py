@@ -1,0 +1,57 @@
+"""Applying a parse: merged filters, relaxation order, what is embedded and what the features see."""
+
+from __future__ import annotations
+
+from ranker.ranking.features import NO_INTENT
+from ranker.retrieval.engine import Filters
+from ranker.retrieval.query_intent import ParsedQuery
+from ranker.retrieval.understanding import Understood
+
+
+def parsed(text="mugs", price_min=None, price_max=None, brands=(), colours=(), categories=()) -> ParsedQuery:
+    return ParsedQuery(
+        text=text,
+        price_min=price_min,
+        price_max=price_max,
+        price_phrase=None if price_min is None and price_max is None else "under",
+        brands=tuple(brands),
+        colours=tuple(colours),
+        categories=tuple(categories),
+    )
+
+
+def test_the_rest_is_embedded_and_the_whole_text_when_nothing_is_left():
+    assert Understood.of("red mugs under 20", parsed("mugs", price_max=20.0, colours=("Red",))).text == "mugs"
+    assert Understood.of("red", parsed("", colours=("Red",))).text == "red"
+    assert Understood.of("mugs", None).text == "mugs"
+
+
+def test_parsed_hard_constraints_merge_with_the_request_the_tighter_bound_winning():
+    understood = Understood.of("mugs 10 to 30", parsed(price_min=10.0, price_max=30.0, categories=("Mugs",)))
+    assert understood.filters(None) == Filters(categories=("Mugs",), price_min=10.0, price_max=30.0)
+    request = Filters(categories=("Lamps",), price_min=15.0, price_max=40.0)
+    assert understood.filters(request) == Filters(categories=("Lamps",), price_min=15.0, price_max=30.0)  # the shop's categories win
+    contradiction = Filters(price_min=50.0)
+    assert understood.filters(contradiction) == Filters(categories=("Mugs",), price_min=50.0)  # the parse yields to the request
+
+
+def test_constraints_nothing_meets_are_relaxed_price_first_and_the_request_never():
+    understood = Understood.of("mugs under 5", parsed(price_max=5.0, categories=("Mugs",), brands=("Acme",)))
+    calls: list[Filters | None] = []
+
+    def run(filters):
+        calls.append(filters)
+        return ["hit"] if filters is not None and filters.price_max is None and filters.categories == ("Mugs",) else []
+
+    assert understood.search(run, None) == ["hit"]
+    assert calls[0] == Filters(categories=("Mugs",), price_max=5.0) and understood.relaxed == ["price"]
+    intent = understood.intent
+    assert intent.price_max is None and intent.brands == ("Acme",)  # the relaxed price is not a feature either
+    nothing = Understood.of("mugs under 5", parsed(price_max=5.0))
+    assert nothing.search(lambda filters: [], Filters(price_max=3.0)) == [] and nothing.relaxed == []
+
+
+def test_no_intent_means_no_filters_and_no_intent_features():
+    understood = Understood.of("mugs", parsed("mugs"))
+    assert understood.filters(None) is None and understood.intent == NO_INTENT
+    assert understood.to_json()["relaxed"] == []
