@@ -13,7 +13,7 @@ Figures:
    threads, one connection each, a fixed number of requests per level);
 2. the same pipeline in-process: ``RankingService.rank`` (what the endpoint
    calls) on the same index, Redis, queries and users, p50/p99 with its
-   stages (sync, encode, retrieve, state, policy, log); also the Flask test client (the whole
+   stages (sync, parse, encode, retrieve, state, policy, log); also the Flask test client (the whole
    app without a socket). The ratio HTTP p50 / in-process p50 at concurrency
    1 is the serving overhead (target <= 1.3);
    Figures 1 and 2 send a new query text with every request (phrases from
@@ -470,7 +470,7 @@ def bench_in_process(service, queries: list[str], n_requests: int, users: int, g
     temperature = 0.0 if greedy else None
     for index in range(warmup):
         service.rank(user_id=f"bench-user-{index % users}", text=queries[index % len(queries)], num_results=10, temperature=temperature)
-    samples, stages = [], {"sync": [], "encode": [], "retrieve": [], "state": [], "policy": [], "log": []}
+    samples, stages = [], {"sync": [], "parse": [], "encode": [], "retrieve": [], "state": [], "policy": [], "log": []}
     for index in range(n_requests):
         started = time.perf_counter()
         text = queries[(warmup + index) % len(queries)]
