@@ -253,7 +253,11 @@ PHRASES: dict[str, list[tuple[str, Check, str | Callable[[Facts], str]]]] = {
         (
             "sim_cross",
             lambda f: f.value("sim_cross") > 0 and f.high("sim_cross"),
-            lambda f: "its description matches your picture" if f.query("query_has_image", False) and not f.query("query_has_text", True) else "its photo matches your search",
+            lambda f: (
+                "its description matches your picture"
+                if f.query("query_has_image", False) and not f.query("query_has_text", True)
+                else "its photo matches your search"
+            ),
         )
     ],
     "retrieval": [
