@@ -20,7 +20,9 @@ def rank(body: RankRequest) -> Any:
     Candidates come from FAISS over the catalog's embeddings; the serving
     policy orders them (sampled with the configured temperature unless
     `greedy`). `explain: true` adds, per item, the split of its score into text
-    similarity, image similarity and the policy's adjustment.
+    similarity, image similarity and the policy's adjustment, and the policy's
+    score at the item's placement as exact Shapley contributions of named
+    feature groups with the item's top two reasons.
     """
     filters = None
     if body.filters is not None:
@@ -36,6 +38,7 @@ def rank(body: RankRequest) -> Any:
         filters=filters,
         session_id=body.session_id,
         temperature=0.0 if body.greedy else None,
+        explain=body.explain,
     )
     metrics().rankings.labels("true" if result.logged else "false").inc()
     if result.experiment:
