@@ -129,7 +129,7 @@ def group_shapley(
     step = max(1, CHUNK_ELEMENTS // (len(members) * w1.shape[1]))
     for start in range(0, len(rows), step):
         part = slice(start, start + step)
-        hidden = np.maximum(base[part, None, :] + np.einsum("mg,ngh->nmh", members, deltas[part]), 0.0)  # [n, 2^G, H]
+        hidden = np.maximum(base[part, None, :] + members @ deltas[part], 0.0)  # [n, 2^G, H]
         hidden = np.maximum(hidden @ w2 + b2, 0.0)
         values[part] = (hidden @ w3 + b3)[..., 0]
     return values[:, -1], values[:, 0], values @ shapley  # the full coalition is the last index, the empty one the first
