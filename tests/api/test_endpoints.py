@@ -106,6 +106,8 @@ def test_greedy_rank_orders_by_score_and_explain_splits_each_score(client):
 
 
 def test_sampled_rankings_explain_every_item_in_its_placement_state(client):
+    service = client.application.extensions["ranking_service"]
+    assert service.rank(user_id="fay", text="wool scarf").placed is None  # nothing kept, nothing computed, unless asked
     for text, user in (("wool scarf", "fay"), ("running shoes", "gus"), ("ceramic mug", "fay")):
         body = rank(client, text, user=user, num_results=7, explain=True)
         for item in body["items"]:

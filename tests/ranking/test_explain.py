@@ -214,6 +214,9 @@ CHECKS = {  # phrase -> what must hold of the item's raw row, its peers in the s
     "one of the closest matches to your search": lambda row, peers: row[COLUMN["retrieval_rank"]] <= 0.1,
     "a close match to your search": lambda row, peers: (peers[:, COLUMN["retrieval_score"]] < row[COLUMN["retrieval_score"]]).mean() > 0.5,
     "its photo matches your search": lambda row, peers: row[COLUMN["sim_cross"]] > 0,
+    "matches the colour you asked for": lambda row, peers: row[COLUMN["colour_match"]] == 1,
+    "matches the brand you asked for": lambda row, peers: row[COLUMN["brand_match"]] == 1,
+    "within the price you asked for": lambda row, peers: row[COLUMN["price_vs_limit"]] < 0,
 }
 
 
