@@ -62,15 +62,12 @@ from ranker.live.events import (
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.live.state import Interaction, RedisStateProvider
-from ranker.ranking.explain import Explanation, PlacedSlate
+from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
-from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
+from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
 
 log = logging.getLogger(__name__)
-
-TEXT_CHANNELS = ("text", "text_to_image")  # channels driven by the query's text
-IMAGE_CHANNELS = ("image", "image_to_text")  # channels driven by the query's picture
 
 
 class Unavailable(RuntimeError):
@@ -156,7 +153,7 @@ class RankedItem:
             "price": item.price,
         }
         if explain:
-            out["explain"] = explain_score(self.candidate, self.score) | (why.to_json() if why is not None else {})
+            out["explain"] = modality_split(self.candidate.scores, self.score) | (why.to_json() if why is not None else {})
         return out
 
 
@@ -207,22 +204,6 @@ class Sampling:
 
     def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
         return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
-
-
-def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
-    """Split ``score`` into text similarity, image similarity and the policy's adjustment (they sum to it)."""
-    present = {channel: value for channel, value in candidate.scores.items() if value is not None}
-    total_weight = sum(CHANNEL_WEIGHTS[channel] for channel in present) or 1.0
-
-    def part(channels: Sequence[str]) -> float:
-        return sum(CHANNEL_WEIGHTS[c] * present[c] for c in channels if c in present) / total_weight
-
-    text, image = part(TEXT_CHANNELS), part(IMAGE_CHANNELS)
-    return {
-        "text_similarity": round(text, 6),
-        "image_similarity": round(image, 6),
-        "policy_adjustment": round(score - text - image, 6),
-    }
 
 
 def pseudonymise(user_id: str, secret: bytes) -> str:

@@ -48,15 +48,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from math import factorial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures
+from ranker.ranking.policy import RankingPolicy
 from ranker.ranking.standardise import CLIP
-
-if TYPE_CHECKING:  # the policy module imports torch; this one stays numpy-only
-    from ranker.ranking.policy import RankingPolicy
+from ranker.retrieval.fusion import CHANNEL_WEIGHTS
 
 METHOD = "shapley-groups/v1"
 OTHER = "other"
@@ -76,6 +75,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "position": ("position",),
     "intent_match": ("price_vs_limit", "brand_match", "colour_match"),
 }
+TEXT_CHANNELS = ("text", "text_to_image")  # retrieval channels driven by the query's text
+IMAGE_CHANNELS = ("image", "image_to_text")  # ... and by its picture
 MAX_GROUPS = 14  # 2^14 coalitions per item: beyond that exact Shapley values stop being cheap
 
 
@@ -138,6 +139,20 @@ def group_shapley(
         switched = np.maximum(base[item, switching] + members @ deltas[item][:, switching], 0.0) @ w2[switching]
         values[item] = (np.maximum(linear + switched, 0.0) @ w3 + b3)[:, 0]
     return values[:, -1], values[:, 0], values @ shapley  # the full coalition is the last index, the empty one the first
+
+
+def modality_split(channel_scores: dict[str, float | None], score: float) -> dict[str, float]:
+    """Split a served ``score`` into the retrieval score's text part (the text-query channels' share of the
+    weighted fusion), its image part (the picture-query channels' share) and the policy's adjustment, ``score -
+    retrieval score``; the three sum to ``score``. ``channel_scores``: a candidate's similarity per channel."""
+    present = {channel: value for channel, value in channel_scores.items() if value is not None}
+    total_weight = sum(CHANNEL_WEIGHTS[channel] for channel in present) or 1.0
+
+    def part(channels: Sequence[str]) -> float:
+        return sum(CHANNEL_WEIGHTS[c] * present[c] for c in channels if c in present) / total_weight
+
+    text, image = part(TEXT_CHANNELS), part(IMAGE_CHANNELS)
+    return {"text_similarity": round(text, 6), "image_similarity": round(image, 6), "policy_adjustment": round(score - text - image, 6)}
 
 
 @dataclass
