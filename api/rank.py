@@ -22,8 +22,11 @@ def rank(body: RankRequest) -> Any:
     `greedy`). The text's price, brand, colour and category intent is read
     first (`parse_query`, default true) and returned as `query.parsed`; a
     parsed price range or category filters the candidates unless nothing
-    satisfies it (then `query.relaxed` names it). `explain: true` adds, per item, the split of its score into text
-    similarity, image similarity and the policy's adjustment.
+    satisfies it (then `query.relaxed` names it). `explain: true` adds, per
+    item, the split of its score into text similarity, image similarity and
+    the policy's adjustment, and the policy's score at the item's placement as
+    exact Shapley contributions of named feature groups with the item's top
+    two reasons.
     """
     filters = None
     if body.filters is not None:
@@ -40,6 +43,7 @@ def rank(body: RankRequest) -> Any:
         session_id=body.session_id,
         temperature=0.0 if body.greedy else None,
         parse_query=body.parse_query,
+        explain=body.explain,
     )
     metrics().rankings.labels("true" if result.logged else "false").inc()
     if result.experiment:

@@ -112,9 +112,26 @@ class RankRequest(Closed):
 
 
 class Explanation(BaseModel):
-    text_similarity: float
-    image_similarity: float
-    policy_adjustment: float
+    """Why an item ranks where it does. The modality split: ``score = text_similarity + image_similarity +
+    policy_adjustment``. The policy's part, when one policy placed the slate (not the retrieval arm or an
+    interleaving): ``score`` here is the policy's score in the state the item was placed in (the items above it
+    placed, the candidates below still available); it equals the item's ``score`` at position 0 of a greedy
+    ranking and differs further down, where the slate features have moved. ``baseline + sum(contributions) ==
+    score`` (within 1e-4): exact Shapley values over named feature groups against a baseline candidate with every
+    feature at its training mean (``ranker.ranking.explain``)."""
+
+    text_similarity: float = Field(description="the text-query channels' share of the retrieval score")
+    image_similarity: float = Field(description="the picture-query channels' share of the retrieval score")
+    policy_adjustment: float = Field(description="the item's score minus its retrieval score")
+    score: float | None = Field(default=None, description="the policy's score of the item in the state it was placed in")
+    baseline: float | None = Field(default=None, description="the score of a candidate with every feature at its training mean, same state")
+    contributions: dict[str, float] | None = Field(
+        default=None,
+        description="group -> Shapley value: text_match, image_match, cross_modal, retrieval, price, click_rate, popularity, "
+        "personal_affinity, brand_affinity, diversity, position, intent_match (and other: features in no group)",
+    )
+    reasons: list[str] | None = Field(default=None, description="up to two short phrases from the largest positive contributions, each true of the item")
+    method: str | None = Field(default=None, description="how the contributions were computed: shapley-groups/v1")
 
 
 class RankedItemOut(BaseModel):

@@ -19,10 +19,13 @@ stored to count, raises :class:`Unavailable` instead. Feedback is one round
 trip: a script checks the events against the ranking and records them with
 everything they move (``ranker.live.events``).
 
-Explanations: an item's ``score`` is the policy's score for it. It splits
-into the retrieval score's text part (the text-query channels' share of the
-weighted fusion), its image part (the picture-query channels' share) and the
-policy adjustment, ``score - retrieval_score``; the three sum to ``score``.
+Explanations (``rank(explain=True)``, computed only then): an item's
+``score`` is the policy's score for it. It splits into the retrieval score's
+text part (the text-query channels' share of the weighted fusion), its image
+part (the picture-query channels' share) and the policy adjustment, ``score -
+retrieval_score``; the three sum to ``score``. The policy's own score in the
+state the item was placed in splits into exact Shapley values over named
+feature groups, with up to two reasons (:mod:`ranker.ranking.explain`).
 """
 
 from __future__ import annotations
@@ -59,16 +62,14 @@ from ranker.live.events import (
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.live.state import Interaction, RedisStateProvider
+from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
-from ranker.retrieval.engine import CHANNEL_WEIGHTS, Candidate, Filters, QueryVectors, SearchEngine
+from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
 from ranker.retrieval.query_intent import ParsedQuery, QueryParser
 from ranker.retrieval.understanding import Understood
 
 log = logging.getLogger(__name__)
-
-TEXT_CHANNELS = ("text", "text_to_image")  # channels driven by the query's text
-IMAGE_CHANNELS = ("image", "image_to_text")  # channels driven by the query's picture
 
 
 class Unavailable(RuntimeError):
@@ -139,7 +140,9 @@ class RankedItem:
     score: float
     log_prob: float | None
 
-    def to_json(self, explain: bool) -> dict[str, Any]:
+    def to_json(self, explain: bool, why: Explanation | None = None) -> dict[str, Any]:
+        """The item as served; with ``explain``, the modality split of its score and, when the slate was composed by
+        one policy, ``why``: the placement-state explanation (:mod:`ranker.ranking.explain`)."""
         item = self.candidate.item
         out: dict[str, Any] = {
             "item_id": item.item_id,
@@ -152,7 +155,7 @@ class RankedItem:
             "price": item.price,
         }
         if explain:
-            out["explain"] = explain_score(self.candidate, self.score)
+            out["explain"] = modality_split(self.candidate.scores, self.score) | (why.to_json() if why is not None else {})
         return out
 
 
@@ -167,8 +170,10 @@ class RankResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     experiment: dict[str, Any] | None = None  # which experiment and arm served it
     query: dict[str, Any] | None = None  # what was understood of the query (Understood.to_json)
+    placed: PlacedSlate | None = None  # what the explanations need: carried only when rank(explain=True)
 
     def to_json(self, explain: bool = False) -> dict[str, Any]:
+        whys: list[Explanation | None] = self.placed.explain() if explain and self.placed is not None else [None] * len(self.items)
         return {
             "ranking_id": self.ranking_id,
             "query": self.query,
@@ -177,7 +182,7 @@ class RankResult:
             "temperature": self.temperature,
             "n_candidates": self.n_candidates,
             "experiment": self.experiment,
-            "items": [item.to_json(explain) for item in self.items],
+            "items": [item.to_json(explain, why) for item, why in zip(self.items, whys)],
         }
 
 
@@ -190,6 +195,7 @@ class Composed:
     temperature: float
     arm: str | None = None
     teams: list[int] | None = None
+    policy: RankingPolicy | None = None  # the one policy that placed every item (None: retrieval order, interleaving)
 
 
 @dataclass
@@ -202,22 +208,6 @@ class Sampling:
 
     def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
         return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
-
-
-def explain_score(candidate: Candidate, score: float) -> dict[str, float]:
-    """Split ``score`` into text similarity, image similarity and the policy's adjustment (they sum to it)."""
-    present = {channel: value for channel, value in candidate.scores.items() if value is not None}
-    total_weight = sum(CHANNEL_WEIGHTS[channel] for channel in present) or 1.0
-
-    def part(channels: Sequence[str]) -> float:
-        return sum(CHANNEL_WEIGHTS[c] * present[c] for c in channels if c in present) / total_weight
-
-    text, image = part(TEXT_CHANNELS), part(IMAGE_CHANNELS)
-    return {
-        "text_similarity": round(text, 6),
-        "image_similarity": round(image, 6),
-        "policy_adjustment": round(score - text - image, 6),
-    }
 
 
 def pseudonymise(user_id: str, secret: bytes) -> str:
@@ -284,9 +274,11 @@ class RankingService:
         session_id: str | None = None,
         temperature: float | None = None,
         parse_query: bool = True,
+        explain: bool = False,
     ) -> RankResult:
         """A slate for the query. ``parse_query``: read price, brand, colour and category intent from the text
-        (:mod:`ranker.retrieval.understanding`); False embeds the text as typed."""
+        (:mod:`ranker.retrieval.understanding`); False embeds the text as typed. ``explain`` keeps what
+        :meth:`RankResult.to_json` needs to explain it."""
         watch = Stopwatch()
         num_results = num_results or self.config.num_results
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
@@ -389,6 +381,7 @@ class RankingService:
             watch.total(),
             experiment=self._served_by(assignment, composed),
             query=understood.to_json(),
+            placed=PlacedSlate(composed.policy, observation, ranking.slots, num_results) if explain and composed.policy is not None else None,
         )
 
     def _compose(
@@ -405,7 +398,7 @@ class RankingService:
         temperature = sampling.temperature
         if assignment is None:
             ranking = sampling.rank(policy, observation, num_results, self._rng)
-            return Composed(ranking, self.policies.version or "", ranking.temperature or temperature)
+            return Composed(ranking, self.policies.version or "", ranking.temperature or temperature, policy=policy)
         experiment = assignment.experiment
         if experiment.mode == "ab":
             arm = experiment.arms[assignment.arm]
@@ -415,7 +408,7 @@ class RankingService:
             if arm_policy is None:
                 return None
             ranking = sampling.rank(arm_policy, observation, num_results, self._rng)
-            return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name)
+            return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name, policy=arm_policy)
         rankings = []
         for arm in experiment.arms:  # interleaving: each arm's greedy ranking
             if arm.policy == RETRIEVAL_ARM:

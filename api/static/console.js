@@ -77,6 +77,7 @@ function render(ranking) {
     const e = item.explain;
     card.querySelector(".explain").textContent =
       `score ${item.score.toFixed(3)} = text ${e.text_similarity.toFixed(3)} + image ${e.image_similarity.toFixed(3)} + policy ${e.policy_adjustment >= 0 ? "+" : ""}${e.policy_adjustment.toFixed(3)}`;
+    showWhy(card, e);
     if (experiment && experiment.teams) {
       const team = document.createElement("div");
       team.className = "team";
@@ -91,6 +92,34 @@ function render(ranking) {
     grid.appendChild(card);
   });
   if (!ranking.logged) toast("Redis is unreachable: this ranking cannot take feedback");
+}
+
+// The item's two reasons under it, and the contributions (largest first) in a details element.
+function showWhy(card, e) {
+  const reasons = card.querySelector(".reasons");
+  (e.reasons || []).forEach((reason) => {
+    const line = document.createElement("li");
+    line.textContent = reason;
+    reasons.appendChild(line);
+  });
+  const why = card.querySelector(".why");
+  if (!e.contributions) {
+    why.hidden = true; // retrieval order or an interleaving: no one policy placed the slate
+    return;
+  }
+  why.addEventListener("click", (clickEvent) => clickEvent.stopPropagation()); // opening it is not a click on the item
+  const signed = (value) => `${value >= 0 ? "+" : ""}${value.toFixed(3)}`;
+  const rows = [["baseline", e.baseline.toFixed(3)]];
+  Object.entries(e.contributions)
+    .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]))
+    .forEach(([group, value]) => rows.push([group.replace(/_/g, " "), signed(value)]));
+  rows.push(["score here", e.score.toFixed(3)]);
+  const table = card.querySelector(".contributions");
+  rows.forEach(([name, value]) => {
+    const row = table.insertRow();
+    row.insertCell().textContent = name;
+    row.insertCell().textContent = value;
+  });
 }
 
 async function feedback(ranking, item, type, card) {

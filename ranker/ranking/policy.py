@@ -162,7 +162,7 @@ class RankingPolicy:
         self.net.eval()
         self._weights: list[tuple[np.ndarray, np.ndarray]] | None = None
 
-    def _numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The standardisations as (mean, 1/scale) and the scorer's layers as (W^T, b): serving runs the small MLP
         without torch's per-op overhead."""
         if self._weights is None:
@@ -183,7 +183,7 @@ class RankingPolicy:
     # ---------------------------------------------------------------- acting
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""
-        (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self._numpy_weights()
+        (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self.numpy_weights()
         features = np.clip((np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse, -CLIP, CLIP)
         context = np.clip((np.asarray(context, dtype=np.float32) - context_mean) * context_inverse, -CLIP, CLIP)
         weights = np.asarray(mask, dtype=np.float32)[:, None]

@@ -150,6 +150,15 @@ def test_search_by_text_shows_pictures_and_clicks_and_purchases_reach_redis(serv
     first = browser.find_elements(*by_css("#results .card"))[0]
     explain = first.find_element(*by_css(".explain")).text
     assert explain.startswith("score ") and "text " in explain and "policy " in explain
+    cards = browser.find_elements(*by_css("#results .card"))
+    reasons = [[line.text for line in card.find_elements(*by_css(".reasons li"))] for card in cards]
+    assert all(len(shown) <= 2 and all(shown) for shown in reasons), reasons
+    assert sum(1 for shown in reasons if shown) >= len(cards) // 2, reasons  # results say why, in words (an item with no
+    # positive contribution that a true phrase describes says nothing rather than something false)
+    first.find_element(*by_css(".why summary")).click()  # the contributions open without counting as a click
+    contributions = first.find_element(*by_css(".why .contributions")).text
+    assert "baseline" in contributions and "score here" in contributions and "click rate" in contributions
+    first.find_element(*by_css(".why summary")).click()  # closed again
     item_id = first.get_attribute("data-item-id")
     before = len(interactions(server))
     first.click()

@@ -64,6 +64,22 @@ def test_greedy_rank_orders_by_score_and_explain_splits_each_score(client):
         assert parts["text_similarity"] + parts["image_similarity"] + parts["policy_adjustment"] == pytest.approx(item["score"], abs=1e-5)
         assert parts["text_similarity"] == pytest.approx(item["retrieval_score"], abs=1e-5)  # a text query: all of it is text
         assert parts["image_similarity"] == 0.0
+        # the policy's score where the item was placed, split over named feature groups (ranker.ranking.explain)
+        assert parts["method"] == "shapley-groups/v1" and 0 < len(parts["reasons"]) <= 2
+        assert parts["baseline"] + sum(parts["contributions"].values()) == pytest.approx(parts["score"], abs=1e-4)
+        assert {"price", "click_rate", "popularity", "diversity", "position", "brand_affinity"} <= set(parts["contributions"])
+    assert body["items"][0]["explain"]["score"] == pytest.approx(body["items"][0]["score"], abs=1e-4)  # greedy: position 0's state
+
+
+def test_sampled_rankings_explain_every_item_in_its_placement_state(client):
+    service = client.application.extensions["ranking_service"]
+    assert service.rank(user_id="fay", text="wool scarf").placed is None  # nothing kept, nothing computed, unless asked
+    for text, user in (("wool scarf", "fay"), ("running shoes", "gus"), ("ceramic mug", "fay")):
+        body = rank(client, text, user=user, num_results=7, explain=True)
+        for item in body["items"]:
+            why = item["explain"]
+            assert why["baseline"] + sum(why["contributions"].values()) == pytest.approx(why["score"], abs=1e-4)
+            assert all(isinstance(reason, str) and reason for reason in why["reasons"])
 
 
 def test_image_query_and_filters(client, demo_items):
@@ -498,6 +514,7 @@ def test_health_readiness_metrics_and_docs(client):
     ):
         assert path in spec["paths"], path
     assert "RankRequest" in spec["components"]["schemas"] and "api_key" in spec["components"]["securitySchemes"]
+    assert {"contributions", "reasons", "baseline", "method"} <= set(spec["components"]["schemas"]["Explanation"]["properties"])
     assert client.get("/docs/").status_code == 200 and client.get("/docs/swagger").status_code == 200
 
 

@@ -324,6 +324,9 @@ def test_interleaving_mixes_both_rankings_and_credits_clicks_to_the_team(app):
     assert report["mode"] == "interleave" and result["arm_names"] == ["start", "reversed"]
     assert result["wins_a"] == 1 and result["wins_b"] == 0 and result["n_impressions"] == 1
     assert "users preferring start 1" in summarise(report)
+    # no one policy placed an interleaved slate: explain gives the modality split only, no group contributions
+    explained = rank(client, "dora", explain=True)["items"]
+    assert all(set(item["explain"]) == {"text_similarity", "image_similarity", "policy_adjustment"} for item in explained)
 
 
 def test_a_missing_arm_policy_serves_outside_the_experiment(app, tmp_path):
