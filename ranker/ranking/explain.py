@@ -39,7 +39,9 @@ largest positive contributions. A phrase is worded from the item's raw values
 and said only when it is true of the item (:func:`reasons_for`): "cheaper than
 most results" needs more than half the other results to cost more; a group
 whose contribution is positive but for which no phrase is true gives none, and
-the next group is tried. Fewer than two positive groups give fewer reasons.
+the next group is tried. Fewer than two positive groups give fewer reasons; an
+item that no phrase fits gets "found for your search" (true of every served
+item: each one was retrieved for the query), so every result says something.
 """
 
 from __future__ import annotations
@@ -313,6 +315,7 @@ PHRASES: dict[str, list[tuple[str, Check, str | Callable[[Facts], str]]]] = {
     ],
 }
 N_REASONS = 2
+FALLBACK_REASON = "found for your search"  # true of every served item: each was a retrieved candidate
 
 
 def phrase_for(group: str, facts: Facts) -> str | None:
@@ -333,4 +336,6 @@ def reasons_for(contributions: dict[str, float], facts: Facts, limit: int = N_RE
         phrase = phrase_for(group, facts)
         if phrase is not None and phrase not in reasons:
             reasons.append(phrase)
+    if not reasons:  # nothing pulled it up that words fit: it is here because retrieval found it for the query
+        reasons.append(FALLBACK_REASON)
     return reasons

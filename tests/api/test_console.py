@@ -140,7 +140,7 @@ def test_search_by_text_shows_pictures_and_clicks_and_purchases_reach_redis(serv
     browser.get(server["url"] + "/")
     type_api_key(browser)  # feedback needs the key on this server
     box = browser.find_element(*by_css("#query-text"))
-    box.send_keys("leather backpack")
+    box.send_keys("leather bag")
     browser.find_element(*by_css("#search-form button")).click()
     wait(browser, lambda d: len(d.find_elements(*by_css("#results .card"))) == 12)
     widths = images_loaded(browser, "#results .card img.photo")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ranker.live.registry import STARTING_POLICY
-from ranker.ranking.explain import GROUPS, METHOD, OTHER, Facts, explain_slate, feature_groups, group_shapley, reasons_for
+from ranker.ranking.explain import FALLBACK_REASON, GROUPS, METHOD, OTHER, Facts, explain_slate, feature_groups, group_shapley, reasons_for
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, SlateFeatures, UserProfile
 from ranker.ranking.policy import RankingPolicy, SlateNet
 
@@ -188,11 +188,11 @@ def test_a_phrase_is_said_only_when_true_of_the_item():
     lower = facts({"max_sim_to_placed": 0.1, "position": 0.5, "user_brand_affinity": 0.25}, z={"max_sim_to_placed": -1.0})
     assert reasons_for({"diversity": 2.0, "brand_affinity": 1.0, "position": 0.5}, lower) == ["unlike the items above", "you like this brand"]
     # negative contributions never give reasons, whatever is true
-    assert reasons_for({"brand_affinity": -1.0, "price": -0.1}, facts({"user_brand_affinity": 0.5, "price_vs_user": -1.0})) == []
+    assert reasons_for({"brand_affinity": -1.0, "price": -0.1}, facts({"user_brand_affinity": 0.5, "price_vs_user": -1.0})) == [FALLBACK_REASON]
     if "colour_match" in COLUMN:  # the intent features (schema 3)
         intent = facts({"colour_match": 1.0, "price_vs_limit": -0.3}, z={"colour_match": 2.0, "price_vs_limit": -0.5}, context={"query_price_limit": 1.0})
         assert reasons_for({"intent_match": 1.0}, intent) == ["matches the colour you asked for"]
-        assert reasons_for({"intent_match": 1.0}, facts({"price_vs_limit": 0.4}, context={"query_price_limit": 1.0})) == []  # over the limit
+        assert reasons_for({"intent_match": 1.0}, facts({"price_vs_limit": 0.4}, context={"query_price_limit": 1.0})) == [FALLBACK_REASON]  # over the limit
 
 
 CHECKS = {  # phrase -> what must hold of the item's raw row, its peers in the same state
@@ -217,6 +217,7 @@ CHECKS = {  # phrase -> what must hold of the item's raw row, its peers in the s
     "matches the colour you asked for": lambda row, peers: row[COLUMN["colour_match"]] == 1,
     "matches the brand you asked for": lambda row, peers: row[COLUMN["brand_match"]] == 1,
     "within the price you asked for": lambda row, peers: row[COLUMN["price_vs_limit"]] < 0,
+    FALLBACK_REASON: lambda row, peers: True,  # every served item was retrieved for the query
 }
 
 
@@ -232,7 +233,8 @@ def test_served_reasons_are_true_of_their_items(starting):
             for reason in why.reasons:
                 assert CHECKS[reason](row, peers), (reason, dict(zip(FEATURES, row.round(3))))
             positive = sorted((value for value in why.contributions.values() if value > 0), reverse=True)
-            assert len(why.reasons) <= min(2, len(positive))
+            assert 1 <= len(why.reasons) <= max(1, min(2, len(positive)))
+            assert FALLBACK_REASON not in why.reasons or why.reasons == [FALLBACK_REASON]
             said.update(why.reasons)
             slate.place(slot)
     assert len(said) >= 5, said  # the check covered several kinds of reason

@@ -116,7 +116,7 @@ def test_artifact_round_trip_and_refusals(policy, tmp_path, monkeypatch):
     # standardisation) is refused, with the versions and what to do
     old = dict(manifest, schema_hash="34d91bebf90ff61e", feature_schema={**manifest["feature_schema"], "version": 1, "hash": "34d91bebf90ff61e"})
     (directory / "manifest.json").write_text(json.dumps(old))
-    with pytest.raises(PolicyError, match=r"feature schema 34d91bebf90ff61e \(version 1\), but this service builds schema .* \(version 2\); retrain"):
+    with pytest.raises(PolicyError, match=r"feature schema 34d91bebf90ff61e \(version 1\), but this service builds schema .* \(version 3\); retrain"):
         RankingPolicy.load(directory)
     # another feature schema is refused with a clear message
     manifest["schema_hash"] = "0000000000000000"
