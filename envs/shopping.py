@@ -181,7 +181,7 @@ class SlateShoppingEnv(gym.Env):
         reward = self._w_click * click + self._w_cart * cart + self._w_purchase * purchase * self._value(slot)
         self.slate.place(slot)
         self.outcomes.append((slot, examined, click, cart, purchase))
-        terminated = position + 1 == self.config.slate_size
+        terminated = position + 1 == self.config.slate_size or not self.slate.available.any()  # a price filter can leave fewer than L
         if terminated:
             self._commit()
         info = {

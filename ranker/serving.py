@@ -339,6 +339,7 @@ class RankingService:
             session_id=session_id,
             query_text=query_text_of(text),
             query_parsed=understood.to_json() if understood.parsed is not None else None,
+            slate_size=num_results,
             query_has_image=image is not None,
             query_hash=query_hash(text, image),
             policy_version=composed.version,

@@ -21,7 +21,8 @@ positions' rewards:
 
 - :class:`PerDecisionIPS`: ``1/n sum_i sum_t w[i,t] r[i,t]``: unbiased, high variance;
 - :class:`PerDecisionSNIPS`: per position the weighted mean ``sum_i w[i,t] r[i,t] / sum_i w[i,t]``, summed
-  over positions: slightly biased, far steadier;
+  over positions: slightly biased, far steadier; a ranking shorter than position t (fewer candidates) counts
+  there with reward 0 and its last weight;
 - :class:`PerDecisionDR` (Jiang and Li 2016): ``1/n sum_i sum_t [w[i,t] (r - q(x_t, a_t)) + w[i,t-1] sum_a pi(a|x_t) q(x_t, a)]``:
   unbiased when either the weights or the reward model are right.
 
@@ -178,10 +179,18 @@ class PerDecisionSNIPS(PerDecisionEstimator):
     name = "snips"
 
     def _statistic(self, counts: np.ndarray, data: dict[str, np.ndarray]) -> float:
-        c = counts[data["ranking"]] * data["weights"]
-        positions = int(data["position"].max()) + 1 if len(c) else 0
-        mass = np.bincount(data["position"], weights=c, minlength=positions)
-        gained = np.bincount(data["position"], weights=c * data["reward"], minlength=positions)
+        ranking, position = data["ranking"], data["position"]
+        c = counts[ranking] * data["weights"]
+        positions = int(position.max()) + 1 if len(c) else 0
+        mass = np.bincount(position, weights=c, minlength=positions)
+        gained = np.bincount(position, weights=c * data["reward"], minlength=positions)
+        # a ranking shorter than others (fewer candidates than positions) still counts at the positions it lacks, with
+        # reward 0 and its last weight: otherwise a short ranking would raise the later positions' means
+        last = np.full(int(data["n"]), -1, dtype=np.int64)
+        np.maximum.at(last, ranking, position)
+        final = position == last[ranking]
+        ended = np.bincount(last[ranking[final]] + 1, weights=c[final], minlength=positions + 1)[:positions]
+        mass = mass + np.cumsum(ended)
         return float((gained[mass > 0] / mass[mass > 0]).sum())
 
 

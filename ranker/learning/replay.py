@@ -58,7 +58,7 @@ def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str
     for index, trajectory in enumerate(trajectories):
         event = trajectory.event
         observation = LoggedObservation(event)
-        slate = SlateFeatures(observation, len(event.slots))
+        slate = SlateFeatures(observation, event.slate_size or len(event.slots))  # fewer candidates than asked: fewer slots
         n = len(event.features)
         reward_to_go = np.cumsum(trajectory.rewards[::-1])[::-1]
         outcomes = trajectory.outcome_table()

@@ -278,6 +278,7 @@ class RankingEvent:
     arm: str | None = None
     teams: list[int] | None = None  # interleaving: the team (0 = arm A, 1 = arm B) of each slate position
     temperatures: list[float] | None = None  # each position's sampling temperature (entropy-targeted); None: ``temperature`` throughout
+    slate_size: int | None = None  # the slate length asked for (the position feature's scale); None: len(slots), as logged before it
     query_parsed: dict[str, Any] | None = None  # what the parser read and what was relaxed (ranker.retrieval.understanding.Understood.to_json)
 
     def to_fields(self) -> dict[str, bytes | str]:

@@ -76,6 +76,15 @@ def test_the_logging_policy_is_estimated_at_its_logged_value(logs):
     assert effective_sample_size(data["ranking"], data["position"], data["action"], data["pscore"], data["action_dist"]) == pytest.approx(4000)
 
 
+def test_snips_counts_short_rankings_at_the_positions_they_lack(logs):
+    """A ranking with fewer positions (a filter left fewer candidates) still counts at the later positions, with reward
+    0: the logging policy's estimate stays its logged value, and a short ranking does not lift later positions' means."""
+    keep = (logs["ranking"] % 3 != 0) | (logs["position"] == 0)  # every third ranking has one position only
+    short = {name: values[keep] for name, values in logs.items()}
+    data = dict(short, action_dist=distribution(np.full(K, 0.25), short))
+    assert PerDecisionSNIPS().estimate_policy_value(**data) == pytest.approx(short["reward"].sum() / 4000)
+
+
 def test_effective_sample_size_falls_as_the_policies_part(logs):
     ess = [
         effective_sample_size(logs["ranking"], logs["position"], logs["action"], logs["pscore"], distribution(np.array(p), logs))
