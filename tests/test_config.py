@@ -63,4 +63,4 @@ def test_the_app_reads_the_same_settings(monkeypatch, embedded_redis, tmp_path, 
     app = create_app({"TESTING": True, "DATA_DIR": str(tmp_path), "REDIS_URL": embedded_redis, "ENGINE": demo_engine_of(40), "PREFIX": "cfg"})
     service = app.extensions["ranking_service"]
     assert service.config.temperature == 0.75 and service.config.num_results == 3 and service.config.prefix == "cfg"
-    assert len(app.test_client().post("/v1/rank", json={"user_id": "u", "query": {"text": "backpack"}}).get_json()["items"]) == 3
+    assert len(app.test_client().post("/v1/rank", json={"user_id": "u", "query": {"text": "travel bag"}}).get_json()["items"]) == 3

@@ -155,7 +155,7 @@ def start_version(client) -> str:
     return client.get("/v1/policies").get_json()["current"]
 
 
-def rank(client, user, text="backpack", **extra):
+def rank(client, user, text="travel bag", **extra):
     response = client.post("/v1/rank", json={"user_id": user, "query": {"text": text}, **extra})
     assert response.status_code == 200, response.get_json()
     return response.get_json()
@@ -400,7 +400,7 @@ def test_off_policy_preview_from_logged_rankings(app, backend_url, prefix):
     client = app.test_client()
     rng = np.random.default_rng(0)
     for index in range(60):
-        body = rank(client, f"user-{index % 20}", text=["backpack", "lamp", "shoes"][index % 3])
+        body = rank(client, f"user-{index % 20}", text=["travel bag", "reading light", "shoes"][index % 3])
         clicked = [item for item in body["items"] if rng.random() < 0.3 / (1 + item["position"])]
         if clicked:
             client.post("/v1/feedback", json={"ranking_id": body["ranking_id"], "events": [{"item_id": item["item_id"], "type": "click"} for item in clicked]})

@@ -26,11 +26,20 @@ from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect, key
 from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.live.registry import STARTING_POLICY
-from ranker.ranking.features import STATIC_FEATURES
+from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
 from ranker.ranking.policy import RankingPolicy, sha256_of
 
 ROOT = Path(__file__).resolve().parents[2]
-QUERIES = ["leather backpack", "desk lamp", "running shoes", "coffee mug", "wool sweater", "water bottle", "sunglasses", "gift"]
+QUERIES = [
+    "leather bag",
+    "reading light",
+    "running shoes",
+    "coffee cup",
+    "wool sweater",
+    "drinking flask",
+    "shades",
+    "gift",
+]  # no category names: a named category filters, and the test shop holds few per category
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +103,9 @@ def test_replaying_a_logged_slate_reproduces_its_logged_log_probabilities(shop, 
     steps = replay(trajectories)
     assert len(steps.actions) == 12 * 5
     serving = RankingPolicy.load(STARTING_POLICY)
-    np.testing.assert_allclose(log_probs_of(serving, steps), steps.old_log_probs, atol=1e-5)  # batching differs, inputs do not
+    np.testing.assert_allclose(
+        log_probs_of(serving, steps), steps.old_log_probs, atol=1e-5, rtol=1e-4
+    )  # batching differs, inputs do not (float32: torch and numpy sum in another order)
     rewards = np.array([t.total_reward for t in trajectories])
     assert rewards.sum() > 0 and set(np.round(rewards, 3)) <= {0.0, 0.1, 1.0}
 
@@ -132,7 +143,7 @@ def fake_ranking(ranking_id: str, ts: float, slate=("a", "b", "c"), log_probs=(-
         temperature=temperature,
         category_codes=[0, 1, 0, 1],
         features=np.zeros((n, len(STATIC_FEATURES)), np.float32),
-        context=np.zeros(6, np.float32),
+        context=np.zeros(len(CONTEXT_FEATURES), np.float32),
         placed_similarity=np.zeros((3, n), np.float32),
     )
 
