@@ -4,8 +4,10 @@ A :class:`SimCatalog` is made once from a built search index (the real item
 vectors of ``ranker index build``), plus a bank of queries written from item
 titles and encoded with the same text encoder the service uses. Sessions then
 retrieve candidates from these cached embeddings with the service's own
-fusion (:func:`ranker.retrieval.engine.fuse_scores`), exactly and without FAISS, so
-an environment step never runs an encoder.
+channel calibration and fusion (:mod:`ranker.retrieval.fusion`: the index's
+fitted :class:`~ranker.retrieval.fusion.Calibration`, carried in the saved
+catalog), exactly and without FAISS, so an environment step never runs an
+encoder and the channel scores the policy sees mean the same as live.
 
 Saved as one ``.npz`` (no pickles) under ``DATA_DIR/sim/``; it is rebuilt when
 the index is rebuilt.
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from envs.config import ConfigError
-from ranker.retrieval.fusion import CHANNELS, fuse_scores
+from ranker.retrieval.fusion import CHANNELS, Calibration, fuse_scores
 
 SIM_CATALOG_VERSION = 1
 PHOTO_NOISE_SEED = 7
@@ -37,7 +39,7 @@ class Retrieved:
 
     rows: np.ndarray  # [k] int
     fused: np.ndarray  # [k]
-    channels: dict[str, np.ndarray]  # channel -> [k], NaN where the item lacks that part
+    channels: dict[str, np.ndarray]  # channel -> [k] calibrated scores, NaN where the item lacks that part
 
 
 @dataclass
@@ -59,6 +61,7 @@ class SimCatalog:
     query_items: np.ndarray  # [q] row of the item each query was written for
     query_text: np.ndarray  # [q, d]
     source: str = "arrays"
+    calibration: Calibration = field(default_factory=Calibration)  # the index's channel calibration (uncalibrated: raw cosines)
     _cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,7 +165,8 @@ class SimCatalog:
                 if index_name != "text":
                     similarity[:, ~self.has_image] = np.nan
                 per_channel[channel] = similarity
-            fused = fuse_scores(per_channel, (len(batch), self.n_items))
+            per_channel = self.calibration.apply(per_channel)
+            fused = fuse_scores(per_channel, (len(batch), self.n_items), self.calibration)
             top = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < self.n_items else np.tile(np.arange(k), (len(batch), 1))
             top.sort(axis=1)  # ties in the score go to the lower row
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(fused, top, 1), axis=1, kind="stable"), 1)
@@ -189,7 +193,7 @@ class SimCatalog:
             "query_texts": np.array(self.query_texts, dtype=str),
             "query_items": self.query_items,
             "query_text": self.query_text,
-            "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source})),
+            "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source, "calibration": self.calibration.to_json()})),
         }
         if self.image is not None and self.image_in_text is not None:
             arrays["image"], arrays["image_in_text"] = self.image, self.image_in_text
@@ -222,6 +226,7 @@ class SimCatalog:
                 query_items=data["query_items"],
                 query_text=data["query_text"],
                 source=meta.get("source", str(path)),
+                calibration=Calibration.from_json(meta.get("calibration")),
             )
 
 
@@ -291,6 +296,7 @@ def build_sim_catalog(
         query_items=np.array(owners, dtype=np.int64),
         query_text=np.asarray(query_text, dtype=np.float32),
         source=source,
+        calibration=engine.calibration,
     )
 
 
