@@ -104,7 +104,7 @@ def index_build(
     "--if-due", is_flag=True, help="Only refit when the manifest says a refit is due (the catalog changed by the refit share, or reached the minimum)."
 )
 @click.option("--min-pairs", type=click.IntRange(min=2), default=None, help="Items with a text and a picture needed for the learned bridge [default: 200].")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the pairs [default: enough for ~600 steps, 4 to 200].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the pairs [default: enough for ~600 steps, 2 to 200].")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str) -> None:
     """Fit the text-picture bridge on the catalog's own (text, picture) pairs and recalibrate the channels.

@@ -216,7 +216,7 @@ class SearchEngine:
     def delete(self, item_ids: Iterable[str]) -> int:
         """Delete items by id; unknown ids are ignored. Returns how many were deleted."""
         keys = self.store.delete(item_ids)
-        self.pairs_changed += len(self.indexes["image"].vectors_for(keys)[1].nonzero()[0])
+        self.pairs_changed += sum(int(key) in self.indexes["image"] for key in keys)
         for index in self.indexes.values():
             index.remove(keys)
         return len(keys)
