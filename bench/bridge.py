@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ranker.catalog.demo import generate_items  # noqa: E402
 from ranker.catalog.items import Item  # noqa: E402
-from ranker.retrieval.bridge import fit_bridge, refit_bridge  # noqa: E402
+from ranker.retrieval.bridge import MIN_PAIRS, fit_bridge, refit_bridge  # noqa: E402
 from ranker.retrieval.encoders import PictureVectors, load_encoders  # noqa: E402
 from ranker.retrieval.engine import SearchEngine  # noqa: E402
 from ranker.retrieval.fusion import UNCALIBRATED  # noqa: E402
@@ -164,7 +164,7 @@ def bench_setups(encoders: CachedEncoders, train_items: int, folder: Path) -> di
         engine.build(train, progress=True)
         started = time.perf_counter()
         if setup != "labels-raw":
-            state = refit_bridge(engine, min_pairs=10**9 if setup == "labels-calibrated" else 200, device="cpu")
+            state = refit_bridge(engine, min_pairs=10**9 if setup == "labels-calibrated" else MIN_PAIRS, device="cpu")
             print(f"  {setup}: bridge {state['serving']} ({state['reason']}) in {time.perf_counter() - started:.1f} s", flush=True)
         else:
             engine.calibration = UNCALIBRATED
@@ -175,7 +175,7 @@ def bench_setups(encoders: CachedEncoders, train_items: int, folder: Path) -> di
     return results
 
 
-def bench_fit_time(encoders: CachedEncoders, n_pairs: int, folder: Path) -> dict:
+def bench_fit_time(encoders: CachedEncoders, n_pairs: int, folder: Path, threads: list[int]) -> list[dict]:
     """The head's fit on ``n_pairs`` pairs: real cached feature pairs of 600 demo items, repeated with 2% noise."""
     items = shop(600, 14, folder)
     image = encoders.encode_pictures([item.image for item in items]).image
@@ -184,11 +184,14 @@ def bench_fit_time(encoders: CachedEncoders, n_pairs: int, folder: Path) -> dict
     rows = rng.integers(0, len(items), n_pairs)
     noisy_image = image[rows] + rng.normal(scale=0.02 / np.sqrt(image.shape[1]), size=(n_pairs, image.shape[1])).astype(np.float32)
     noisy_text = text[rows] + rng.normal(scale=0.02 / np.sqrt(text.shape[1]), size=(n_pairs, text.shape[1])).astype(np.float32)
-    started = time.perf_counter()
-    head = fit_bridge(noisy_image, noisy_text, fingerprints={}, device="cpu", progress=True)
-    seconds = time.perf_counter() - started
-    print(f"fit on {n_pairs} pairs: {seconds:.1f} s ({head.info['epochs']} epochs, {head.info['steps']} steps, {torch.get_num_threads()} threads)", flush=True)
-    return {"pairs": n_pairs, "seconds": round(seconds, 1), "epochs": head.info["epochs"], "steps": head.info["steps"], "threads": torch.get_num_threads()}
+    figures = []
+    for count in threads:
+        started = time.perf_counter()
+        head = fit_bridge(noisy_image, noisy_text, fingerprints={}, device="cpu", threads=count, progress=True)
+        seconds = time.perf_counter() - started
+        print(f"fit on {n_pairs} pairs: {seconds:.1f} s ({head.info['epochs']} epochs, {head.info['steps']} steps, {count} threads)", flush=True)
+        figures.append({"pairs": n_pairs, "seconds": round(seconds, 1), "epochs": head.info["epochs"], "steps": head.info["steps"], "threads": count})
+    return figures
 
 
 def main() -> None:
@@ -196,6 +199,7 @@ def main() -> None:
     parser.add_argument("--train-items", type=int, default=2400, help="items in the training shop (all with title and picture)")
     parser.add_argument("--fit-pairs", type=int, default=100_000, help="pairs for the fit-time figure (0: skip)")
     parser.add_argument("--fit-only", action="store_true", help="only the fit-time figure")
+    parser.add_argument("--fit-threads", type=int, nargs="+", default=[1, 2], help="CPU threads for the fit-time figure, one fit each")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "bridge.json")
     args = parser.parse_args()
     cache = Path(os.environ.get("RANKER_MODELS_DIR", Path(__file__).resolve().parents[1] / ".pytest_cache" / "ranker-models"))
@@ -206,7 +210,7 @@ def main() -> None:
         if not args.fit_only:
             results["setups"] = bench_setups(encoders, args.train_items, Path(folder))
         if args.fit_pairs:
-            results["fit"] = bench_fit_time(encoders, args.fit_pairs, Path(folder))
+            results["fit"] = bench_fit_time(encoders, args.fit_pairs, Path(folder), args.fit_threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"figures written to {args.out}")

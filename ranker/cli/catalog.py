@@ -106,7 +106,8 @@ def index_build(
 @click.option("--min-pairs", type=click.IntRange(min=2), default=None, help="Items with a text and a picture needed for the learned bridge [default: 200].")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the pairs [default: enough for ~600 steps, 2 to 200].")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
-def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str) -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for the fit (one is fastest on shared cores).")
+def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str, threads: int) -> None:
     """Fit the text-picture bridge on the catalog's own (text, picture) pairs and recalibrate the channels.
 
     Below the minimum number of pairs the ImageNet-label bridge keeps serving; the index manifest
@@ -115,15 +116,15 @@ def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: in
     if if_due and not engine.bridge_info()["due"]:
         click.echo(f"no refit due: {json.dumps(engine.bridge_info())}")
         return
-    _refit(engine, device=device, min_pairs=min_pairs, epochs=epochs)
+    _refit(engine, device=device, min_pairs=min_pairs, epochs=epochs, threads=threads)
     engine.save()
 
 
-def _refit(engine, *, device: str, min_pairs: int | None = None, epochs: int | None = None) -> None:
+def _refit(engine, *, device: str, min_pairs: int | None = None, epochs: int | None = None, threads: int = 1) -> None:
     """Fit the bridge and the calibration with a progress bar, and say which bridge serves."""
     from ranker.retrieval.bridge import MIN_PAIRS, refit_bridge
 
-    state = refit_bridge(engine, min_pairs=min_pairs or MIN_PAIRS, epochs=epochs, device=device, progress=True)
+    state = refit_bridge(engine, min_pairs=min_pairs or MIN_PAIRS, epochs=epochs, device=device, threads=threads, progress=True)
     calibrated = ", ".join(sorted(engine.calibration.channels)) or "none (raw cosines)"
     click.echo(f"bridge: {state['serving']} ({state['reason']}); calibrated channels: {calibrated}", err=True)
 

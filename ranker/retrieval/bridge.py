@@ -33,6 +33,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,9 @@ CALIBRATION_SHARE = 0.15  # pairs held out of the head's fit to calibrate the ch
 HIDDEN = 512
 BRIDGE_FILE = "bridge.safetensors"
 HEAD_VERSION = 1
+# The fit's matrices are small (batches of 256): on a CPU whose cores are shared, two OpenMP threads stalled at
+# their barriers and ran ~25x slower than one (bench/README.md, "Text-picture bridge"); give more with ``threads``.
+FIT_THREADS = 1
 
 
 def l2_rows(vectors: np.ndarray) -> np.ndarray:
@@ -120,6 +125,20 @@ def remove_saved(index_dir: Path) -> None:
     (Path(index_dir) / BRIDGE_FILE).unlink(missing_ok=True)
 
 
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` torch threads (None: as they are), then restore the setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def default_epochs(n_pairs: int, batch_size: int) -> int:
     """Enough passes for ~600 optimiser steps, at least 2 and at most 200 (a small catalog takes more passes).
 
@@ -140,12 +159,14 @@ def fit_bridge(
     hidden: int = HIDDEN,
     seed: int = 0,
     device: str = "auto",
+    threads: int | None = FIT_THREADS,
     progress: bool | None = None,
 ) -> LearnedBridge:
     """Fit the head on paired rows (row i of each is one item): symmetric InfoNCE, in-batch negatives.
 
     The temperature is learned (CLIP's parameterisation, starting at 0.07,
-    never below 0.01). Runs on CUDA when ``device`` resolves to it.
+    never below 0.01). Runs on CUDA when ``device`` resolves to it; on the
+    CPU with ``threads`` torch threads (None: torch's setting).
     """
     import torch
     from torch import nn
@@ -160,60 +181,62 @@ def fit_bridge(
         raise ValueError(f"pairs: a contrastive fit needs at least 2 pairs, got {len(image)}")
     started = time.perf_counter()
     target = resolve_device(device)
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    d_image, d_text = image.shape[1], text.shape[1]
-    first, second = nn.Linear(d_image, hidden), nn.Linear(hidden, d_text)
-    skip = nn.Linear(d_image, d_text, bias=False)
-    model = nn.ModuleDict({"first": first, "second": second, "skip": skip}).to(target)
-    log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07), device=target))
-    optimiser = torch.optim.AdamW([*model.parameters(), log_scale], lr=lr, weight_decay=weight_decay)
-    gelu = nn.GELU(approximate="tanh")
-    images, texts = torch.from_numpy(image).to(target), torch.from_numpy(l2_rows(text)).to(target)
-    n = len(image)
-    batch = min(batch_size, n)
-    epochs = epochs or default_epochs(n, batch)
-    steps = epochs * max(1, n // batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
-    show = n >= 5_000 if progress is None else progress
-    losses: list[float] = []
-    with tqdm(total=steps, desc="fitting the bridge", unit="step", disable=not show) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator).to(target)
-            for start in range(0, n - batch + 1, batch):
-                rows = order[start : start + batch]
-                x = images[rows]
-                projected = nn.functional.normalize(second(gelu(first(x))) + skip(x), dim=1)
-                logits = log_scale.exp().clamp(max=100.0) * projected @ texts[rows].T
-                labels = torch.arange(len(rows), device=target)
-                loss = 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                schedule.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-    weights = {
-        "w1": first.weight.detach().cpu().numpy(),
-        "b1": first.bias.detach().cpu().numpy(),
-        "w2": second.weight.detach().cpu().numpy(),
-        "b2": second.bias.detach().cpu().numpy(),
-        "skip": skip.weight.detach().cpu().numpy(),
-    }
-    info = {
-        "pairs": n,
-        "epochs": epochs,
-        "steps": steps,
-        "batch_size": batch,
-        "hidden": hidden,
-        "seed": seed,
-        "temperature": float(1.0 / log_scale.exp().clamp(max=100.0).item()),
-        "final_loss": float(np.mean(losses[-10:])),
-        "seconds": round(time.perf_counter() - started, 2),
-        "device": target.type,
-        "fitted_at": time.time(),
-    }
-    return LearnedBridge(weights=weights, fingerprints=dict(fingerprints), info=info)
+    with _torch_threads(threads if target.type == "cpu" else None):
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        d_image, d_text = image.shape[1], text.shape[1]
+        first, second = nn.Linear(d_image, hidden), nn.Linear(hidden, d_text)
+        skip = nn.Linear(d_image, d_text, bias=False)
+        model = nn.ModuleDict({"first": first, "second": second, "skip": skip}).to(target)
+        log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07), device=target))
+        optimiser = torch.optim.AdamW([*model.parameters(), log_scale], lr=lr, weight_decay=weight_decay)
+        gelu = nn.GELU(approximate="tanh")
+        images, texts = torch.from_numpy(image).to(target), torch.from_numpy(l2_rows(text)).to(target)
+        n = len(image)
+        batch = min(batch_size, n)
+        epochs = epochs or default_epochs(n, batch)
+        steps = epochs * max(1, n // batch)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+        show = n >= 5_000 if progress is None else progress
+        losses: list[float] = []
+        with tqdm(total=steps, desc="fitting the bridge", unit="step", disable=not show) as bar:
+            for _ in range(epochs):
+                order = torch.randperm(n, generator=generator).to(target)
+                for start in range(0, n - batch + 1, batch):
+                    rows = order[start : start + batch]
+                    x = images[rows]
+                    projected = nn.functional.normalize(second(gelu(first(x))) + skip(x), dim=1)
+                    logits = log_scale.exp().clamp(max=100.0) * projected @ texts[rows].T
+                    labels = torch.arange(len(rows), device=target)
+                    loss = 0.5 * (nn.functional.cross_entropy(logits, labels) + nn.functional.cross_entropy(logits.T, labels))
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    schedule.step()
+                    losses.append(float(loss.detach()))
+                    bar.update(1)
+        weights = {
+            "w1": first.weight.detach().cpu().numpy(),
+            "b1": first.bias.detach().cpu().numpy(),
+            "w2": second.weight.detach().cpu().numpy(),
+            "b2": second.bias.detach().cpu().numpy(),
+            "skip": skip.weight.detach().cpu().numpy(),
+        }
+        info = {
+            "pairs": n,
+            "epochs": epochs,
+            "steps": steps,
+            "batch_size": batch,
+            "hidden": hidden,
+            "seed": seed,
+            "temperature": float(1.0 / log_scale.exp().clamp(max=100.0).item()),
+            "final_loss": float(np.mean(losses[-10:])),
+            "seconds": round(time.perf_counter() - started, 2),
+            "device": target.type,
+            "threads": torch.get_num_threads() if target.type == "cpu" else None,
+            "fitted_at": time.time(),
+        }
+        return LearnedBridge(weights=weights, fingerprints=dict(fingerprints), info=info)
 
 
 # ------------------------------------------------------------------ the engine's bridge
@@ -264,6 +287,7 @@ def refit_bridge(
     epochs: int | None = None,
     seed: int = 0,
     device: str = "auto",
+    threads: int | None = FIT_THREADS,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     """Fit the bridge head on the engine's (text, picture) pairs when there are ``min_pairs``, then calibrate the channels.
@@ -291,7 +315,9 @@ def refit_bridge(
             text, _ = engine.indexes["text"].vectors_for(keys[train])
             described = engine.encoders.describe()
             fingerprints = {part: str(described[part].get("fingerprint")) for part in ("text", "image")}
-            engine.bridge = fit_bridge(image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, progress=progress)
+            engine.bridge = fit_bridge(
+                image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress
+            )
             fresh = VectorIndex(engine.indexes["image_in_text"].dim, engine.index_config)
             fresh.add(keys[has_picture], engine.bridge.project(image[has_picture]))
             engine.indexes["image_in_text"] = fresh
