@@ -27,10 +27,10 @@ the catalog's own (text, picture) pairs have fitted a learned head
 **Fusion.** Each active channel retrieves its top ``n_probe`` keys (filters
 applied inside FAISS); the union is rescored exactly on every active channel;
 each channel's cosine is put on one calibrated scale (log-odds of a category
-match, :mod:`ranker.retrieval.fusion`), and the fused score is the weighted
-mean of the calibrated scores the item has. An item without a picture (or
-with a picture and no useful title) is scored on the channels it has, on the
-same scale. :attr:`Candidate.scores` carry the calibrated channel scores; an
+match, :mod:`ranker.retrieval.fusion`), and the fused score is, averaged over
+the query's parts (text, picture), the best calibrated channel of that part.
+An item without a picture (or with a picture and no useful title) is scored
+on the channels it has, on the same scale. :attr:`Candidate.scores` carry the calibrated channel scores; an
 index without calibration uses raw cosines and the fixed
 :data:`~ranker.retrieval.fusion.CHANNEL_WEIGHTS` (cross-modal 0.3).
 """

@@ -84,7 +84,9 @@ def test_engine_serves_the_head_and_reloads_it(encoders, demo_engine, demo_items
     reopened.insert_embedded(EmbeddedItems([item], reopened.encoders.encode_texts([item.text_for_embedding()]), [0], one.image, one.image_in_text))
     stored, _ = reopened.indexes["image_in_text"].vectors_for(np.array([reopened.store.key_of("picture-only")]))
     assert np.allclose(stored[0], one.image_in_text[0])  # insert_embedded keeps the vectors it is given (another replica's)
-    assert reopened.bridge_info()["changed_since_fit"] == 1
+    assert reopened.bridge_info()["changed_since_fit"] == 1 and not reopened.bridge_info()["due"]
+    reopened.pairs_changed = int(0.2 * TRAIN)  # the refit share of the 240 pairs it was fitted on
+    assert reopened.bridge_info()["due"]
 
 
 def test_heads_fitted_for_other_encoders_are_refused_with_the_refit_command(encoders, demo_engine, demo_items, tmp_path):
