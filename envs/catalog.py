@@ -4,8 +4,10 @@ A :class:`SimCatalog` is made once from a built search index (the real item
 vectors of ``ranker index build``), plus a bank of queries written from item
 titles and encoded with the same text encoder the service uses. Sessions then
 retrieve candidates from these cached embeddings with the service's own
-fusion (:func:`ranker.retrieval.engine.fuse_scores`), exactly and without FAISS, so
-an environment step never runs an encoder.
+channel calibration and fusion (:mod:`ranker.retrieval.fusion`: the index's
+fitted :class:`~ranker.retrieval.fusion.Calibration`, carried in the saved
+catalog), exactly and without FAISS, so an environment step never runs an
+encoder and the channel scores the policy sees mean the same as live.
 
 Saved as one ``.npz`` (no pickles) under ``DATA_DIR/sim/``; it is rebuilt when
 the index is rebuilt.
@@ -26,7 +28,7 @@ import numpy as np
 
 from envs.config import ConfigError
 from envs.intents import PARSED, PLAIN, STATED, IntentBank, stated_phrase
-from ranker.retrieval.fusion import CHANNELS, fuse_scores
+from ranker.retrieval.fusion import CHANNELS, Calibration, fuse_scores
 
 SIM_CATALOG_VERSION = 2  # 2: colours and the intent bank (envs.intents)
 PHOTO_NOISE_SEED = 7
@@ -38,7 +40,7 @@ class Retrieved:
 
     rows: np.ndarray  # [k] int (fewer than k when a price filter leaves fewer items)
     fused: np.ndarray  # [k]
-    channels: dict[str, np.ndarray]  # channel -> [k], NaN where the item lacks that part
+    channels: dict[str, np.ndarray]  # channel -> [k] calibrated scores, NaN where the item lacks that part
 
 
 @dataclass
@@ -60,6 +62,7 @@ class SimCatalog:
     query_items: np.ndarray  # [q] row of the item each query was written for
     query_text: np.ndarray  # [q, d]
     source: str = "arrays"
+    calibration: Calibration = field(default_factory=Calibration)  # the index's channel calibration (uncalibrated: raw cosines)
     colour_codes: np.ndarray | None = None  # [n] int into colour_names, -1: no colour (None: nobody knows)
     colour_names: list[str] = field(default_factory=list)
     intents: IntentBank | None = None  # per bank row (envs.intents); None: plain phrases only
@@ -177,7 +180,8 @@ class SimCatalog:
                 if index_name != "text":
                     similarity[:, ~self.has_image] = np.nan
                 per_channel[channel] = similarity
-            fused = fuse_scores(per_channel, (len(batch), self.n_items))
+            per_channel = self.calibration.apply(per_channel)
+            fused = fuse_scores(per_channel, (len(batch), self.n_items), self.calibration)
             outside = (self.prices[None, :] < low[batch, None]) | (self.prices[None, :] > high[batch, None])
             outside &= ~outside.all(axis=1, keepdims=True)  # a range no item is in is relaxed
             fused[outside] = -np.inf
@@ -210,7 +214,7 @@ class SimCatalog:
             "colour_codes": self.colour_codes,
             "colour_names": np.array(self.colour_names, dtype=str),
             **self.intents.arrays(),  # type: ignore[union-attr]
-            "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source})),
+            "meta": np.array(json.dumps({"version": SIM_CATALOG_VERSION, "source": self.source, "calibration": self.calibration.to_json()})),
         }
         if self.image is not None and self.image_in_text is not None:
             arrays["image"], arrays["image_in_text"] = self.image, self.image_in_text
@@ -243,6 +247,7 @@ class SimCatalog:
                 query_items=data["query_items"],
                 query_text=data["query_text"],
                 source=meta.get("source", str(path)),
+                calibration=Calibration.from_json(meta.get("calibration")),
                 colour_codes=data["colour_codes"],
                 colour_names=data["colour_names"].tolist(),
                 intents=IntentBank.from_arrays(data),
@@ -330,6 +335,7 @@ def build_sim_catalog(
         query_items=np.array(owners, dtype=np.int64),
         query_text=np.asarray(query_text, dtype=np.float32),
         source=source,
+        calibration=engine.calibration,
         colour_codes=np.array([colours.index(colour) if colour else -1 for colour in colour_of], dtype=np.int64),
         colour_names=colours,
         intents=IntentBank.from_rows(rows),

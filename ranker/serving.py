@@ -139,6 +139,7 @@ class RankedItem:
     position: int
     score: float
     log_prob: float | None
+    calibrated: bool = False  # the index fuses calibrated channel scores (ranker.retrieval.fusion)
 
     def to_json(self, explain: bool, why: Explanation | None = None) -> dict[str, Any]:
         """The item as served; with ``explain``, the modality split of its score and, when the slate was composed by
@@ -155,7 +156,7 @@ class RankedItem:
             "price": item.price,
         }
         if explain:
-            out["explain"] = modality_split(self.candidate.scores, self.score) | (why.to_json() if why is not None else {})
+            out["explain"] = modality_split(self.candidate.scores, self.score, calibrated=self.calibrated) | (why.to_json() if why is not None else {})
         return out
 
 
@@ -330,7 +331,10 @@ class RankingService:
         ranking = composed.ranking
         watch.lap("policy")  # features and the policy's forward passes
         log_probs = ranking.log_probs or [None] * len(ranking.slots)
-        items = [RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position]) for position, slot in enumerate(ranking.slots)]
+        calibrated = self.engine.calibration.fitted
+        items = [
+            RankedItem(candidates[slot], position, float(ranking.scores[slot]), log_probs[position], calibrated) for position, slot in enumerate(ranking.slots)
+        ]
         n = len(candidates)
         event = RankingEvent(
             ranking_id=ranking_id,

@@ -1,4 +1,4 @@
-"""``ranker demo-catalog``, ``ranker index build|info|compact`` and ``ranker search``: the catalog and its indexes."""
+"""``ranker demo-catalog``, ``ranker index build|bridge|info|compact`` and ``ranker search``: the catalog and its indexes."""
 
 from __future__ import annotations
 
@@ -93,8 +93,40 @@ def index_build(
     )
     report = engine.build(loaded.items, progress=True)
     _report_errors("rejected", report.errors)
+    _refit(engine, device=device)
     where = engine.save(encoder_spec=encoder_spec)
     click.echo(f"{report.summary()}; saved to {where}")
+
+
+@index.command("bridge")
+@data_dir_option
+@click.option(
+    "--if-due", is_flag=True, help="Only refit when the manifest says a refit is due (the catalog changed by the refit share, or reached the minimum)."
+)
+@click.option("--min-pairs", type=click.IntRange(min=2), default=None, help="Items with a text and a picture needed for the learned bridge [default: 200].")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the pairs [default: enough for ~600 steps, 2 to 200].")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for the fit (one is fastest on shared cores).")
+def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str, threads: int) -> None:
+    """Fit the text-picture bridge on the catalog's own (text, picture) pairs and recalibrate the channels.
+
+    Below the minimum number of pairs the ImageNet-label bridge keeps serving; the index manifest
+    (``ranker index info``) says which bridge serves and why."""
+    engine = _open(data_dir)
+    if if_due and not engine.bridge_info()["due"]:
+        click.echo(f"no refit due: {json.dumps(engine.bridge_info())}")
+        return
+    _refit(engine, device=device, min_pairs=min_pairs, epochs=epochs, threads=threads)
+    engine.save()
+
+
+def _refit(engine, *, device: str, min_pairs: int | None = None, epochs: int | None = None, threads: int = 1) -> None:
+    """Fit the bridge and the calibration with a progress bar, and say which bridge serves."""
+    from ranker.retrieval.bridge import MIN_PAIRS, refit_bridge
+
+    state = refit_bridge(engine, min_pairs=min_pairs or MIN_PAIRS, epochs=epochs, device=device, threads=threads, progress=True)
+    calibrated = ", ".join(sorted(engine.calibration.channels)) or "none (raw cosines)"
+    click.echo(f"bridge: {state['serving']} ({state['reason']}); calibrated channels: {calibrated}", err=True)
 
 
 @index.command("info")

@@ -143,11 +143,21 @@ def group_shapley(
     return values[:, -1], values[:, 0], values @ shapley  # the full coalition is the last index, the empty one the first
 
 
-def modality_split(channel_scores: dict[str, float | None], score: float) -> dict[str, float]:
-    """Split a served ``score`` into the retrieval score's text part (the text-query channels' share of the
-    weighted fusion), its image part (the picture-query channels' share) and the policy's adjustment, ``score -
-    retrieval score``; the three sum to ``score``. ``channel_scores``: a candidate's similarity per channel."""
+def modality_split(channel_scores: dict[str, float | None], score: float, *, calibrated: bool = False) -> dict[str, float]:
+    """Split a served ``score`` into the retrieval score's text part, its image part and the policy's adjustment,
+    ``score - retrieval score``; the three sum to ``score``. ``channel_scores``: a candidate's score per channel.
+
+    The parts follow the fusion (:func:`ranker.retrieval.fusion.fuse_scores`): with a ``calibrated`` index, each
+    query part's best channel over the number of query parts matched; otherwise the text-query and picture-query
+    channels' shares of the weighted mean."""
     present = {channel: value for channel, value in channel_scores.items() if value is not None}
+    if calibrated:
+        best = {
+            part: max((present[c] for c in channels if c in present), default=None) for part, channels in (("text", TEXT_CHANNELS), ("image", IMAGE_CHANNELS))
+        }
+        matched = sum(value is not None for value in best.values()) or 1
+        text, image = ((best[part] or 0.0) / matched for part in ("text", "image"))
+        return {"text_similarity": round(text, 6), "image_similarity": round(image, 6), "policy_adjustment": round(score - text - image, 6)}
     total_weight = sum(CHANNEL_WEIGHTS[channel] for channel in present) or 1.0
 
     def part(channels: Sequence[str]) -> float:

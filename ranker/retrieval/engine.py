@@ -10,22 +10,29 @@ Three indexes, one per kind of item vector:
 A query may carry text, a picture, or both. Each (query part, item part) pair
 is a *channel* with its own cosine similarity:
 
-=================  ================  ========================  ======
-channel            query vector      item vector               weight
-=================  ================  ========================  ======
-``text``           text              text                      1.0
-``text_to_image``  text              picture in text space     0.3
-``image``          picture           picture                   1.0
-``image_to_text``  picture in text   text                      0.3
-=================  ================  ========================  ======
+=================  ================  ========================
+channel            query vector      item vector
+=================  ================  ========================
+``text``           text              text
+``text_to_image``  text              picture in text space
+``image``          picture           picture
+``image_to_text``  picture in text   text
+=================  ================  ========================
+
+**The bridge.** "Picture in text space" is the ImageNet-label bridge until
+the catalog's own (text, picture) pairs have fitted a learned head
+(:mod:`ranker.retrieval.bridge`, ``ranker index bridge``); the manifest's
+``bridge`` entry says which serves.
 
 **Fusion.** Each active channel retrieves its top ``n_probe`` keys (filters
 applied inside FAISS); the union is rescored exactly on every active channel;
-the fused score is the weighted mean of the channel similarities the item
-has: ``fused = sum_c w_c s_c / sum_c w_c`` over channels where the item has a
-vector. An item without a picture is scored on its text channels alone, so
-it still ranks. Cross-modal channels carry less weight because the label
-bridge is a coarse match (a label mix, not a caption).
+each channel's cosine is put on one calibrated scale (log-odds of a category
+match, :mod:`ranker.retrieval.fusion`), and the fused score is, averaged over
+the query's parts (text, picture), the best calibrated channel of that part.
+An item without a picture (or with a picture and no useful title) is scored
+on the channels it has, on the same scale. :attr:`Candidate.scores` carry the calibrated channel scores; an
+index without calibration uses raw cosines and the fixed
+:data:`~ranker.retrieval.fusion.CHANNEL_WEIGHTS` (cross-modal 0.3).
 """
 
 from __future__ import annotations
@@ -43,10 +50,14 @@ from tqdm.auto import tqdm
 from ranker.catalog.images import decode_image
 from ranker.catalog.items import CatalogError, Item
 from ranker.catalog.store import ItemStore
+from ranker.retrieval.bridge import LearnedBridge, bridge_state, refit_hint, remove_saved
 from ranker.retrieval.encoders import EncoderSet, ImageInput
 from ranker.retrieval.fusion import (
-    CHANNEL_WEIGHTS,
+    CHANNEL_WEIGHTS,  # noqa: F401  (re-exported: the uncalibrated weights)
     CHANNELS,
+    UNCALIBRATED,
+    Calibration,
+    IndexMismatchError,
     fuse_scores,
     manifest_path,
     read_manifest,
@@ -58,10 +69,6 @@ from ranker.retrieval.query_vocabulary import QueryVocabulary
 INDEX_NAMES = ("text", "image", "image_in_text")
 MANIFEST_VERSION = 1
 BUILD_CHUNK = 1024
-
-
-class IndexMismatchError(ValueError):
-    """An index on disk that was built with other encoders than the ones loading it."""
 
 
 class QueryError(ValueError):
@@ -173,6 +180,11 @@ class SearchEngine:
         self.built_at: float | None = None
         self.encoder_spec: str | None = None
         self.query_vocabulary = QueryVocabulary()  # the names a query parser understands; follows every write
+        # the picture-to-text bridge and the channel calibration (ranker.retrieval.bridge, .fusion)
+        self.bridge: LearnedBridge | None = None
+        self.calibration: Calibration = UNCALIBRATED
+        self.bridge_record: dict[str, Any] = {}
+        self.pairs_changed = 0  # pictured items written or deleted since the bridge was last fitted
         if index_dir and manifest_path(self.data_dir).exists():
             self._load(index_dir)
         self.query_vocabulary.clear()
@@ -211,6 +223,7 @@ class SearchEngine:
         stored = {item.item_id: item for item in map(self.store.get, item_ids) if item is not None}
         keys = self.store.delete(list(stored))
         self.query_vocabulary.remove(stored.values())
+        self.pairs_changed += sum(int(key) in self.indexes["image"] for key in keys)
         for index in self.indexes.values():
             index.remove(keys)
         return len(keys)
@@ -229,6 +242,10 @@ class SearchEngine:
         if index_dir is None:
             raise ValueError("data_dir: this engine was created without a data directory, so it cannot be saved")
         parts = {name: index.save(index_dir / name) for name, index in self.indexes.items()}
+        if self.bridge is not None:
+            self.bridge.save(index_dir)
+        else:
+            remove_saved(index_dir)
         write_manifest(
             manifest_path(self.data_dir),
             {
@@ -238,12 +255,18 @@ class SearchEngine:
                 "count": len(self.store),
                 "built_at": self.built_at or time.time(),
                 "saved_at": time.time(),
-                "fusion_weights": CHANNEL_WEIGHTS,
+                "fusion_weights": self.calibration.weights(),
+                "calibration": self.calibration.to_json(),
+                "bridge": self.bridge_info(),
                 "encoder_spec": encoder_spec or self.encoder_spec,
                 "encoder_runtime": self.encoders.runtime(),
             },
         )
         return index_dir
+
+    def bridge_info(self) -> dict[str, Any]:
+        """Which bridge serves, why, and whether a refit is due (the manifest's ``bridge`` entry)."""
+        return bridge_state(self)
 
     # ----------------------------------------------------------------- reads
     def __len__(self) -> int:
@@ -266,6 +289,8 @@ class SearchEngine:
             picture = decode_image(image, field="query.image")
             embedded = self.encoders.encode_pictures([picture], progress=False)
             vectors.image, vectors.image_in_text = embedded.image[0], embedded.in_text[0]
+            if self.bridge is not None:
+                vectors.image_in_text = self.bridge.project(embedded.image)[0]
         return vectors
 
     def search(
@@ -315,7 +340,8 @@ class SearchEngine:
             part, index_name = CHANNELS[channel]
             vectors, present = self.indexes[index_name].vectors_for(keys)
             per_channel[channel] = np.where(present, vectors @ getattr(query, part), np.nan)
-        return fuse_scores(per_channel, len(keys)), per_channel
+        calibrated = self.calibration.apply(per_channel)
+        return fuse_scores(calibrated, len(keys), self.calibration), calibrated
 
     def embed_items(self, items: Sequence[Item]) -> tuple[EmbeddedItems, list[CatalogError]]:
         """Encode ``items`` without storing them; an item whose picture cannot be used is rejected whole."""
@@ -340,6 +366,8 @@ class SearchEngine:
         if pictures:
             embedded = self.encoders.encode_pictures(pictures, progress=False)
             image, in_text = embedded.image, embedded.in_text
+            if self.bridge is not None:
+                in_text = self.bridge.project(image)
         else:
             image, in_text = np.zeros((0, image_dim), np.float32), np.zeros((0, text_dim), np.float32)
         return EmbeddedItems(accepted, text_vectors, with_picture, image, in_text), errors
@@ -355,6 +383,7 @@ class SearchEngine:
         self.query_vocabulary.add(latest.values())
         self.indexes["text"].add(keys, embedded.text)
         picture_keys = keys[embedded.with_picture]
+        self.pairs_changed += len(picture_keys)
         if len(picture_keys):
             self.indexes["image"].add(picture_keys, embedded.image)
             self.indexes["image_in_text"].add(picture_keys, embedded.image_in_text)
@@ -393,6 +422,11 @@ class SearchEngine:
         self.indexes = {name: VectorIndex.load(index_dir / name, self.index_config) for name in INDEX_NAMES}
         self.built_at = manifest.get("built_at")
         self.encoder_spec = manifest.get("encoder_spec")
+        self.calibration = Calibration.from_json(manifest.get("calibration"))
+        self.bridge_record = dict(manifest.get("bridge") or {})
+        self.pairs_changed = int(self.bridge_record.get("changed_since_fit", 0))
+        if self.bridge_record.get("serving") == "learned":
+            self.bridge = LearnedBridge.load(index_dir, expected_fingerprints(expected), refit_hint=refit_hint(self.data_dir))
         self._reconcile()
 
     def _reconcile(self) -> None:
@@ -412,6 +446,11 @@ class SearchEngine:
             report = self.upsert(missing)
             for error in report.errors:  # a picture that went bad on disk since: drop that item
                 self.store.delete([str(error.value)])
+
+
+def expected_fingerprints(described: dict[str, dict[str, object]]) -> dict[str, str]:
+    """The encoder fingerprints a learned bridge must have been fitted for."""
+    return {part: str(described[part].get("fingerprint")) for part in ("text", "image")}
 
 
 def saved_encoder_spec(data_dir: Path) -> str | None:

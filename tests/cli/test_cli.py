@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ranker.cli import main
 
-COMMANDS = [[], ["demo-catalog"], ["index"], ["index", "build"], ["index", "info"], ["index", "compact"], ["search"], ["serve"]]
+COMMANDS = [[], ["demo-catalog"], ["index"], ["index", "build"], ["index", "info"], ["index", "bridge"], ["index", "compact"], ["search"], ["serve"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ranker")
@@ -26,6 +26,7 @@ def built_data_dir(tmp_path_factory, demo_catalog_path, encoders) -> Path:
     result = CliRunner().invoke(main, ["index", "build", "--catalog", str(demo_catalog_path), "--data-dir", str(data_dir), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "300 items indexed" in result.output
+    assert "bridge: learned (fitted on" in result.output  # 300 demo items have a text and a picture: >= 200 pairs
     return data_dir
 
 
@@ -62,6 +63,14 @@ def test_index_info_prints_the_manifest(built_data_dir):
     assert manifest["encoders"]["text"]["dim"] == 384 and manifest["encoders"]["image"]["dim"] == 1280
     assert manifest["indexes"]["text"]["kind"] == "flat"
     assert manifest["encoder_runtime"] == manifest["serving_runtime"] == {"text": "onnxruntime-int8", "image": "onnxruntime-fp32"}
+    assert manifest["bridge"]["serving"] == "learned" and manifest["bridge"]["pairs"] == 300 and not manifest["bridge"]["due"]
+    assert set(manifest["calibration"]["channels"]) == {"text", "text_to_image", "image", "image_to_text"}
+
+
+def test_index_bridge_refits_only_when_due(built_data_dir):
+    result = CliRunner().invoke(main, ["index", "bridge", "--data-dir", str(built_data_dir), "--if-due"])
+    assert result.exit_code == 0, result.output
+    assert "no refit due" in result.output
 
 
 def test_search_without_index_says_how_to_build(tmp_path):

@@ -69,6 +69,10 @@ def ensure_demo_index(data_dir: Path, *, log: Callable[[str], None] = print) -> 
         write_demo_catalog(catalog.parent, seed=0)
     engine = open_engine(Path(data_dir))
     report = engine.build(load_catalog(catalog, strict=True).items, progress=True)
+    from ranker.retrieval.bridge import refit_bridge
+
+    state = refit_bridge(engine, progress=True)  # as `ranker index build` does
+    log(f"bridge: {state['serving']} ({state['reason']})")
     engine.save(encoder_spec="default")
     log(report.summary())
     return True
