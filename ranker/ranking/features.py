@@ -32,8 +32,12 @@ standardisation (:class:`ranker.ranking.policy.SlateNet`). Version 3 (this
 one) adds the query's intent (:class:`QueryIntent`, parsed by
 :mod:`ranker.retrieval.query_intent`): whether a price range, a brand or a
 colour was asked for (context), how far each item's price is from the range
-and whether its brand and colour match (candidate rows). Artifacts of another
-version are refused with a message to retrain.
+and whether its brand and colour match (candidate rows); and, on an index
+whose channels are calibrated (:mod:`ranker.retrieval.fusion`, with the
+learned text-picture bridge of :mod:`ranker.retrieval.bridge`), ``sim_text``,
+``sim_image``, ``sim_cross`` and ``retrieval_score`` carry the calibrated
+scores (log-odds of a match, about -8 to +6) instead of raw cosines.
+Artifacts of another version are refused with a message to retrain.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ import numpy as np
 FEATURE_SCHEMA_VERSION = 3
 COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
 STATIC_FEATURES: tuple[str, ...] = (
-    "sim_text",  # query text vs item text (0 when the query has no text)
+    "sim_text",  # query text vs item text (0 when the query has no text); calibrated on a calibrated index
     "sim_image",  # query picture vs item picture (0 when either lacks one)
     "sim_cross",  # best cross-modal similarity (text->picture, picture->text)
-    "retrieval_score",  # the fused retrieval score
+    "retrieval_score",  # the fused retrieval score (ranker.retrieval.fusion.fuse_scores)
     "retrieval_rank",  # rank among candidates, 0 (first) .. 1 (last)
     "has_image",
     "price_z",  # log price, standardised within the candidates
