@@ -39,8 +39,8 @@ class Retrieved:
     """Top-K candidates of one query: catalog rows in fused-score order, with the channel scores."""
 
     rows: np.ndarray  # [k] int (fewer than k when a price filter leaves fewer items)
-    fused: np.ndarray  # [k]
-    channels: dict[str, np.ndarray]  # channel -> [k] calibrated scores, NaN where the item lacks that part
+    fused: np.ndarray  # [k] the uncalibrated fusion of the raw cosines (the policy's retrieval_score; the order is the calibrated fusion's)
+    channels: dict[str, np.ndarray]  # channel -> [k] raw cosines, NaN where the item lacks that part
 
 
 @dataclass
@@ -180,15 +180,16 @@ class SimCatalog:
                 if index_name != "text":
                     similarity[:, ~self.has_image] = np.nan
                 per_channel[channel] = similarity
-            per_channel = self.calibration.apply(per_channel)
-            fused = fuse_scores(per_channel, (len(batch), self.n_items), self.calibration)
+            raw_fused = fuse_scores(per_channel, (len(batch), self.n_items))  # what the features read (as live)
+            fused = fuse_scores(self.calibration.apply(per_channel), (len(batch), self.n_items), self.calibration)  # the order
             outside = (self.prices[None, :] < low[batch, None]) | (self.prices[None, :] > high[batch, None])
             outside &= ~outside.all(axis=1, keepdims=True)  # a range no item is in is relaxed
             fused[outside] = -np.inf
             top = np.argpartition(-fused, k - 1, axis=1)[:, :k] if k < self.n_items else np.tile(np.arange(k), (len(batch), 1))
             top.sort(axis=1)  # ties in the score go to the lower row
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(fused, top, 1), axis=1, kind="stable"), 1)
-            rows[batch], fused_top[batch] = top, np.take_along_axis(fused, top, 1)
+            found = np.isfinite(np.take_along_axis(fused, top, 1))
+            rows[batch], fused_top[batch] = top, np.where(found, np.take_along_axis(raw_fused, top, 1), -np.inf)
             for channel, similarity in per_channel.items():
                 channels_top.setdefault(channel, np.empty((n_queries, k)))[batch] = np.take_along_axis(similarity, top, 1)
         self._cache[key] = (rows, fused_top, channels_top)

@@ -66,6 +66,7 @@ from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
+from ranker.retrieval.fusion import fuse_scores
 from ranker.retrieval.query_intent import ParsedQuery, QueryParser
 from ranker.retrieval.understanding import Understood
 
@@ -497,6 +498,12 @@ class RankingService:
         keys = np.array([candidate.key for candidate in candidates], dtype=np.int64)
         text_vectors, _ = self.engine.indexes["text"].vectors_for(keys)
         channels = query.channels()
+        # the policy reads raw cosines and their uncalibrated fusion, on calibrated and uncalibrated indexes alike
+        # (ranker.ranking.features); the candidates' order is the engine's (calibrated) retrieval order
+        cosines = {
+            channel: np.array([np.nan if candidate.cosines.get(channel) is None else candidate.cosines[channel] for candidate in candidates])
+            for channel in channels
+        }
         return CandidateSet(
             item_ids=[candidate.item.item_id for candidate in candidates],
             categories=[candidate.item.category for candidate in candidates],
@@ -504,11 +511,8 @@ class RankingService:
             prices=np.array([candidate.item.price for candidate in candidates], dtype=np.float64),
             has_image=np.array([candidate.item.image is not None for candidate in candidates], dtype=bool),
             text_vectors=text_vectors,
-            retrieval_scores=np.array([candidate.score for candidate in candidates], dtype=np.float64),
-            channel_scores={
-                channel: np.array([np.nan if candidate.scores.get(channel) is None else candidate.scores[channel] for candidate in candidates])
-                for channel in channels
-            },
+            retrieval_scores=fuse_scores(cosines, len(candidates)) if candidates else np.zeros(0),
+            channel_scores=cosines,
             colours=[candidate.item.colour for candidate in candidates],
         )
 
@@ -608,9 +612,8 @@ class RankingService:
 
 
 def retrieval_order(retrieval_scores: np.ndarray, num_results: int) -> Ranking:
-    """The baseline arm's slate: the candidates in retrieval order (best fused score first), scored by it."""
-    order = np.argsort(-retrieval_scores, kind="stable")[:num_results]
-    return Ranking(slots=[int(slot) for slot in order], scores=np.asarray(retrieval_scores, dtype=np.float64))
+    """The baseline arm's slate: the candidates as retrieval ordered them (the engine's fused score, best first)."""
+    return Ranking(slots=list(range(min(num_results, len(retrieval_scores)))), scores=np.asarray(retrieval_scores, dtype=np.float64))
 
 
 def query_text_of(text: str | None) -> str | None:

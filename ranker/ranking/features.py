@@ -34,9 +34,12 @@ one) adds the query's intent (:class:`QueryIntent`, parsed by
 colour was asked for (context), how far each item's price is from the range
 and whether its brand and colour match (candidate rows); and, on an index
 whose channels are calibrated (:mod:`ranker.retrieval.fusion`, with the
-learned text-picture bridge of :mod:`ranker.retrieval.bridge`), ``sim_text``,
-``sim_image``, ``sim_cross`` and ``retrieval_score`` carry the calibrated
-scores (log-odds of a match, about -8 to +6) instead of raw cosines.
+learned text-picture bridge of :mod:`ranker.retrieval.bridge`), the
+candidates come in the calibrated fusion's order (``retrieval_rank``) while
+``sim_text``, ``sim_image``, ``sim_cross`` and ``retrieval_score`` stay raw
+cosines and their uncalibrated weighted mean: the features mean the same on a
+calibrated index and on one that is not (yet), such as a catalog written
+through the API before ``ranker index bridge`` ran, so one policy serves both.
 Artifacts of another version are refused with a message to retrain.
 """
 
@@ -54,7 +57,7 @@ import numpy as np
 FEATURE_SCHEMA_VERSION = 3
 COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
 STATIC_FEATURES: tuple[str, ...] = (
-    "sim_text",  # query text vs item text (0 when the query has no text); calibrated on a calibrated index
+    "sim_text",  # query text vs item text (0 when the query has no text); raw cosines, also on a calibrated index
     "sim_image",  # query picture vs item picture (0 when either lacks one)
     "sim_cross",  # best cross-modal similarity (text->picture, picture->text)
     "retrieval_score",  # the fused retrieval score (ranker.retrieval.fusion.fuse_scores)

@@ -122,7 +122,8 @@ class Candidate:
     key: int
     item: Item
     score: float
-    scores: dict[str, float | None]
+    scores: dict[str, float | None]  # per channel, on the fusion's scale (calibrated when the index is)
+    cosines: dict[str, float | None] = field(default_factory=dict)  # per channel, the raw cosine (what the policy's features read)
 
     def to_json(self) -> dict[str, Any]:
         item = self.item
@@ -321,7 +322,7 @@ class SearchEngine:
         keys = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
         if len(keys) == 0:
             return []
-        fused, per_channel = self._rescore(query, channels, keys)
+        fused, per_channel, raw = self._rescore(query, channels, keys)
         top = np.argsort(-fused, kind="stable")[:k]
         return [
             Candidate(
@@ -329,19 +330,21 @@ class SearchEngine:
                 item=self.store.item_for_key(int(keys[row])),
                 score=float(fused[row]),
                 scores={channel: (None if np.isnan(per_channel[channel][row]) else float(per_channel[channel][row])) for channel in channels},
+                cosines={channel: (None if np.isnan(raw[channel][row]) else float(raw[channel][row])) for channel in channels},
             )
             for row in top
         ]
 
     # ------------------------------------------------------------- internals
-    def _rescore(self, query: QueryVectors, channels: list[str], keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def _rescore(self, query: QueryVectors, channels: list[str], keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The fused scores, the channel scores on the fusion's scale, and the raw cosines."""
         per_channel: dict[str, np.ndarray] = {}
         for channel in channels:
             part, index_name = CHANNELS[channel]
             vectors, present = self.indexes[index_name].vectors_for(keys)
             per_channel[channel] = np.where(present, vectors @ getattr(query, part), np.nan)
         calibrated = self.calibration.apply(per_channel)
-        return fuse_scores(calibrated, len(keys), self.calibration), calibrated
+        return fuse_scores(calibrated, len(keys), self.calibration), calibrated, per_channel
 
     def embed_items(self, items: Sequence[Item]) -> tuple[EmbeddedItems, list[CatalogError]]:
         """Encode ``items`` without storing them; an item whose picture cannot be used is rejected whole."""

@@ -159,8 +159,10 @@ def test_calibrated_fusion_lets_a_picture_match_beat_a_weak_title():
 
 
 def test_simulator_applies_the_engines_calibration(encoders, demo_engine, demo_items, tmp_path):
-    """The simulator's channel scores and fused order are the engine's, calibration included (the policy's features)."""
+    """The simulator's candidates and their order are the engine's, calibration included; the features' channel scores
+    are the raw cosines, as live."""
     from envs.catalog import SimCatalog, build_sim_catalog
+    from ranker.retrieval.fusion import fuse_scores
     from ranker.retrieval.engine import QueryVectors
 
     engine = engine_with(encoders, tmp_path, vectors_of(demo_engine, demo_items[:TRAIN]))
@@ -172,5 +174,7 @@ def test_simulator_applies_the_engines_calibration(encoders, demo_engine, demo_i
     found = catalog.retrieve(query, "text", 10)
     top = engine.search_vectors(QueryVectors(text=catalog.query_text[query]), k=10)
     assert [catalog.item_ids[row] for row in found.rows] == [candidate.item.item_id for candidate in top]
-    np.testing.assert_allclose(found.channels["text"], [candidate.scores["text"] for candidate in top], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(found.fused, [candidate.score for candidate in top], rtol=1e-4, atol=1e-4)
+    # the features read raw cosines and their uncalibrated fusion, in the simulator as live (ranker.ranking.features)
+    np.testing.assert_allclose(found.channels["text"], [candidate.cosines["text"] for candidate in top], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(found.fused, fuse_scores(found.channels, len(top)), rtol=1e-6)
+    assert not np.allclose(found.fused, [candidate.score for candidate in top], atol=1e-3)  # the order's score is the calibrated one
