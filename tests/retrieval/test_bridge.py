@@ -162,8 +162,8 @@ def test_simulator_applies_the_engines_calibration(encoders, demo_engine, demo_i
     """The simulator's candidates and their order are the engine's, calibration included; the features' channel scores
     are the raw cosines, as live."""
     from envs.catalog import SimCatalog, build_sim_catalog
-    from ranker.retrieval.fusion import fuse_scores
     from ranker.retrieval.engine import QueryVectors
+    from ranker.retrieval.fusion import fuse_scores
 
     engine = engine_with(encoders, tmp_path, vectors_of(demo_engine, demo_items[:TRAIN]))
     refit_bridge(engine, epochs=5, seed=0, device="cpu")
