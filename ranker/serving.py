@@ -252,8 +252,7 @@ class RankingService:
         self._engine_lock = threading.RLock()
         self._rng = np.random.default_rng(self.config.seed)
         self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
-        self._parser: QueryParser | None = None
-        self._parser_vocabulary: object = None
+        self.parser = QueryParser(engine.query_vocabulary)  # the vocabulary follows every catalog write in place
         # first start: a policy to serve and every catalog write so far
         try:
             self.policies.get(self.registry.ensure_current())
@@ -487,12 +486,7 @@ class RankingService:
 
     def _parse(self, text: str | None) -> ParsedQuery | None:
         """The query's intent, read against the catalog's current vocabulary (None without text)."""
-        if not text or not text.strip():
-            return None
-        vocabulary = self.engine.query_vocabulary
-        if self._parser is None or self._parser_vocabulary is not vocabulary:
-            self._parser, self._parser_vocabulary = QueryParser(vocabulary), vocabulary
-        return self._parser.parse(text)
+        return self.parser.parse(text) if text and text.strip() else None
 
     def _candidate_set(self, candidates: list[Candidate], query: QueryVectors) -> CandidateSet:
         keys = np.array([candidate.key for candidate in candidates], dtype=np.int64)
