@@ -81,17 +81,26 @@ class Settings(BaseSettings):
     experiment_logs_ttl_s: int = Field(LOGS_TTL_S, ge=1, description="an experiment's exposure and outcome logs are kept this long after it ends")
     # the online learner
     learn: bool = Field(True, description="`ranker serve` and the gunicorn master run the learner beside the API")
-    learn_batch_size: int = Field(256, ge=1, description="trajectories per update")
-    learn_min_batch: int = Field(32, ge=1, description="smallest batch the time trigger may use")
-    learn_update_interval_s: float = Field(20.0, ge=0, description="seconds the oldest ready trajectory may wait for a full batch")
+    learn_batch_size: int = Field(256, ge=1, description="trajectories per update at most")
+    learn_min_batch: int = Field(8, ge=1, description="smallest batch the time trigger may use")
+    learn_update_interval_s: float = Field(
+        3.0, ge=0, description="seconds the oldest ready trajectory may wait for a full batch: an update every few seconds of traffic"
+    )
     learn_label_delay_s: float = Field(10.0, ge=0, description="seconds a ranking waits after its last activity before it trains")
-    learn_max_staleness: int = Field(3, ge=0, description="promotions a logging version may lag behind the serving one before its data is dropped")
+    learn_ppo_every: int = Field(
+        20, ge=0, description="every n-th update also fine-tunes the network with PPO (the head adapts between those fine-tunes); 0: never"
+    )
+    learn_head_half_life_s: float = Field(3600.0, ge=0, description="the Bayesian head forgets: evidence this many seconds old weighs half (0: never forgets)")
+    learn_head_min_rows: int = Field(2000, ge=1, description="shown items the head sees before it serves (its prior is calibrated on them)")
     learn_heartbeat_s: float = Field(5.0, gt=0, description="how often a running learner says so, and its stage, in Redis (the console and /metrics read it)")
     attribution_window_s: float = Field(30 * 60, ge=0, description="seconds after a ranking in which its interactions count")
     gate_env: str = Field("envs/SlateShopping-v0", description="simulator of the gate ('none' to skip); its world is the live catalog")
-    gate_episodes: int = Field(1000, ge=1, description="simulated sessions per policy in the gate")
-    gate_sim_tolerance: float = Field(0.02, ge=0, description="reward per session a candidate may lose in the simulator")
+    gate_episodes: int = Field(300, ge=1, description="simulated sessions per policy in the gate's catastrophe guard (run when the network changed)")
+    gate_sim_tolerance: float = Field(
+        0.05, ge=0, description="the catastrophe guard rejects a candidate significantly worse in the simulator by more than this reward per session"
+    )
     gate_ope_tolerance: float = Field(0.05, ge=0, description="reward per ranking a candidate may lose in the off-policy estimate")
+    gate_draws: int = Field(8, ge=1, description="posterior draws the gate averages to judge a candidate with a Bayesian head as it serves")
     device: str = Field("auto", description="torch device of the learner's updates: auto (CUDA when present), cpu or cuda")
     # the production server (gunicorn)
     bind: str = Field("127.0.0.1:8000", description="gunicorn's address")

@@ -64,7 +64,7 @@ from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_p
 from ranker.live.state import Interaction, RedisStateProvider
 from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
-from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
+from ranker.ranking.policy import SCORE_SCALE, Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
 from ranker.retrieval.fusion import fuse_scores
 from ranker.retrieval.query_intent import ParsedQuery, QueryParser
@@ -361,6 +361,8 @@ class RankingService:
             experiment=assignment.experiment.experiment_id if assignment else None,
             arm=composed.arm,
             teams=composed.teams,
+            score_scale=SCORE_SCALE if ranking.log_probs else None,
+            bonus=logged_bonus(sampling.bonus, n) if ranking.log_probs and composed.policy is not None else None,
         )
         exposure = None
         if assignment is not None:
@@ -603,6 +605,14 @@ class RankingService:
         except redis.RedisError as exc:
             self._redis_failed("sync", exc)
         return self.engine.get(item_id)
+
+
+def logged_bonus(bonus: np.ndarray | None, n_candidates: int) -> dict[str, float] | None:
+    """The cold-start bonus as the event logs it: the nonzero logits by candidate row (None when there was none)."""
+    if bonus is None:
+        return None
+    rows = np.flatnonzero(bonus[:n_candidates])
+    return {str(int(row)): float(bonus[row]) for row in rows} or None
 
 
 def retrieval_order(retrieval_scores: np.ndarray, num_results: int) -> Ranking:

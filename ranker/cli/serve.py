@@ -138,11 +138,11 @@ def _interrupt(signum: int, frame: object) -> None:
     help="Seconds after a ranking in which its interactions count.",
 )
 @click.option(
-    "--max-staleness",
+    "--ppo-every",
     type=click.IntRange(0),
-    default=setting("learn_max_staleness"),
-    show_default=shown("learn_max_staleness"),
-    help="Promotions a logging version may lag behind the serving one before its data is dropped.",
+    default=setting("learn_ppo_every"),
+    show_default=shown("learn_ppo_every"),
+    help="Every n-th update also fine-tunes the network with PPO (the Bayesian head adapts between); 0: never.",
 )
 @click.option(
     "--gate-env",
@@ -155,7 +155,7 @@ def _interrupt(signum: int, frame: object) -> None:
     type=click.IntRange(1),
     default=setting("gate_episodes"),
     show_default=shown("gate_episodes"),
-    help="Simulated sessions per policy in the gate.",
+    help="Simulated sessions per policy in the gate's catastrophe guard (run when the network changed).",
 )
 @click.option(
     "--gate-set",
@@ -169,7 +169,7 @@ def _interrupt(signum: int, frame: object) -> None:
     type=click.FloatRange(0),
     default=setting("gate_sim_tolerance"),
     show_default=shown("gate_sim_tolerance"),
-    help="Reward per session a candidate may lose in the simulator.",
+    help="The catastrophe guard rejects a candidate significantly worse in the simulator by more than this reward per session.",
 )
 @click.option(
     "--ope-tolerance",
@@ -190,7 +190,7 @@ def learn(
     update_interval: float,
     label_delay: float,
     attribution_window: float,
-    max_staleness: int,
+    ppo_every: int,
     gate_env: str,
     gate_episodes: int,
     gate_overrides: tuple[str, ...],
@@ -200,7 +200,7 @@ def learn(
     consumer: str | None,
     max_updates: int | None,
 ) -> None:
-    """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
+    """The online learner: logged rankings and feedback -> Bayesian-head updates (and PPO fine-tunes) -> gated policy versions."""
     import threading
 
     from ranker.learning.config import LearnerConfig
@@ -223,7 +223,7 @@ def learn(
         update_interval_s=update_interval,
         label_delay_s=label_delay,
         attribution_window_s=attribution_window,
-        max_staleness=max_staleness,
+        ppo_every=ppo_every,
         gate_env=None if gate_env.lower() == "none" else gate_env,
         gate_env_kwargs={} if gate_env.lower() == "none" else _parse_overrides(gate_overrides),
         gate_episodes=gate_episodes,
@@ -234,6 +234,10 @@ def learn(
         redis_replicas=setting("redis_replicas")(),
         redis_replica_timeout_ms=setting("redis_replica_timeout_ms")(),
         target_entropy=setting("target_entropy")(),
+        temperature=setting("temperature")(),
+        head_half_life_s=setting("learn_head_half_life_s")(),
+        head_min_rows=setting("learn_head_min_rows")(),
+        gate_draws=setting("gate_draws")(),
         objective=setting("objective")(),
     )
     if consumer:

@@ -23,7 +23,11 @@ class LearnerConfig:
     batch_size: int = default("learn_batch_size")  # trajectories per update
     min_batch: int = default("learn_min_batch")  # smallest batch the time trigger may use
     update_interval_s: float = default("learn_update_interval_s")  # the oldest ready trajectory waits at most this long
-    max_staleness: int = default("learn_max_staleness")  # promotions the logging version may lag behind the serving one
+    ppo_every: int = default("learn_ppo_every")  # every n-th update also fine-tunes the network with PPO; 0: never
+    head_half_life_s: float = default("learn_head_half_life_s")  # the head's forgetting (ranker.learning.head)
+    head_min_rows: int = default("learn_head_min_rows")  # rows before the head is calibrated and serves
+    head_prior_rows: tuple[float, float, float] = (50.0, 500.0, 50.0)  # the head's prior precision, in rows: score_z, each feature, bias
+    head_min_rows_per_position: float = 200.0  # rows a position needs before its examination is learnt
     holdout_every: int = 5  # every n-th trajectory of a batch (by stream id) goes to the gate's hold-out window
     holdout_window: int = 1000  # the gate's rolling hold-out: the newest held-out rankings
     ope_min_rankings: int = 200  # below this many held-out rankings the off-policy check only notes its estimate
@@ -49,17 +53,33 @@ class LearnerConfig:
     gate_env: str | None = default("gate_env")  # None: no simulator gate
     gate_env_kwargs: dict[str, Any] = field(default_factory=dict)
     gate_episodes: int = default("gate_episodes")
+    gate_draws: int = default("gate_draws")  # posterior draws the gate averages (a head is judged as it serves)
     gate_seed: int = 20_000
     sim_tolerance: float = default("gate_sim_tolerance")  # reward per session
     ope_tolerance: float = default("gate_ope_tolerance")  # reward per ranking
     bootstrap: int = 500
     reset_after_rejections: int = 5  # the working line goes back to the serving version after this many rejections in a row
+
+    def head_settings(self) -> Any:
+        """The head's hyperparameters as :class:`ranker.learning.head.HeadSettings` (imported here: head imports this module's users)."""
+        from ranker.learning.head import HeadSettings
+
+        return HeadSettings(
+            half_life_s=self.head_half_life_s,
+            min_rows=self.head_min_rows,
+            min_rows_per_position=self.head_min_rows_per_position,
+            prior_rows=self.head_prior_rows,
+            device=self.device,
+        )
+
     keep_versions: int = 20  # retention: newest versions kept on disk (serving and rollback history always kept)
+    history_len: int = 20  # the rollback history the learner's promotions keep (newest first)
     guardrail_min_rankings: int = 300
     guardrail_alpha: float = 0.01
     device: str = default("device")
     objective: str = default("objective")  # what the policy optimises (ranker.ranking.objective); recorded in every version
-    target_entropy: float = default("target_entropy")  # the serving exploration the gate's simulator reproduces (entropy-targeted slates)
+    target_entropy: float = default("target_entropy")  # the serving exploration the gate reproduces (entropy-targeted slates)
+    temperature: float = default("temperature")  # ... or the fixed temperature it samples at when the target is 0
     read_count: int = 1000
     block_ms: int = 1000
     max_attempts: int = 3  # an update that raises is tried this many times in all before its entries are dead-lettered

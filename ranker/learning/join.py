@@ -1,5 +1,5 @@
 """The attribution join: logged rankings and their interactions become training trajectories (:class:`Joiner`),
-and the rules for which trajectories can train (:func:`replayable`, :func:`usable`)."""
+and the rule for which trajectories can train (:func:`replayable`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from ranker.learning.config import LearnerConfig
 from ranker.live.events import EVENT_TYPES, InteractionEvent, RankingEvent
 from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
 
-SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam")
+SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam")
 
 
 @dataclass
@@ -154,11 +154,3 @@ def replayable(trajectory: Trajectory) -> str | None:
     ):
         return "not_finite"
     return None
-
-
-def usable(trajectory: Trajectory, lineage: Sequence[str], max_staleness: int) -> str | None:
-    """Why a trajectory cannot train PPO, or None. ``lineage``: serving version first, then its history."""
-    problem = replayable(trajectory)
-    if problem is None and trajectory.event.policy_version not in lineage[: max_staleness + 1]:
-        return "stale"
-    return problem

@@ -71,14 +71,9 @@ from ranker.learning.caps import capped_holdout, step_weights
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import gate, gate_uses_live_catalog
 from ranker.learning.guardrail import guardrail, reward_stats
-from ranker.learning.join import (
-    SKIP_REASONS,
-    Joiner,
-    Trajectory,
-    replayable,
-    stream_order,
-    usable,
-)
+from ranker.learning.head import fresh_head, head_rows, update_head
+from ranker.learning.holdout import HoldoutCache
+from ranker.learning.join import SKIP_REASONS, Joiner, Trajectory, replayable, stream_order
 from ranker.learning.replay import log_probs_of, replay
 from ranker.learning.status import LearnerStatus
 from ranker.learning.update import load_optimiser, ppo_update, save_optimiser
@@ -87,6 +82,7 @@ from ranker.learning.world import live_counter_settings
 from ranker.live.backend import as_text, confirm_replicated, key
 from ranker.live.events import EventLog, InteractionEvent, RankingEvent
 from ranker.live.registry import PolicyRegistry
+from ranker.ranking.head import HeadError
 from ranker.ranking.policy import RankingPolicy
 
 log = logging.getLogger(__name__)
@@ -115,6 +111,19 @@ class UpdateReport:
     gate: dict[str, Any]
     training: dict[str, Any]
     seconds: float
+
+
+class Stages:
+    """Seconds per stage of an update (``timings``), for the decision record and the keeping-up figures."""
+
+    def __init__(self, timings: dict[str, float]):
+        self.timings = timings
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = round(self.timings.get(stage, 0.0) + now - self._last, 4)
+        self._last = now
 
 
 class Learner:
@@ -148,6 +157,7 @@ class Learner:
         self.replay_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "replay"), self.config.replay_window)
         self.holdout_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "holdout"), self.config.holdout_window)
         self.updates: list[UpdateReport] = []
+        self.holdout_inputs = HoldoutCache()  # the gate's hold-out as the served policy reads it, per ranking
         self._read_pending = True
         self._crashes: dict[str, int] = {}
         self._ensure_groups()
@@ -385,6 +395,8 @@ class Learner:
 
     # -------------------------------------------------------------- update
     def update(self, batch: list[Trajectory]) -> UpdateReport | None:
+        """One update from ``batch`` (module docstring, steps 4-6): the head, and every ``ppo_every``-th time a PPO
+        fine-tune of the network, gated as it would serve, then committed with the batch's acknowledgements."""
         started = time.perf_counter()
         config = self.config
         batch_key = hashlib.sha256("\n".join(t.entry_id for t in batch).encode()).hexdigest()[:16]
@@ -395,19 +407,19 @@ class Learner:
             report = UpdateReport(json.loads(known)["version"], json.loads(known)["parent"], len(batch), "replayed", {}, {}, time.perf_counter() - started)
             self.updates.append(report)
             return report
+        timings: dict[str, float] = {}
+        clock = Stages(timings)
         serving_version = self.registry.current() or self.registry.ensure_current()
-        lineage = [serving_version, *self.registry.history()]
-        usable_batch, skipped = [], []
+        usable_batch, skip_counts = [], {}
         for trajectory in batch:
-            reason = usable(trajectory, lineage, config.max_staleness)
-            (skipped if reason else usable_batch).append((trajectory, reason))
-        trajectories = [trajectory for trajectory, _ in usable_batch]
-        skip_counts: dict[str, int] = {}
-        for _, reason in skipped:
-            skip_counts[reason] = skip_counts.get(reason, 0) + 1
-        held = [bool(config.holdout_every) and index % config.holdout_every == config.holdout_every - 1 for index in range(len(trajectories))]
-        new_holdout = [t for t, out in zip(trajectories, held) if out]
-        train = [t for t, out in zip(trajectories, held) if not out]
+            reason = replayable(trajectory)
+            if reason:
+                skip_counts[reason] = skip_counts.get(reason, 0) + 1
+            else:
+                usable_batch.append(trajectory)
+        held = [bool(config.holdout_every) and index % config.holdout_every == config.holdout_every - 1 for index in range(len(usable_batch))]
+        new_holdout = [t for t, out in zip(usable_batch, held) if out]
+        train = [t for t, out in zip(usable_batch, held) if not out]
         windows = [(self.holdout_window, new_holdout), (self.replay_window, train)]
         working = self.working()
         if len(train) == 0:
@@ -416,36 +428,46 @@ class Learner:
             return None
         base_version = self._base(working, serving_version)
         serving = RankingPolicy.load(self.registry.path_of(serving_version))
-        base = serving if base_version == serving_version else RankingPolicy.load(self.registry.path_of(base_version))
+        base = serving if base_version == serving_version else RankingPolicy.load(self.registry.path_of(base_version), reuse=serving)
         seed = int(batch_key[:8], 16)
+        newest = max(t.event.ts for t in batch)  # the windows' age limit and the head's forgetting count from the batch, not the clock
+        clock.lap("load")
         self.stage = "replay"
-        in_batch = {t.entry_id for t in batch}
-        newest = max(t.event.ts for t in batch)  # the windows' age limit counts from the batch, not the clock: a repeat is the same update
-        replayed = [
-            t
-            for t in self.replay_window.load(self.events, exclude=in_batch)
-            if usable(t, lineage, config.max_staleness) is None and t.event.ts >= newest - config.replay_max_age_s
-        ]
+        steps = replay(train, self.values_of)
+        clock.lap("replay")
+        self.stage = "head"
+        weights = step_weights(train, steps.trajectory, config.user_cap)
+        candidate, training = self._head_candidate(base, steps, weights, newest)
+        clock.lap("head")
+        ppo_due = bool(config.ppo_every) and (working or {}).get("since_ppo", 0) + 1 >= config.ppo_every
+        self.stage = "holdout"
         holdout = capped_holdout(
-            [t for t in self.holdout_window.load(self.events, exclude=in_batch) if replayable(t) is None] + new_holdout, int(config.user_cap)
+            [t for t in self.holdout_window.load(self.events, exclude={t.entry_id for t in batch}) if replayable(t) is None] + new_holdout, int(config.user_cap)
         )
-        training_set = replayed + train
-        steps = replay(training_set, self.values_of)
-        self.stage = "train"
-        candidate, training = ppo_update(
-            base,
-            steps,
-            config,
-            seed=seed,
-            sample_weight=step_weights(training_set, steps.trajectory, config.user_cap),
-            optimiser_state=load_optimiser(self.registry.path_of(base_version)),
-        )
+        clock.lap("holdout")
+        world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
+        counters = lambda sim_catalog: live_counter_settings(self.client, config.prefix, sim_catalog.item_ids)  # noqa: E731
+        finetune = None
+        if ppo_due:  # the slower cadence: PPO on the network, the head refitted on it, judged with the simulator guard too
+            self.stage = "train"
+            finetune = self._ppo_candidate(serving, train, batch, newest, seed)
+            clock.lap("train")
+            self.stage = "gate"
+            finetune_verdict = gate(finetune[0], serving, holdout, config, seed=seed, simulate=True, world=world, counters=counters)
+            clock.lap("gate_ppo")
+            if finetune_verdict["passed"]:
+                candidate, training = finetune[0], {**finetune[1], "instead_of": {"kind": training["kind"], "rows": training["rows"]}}
+                verdict = finetune_verdict
+            else:
+                training["ppo_rejected"] = {"reasons": finetune_verdict["reasons"], "training": finetune[1]}
+        if finetune is None or not finetune_verdict["passed"]:
+            self.stage = "gate"
+            verdict = gate(candidate, serving, holdout, config, seed=seed, simulate=False, held=self.holdout_inputs.held(candidate, holdout))
+            clock.lap("gate")
         version = f"ol-{batch_key}"
         training.update(
             {
-                "kind": "online-ppo",
                 "trajectories": len(train),
-                "replayed": len(replayed),
                 "held_out": len(holdout),
                 "skipped": skip_counts,
                 "serving": serving_version,
@@ -455,22 +477,22 @@ class Learner:
                 "config": {name: value for name, value in asdict(config).items() if name not in ("consumer",)},
             }
         )
-        self.stage = "gate"
-        world = self.catalog.sim_catalog if self.catalog is not None and gate_uses_live_catalog(config) else None
-        counters = lambda sim_catalog: live_counter_settings(self.client, config.prefix, sim_catalog.item_ids)  # noqa: E731
-        verdict = gate(candidate, serving, holdout, config, seed=seed, world=world, counters=counters)
         self.stage = "save"
         candidate.save(
             self.registry.path_of(version), version=version, parent=base_version, training=training, evaluation={"gate": verdict}, objective=config.objective
         )
-        save_optimiser(candidate, self.registry.path_of(version))
+        if getattr(candidate, "optimiser_state", None):
+            save_optimiser(candidate, self.registry.path_of(version))
+        clock.lap("save")
         _crash_point("trained", self._crashes)
         feedback_ts = [stream_order(entry)[0] / 1000 for t in batch for entry in t.interaction_entries]
+        outcome = "promoted" if verdict["passed"] else "deferred" if verdict.get("deferred") else "rejected"
         decision = {
             "version": version,
             "parent": base_version,
             "serving": serving_version,
-            "decision": "promoted" if verdict["passed"] else "rejected",
+            "decision": outcome,
+            "kind": training["kind"],
             "reasons": verdict["reasons"],
             "notes": verdict.get("notes", []),
             "at": self.clock(),
@@ -478,10 +500,20 @@ class Learner:
             "trained": len(train),
             "held_out": len(holdout),
             "seconds": time.perf_counter() - started,
+            "stages_s": timings,
             "feedback": [min(feedback_ts), max(feedback_ts)] if feedback_ts else None,
         }
         self.stage = "commit"
-        decision["decision"] = self._commit(batch, batch_key, decision, serving=serving_version, working=working, skip_counts=skip_counts, windows=windows)
+        decision["decision"] = self._commit(
+            batch,
+            batch_key,
+            decision,
+            serving=serving_version,
+            working=working,
+            skip_counts=skip_counts,
+            windows=windows,
+            ppo_attempted=finetune is not None,
+        )
         _crash_point("committed", self._crashes)
         self.stage = "prune"
         current_working = self.working()
@@ -490,15 +522,62 @@ class Learner:
         report = UpdateReport(version, base_version, len(train), decision["decision"], verdict, training, time.perf_counter() - started)
         self.updates.append(report)
         log.info(
-            "update %s (parent %s, serving %s, %d trajectories): %s %s",
+            "update %s (%s; parent %s, serving %s, %d trajectories): %s %s",
             version,
+            training["kind"],
             base_version,
             serving_version,
             len(train),
             decision["decision"],
-            "; ".join(verdict["reasons"]),
+            "; ".join(verdict["reasons"] + verdict.get("notes", [])),
         )
         return report
+
+    def _head_candidate(self, base: RankingPolicy, steps: Any, weights: Any, newest: float) -> tuple[RankingPolicy, dict[str, Any]]:
+        """The base network with its head updated by the batch's shown items (:mod:`ranker.learning.head`). A head
+        that cannot be solved (a singular update) is counted, and the candidate keeps the head it had."""
+        settings = self.config.head_settings()
+        head = base.head or fresh_head(base, settings)
+        rows = head_rows(base, steps, weights)
+        training: dict[str, Any] = {"kind": "online-head", "rows": len(rows.reward), "rows_not_finite": rows.dropped}
+        if rows.dropped:
+            self.client.hincrby(self.counts_key, "not_finite", rows.dropped)
+        try:
+            new_head = update_head(head, rows, newest_ts=newest, settings=settings)
+        except HeadError as exc:
+            log.warning("head update not solved, the head stays as it was: %s", exc)
+            self._count_error("head_singular")
+            training["head_error"] = str(exc)
+            new_head = head
+        training["head"] = new_head.summary()
+        return RankingPolicy(net=base.net, manifest=dict(base.manifest), head=new_head), training
+
+    def _ppo_candidate(
+        self, serving: RankingPolicy, train: list[Trajectory], batch: list[Trajectory], newest: float, seed: int
+    ) -> tuple[RankingPolicy, dict[str, Any]]:
+        """PPO on the serving network (never on a rejected candidate's) over the batch and the replay window, then a
+        head refitted on the new network from the same rankings, calibrated afresh."""
+        config = self.config
+        in_batch = {t.entry_id for t in batch}
+        replayed = [
+            t for t in self.replay_window.load(self.events, exclude=in_batch) if replayable(t) is None and t.event.ts >= newest - config.replay_max_age_s
+        ]
+        training_set = replayed + train
+        steps = replay(training_set, self.values_of)
+        weights = step_weights(training_set, steps.trajectory, config.user_cap)
+        tuned, training = ppo_update(
+            serving, steps, config, seed=seed, sample_weight=weights, optimiser_state=load_optimiser(self.registry.path_of(serving.version))
+        )
+        settings = self.config.head_settings()
+        head = fresh_head(tuned, settings, examination=serving.head.examination if serving.head is not None else None)
+        try:
+            head = update_head(head, head_rows(tuned, steps, weights), newest_ts=newest, settings=settings)
+        except HeadError as exc:
+            training["head_error"] = str(exc)
+        candidate = RankingPolicy(net=tuned.net, manifest={}, head=head)
+        candidate.optimiser_state = tuned.optimiser_state
+        training.update({"kind": "online-ppo", "replayed": len(replayed), "head": head.summary()})
+        return candidate, training
 
     def working(self) -> dict[str, Any] | None:
         """The learner's own line of versions: it keeps training its latest candidate while the gate decides what serves."""
@@ -525,6 +604,7 @@ class Learner:
         skip_counts: dict[str, int] | None = None,
         stats: bool = True,
         windows: Sequence[tuple[TrajectoryWindow, Sequence[Trajectory]]] = (),
+        ppo_attempted: bool = False,
     ) -> str:
         """Acknowledge the batch, record the decision, statistics and working line, add the batch to the replay and
         hold-out windows, promote: all or nothing."""
@@ -535,21 +615,26 @@ class Learner:
                     pipe.watch(self.registry.current_key)
                     current = as_text(pipe.get(self.registry.current_key))
                     outcome = decision["decision"]
-                    if outcome in ("promoted", "rejected") and current != serving:
+                    if outcome in ("promoted", "rejected", "deferred") and current != serving:
                         outcome = "superseded"  # someone promoted or rolled back meanwhile: the gate compared against another version
+                    same_line = (working or {}).get("serving") == serving
+                    since_ppo = 0 if ppo_attempted else (working or {}).get("since_ppo", 0) + 1
                     pipe.multi()
                     if outcome == "promoted":
                         pipe.lpush(self.registry.history_key, serving)
+                        pipe.ltrim(self.registry.history_key, 0, self.config.history_len - 1)  # a version every few seconds: keep the newest
                         pipe.set(self.registry.current_key, decision["version"])
-                        pipe.set(self.working_key, json.dumps({"version": decision["version"], "serving": decision["version"], "rejections": 0}))
-                    elif outcome == "rejected":
-                        rejections = (working or {}).get("rejections", 0) + 1 if (working or {}).get("serving") == serving else 1
-                        pipe.set(self.working_key, json.dumps({"version": decision["version"], "serving": serving, "rejections": rejections}))
+                        line = {"version": decision["version"], "serving": decision["version"], "rejections": 0, "since_ppo": since_ppo}
+                        pipe.set(self.working_key, json.dumps(line))
+                    elif outcome in ("rejected", "deferred"):
+                        rejections = (working or {}).get("rejections", 0) if same_line else 0
+                        line = {"version": decision["version"], "serving": serving, "rejections": rejections + (outcome == "rejected"), "since_ppo": since_ppo}
+                        pipe.set(self.working_key, json.dumps(line))
                     elif outcome == "superseded":
                         pipe.delete(self.working_key)
                     if outcome != "replayed":
                         pipe.hset(self.decisions_key, batch_key, json.dumps(dict(decision, decision=outcome)))
-                        if outcome in ("promoted", "rejected", "superseded"):
+                        if outcome in ("promoted", "rejected", "deferred", "superseded"):
                             pipe.set(self.status.last_key, json.dumps(dict(decision, decision=outcome, batch_key=batch_key)))
                         if outcome == "promoted":
                             pipe.set(self.status.last_promoted_key, json.dumps(dict(decision, decision=outcome, batch_key=batch_key)))

@@ -13,7 +13,7 @@ import torch
 from ranker.learning.join import Trajectory
 from ranker.live.events import RankingEvent
 from ranker.ranking.features import FEATURES, SlateFeatures
-from ranker.ranking.policy import RankingPolicy, masked_log_softmax
+from ranker.ranking.policy import SCORE_SCALE, RankingPolicy, logged_log_softmax
 
 
 class LoggedObservation:
@@ -48,6 +48,8 @@ class Steps:
     positions: np.ndarray  # [N] the position in its ranking
     outcomes: np.ndarray  # [N, 3] 0/1 click, add to cart, purchase of the placed item
     values: np.ndarray  # [N, K] each candidate's purchase value under the objective (1: purchases)
+    normalised: np.ndarray  # [N] bool: the temperature is in standardised-score units (SCORE_SCALE)
+    bonus: np.ndarray  # [N, K] the cold-start bonus each candidate's logit had when the decision was sampled
 
 
 def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str]], np.ndarray] | None = None) -> Steps:
@@ -64,6 +66,9 @@ def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str
         outcomes = trajectory.outcome_table()
         values = np.zeros(k, dtype=np.float32)
         values[:n] = 1.0 if values_of is None else values_of(event.candidate_ids)
+        bonus = np.zeros(k, dtype=np.float32)
+        for row, logit in (event.bonus or {}).items():
+            bonus[int(row)] = logit
         for position, slot in enumerate(event.slots):
             features = np.zeros((k, len(FEATURES)), dtype=np.float32)
             features[:n] = slate.features
@@ -81,15 +86,19 @@ def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str
             rows["positions"].append(position)
             rows["outcomes"].append(outcomes[position])
             rows["values"].append(values)
+            rows["normalised"].append(event.score_scale == SCORE_SCALE)
+            rows["bonus"].append(bonus)
             slate.place(slot)
-    return Steps(
-        **{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory", "positions") else np.float32) for name, values in rows.items()}
-    )
+    return Steps(**{name: np.asarray(values, dtype=_DTYPES.get(name, np.float32)) for name, values in rows.items()})
+
+
+_DTYPES = {"actions": np.int64, "trajectory": np.int64, "positions": np.int64, "normalised": bool}
 
 
 def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device | str = "cpu", *, chunk: int = 2048) -> np.ndarray:
-    """[N, K] the policy's log-probability of every candidate at every logged step, at the logged temperature
-    (``chunk`` steps per forward pass, so memory stays bounded on long logs)."""
+    """[N, K] the network's log-probability of every candidate at every logged step, at the logged temperature, on the
+    logged score scale (``chunk`` steps per forward pass, so memory stays bounded on long logs). The head's draw and
+    the cold-start bonus belong to serving: what is replayed here is the network, the policy PPO trains."""
     net = policy.net.to(device)
     out = []
     with torch.no_grad():
@@ -97,8 +106,8 @@ def action_log_probs(policy: RankingPolicy, steps: Steps, device: torch.device |
             rows = slice(start, start + chunk)
             mask = torch.as_tensor(steps.mask[rows], device=device)
             scores, _ = net(torch.as_tensor(steps.features[rows], device=device), torch.as_tensor(steps.context[rows], device=device), mask)
-            logits = scores / torch.as_tensor(steps.temperatures[rows], device=device)[:, None]
-            out.append(masked_log_softmax(logits, mask).cpu().numpy())
+            temperatures = torch.as_tensor(steps.temperatures[rows], device=device)
+            out.append(logged_log_softmax(scores, mask, temperatures, torch.as_tensor(steps.normalised[rows], device=device)).cpu().numpy())
     policy.net.to("cpu")
     return np.concatenate(out) if out else np.zeros((0, steps.mask.shape[1]), dtype=np.float32)
 

@@ -12,8 +12,14 @@ importance-weighted from the policy that logged it to the proximal one,
 
 with ``mu`` the logged propensity, ``rho`` = ``LearnerConfig.max_importance_weight`` and ``u_i`` the
 contribution weight of the decision's user (:func:`ranker.learning.caps.contribution_weights`). For a batch
-logged by the policy the update starts from, w = 1 and this is plain PPO. Epochs stop early once the mean KL
-from the proximal policy passes ``target_kl``. The Adam state is carried from update to update with the
+logged by the policy the update starts from, w = 1 and this is plain PPO.
+
+The probabilities are those of the distribution that serves: the scores standardised over the available
+candidates, at the logged temperature (in those units, :func:`ranker.ranking.policy.normalised_scores`). A
+rescale of every score changes nothing there, so no step is spent on sharpening that serving's
+entropy-targeted temperature would divide away. Epochs stop early once the KL from the proximal policy,
+measured *after* the step on the minibatch just used (the exact KL over every candidate, not a sample of it),
+passes ``target_kl``. The Adam state is carried from update to update with the
 policy line (:func:`save_optimiser`, :func:`load_optimiser`): a version's artifact keeps the state it was
 trained with, and its child continues from it.
 """
@@ -30,7 +36,7 @@ from ranker.devices import resolve_device
 from ranker.learning.config import LearnerConfig
 from ranker.learning.critic import OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
 from ranker.learning.replay import Steps, action_log_probs
-from ranker.ranking.policy import RankingPolicy, masked_log_softmax
+from ranker.ranking.policy import RankingPolicy, logged_log_softmax
 
 OPTIMISER_FILE = "optimiser.safetensors"
 
@@ -67,8 +73,10 @@ def ppo_update(
     clipped_share = float((ratios > config.max_importance_weight).mean()) if len(ratios) else 0.0
     if sample_weight is not None:
         weights = weights * sample_weight
-    tensors = {name: torch.as_tensor(getattr(steps, name), device=device) for name in ("features", "mask", "context", "actions", "temperatures", "returns")}
+    names = ("features", "mask", "context", "actions", "temperatures", "returns", "normalised")
+    tensors = {name: torch.as_tensor(getattr(steps, name), device=device) for name in names}
     tensors["prox_log_probs"] = torch.as_tensor(prox_chosen, device=device, dtype=torch.float32)
+    tensors["prox_all"] = torch.as_tensor(prox_all, device=device, dtype=torch.float32)
     tensors["weights"] = torch.as_tensor(weights, device=device, dtype=torch.float32)
     critic_report: dict[str, float] = {}
     if config.advantage == "critic":
@@ -86,7 +94,7 @@ def ppo_update(
             index = torch.as_tensor(order[start : start + config.minibatch_steps], device=device)
             batch = {name: tensor[index] for name, tensor in tensors.items()}
             scores, values = net(batch["features"], batch["context"], batch["mask"])
-            log_p = masked_log_softmax(scores / batch["temperatures"][:, None], batch["mask"])
+            log_p = logged_log_softmax(scores, batch["mask"], batch["temperatures"], batch["normalised"])
             chosen = log_p.gather(1, batch["actions"][:, None])[:, 0]
             if "advantages" in batch:
                 advantages = batch["advantages"]
@@ -110,7 +118,9 @@ def ppo_update(
                 history["policy_loss"].append(float(policy_loss))
                 history["value_loss"].append(float(value_loss))
                 history["clip_fraction"].append(float(((ratio - 1).abs() > config.clip_range).float().mean()))
-                history["approx_kl"].append(float((batch["prox_log_probs"] - chosen).mean()))
+                after, _ = net(batch["features"], batch["context"], batch["mask"])  # the KL of the step just taken
+                log_after = logged_log_softmax(after, batch["mask"], batch["temperatures"], batch["normalised"])
+                history["approx_kl"].append(float(kl_divergence(batch["prox_all"], log_after, batch["mask"]).mean()))
             if config.target_kl and history["approx_kl"][-1] > config.target_kl:
                 stopped_early = True
                 break
@@ -125,6 +135,13 @@ def ppo_update(
     updated = RankingPolicy(net=net, manifest={})
     updated.optimiser_state = _state_tensors(optimiser, net)
     return updated, summary
+
+
+def kl_divergence(log_p: torch.Tensor, log_q: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] ``KL(p || q)`` over the available candidates of each decision, from log-probabilities [B, K]."""
+    available = mask > 0
+    terms = torch.where(available, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p))
+    return terms.sum(dim=-1)
 
 
 def outcome_advantages(

@@ -280,6 +280,8 @@ class RankingEvent:
     temperatures: list[float] | None = None  # each position's sampling temperature (entropy-targeted); None: ``temperature`` throughout
     slate_size: int | None = None  # the slate length asked for (the position feature's scale); None: len(slots), as logged before it
     query_parsed: dict[str, Any] | None = None  # what the parser read and what was relaxed (ranker.retrieval.understanding.Understood.to_json)
+    score_scale: str | None = None  # "z": the temperatures are in units of standardised scores (ranker.ranking.policy); None: raw scores
+    bonus: dict[str, float] | None = None  # the cold-start bonus added to each candidate's logit while sampling, by candidate row (nonzero only)
 
     def to_fields(self) -> dict[str, bytes | str]:
         meta = {name: getattr(self, name) for name in self.__dataclass_fields__ if name not in ARRAY_FIELDS}  # no deep copy of the arrays

@@ -206,7 +206,7 @@ class PolicyCache:
         try:
             if not VERSION_PATTERN.match(version):
                 raise PolicyError(f"policy pointer {version!r} is not a version name")
-            policy = RankingPolicy.load(self.policies_dir / version)
+            policy = RankingPolicy.load(self.policies_dir / version, reuse=self.policy)
         except (PolicyError, OSError) as exc:
             log.error("policy %s cannot be loaded, still serving %s: %s", version, self.version, exc)
             self.failed[version] = str(exc)

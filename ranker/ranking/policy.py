@@ -14,6 +14,16 @@ Serving (:class:`RankingPolicy`):
   features updated after each placement (as in training), returning each
   position's log-probability for online learning and off-policy estimates.
 
+Sampling reads the scores *standardised over the candidates still available*
+(:func:`normalised_scores`), and the temperature is in those units: a policy
+whose scores are all multiplied by a constant samples exactly as before. So
+an online update cannot "improve" by sharpening its scores, which the
+entropy-targeted temperature would divide away at serving; only a change of
+the scores' shape reaches the shoppers. With a calibrated Bayesian head
+(:mod:`ranker.ranking.head`), the served scores are the head's, drawn once
+per request (Thompson sampling); the log-probabilities are those of the
+slate actually sampled.
+
 Artifact: a directory with ``policy.safetensors`` and ``manifest.json``
 (version, parent, creation time, feature schema and its hash, architecture,
 training configuration, evaluation results, the weights' sha256). Loading
@@ -38,6 +48,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures, feature_schema, schema_hash
+from ranker.ranking.head import HEAD_FILE, BayesianHead, HeadError
 from ranker.ranking.standardise import CLIP, Standardiser
 
 ARTIFACT_FORMAT = "ranker-policy"
@@ -95,6 +106,39 @@ def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperature: fl
     return torch.log_softmax(logits.masked_fill(mask <= 0, float("-inf")), dim=-1)
 
 
+SCORE_SCALE = "z"  # logged with every ranking: its temperatures are in units of standardised scores (normalised_scores)
+MIN_SCORE_SPREAD = 1e-6  # scores this alike are all "the same": standardised to 0, not blown up
+
+
+def normalised_scores(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
+    """[..., K] ``(score - mean) / std`` over the available candidates of each row (0 elsewhere): what sampling
+    reads, so the served distribution does not change when every score is scaled or shifted (module docstring)."""
+    available = np.asarray(available, dtype=bool)
+    values = np.where(available, np.asarray(scores, dtype=np.float64), 0.0)
+    count = np.maximum(available.sum(axis=-1, keepdims=True), 1)
+    mean = values.sum(axis=-1, keepdims=True) / count
+    centred = np.where(available, values - mean, 0.0)
+    spread = np.sqrt((centred**2).sum(axis=-1, keepdims=True) / count)
+    return np.where(spread > MIN_SCORE_SPREAD, centred / np.maximum(spread, MIN_SCORE_SPREAD), 0.0)
+
+
+def normalised_scores_t(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`normalised_scores` for a batch [B, K] in torch (differentiable: the gradient of a pure rescale is 0)."""
+    weights = (mask > 0).to(scores.dtype)
+    count = weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
+    mean = (scores * weights).sum(dim=-1, keepdim=True) / count
+    centred = (scores - mean) * weights
+    spread = ((centred**2).sum(dim=-1, keepdim=True) / count).sqrt()
+    return torch.where(spread > MIN_SCORE_SPREAD, centred / spread.clamp(min=MIN_SCORE_SPREAD), torch.zeros_like(centred))
+
+
+def logged_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperatures: torch.Tensor, normalised: torch.Tensor) -> torch.Tensor:
+    """[B, K] the log-probabilities a ranking's decisions were sampled with: the scores standardised where the event
+    says so (``normalised`` [B] bool, :data:`SCORE_SCALE`; rankings logged before it: raw), over ``temperatures`` [B]."""
+    scores = torch.where(normalised[:, None], normalised_scores_t(scores, mask), scores)
+    return masked_log_softmax(scores / temperatures[:, None], mask)
+
+
 MAX_ENTROPY_SHARE = 0.8  # a position's entropy target is at most this share of log(candidates still available)
 TEMPERATURE_RANGE = (1e-3, 1e3)
 
@@ -126,6 +170,52 @@ def temperature_for_entropy(scores: np.ndarray, available: np.ndarray, target: f
     return float(np.exp(low + share * (high - low)))
 
 
+def temperatures_for_entropy(scores: np.ndarray, available: np.ndarray, target: float, *, rounds: int = 40, start: np.ndarray | None = None) -> np.ndarray:
+    """[N] :func:`temperature_for_entropy` for every row of ``scores`` [N, K] (``available`` [N, K]): the gate judges
+    thousands of logged decisions as serving would sample them. The same root, found by safeguarded Newton steps
+    on ``u = log(1/T)`` (``dH/du = -Var_p(score / T)``) inside a bracket that bisection keeps, all rows at once;
+    it agrees with the grid solver to far below the entropy's own tolerance (tested). ``start`` [N]: temperatures to
+    begin from (a nearby solution converges in a few steps)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    available = np.asarray(available, dtype=bool)
+    counts = available.sum(axis=1)
+    spread = np.where(available, scores, -np.inf).max(axis=1, initial=-np.inf) - np.where(available, scores, np.inf).min(axis=1, initial=np.inf)
+    out = np.ones(len(scores))
+    solvable = (counts >= 2) & (spread >= 1e-9)
+    if not solvable.any():
+        return out
+    z, mask = scores[solvable], available[solvable]
+    goal = np.minimum(target, MAX_ENTROPY_SHARE * np.log(counts[solvable]))
+    low, high = -np.log(TEMPERATURE_RANGE[1]), -np.log(TEMPERATURE_RANGE[0])  # u = log(1/T): entropy falls as u grows
+    lower, upper = np.full(len(z), low), np.full(len(z), high)
+    u = np.zeros(len(z)) if start is None else np.clip(-np.log(np.asarray(start, dtype=np.float64)[solvable]), low, high)
+    active = np.arange(len(z))  # rows still being solved
+    for _ in range(rounds):
+        zs, ms = z[active], mask[active]
+        logits = np.where(ms, zs * np.exp(u[active])[:, None], -np.inf)
+        logits -= logits.max(axis=1, keepdims=True)
+        weights = np.exp(logits)
+        norm = weights.sum(axis=1)
+        p = weights / norm[:, None]
+        safe = np.where(ms, logits, 0.0)
+        mean = (p * safe).sum(axis=1)
+        entropy = np.log(norm) - mean
+        variance = (p * safe**2).sum(axis=1) - mean**2
+        gap = entropy - goal[active]
+        solving = np.abs(gap) > 1e-10  # rows at the root stay where they are
+        active, gap, variance = active[solving], gap[solving], variance[solving]
+        if not len(active):
+            break
+        above = gap > 0  # too flat: u must grow
+        lower[active] = np.where(above, u[active], lower[active])
+        upper[active] = np.where(above, upper[active], u[active])
+        newton = u[active] + gap / np.maximum(variance, 1e-300)
+        inside = (newton > lower[active]) & (newton < upper[active])
+        u[active] = np.where(inside, newton, 0.5 * (lower[active] + upper[active]))
+    out[solvable] = np.exp(-u)
+    return out
+
+
 def cold_start_bonus(impressions: np.ndarray, n_slots: int, *, bonus: float, impressions_for_warm: int) -> np.ndarray:
     """[n_slots] logit bonuses for items with few impressions: ``bonus * max(0, 1 - impressions / impressions_for_warm)``.
 
@@ -145,9 +235,9 @@ class Ranking:
     """A composed slate: candidate slots in display order, their scores and (when sampled) log-probabilities."""
 
     slots: list[int]
-    scores: np.ndarray  # [K] the first pass's scores
+    scores: np.ndarray  # [K] the first pass's scores (the head's, when it serves)
     log_probs: list[float] | None = None
-    temperature: float | None = None  # the first position's
+    temperature: float | None = None  # the first position's, in standardised-score units (SCORE_SCALE)
     temperatures: list[float] | None = None  # each position's (entropy-targeted sampling)
 
 
@@ -157,6 +247,7 @@ class RankingPolicy:
 
     net: SlateNet
     manifest: dict[str, Any] = field(default_factory=dict)
+    head: BayesianHead | None = None  # the Bayesian head (ranker.ranking.head); None or inactive: the network's scores serve
 
     def __post_init__(self) -> None:
         self.net.eval()
@@ -183,6 +274,10 @@ class RankingPolicy:
     # ---------------------------------------------------------------- acting
     def scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Scores [K] for one observation: :meth:`SlateNet.forward`'s scores, computed in numpy."""
+        return self.forward(features, context, mask)[0]
+
+    def forward(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's scores [K] and its standardised features [K, F] (what the head reads), in numpy."""
         (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self.numpy_weights()
         features = np.clip((np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse, -CLIP, CLIP)
         context = np.clip((np.asarray(context, dtype=np.float32) - context_mean) * context_inverse, -CLIP, CLIP)
@@ -192,11 +287,25 @@ class RankingPolicy:
         inputs = np.concatenate([features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(context, (k, len(context)))], axis=1)
         hidden = np.maximum(inputs @ w1 + b1, 0.0)
         hidden = np.maximum(hidden @ w2 + b2, 0.0)
-        return (hidden @ w3 + b3)[:, 0]
+        return (hidden @ w3 + b3)[:, 0], features
+
+    def serving_head(self) -> BayesianHead | None:
+        """The head when it changes what serves (calibrated), else None."""
+        return self.head if self.head is not None and self.head.active else None
+
+    def served_scores(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray, theta: np.ndarray | None = None) -> np.ndarray:
+        """[K] the scores a slate is composed from: the network's, or with a serving head ``theta . phi`` (``theta``:
+        a draw, :meth:`BayesianHead.draw`; None: the posterior mean)."""
+        scores, standardised = self.forward(features, context, mask)
+        head = self.serving_head()
+        if head is None:
+            return scores
+        return head.scores(normalised_scores(scores, np.asarray(mask) > 0), standardised, head.mean if theta is None else theta)
 
     def act(self, observation: dict[str, np.ndarray]) -> int:
-        """The argmax action for a simulator observation (``features``, ``context``, ``mask``)."""
-        scores = self.scores(observation["features"], observation["context"], observation["mask"])
+        """The argmax action for a simulator observation (``features``, ``context``, ``mask``): the served scores
+        at the posterior mean."""
+        scores = self.served_scores(observation["features"], observation["context"], observation["mask"])
         return int(np.argmax(np.where(observation["mask"].astype(bool), scores, -np.inf)))
 
     def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:  # the envs.policies interface
@@ -214,35 +323,41 @@ class RankingPolicy:
     ) -> Ranking:
         """Compose a slate of ``slate_size`` from a request's features.
 
-        ``temperature`` None or 0: greedy, one forward pass, sorted. Otherwise
-        sampled position by position from the masked softmax at that
-        temperature, with the slate features updated after each placement.
-        With ``target_entropy`` (nats), each position's temperature is the one
-        that gives its distribution that entropy (:func:`temperature_for_entropy`),
-        and each is returned in ``temperatures``. ``bonus`` [K] is added to the
-        tempered logits when sampling (:func:`cold_start_bonus`); the returned
-        log-probabilities are those of the distribution actually sampled from.
+        ``temperature`` None or 0: greedy, one forward pass, sorted (by the head's
+        posterior mean when it serves). Otherwise sampled position by position
+        from the masked softmax of the standardised scores
+        (:func:`normalised_scores`) at that temperature, with the slate features
+        updated after each placement; a serving head is drawn once first
+        (Thompson sampling). With ``target_entropy`` (nats), each position's
+        temperature is the one that gives its distribution that entropy
+        (:func:`temperature_for_entropy`), and each is returned in
+        ``temperatures``. ``bonus`` [K] is added to the tempered logits when
+        sampling (:func:`cold_start_bonus`); the returned log-probabilities are
+        those of the distribution actually sampled from.
         """
         slate = SlateFeatures(observation, slate_size)
         context = observation.context
-        first = self.scores(slate.features, context, slate.available.astype(np.float32))
+        head = self.serving_head()
+        rng = rng or np.random.default_rng()
+        theta = head.draw(rng) if head is not None and temperature else None  # greedy: the posterior mean
+        first = self.served_scores(slate.features, context, slate.available.astype(np.float32), theta)
         n_valid = int(observation.valid.sum())
         length = min(slate_size, n_valid)
         if not temperature:
             order = np.argsort(-np.where(observation.valid, first, -np.inf), kind="stable")[:length]
             return Ranking(slots=[int(slot) for slot in order], scores=first)
-        rng = rng or np.random.default_rng()
         slots: list[int] = []
         log_probs: list[float] = []
         temperatures: list[float] = []
         scores = first
         for position in range(length):
             if position:
-                scores = self.scores(slate.features, context, slate.available.astype(np.float32))
+                scores = self.served_scores(slate.features, context, slate.available.astype(np.float32), theta)
+            standardised = normalised_scores(scores, slate.available)
             if target_entropy:
-                temperature = temperature_for_entropy(scores, slate.available, target_entropy)
+                temperature = temperature_for_entropy(standardised, slate.available, target_entropy)
             temperatures.append(float(temperature))
-            logits = np.where(slate.available, scores / temperature + (0.0 if bonus is None else bonus), -np.inf)
+            logits = np.where(slate.available, standardised / temperature + (0.0 if bonus is None else bonus), -np.inf)
             log_p = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
             cumulative = np.cumsum(np.exp(log_p))  # masked slots add 0, so side="right" never lands on one
             slot = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
@@ -277,13 +392,20 @@ class RankingPolicy:
             **{key: value for key, value in self.manifest.items() if key in ("training", "evaluation")},
             **manifest,
         }
+        if self.head is not None:
+            self.manifest["head"] = {**self.head.save(directory), "sha256": sha256_of(directory / HEAD_FILE)}
+        else:
+            self.manifest.pop("head", None)
+            (directory / HEAD_FILE).unlink(missing_ok=True)
         temporary = directory / (MANIFEST_FILE + ".tmp")
         temporary.write_text(json.dumps(self.manifest, indent=2, default=_json_default))
         os.replace(temporary, directory / MANIFEST_FILE)
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> RankingPolicy:
+    def load(cls, directory: Path, *, reuse: RankingPolicy | None = None) -> RankingPolicy:
+        """The artifact in ``directory``. ``reuse``: a loaded policy whose network to share when the weights are the
+        same file (a head update changes only ``head.safetensors``)."""
         directory = Path(directory)
         manifest_file = directory / MANIFEST_FILE
         if not manifest_file.exists():
@@ -306,9 +428,26 @@ class RankingPolicy:
         expected = manifest.get("weights", {}).get("sha256")
         if expected != sha256_of(weights):
             raise PolicyError(f"policy: {weights} does not match the sha256 in its manifest (corrupt or modified); refusing to load it")
-        net = SlateNet(**manifest.get("architecture", {}))
-        net.load_state_dict(load_file(str(weights)))
-        return cls(net=net, manifest=manifest)
+        if reuse is not None and reuse.manifest.get("weights", {}).get("sha256") == expected:
+            net = reuse.net  # a head update: the same network, loaded once per process
+        else:
+            net = SlateNet(**manifest.get("architecture", {}))
+            net.load_state_dict(load_file(str(weights)))
+        head = None
+        if "head" in manifest:
+            head_file = directory / HEAD_FILE
+            if not head_file.exists() or manifest["head"].get("sha256") != sha256_of(head_file):
+                raise PolicyError(f"policy: {head_file} is missing or does not match the sha256 in its manifest; refusing to load it")
+            try:
+                head = BayesianHead.load(
+                    directory, net.n_features, meta={key: value for key, value in manifest["head"].items() if key in ("rows_added", "skipped", "solve")}
+                )
+            except (HeadError, OSError, KeyError, ValueError) as exc:
+                raise PolicyError(f"policy: {directory} (version {manifest.get('version')}): {exc}") from None
+        policy = cls(net=net, manifest=manifest, head=head)
+        if net is getattr(reuse, "net", None):
+            policy._weights = reuse._weights
+        return policy
 
 
 def new_version() -> str:

@@ -19,7 +19,7 @@ from redis_cluster import ON_CLUSTER_TOO
 from api import create_app
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import non_inferior, ope_difference
-from ranker.learning.join import Joiner, Trajectory, usable
+from ranker.learning.join import Joiner, Trajectory, replayable
 from ranker.learning.loop import Learner
 from ranker.learning.replay import log_probs_of, replay
 from ranker.learning.status import LearnerStatus
@@ -87,7 +87,19 @@ def serve_sessions(service, n: int, *, seed: int = 0) -> list[str]:
 
 
 def learner_config(**overrides) -> LearnerConfig:
-    config = LearnerConfig(label_delay_s=0.0, batch_size=1000, gate_env="envs/SlateShoppingTiny-v0", gate_episodes=100, bootstrap=100, block_ms=10)
+    """Small-shop settings: the head calibrates on a few rankings and the hold-out decides from a handful (``ppo_every=0``:
+    head updates only, unless a test asks for the PPO fine-tune)."""
+    config = LearnerConfig(
+        label_delay_s=0.0,
+        batch_size=1000,
+        gate_env="envs/SlateShoppingTiny-v0",
+        gate_episodes=100,
+        bootstrap=100,
+        block_ms=10,
+        head_min_rows=30,
+        ope_min_rankings=5,
+        ppo_every=0,
+    )
     for name, value in overrides.items():
         setattr(config, name, value)
     return config
@@ -179,17 +191,14 @@ def test_unusable_trajectories_are_named():
     def trajectory(event):
         return Trajectory("1-0", event, np.zeros(3), [])
 
-    lineage = ["v3", "v2", "v1", "v0"]
-    assert usable(trajectory(fake_ranking("r", 0, version="v3")), lineage, 3) is None
-    assert usable(trajectory(fake_ranking("r", 0, log_probs=None, temperature=0.0)), lineage, 3) == "no_propensity"
-    assert usable(trajectory(fake_ranking("r", 0, version="v-old")), lineage, 3) == "stale"
-    assert usable(trajectory(fake_ranking("r", 0, version="v0")), lineage, 2) == "stale"
+    assert replayable(trajectory(fake_ranking("r", 0, version="v-old"))) is None  # an old logging version still teaches (weights correct for it)
+    assert replayable(trajectory(fake_ranking("r", 0, log_probs=None, temperature=0.0))) == "no_propensity"
     bad = fake_ranking("r", 0)
     bad.features[1, 3] = np.nan
-    assert usable(trajectory(bad), lineage, 3) == "not_finite"
+    assert replayable(trajectory(bad)) == "not_finite"
     wide = fake_ranking("r", 0)
     wide.features = np.zeros((4, len(STATIC_FEATURES) + 1), np.float32)  # another feature schema
-    assert usable(trajectory(wide), ["v1"], 3) == "schema_mismatch"
+    assert replayable(trajectory(wide)) == "schema_mismatch"
 
 
 # ------------------------------------------------------------------ update
@@ -201,10 +210,14 @@ def test_an_update_trains_gates_and_commits_atomically(shop, prefix):
     report = learner.step(force=True)
     assert report is not None and report.parent == start and report.trajectories == 48  # every 5th held out for the gate
     candidate = RankingPolicy.load(shop.registry.path_of(report.version))
-    assert candidate.manifest["parent"] == start and candidate.manifest["training"]["kind"] == "online-ppo"
-    assert sha256_of(shop.registry.path_of(report.version) / "policy.safetensors") != sha256_of(STARTING_POLICY / "policy.safetensors")
+    assert candidate.manifest["parent"] == start and candidate.manifest["training"]["kind"] == "online-head"
+    # the head learned from every shown item of the batch; the network is the serving one, untouched
+    assert sha256_of(shop.registry.path_of(report.version) / "policy.safetensors") == sha256_of(STARTING_POLICY / "policy.safetensors")
+    # ... weighted by the contribution caps: 7 users, each at most 5 rankings' worth
+    assert candidate.head is not None and candidate.head.calibrated and 0 < candidate.head.rows < report.training["rows"]
+    assert 48 <= report.training["rows"] <= 48 * 5  # shown items, less the positions after a purchase
     verdict = candidate.manifest["evaluation"]["gate"]
-    assert {"simulator", "off_policy"} <= set(verdict) and verdict["off_policy"]["rankings"] == 12
+    assert "simulator" not in verdict and verdict["off_policy"]["rankings"] == 12 and verdict["off_policy"]["draws"] == LearnerConfig().gate_draws
     assert report.decision in ("promoted", "rejected")
     assert shop.registry.current() == (report.version if report.decision == "promoted" else start)
     for stream in (learner.events.rankings_stream, learner.events.interactions_stream):
@@ -213,19 +226,34 @@ def test_an_update_trains_gates_and_commits_atomically(shop, prefix):
     logged = sum(0.1 if event.type == "click" else 1.0 for _, event in shop.events.interactions())
     assert n == 60 and total == pytest.approx(logged)
     assert learner.decisions()[candidate.manifest["training"]["batch_key"]]["decision"] == report.decision
+    assert set(learner.decisions()[candidate.manifest["training"]["batch_key"]]["stages_s"]) >= {"replay", "head", "gate"}
 
 
-def test_later_updates_reuse_the_replay_window_and_the_rolling_holdout_and_continue_the_optimiser(shop, prefix):
+def test_an_update_is_deferred_while_the_holdout_is_too_small_to_decide(shop, prefix):
+    serve_sessions(shop, 20)
+    start = shop.registry.current()
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, ope_min_rankings=200))
+    report = learner.step(force=True)
+    assert report.decision == "deferred" and shop.registry.current() == start and not report.gate["reasons"]
+    serve_sessions(shop, 20, seed=1)
+    second = learner.step(force=True)  # the head line goes on from the deferred candidate: its rows are not lost
+    assert second.parent == report.version and second.training["head"]["rows"] > report.training["head"]["rows"]
+    assert learner.working()["rejections"] == 0
+
+
+def test_every_nth_update_fine_tunes_the_network_with_ppo_on_the_replay_window(shop, prefix):
     serve_sessions(shop, 40)
-    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, sim_tolerance=10.0))  # both pass the simulator
+    config = learner_config(prefix=prefix, ppo_every=1, sim_tolerance=10.0, ope_tolerance=10.0)  # every candidate passes: the PPO one serves
+    learner = Learner(shop.client, shop.registry.policies_dir, config)
     first = learner.step(force=True)
-    assert first.training["replayed"] == 0 and first.training["optimiser_state"] == "fresh"
-    assert (shop.registry.path_of(first.version) / "optimiser.safetensors").exists()
+    assert first.decision == "promoted" and first.training["kind"] == "online-ppo" and first.training["replayed"] == 0
+    assert first.training["optimiser_state"] == "fresh" and (shop.registry.path_of(first.version) / "optimiser.safetensors").exists()
+    assert sha256_of(shop.registry.path_of(first.version) / "policy.safetensors") != sha256_of(STARTING_POLICY / "policy.safetensors")
+    assert "simulator" in first.gate and first.training["head"]["calibrated"]  # the network changed: the guard ran, the head was refitted on it
     assert len(learner.replay_window.entry_ids()) == 32 and len(learner.holdout_window.entry_ids()) == 8
     serve_sessions(shop, 40, seed=1)
     second = learner.step(force=True)
-    assert second.parent == first.version  # the working line goes on from the first candidate ...
-    assert second.training["optimiser_state"] == "continued"  # ... with the optimiser state it was trained with
+    assert second.parent == first.version and second.training["optimiser_state"] == "continued"  # Adam's state goes on along the line
     assert second.training["replayed"] == 32 and second.trajectories == 32  # the first batch trains again, beside the new one
     assert second.gate["off_policy"]["rankings"] == 16  # the hold-out rolls on: both batches' held-out rankings
     assert len(learner.replay_window.entry_ids()) == 64
@@ -250,9 +278,9 @@ def test_a_ranking_with_more_events_than_a_shopper_could_send_is_spam(shop, pref
 def test_a_rejected_candidate_is_kept_with_its_reasons_and_the_pointer_stays(shop, prefix):
     serve_sessions(shop, 30)
     start = shop.registry.current()
-    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, sim_tolerance=-1.0))  # an impossible bar
+    learner = Learner(shop.client, shop.registry.policies_dir, learner_config(prefix=prefix, ope_tolerance=-1.0))  # an impossible bar
     report = learner.step(force=True)
-    assert report.decision == "rejected" and "simulator" in report.gate["reasons"][0]
+    assert report.decision == "rejected" and "off-policy" in report.gate["reasons"][0]
     assert shop.registry.current() == start and (shop.registry.path_of(report.version) / "manifest.json").exists()
 
 

@@ -96,10 +96,11 @@ def log_rankings(policy: RankingPolicy, xs: np.ndarray, temperature: float, seed
             rows["positions"].append(t)
             rows["outcomes"].append(outcomes[t])
             rows["values"].append(np.ones(K, dtype=np.float32))
+            rows["normalised"].append(False)  # raw scores over the temperature, as sample_slate draws them
+            rows["bonus"].append(np.zeros(K, dtype=np.float32))
             mask[a] = 0.0
-    return Steps(
-        **{name: np.asarray(values, dtype=np.int64 if name in ("actions", "trajectory", "positions") else np.float32) for name, values in rows.items()}
-    )
+    dtypes = {"actions": np.int64, "trajectory": np.int64, "positions": np.int64, "normalised": bool}
+    return Steps(**{name: np.asarray(values, dtype=dtypes.get(name, np.float32)) for name, values in rows.items()})
 
 
 def policy_value(policy: RankingPolicy, xs: np.ndarray, temperature: float, seed: int = 99) -> float:
