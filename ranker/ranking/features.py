@@ -27,9 +27,10 @@ mean_examination``; the purchase rate likewise. Counters are
 ``[impressions, clicks, purchases, exposure]`` (:data:`COUNTERS`) in the
 simulator and live.
 
-Schema version 2 added the debiasing, ``price_vs_category`` and stored input
-standardisation (:class:`ranker.ranking.policy.SlateNet`). Version 3 (this
-one) adds the query's intent (:class:`QueryIntent`, parsed by
+The layout and its versions are in :mod:`ranker.ranking.schema`; the user's
+profile and the session are in :mod:`ranker.ranking.profile`. Schema version 2
+added the debiasing, ``price_vs_category`` and stored input standardisation
+(:class:`ranker.ranking.policy.SlateNet`). Version 3 adds the query's intent (:class:`QueryIntent`, parsed by
 :mod:`ranker.retrieval.query_intent`): whether a price range, a brand or a
 colour was asked for (context), how far each item's price is from the range
 and whether its brand and colour match (candidate rows); and, on an index
@@ -40,95 +41,52 @@ candidates come in the calibrated fusion's order (``retrieval_rank``) while
 cosines and their uncalibrated weighted mean: the features mean the same on a
 calibrated index and on one that is not (yet), such as a catalog written
 through the API before ``ranker index bridge`` ran, so one policy serves both.
-Artifacts of another version are refused with a message to retrain.
+Version 4 (this one) adds the session (similarity to what was clicked in it, what
+was shown in it, the page and the rephrasings) and the user's taste revealed
+against what they were shown (brand and colour lifts, price levels). Artifacts
+of another version are refused with a message to retrain.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
-FEATURE_SCHEMA_VERSION = 3
-COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
-STATIC_FEATURES: tuple[str, ...] = (
-    "sim_text",  # query text vs item text (0 when the query has no text); raw cosines, also on a calibrated index
-    "sim_image",  # query picture vs item picture (0 when either lacks one)
-    "sim_cross",  # best cross-modal similarity (text->picture, picture->text)
-    "retrieval_score",  # the fused retrieval score (ranker.retrieval.fusion.fuse_scores)
-    "retrieval_rank",  # rank among candidates, 0 (first) .. 1 (last)
-    "has_image",
-    "price_z",  # log price, standardised within the candidates
-    "price_vs_user",  # log(price) - the user's mean log price paid (0 when unknown)
-    "price_vs_category",  # log(price) - the median log price of the candidates in the item's category
-    "ctr",  # smoothed clicks per exposure (position-debiased click rate)
-    "purchase_rate",  # smoothed purchases per exposure
-    "log_popularity",  # log1p(impressions), scaled by the candidates' maximum
-    "user_affinity",  # cosine of the user's profile embedding and the item text
-    "user_category_affinity",  # share of the user's interactions in this category
-    "user_brand_affinity",  # share of the user's interactions with this brand
-    "price_vs_limit",  # log distance of the price to the asked range's nearest bound: > 0 outside it, < 0 inside (0: no range asked)
-    "brand_match",  # 1 when the query named brands and this item is one of them
-    "colour_match",  # 1 when the query named colours and this item has one of them
+from ranker.ranking.profile import (  # noqa: F401  (re-exported: the features' inputs)
+    NO_SESSION,
+    FeatureError,
+    InMemoryStateProvider,
+    SessionState,
+    StateProvider,
+    UserProfile,
+    examination_prior,
+    lift,
+    price_level,
 )
-SLATE_FEATURES: tuple[str, ...] = (
-    "max_sim_to_placed",  # highest text similarity to an item already in the slate
-    "same_category_placed",  # share of placed items in this item's category
-    "position",  # the position being filled, 0 .. 1
+from ranker.ranking.schema import (  # noqa: F401  (re-exported: the layout the builder fills)
+    CONTEXT_FEATURES,
+    COUNTERS,
+    FEATURE_SCHEMA_VERSION,
+    FEATURES,
+    INTERACTION_KINDS,
+    SLATE_FEATURES,
+    STATIC_FEATURES,
+    feature_schema,
+    schema_hash,
 )
-FEATURES: tuple[str, ...] = STATIC_FEATURES + SLATE_FEATURES
+
 _STATIC_COLUMN = {name: column for column, name in enumerate(STATIC_FEATURES)}
 SNAPSHOT_DTYPE = np.float16  # what the event log stores static features and similarities as
 _SNAPSHOT_MAX = float(np.finfo(SNAPSHOT_DTYPE).max)
-CONTEXT_FEATURES: tuple[str, ...] = (
-    "query_has_text",
-    "query_has_image",
-    "user_history",  # log1p(number of interactions), scaled: 1.0 at 100
-    "user_has_profile",
-    "mean_retrieval_score",
-    "candidate_fill",  # share of the K slots holding a real candidate
-    "query_price_limit",  # the query asked for a price range ("under 50", "cheap")
-    "query_brand",  # the query named a brand
-    "query_colour",  # the query named a colour
-)
-
-
-def schema_hash() -> str:
-    """A short hash of the feature layout; it changes whenever the layout does."""
-    layout = {"version": FEATURE_SCHEMA_VERSION, "features": FEATURES, "context": CONTEXT_FEATURES}
-    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def feature_schema() -> dict[str, object]:
-    """The documented schema, as recorded in policy manifests."""
-    return {"version": FEATURE_SCHEMA_VERSION, "hash": schema_hash(), "features": list(FEATURES), "context": list(CONTEXT_FEATURES)}
-
-
-class FeatureError(ValueError):
-    """Bad input to the feature builder; the message names the argument."""
-
-
-def examination_prior(positions: np.ndarray | int) -> np.ndarray:
-    """The exposure one impression at 0-based ``positions`` counts for: ``1 / (t + 1)``.
-
-    A fixed, documented prior (not fitted, not read from a simulator), the
-    shape of the position-based model with position bias 1.
-    """
-    return 1.0 / (np.asarray(positions, dtype=np.float64) + 1.0)
 
 
 def mean_examination(slate_size: int) -> float:
     """The mean :func:`examination_prior` over a slate's positions: the exposure of an impression at an unknown
     position (history recorded without positions counts this much per impression)."""
     return float(examination_prior(np.arange(slate_size)).mean())
-
-
-INTERACTION_KINDS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
 
 
 @dataclass(frozen=True)
@@ -161,42 +119,6 @@ NO_INTENT = QueryIntent()
 
 
 @dataclass
-class UserProfile:
-    """What the state provider knows of a user; :meth:`record` folds in one interaction."""
-
-    embedding: np.ndarray | None = None  # unit vector in the text space
-    n_interactions: int = 0
-    category_counts: dict[str, float] = field(default_factory=dict)
-    brand_counts: dict[str, float] = field(default_factory=dict)
-    log_price_sum: float = 0.0  # over purchases
-    n_purchases: int = 0
-
-    @property
-    def mean_log_price(self) -> float | None:
-        """Mean log price of what the user bought; None before the first purchase."""
-        return self.log_price_sum / self.n_purchases if self.n_purchases else None
-
-    def record(self, *, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray, decay: float = 0.9) -> None:
-        """A click, add_to_cart or purchase of an item with these attributes.
-
-        The embedding is an exponential moving average of interacted items'
-        text vectors (weight ``1 - decay`` on the newest), kept unit length, so
-        it follows the user's recent taste.
-        """
-        if kind not in INTERACTION_KINDS:
-            raise FeatureError(f"kind: unknown interaction {kind!r}; use click, add_to_cart or purchase")
-        vector = np.asarray(text_vector, dtype=np.float32)
-        mixed = vector if self.embedding is None else decay * self.embedding + (1 - decay) * vector
-        self.embedding = mixed / max(float(np.linalg.norm(mixed)), 1e-12)
-        self.n_interactions += 1
-        self.category_counts[category] = self.category_counts.get(category, 0.0) + 1.0
-        self.brand_counts[brand] = self.brand_counts.get(brand, 0.0) + 1.0
-        if kind == "purchase" and price > 0:
-            self.log_price_sum += float(np.log(price))
-            self.n_purchases += 1
-
-
-@dataclass
 class CandidateSet:
     """K retrieved candidates as arrays (rows in retrieval order)."""
 
@@ -209,6 +131,7 @@ class CandidateSet:
     retrieval_scores: np.ndarray  # [n] fused
     channel_scores: dict[str, np.ndarray]  # channel -> [n], NaN where the item lacks that part
     colours: list[str] | None = None  # the item's colour attribute ("" when it has none); None: nobody knows
+    price_levels: np.ndarray | None = None  # [n] each price's level in its catalog category (profile.price_level); None: unknown
 
     def __post_init__(self) -> None:
         n = len(self.item_ids)
@@ -223,52 +146,6 @@ class CandidateSet:
 
     def __len__(self) -> int:
         return len(self.item_ids)
-
-
-class StateProvider(Protocol):
-    """Live state the features read: item counters and user profiles."""
-
-    def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
-        """[n, 4] impressions, clicks, purchases, exposure (:data:`COUNTERS`)."""
-        ...
-
-    def user_profile(self, user_key: str | None) -> UserProfile: ...
-
-
-class InMemoryStateProvider:
-    """A :class:`StateProvider` in process memory (simulation, tests, single process)."""
-
-    def __init__(self, *, profile_decay: float = 0.9):
-        self.profile_decay = profile_decay
-        self._counts: dict[str, np.ndarray] = {}
-        self._profiles: dict[str, UserProfile] = {}
-
-    def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
-        zero = np.zeros(len(COUNTERS))
-        return np.array([self._counts.get(item_id, zero) for item_id in item_ids], dtype=np.float64).reshape(len(item_ids), len(COUNTERS))
-
-    def user_profile(self, user_key: str | None) -> UserProfile:
-        if user_key is None:
-            return UserProfile()
-        return self._profiles.get(user_key, UserProfile())
-
-    def record_impressions(self, item_ids: Sequence[str]) -> None:
-        """A slate shown: ``item_ids`` in display order (position 0 first)."""
-        for position, item_id in enumerate(item_ids):
-            counts = self._counts.setdefault(item_id, np.zeros(len(COUNTERS)))
-            counts[0] += 1
-            counts[3] += examination_prior(position)
-
-    def record_interaction(self, user_key: str, *, item_id: str, kind: str, category: str, brand: str, price: float, text_vector: np.ndarray) -> None:
-        """A click, add_to_cart or purchase: item counters and the user's profile move at once."""
-        profile = self._profiles.get(user_key) or UserProfile()
-        profile.record(kind=kind, category=category, brand=brand, price=price, text_vector=text_vector, decay=self.profile_decay)
-        self._profiles[user_key] = profile
-        counts = self._counts.setdefault(item_id, np.zeros(len(COUNTERS)))
-        if kind == "click":
-            counts[1] += 1
-        elif kind == "purchase":
-            counts[2] += 1
 
 
 @dataclass
@@ -323,8 +200,10 @@ class FeatureBuilder:
         query_has_text: bool,
         query_has_image: bool,
         intent: QueryIntent = NO_INTENT,
+        session: SessionState = NO_SESSION,
     ) -> Observation:
-        """Static features and context for ``candidates`` (at most K; the rest is padding)."""
+        """Static features and context for ``candidates`` (at most K; the rest is padding), for a user with
+        ``profile`` in ``session``."""
         n, k = len(candidates), self.n_candidates
         if n > k:
             raise FeatureError(f"candidates: {n} given for {k} slots")
@@ -337,6 +216,8 @@ class FeatureBuilder:
         if n:
             self._fill_static(static[:n], candidates, counts, profile)
             _fill_intent(static[:n], candidates, intent)
+            _fill_taste(static[:n], candidates, profile)
+            _fill_session(static[:n], candidates, session)
             static[:n] = snapshot_precision(static[:n])
             code_of = {category: code for code, category in enumerate(dict.fromkeys(candidates.categories))}
             codes[:n] = [code_of[category] for category in candidates.categories]
@@ -351,6 +232,10 @@ class FeatureBuilder:
                 float(intent.has_price),
                 float(bool(intent.brands)),
                 float(bool(intent.colours)),
+                min((session.page - 1) / 4, 1.0),
+                min(session.rephrasings / 3, 1.0),
+                min(math.log1p(session.n_clicked) / math.log1p(10), 1.0),
+                float(np.clip(profile.price_response, -3.0, 3.0)),
             ],
             dtype=np.float32,
         )
@@ -407,6 +292,29 @@ def _fill_intent(out: np.ndarray, candidates: CandidateSet, intent: QueryIntent)
         out[:, column["brand_match"]] = _matches(candidates.brands, intent.brands)
     if intent.colours and candidates.colours is not None:
         out[:, column["colour_match"]] = _matches(candidates.colours, intent.colours)
+
+
+def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile) -> None:
+    """Write the revealed-taste columns of ``out`` ([n, S]): brand and colour lifts over what the user was shown, and
+    each price's level against the level of what the user acted on."""
+    column = _STATIC_COLUMN
+    if not profile.n_interactions:
+        return
+    out[:, column["user_brand_lift"]] = lift(profile.brand_counts, profile.n_interactions, profile.shown_brand_counts, profile.shown, candidates.brands)
+    if candidates.colours is not None:
+        colours = candidates.colours
+        out[:, column["user_colour_lift"]] = lift(profile.colour_counts, profile.n_interactions, profile.shown_colour_counts, profile.shown, colours)
+    if candidates.price_levels is not None and profile.mean_level is not None:
+        out[:, column["price_vs_user_level"]] = np.clip(finite_or_zero(candidates.price_levels) - profile.mean_level, -5.0, 5.0)
+
+
+def _fill_session(out: np.ndarray, candidates: CandidateSet, session: SessionState) -> None:
+    """Write the session columns of ``out`` ([n, S]): similarity to what was clicked in it, and what was shown in it."""
+    column = _STATIC_COLUMN
+    if session.clicked is not None and len(session.clicked):
+        out[:, column["sim_to_clicked"]] = (candidates.text_vectors @ np.asarray(session.clicked, dtype=np.float32).T).max(axis=1)
+    if session.shown:
+        out[:, column["shown_in_session"]] = [item_id in session.shown for item_id in candidates.item_ids]
 
 
 def _matches(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
