@@ -22,7 +22,8 @@ def healthz() -> Any:
 
 @bp.get("/readyz", operation_id="readyz")
 def readyz() -> Any:
-    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them."""
+    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them;
+    ``policy_fallback`` says when the pointer's version would not load and an older one serves instead."""
     svc = service()
     problems = []
     try:
@@ -36,6 +37,7 @@ def readyz() -> Any:
         "problems": problems,
         "items": len(svc.engine),
         "policy_version": svc.policies.version,
+        "policy_fallback": svc.policies.fallback,
         "encoders": svc.engine.encoders.runtime(),
     }
     return jsonify(body), (200 if not problems else 503)
@@ -47,6 +49,7 @@ def prometheus() -> Any:
     svc, m = service(), metrics()
     m.items.set(len(svc.engine))
     m.serving(svc.policies.version)
+    m.policy_fallback.set(1 if svc.policies.fallback else 0)
     try:
         m.learner(LearnerStatus(svc.client, prefix=current_app.config["PREFIX"]).summary())
     except redis.RedisError:

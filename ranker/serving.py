@@ -277,7 +277,7 @@ class RankingService:
         self.parser = QueryParser(engine.query_vocabulary)  # the vocabulary follows every catalog write in place
         # first start: a policy to serve and every catalog write so far
         try:
-            self.policies.get(self.registry.ensure_current())
+            self.policies.start(self.registry.ensure_current(), self.registry.history(), install_starting_policy(policies_dir))
             with self._engine_lock:
                 self.catalog_log.catch_up(engine)
         except redis.RedisError as exc:  # serve what is on disk; the pointer is read again with every request

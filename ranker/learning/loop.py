@@ -72,7 +72,7 @@ from ranker.experiments.store import ExperimentStore
 from ranker.learning.caps import capped_holdout, step_weights
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import gate, gate_uses_live_catalog
-from ranker.learning.guardrail import guardrail, reward_stats
+from ranker.learning.guardrail import guardrail, queue_reward, reward_stats
 from ranker.learning.join import (
     SKIP_REASONS,
     Joiner,
@@ -565,10 +565,10 @@ class Learner:
                         for entry_id in trajectory.interaction_entries:
                             pipe.xack(streams["interactions"], self.config.group, entry_id)
                         if stats:
-                            reward_key = key(self.config.prefix, "learner", "reward", trajectory.event.policy_version)
-                            pipe.hincrbyfloat(reward_key, "n", 1)
-                            pipe.hincrbyfloat(reward_key, "sum", trajectory.total_reward)
-                            pipe.hincrbyfloat(reward_key, "sumsq", trajectory.total_reward**2)
+                            event = trajectory.event
+                            queue_reward(
+                                pipe, self.client, self.config.prefix, event.policy_version, event.user_key, trajectory.total_reward, self.config.user_cap
+                            )
                     for reason, count in (skip_counts or {}).items():
                         pipe.hincrby(self.counts_key, reason, count)
                     for window, trajectories in windows:
