@@ -98,23 +98,23 @@ CRASH_POINTS = ("read", "trained", "committed")
 
 
 def _crash_point(name: str, counter: dict[str, int]) -> None:
-    """Fault injection for the kill test: ``RANKER_LEARN_CRASH_AT=trained:2`` kills -9 at the second "trained" point;
-    with ``RANKER_LEARN_CRASH_ONCE=<file>`` only the first learner to get there does (and leaves the file), so one
-    restarted by the supervisor goes on."""
+    """Fault injection for the kill tests: ``RANKER_LEARN_CRASH_AT=trained:2`` kills -9 at the second "trained" point
+    (several, comma-separated). With ``RANKER_LEARN_CRASH_ONCE=<path>`` each kill happens once across restarts (a
+    marker file ``<path>.<point>-<n>`` remembers it), so a learner restarted by the supervisor goes on."""
     spec = os.environ.get("RANKER_LEARN_CRASH_AT")
     if not spec:
         return
-    point, _, nth = spec.partition(":")
-    if point == name:
-        counter[name] = counter.get(name, 0) + 1
-        if counter[name] == int(nth or 1):
-            once = os.environ.get("RANKER_LEARN_CRASH_ONCE")
-            if once:
-                try:
-                    os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-                except FileExistsError:
-                    return
-            os.kill(os.getpid(), 9)
+    counter[name] = counter.get(name, 0) + 1
+    for point, _, nth in (part.partition(":") for part in spec.split(",")):
+        if point != name or counter[name] != int(nth or 1):
+            continue
+        once = os.environ.get("RANKER_LEARN_CRASH_ONCE")
+        if once:
+            try:
+                os.close(os.open(f"{once}.{point}-{nth or 1}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+        os.kill(os.getpid(), 9)
 
 
 @dataclass
