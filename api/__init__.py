@@ -142,6 +142,7 @@ def _register_hooks(app: OpenAPI) -> None:
         g.redis_failures = service.redis_failures
         if request.path.startswith("/v1/"):
             security.check_forged_post(app)
+            security.check_key_first(app)  # before the body is parsed: a caller without the key learns nothing of its rules
         if request.method not in ("POST", "PUT") or not request.path.startswith("/v1/") or request.path.endswith(BODYLESS_POSTS):
             return
         limit = app.config["MAX_CONTENT_LENGTH"]
