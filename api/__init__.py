@@ -140,6 +140,8 @@ def _register_hooks(app: OpenAPI) -> None:
     def _check_body() -> None:
         g.started = time.perf_counter()
         g.redis_failures = service.redis_failures
+        if request.routing_exception is not None:
+            return  # an unknown path or method: its 404 or 405 (with Allow) comes first
         if request.path.startswith("/v1/"):
             security.check_forged_post(app)
             security.check_key_first(app)  # before the body is parsed: a caller without the key learns nothing of its rules
