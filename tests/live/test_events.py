@@ -92,7 +92,7 @@ def test_the_snapshot_is_stored_at_half_precision_and_entries_written_in_float32
 def test_logged_slates_count_impressions_for_their_items_only(client, prefix):
     log = EventLog(client, prefix=prefix)
     log.append_ranking(ranking_event(slate=("a", "b", "c")))
-    log.append_ranking(ranking_event(slate=("a", "x", "y")))
+    log.append_ranking(ranking_event(slate=("a", "x", "y"), user_key="u2"))  # another user: one user counts once per item and window
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "d"])
     np.testing.assert_array_equal(counts[:, 0], [2, 1, 0])  # d was a candidate, never shown
     np.testing.assert_allclose(counts[:, 3], [1 + 1, 1 / 2, 0])  # exposure: the examination prior of each position shown
