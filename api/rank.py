@@ -46,6 +46,7 @@ def rank(body: RankRequest) -> Any:
         num_candidates=body.num_candidates,
         filters=filters,
         session_id=body.session_id,
+        page=body.page,
         temperature=0.0 if body.greedy else None,
         parse_query=body.parse_query,
         explain=body.explain,

@@ -17,6 +17,7 @@ from ranker.catalog.items import ItemFields as CatalogItemFields
 from ranker.catalog.items import ItemId
 
 MAX_RESULTS = 100
+MAX_PAGE = 100  # pages of one query in a session
 MAX_CANDIDATES = 1000
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
@@ -94,7 +95,13 @@ class RankRequest(Closed):
     )
     filters: RankFilters | None = None
     explain: bool = False
-    session_id: str | None = Field(default=None, max_length=256)
+    session_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="the shopper's search session: its pages never repeat an item of the same query, and the ranking reads what was clicked in it",
+    )
+    page: int = Field(default=1, ge=1, le=MAX_PAGE, description="the page of this query in the session, 1-based (a page above 1 needs session_id)")
     greedy: bool = Field(default=False, description="sort by score instead of sampling with the serving temperature")
     parse_query: bool = Field(
         default=True,
@@ -102,10 +109,12 @@ class RankRequest(Closed):
         "(relaxed when nothing satisfies them), brands and colours become features; false: the text is embedded as typed",
     )
 
-    _whole_numbers = field_validator("num_results", "num_candidates", mode="before")(_whole_number)
+    _whole_numbers = field_validator("num_results", "num_candidates", "page", mode="before")(_whole_number)
 
     @model_validator(mode="after")
     def _enough_candidates(self) -> RankRequest:
+        if self.page > 1 and self.session_id is None:
+            raise ValueError(f"page: {self.page} needs a session_id (the pages of a query are counted per session)")
         if self.num_candidates is not None and self.num_results is not None and self.num_candidates < self.num_results:
             raise ValueError(f"num_candidates: must be >= num_results ({self.num_results}), got {self.num_candidates}")
         return self

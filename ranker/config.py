@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ranker.experiments.store import LOGS_TTL_S
 from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
-from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S
+from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, SESSION_TTL_S
 from ranker.retrieval.query_cache import QUERY_CACHE_SIZE
 
 ENV_PREFIX = "RANKER_"
@@ -100,6 +100,7 @@ class Settings(BaseSettings):
     stream_max_len: int = Field(MAX_STREAM_LEN, ge=1, description="retention of the rankings and interactions streams: entries ...")
     stream_max_age_s: float = Field(MAX_STREAM_AGE_S, ge=0, description="... and age (0: no age limit)")
     profile_ttl_s: int = Field(PROFILE_TTL_S, ge=1, description="a user's profile and counters expire this long after their last event")
+    session_ttl_s: int = Field(SESSION_TTL_S, ge=1, description="a search session (pages, clicks) is kept this long after its last request or click")
     pseudonym_ttl_s: int = Field(PSEUDONYM_TTL_S, ge=1, description="a user's pseudonym expires this long after their last request")
     series_ttl_s: int = Field(SERIES_TTL_S, ge=1, description="a day of the live reward series is kept this long after the day")
     experiment_logs_ttl_s: int = Field(LOGS_TTL_S, ge=1, description="an experiment's exposure and outcome logs are kept this long after it ends")

@@ -24,6 +24,7 @@ import redis
 from ranker.live.backend import confirm_replicated
 from ranker.live.events import EVENT_TYPES, Feedback, FeedbackRateLimited, FeedbackRefused
 from ranker.live.state import Interaction
+from ranker.ranking.profile import price_level
 from ranker.serving import FeedbackError, Unavailable
 
 if TYPE_CHECKING:
@@ -109,4 +110,6 @@ def describe(service: RankingService, reported: Sequence[Feedback]) -> None:
         if event.type == "purchase":
             event.revenue = float(event.value) if event.value is not None else float(item.price) if item is not None else 0.0
         if item is not None and present[row]:
-            event.profile = Interaction(event.type, item.category, item.brand, item.price, vectors[row])
+            median = engine.query_vocabulary.price_quantile(0.5, [item.category]) or item.price
+            level = float(price_level(item.price, median))
+            event.profile = Interaction(event.type, item.category, item.brand, item.price, vectors[row], colour=item.colour, level=level)

@@ -56,9 +56,9 @@ from ranker.live.events import (
     new_ranking_id,
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
-from ranker.live.state import RedisStateProvider
+from ranker.live.state import RedisStateProvider, SessionRead, SessionRef, session_key
 from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
-from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
+from ranker.ranking.features import COUNTERS, NO_SESSION, CandidateSet, FeatureBuilder, Observation, SessionState, UserProfile, price_level
 from ranker.ranking.policy import SCORE_SCALE, Ranking, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
 from ranker.retrieval.fusion import fuse_scores
@@ -99,6 +99,7 @@ class ServiceConfig:
     stream_max_len: int = default("stream_max_len")  # retention of the event log by size ...
     stream_max_age_s: float | None = default("stream_max_age_s") or None  # ... and by age (None: no age limit)
     profile_ttl_s: int = default("profile_ttl_s")  # a user's profile and activity counters expire this long after their last event
+    session_ttl_s: int = default("session_ttl_s")  # a search session's pages and clicks are kept this long after its last request
     series_ttl_s: int = default("series_ttl_s")  # a day of the live reward series is kept this long after the day
     experiment_logs_ttl_s: int = default("experiment_logs_ttl_s")  # an experiment's exposure and outcome logs are kept this long after it ends
     redis_replicas: int = default("redis_replicas")  # replicas that confirm feedback before it is acknowledged (WAIT)
@@ -126,6 +127,7 @@ class ServiceConfig:
             "dedup_ttl_s",
             "stream_max_len",
             "profile_ttl_s",
+            "session_ttl_s",
             "series_ttl_s",
             "experiment_logs_ttl_s",
             "redis_replicas",
@@ -295,13 +297,18 @@ class RankingService:
         num_candidates: int | None = None,
         filters: Filters | None = None,
         session_id: str | None = None,
+        page: int = 1,
         temperature: float | None = None,
         parse_query: bool = True,
         explain: bool = False,
     ) -> RankResult:
         """A slate for the query. ``parse_query``: read price, brand, colour and category intent from the text
         (:mod:`ranker.retrieval.understanding`); False embeds the text as typed. ``explain`` keeps what
-        :meth:`RankResult.to_json` needs to explain it."""
+        :meth:`RankResult.to_json` needs to explain it. With ``session_id``, page ``page`` (1-based) of the query
+        repeats no item its earlier pages showed in the session, and the features read the session (what was
+        clicked in it, the page, the rephrasings: :class:`ranker.ranking.profile.SessionState`)."""
+        if page > 1 and not session_id:
+            raise RequestError(f"page: {page} needs a session_id (the pages of a query are counted per session)", field="page", value=page)
         watch = Stopwatch()
         num_results = num_results or self.config.num_results
         num_candidates = max(num_candidates or self.config.num_candidates, num_results)
@@ -318,11 +325,27 @@ class RankingService:
         watch.lap("sync")
         understood = Understood.of(text, self._parse(text) if parse_query else None)
         watch.lap("parse")
+        session_ref = SessionRef(session_key(self.config.prefix, user_key, session_id), query_hash(text, image), page) if session_id and redis_ok else None
+        session_read = SessionRead()
+        if session_ref is not None:
+            try:
+                session_read = self.state.session(session_ref)
+            except redis.RedisError as exc:
+                redis_ok = self._redis_failed("session", exc)
+                session_ref = None
+        watch.lap("session")
         query = self.engine.embed_query(understood.text, image)
         watch.lap("encode")
+        excluded = session_read.shown_for_query
+
+        def search(applied: Filters | None) -> list[Candidate]:  # the query's earlier pages in this session are left out
+            found = self.engine.search_vectors(query, k=num_candidates + len(excluded), filters=applied)
+            return [candidate for candidate in found if candidate.item.item_id not in excluded][:num_candidates] if excluded else found
+
         with self._engine_lock:
-            candidates = understood.search(lambda applied: self.engine.search_vectors(query, k=num_candidates, filters=applied), filters)
+            candidates = understood.search(search, filters)
             candidate_set = self._candidate_set(candidates, query)
+            session = self._session_state(session_read, session_ref)
         watch.lap("retrieve")
         counts, profile = np.zeros((len(candidates), len(COUNTERS))), UserProfile()
         if redis_ok:
@@ -343,6 +366,7 @@ class RankingService:
             query_has_text=query.text is not None,
             query_has_image=query.image is not None,
             intent=understood.intent,
+            session=session,
         )
         assignment = self.experiments.assign(user_hash, user_key, session_id, ranking_id) if redis_ok else None
         sampling = Sampling(temperature, target_entropy, self._cold_bonus(counts, num_candidates) if target_entropy else None)
@@ -366,6 +390,7 @@ class RankingService:
             query_text=query_text_of(text),
             query_parsed=understood.to_json() if understood.parsed is not None else None,
             slate_size=num_results,
+            page=page if session_ref is not None else None,
             query_has_image=image is not None,
             query_hash=query_hash(text, image),
             policy_version=composed.version,
@@ -395,7 +420,10 @@ class RankingService:
                 also = None
                 if assignment is not None:
                     also = lambda pipe: self.experiments.queue_exposure(pipe, assignment, user_key=user_key, ranking_id=ranking_id, ts=event.ts)  # noqa: E731
-                self.events.append_ranking(event, exposure, also=also)
+                shown = [
+                    (candidate_set.brands[slot], (candidate_set.colours or [""] * n)[slot], float(candidate_set.price_levels[slot])) for slot in ranking.slots
+                ]
+                self.events.append_ranking(event, exposure, also=also, shown=shown, session=session_ref, session_ttl_s=self.config.session_ttl_s)
                 logged = True
             except redis.RedisError as exc:
                 self._redis_failed("log", exc)
@@ -534,7 +562,30 @@ class RankingService:
             retrieval_scores=fuse_scores(cosines, len(candidates)) if candidates else np.zeros(0),
             channel_scores=cosines,
             colours=[candidate.item.colour for candidate in candidates],
+            price_levels=self._price_levels(candidates),
         )
+
+    def _price_levels(self, candidates: list[Candidate]) -> np.ndarray:
+        """[n] each candidate's price level: the log of its price over its category's median in the catalog."""
+        medians: dict[str, float] = {}
+        vocabulary = self.engine.query_vocabulary
+        for candidate in candidates:
+            category = candidate.item.category
+            if category not in medians:
+                medians[category] = vocabulary.price_quantile(0.5, [category]) or candidate.item.price
+        return price_level(np.array([c.item.price for c in candidates], dtype=np.float64), np.array([medians[c.item.category] for c in candidates]))
+
+    def _session_state(self, read: SessionRead, ref: SessionRef | None) -> SessionState:
+        """The session as the features read it: the page, the queries before this one, the clicked items' text vectors
+        (those still in the catalog), what was shown in it."""
+        if ref is None:
+            return NO_SESSION
+        clicked = None
+        keys = [key for key in (self.engine.store.key_of(item_id) for item_id in read.clicked) if key is not None]
+        if keys:
+            vectors, present = self.engine.indexes["text"].vectors_for(np.array(keys, dtype=np.int64))
+            clicked = vectors[present] if present.any() else None
+        return SessionState(page=ref.page, rephrasings=len(read.queries - {ref.query_hash}), clicked=clicked, shown=frozenset(read.shown))
 
     def _redis_failed(self, stage: str, exc: Exception) -> bool:
         self.redis_failures += 1

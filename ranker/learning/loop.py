@@ -1,4 +1,4 @@
-"""Online learning: the Redis event log -> PPO updates -> gated policy versions.
+"""Online learning: the Redis event log -> Bayesian-head updates (and PPO fine-tunes) -> gated policy versions.
 
 The learner is one process beside the servers (``ranker learn``). Each round:
 
@@ -18,28 +18,34 @@ The learner is one process beside the servers (``ranker learn``). Each round:
    their ranking was already used ("late") are skipped and counted. The
    label delay trades completeness for freshness: feedback that comes after
    it still updates live counters and profiles, but not the learner.
-3. **Filter**. Rankings served greedily carry no propensities and cannot
-   train PPO; rankings whose feature layout is not this code's schema, or
-   that hold NaN or infinite values, are skipped; rankings served by a
-   version more than ``max_staleness`` promotions behind the serving one are
-   dropped; rankings with more events than a shopper could send are spam
-   (:mod:`ranker.learning.caps`).
-4. **Update** (:func:`ppo_update`): every 5th ranking goes to the gate's
-   rolling hold-out, the rest train together with the replay window
-   (:mod:`ranker.learning.window`). The outcome critic
-   (:mod:`ranker.learning.critic`) gives each logged decision its advantage
-   over the whole candidate set; PPO (decoupled: clipped importance weights
-   from the logging policy, a trust region around the starting version,
-   Adam's state carried along the line) updates on CUDA when available.
-   Deterministic for a given batch and window. The learner trains its own
-   line of versions (the "working" version: its latest candidate), so
-   learning accumulates across batches while the gate decides what serves;
-   the line restarts from the serving version when that moves under it or
-   after ``reset_after_rejections`` rejections in a row.
-5. **Gate** (:func:`gate`): the candidate must not be worse than the serving
-   version (a) in the simulator, on the same seeded sessions (paired), and
-   (b) by a doubly-robust off-policy estimate on the rolling hold-out, as a
-   non-inferiority test on its lower bound (:mod:`ranker.learning.gate`).
+3. **Filter**. Rankings served greedily carry no propensities; rankings whose
+   feature layout is not this code's schema, or that hold NaN or infinite
+   values, are skipped; rankings with more events than a shopper could send
+   are spam (:mod:`ranker.learning.caps`). A ranking logged by an older
+   version still teaches: the head's regression needs no propensities, and
+   PPO weighs it from the version that logged it (clipped).
+4. **Update**, every few seconds of traffic (a batch is due at
+   ``batch_size`` rankings or when its oldest waited ``update_interval_s``):
+   every 5th ranking goes to the gate's rolling hold-out; every shown item of
+   the others is a row of the **Bayesian head** (:mod:`ranker.learning.head`):
+   a closed-form posterior update over a linear correction of the network's
+   score, deterministic for a given head and batch, on CUDA when present.
+   Every ``ppo_every``-th update also **fine-tunes the network** with PPO
+   (:func:`ppo_update`: decoupled, the outcome critic's advantages, the batch
+   with the replay window, scale-free probabilities) from the *serving*
+   network (never from a rejected candidate's), and refits a head on it; that
+   candidate is judged first and the head-only one serves when it fails. The
+   learner keeps its own line of versions (the "working" version: its latest
+   candidate), so the head's evidence accumulates while the gate decides what
+   serves; the line restarts from the serving version when that moves under
+   it or after ``reset_after_rejections`` rejections in a row.
+5. **Gate** (:func:`gate`): the candidate judged as it would serve (its
+   temperature, the logged cold-start bonus, the head's posterior draws) by
+   a doubly-robust off-policy estimate on the rolling hold-out, a
+   non-inferiority test on its lower bound; *deferred* (neither promoted nor
+   counted as a rejection) until the hold-out has ``ope_min_rankings``. A new
+   network also passes the simulator's catastrophe guard
+   (:mod:`ranker.learning.gate`).
 6. **Commit**: one Redis transaction acknowledges every entry the batch used,
    records the decision and the working version, adds the batch to the windows, folds the batch's rewards
    into per-version reward statistics and, when the gate passed and the

@@ -12,10 +12,8 @@ before its commit finds the window as it was and repeats the same update.
 - **Replay window** (``replay_window`` rankings, default 2,000; about eight
   batches): reused by every update until it falls out, so each logged ranking
   trains several times. A ranking older than ``replay_max_age_s`` (default one
-  hour) or served by a version more than ``max_staleness`` promotions behind
-  the serving one is left out: its propensities say too little about today's
-  policy. What remains is importance-weighted against its logged propensities,
-  clipped (:func:`ranker.learning.update.importance_weights`).
+  hour) is left out. What remains is importance-weighted against its logged
+  propensities, clipped (:func:`ranker.learning.update.importance_weights`).
 - **Hold-out** (``holdout_window`` rankings, default 1,000): every
   ``holdout_every``-th ranking of each batch goes here instead of training; the
   gate's off-policy estimate runs on the whole window, not on one batch's share.

@@ -10,7 +10,8 @@
   recreate the profile) and each ranking's counted-events record;
 - their **experiment exposures**, pre-period values and outcomes, in every experiment;
 - the learner's **windows** (replay and hold-out) entries that point at their rankings;
-- their per-window counter caps, impression marks and feedback rate counters.
+- their per-window counter caps, impression marks and feedback rate counters;
+- their shown statistics and their search sessions (pages shown, clicks).
 
 A learner may hold some of those rankings in memory when the erasure happens. The pseudonym's hash goes on an
 erased list (``{p}:erased``, kept as long as the streams keep entries), which the learner checks before anything
@@ -117,7 +118,8 @@ def erase_copies(
             pipe.xdel(window_key, *stale)
     for experiment in experiments:
         _erase_from_experiment(client, pipe, prefix, experiment, token, set(rankings.values()))
-    pipe.delete(log_key, *_window_keys(prefix, token, counter_window_s, limit_windows_s, now, ranking_ttl_s))
+    sessions = [as_text(name) for name in client.scan_iter(match=key(prefix, "user", token, "session") + ":*", count=1000)]
+    pipe.delete(log_key, key(prefix, "user", token, "shown"), *sessions, *_window_keys(prefix, token, counter_window_s, limit_windows_s, now, ranking_ttl_s))
     pipe.execute()
 
 

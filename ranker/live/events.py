@@ -44,7 +44,7 @@ import redis
 
 from ranker.live import scripts
 from ranker.live.backend import as_text, key, queue_script
-from ranker.live.state import PROFILE_TTL_S, Interaction, activity_key
+from ranker.live.state import PROFILE_TTL_S, SESSION_TTL_S, Interaction, SessionRef, activity_key
 from ranker.ranking.features import examination_prior
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
@@ -150,6 +150,7 @@ class RankingEvent:
     temperatures: list[float] | None = None  # each position's sampling temperature (entropy-targeted); None: ``temperature`` throughout
     slate_size: int | None = None  # the slate length asked for (the position feature's scale); None: len(slots), as logged before it
     query_parsed: dict[str, Any] | None = None  # what the parser read and what was relaxed (ranker.retrieval.understanding.Understood.to_json)
+    page: int | None = None  # the page of the query in its session (1-based); None: outside a session
     score_scale: str | None = None  # "z": the temperatures are in units of standardised scores (ranker.ranking.policy); None: raw scores
     bonus: dict[str, float] | None = None  # the cold-start bonus added to each candidate's logit while sampling, by candidate row (nonzero only)
 
@@ -253,6 +254,8 @@ class RankingRecord:
     policy_version: str
     ts: float
     exposure: Exposure | None = None
+    session: str | None = None  # the session's key base (ranker.live.state.session_key), when it had one
+    session_ttl: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.exposure, dict):
@@ -319,20 +322,39 @@ class EventLog:
         return (day + 1) * 86400 + self.series_ttl_s
 
     # ------------------------------------------------------------ writes
-    def append_ranking(self, event: RankingEvent, exposure: Exposure | None = None, *, also: Callable[[Any], None] | None = None) -> str:
+    def append_ranking(
+        self,
+        event: RankingEvent,
+        exposure: Exposure | None = None,
+        *,
+        also: Callable[[Any], None] | None = None,
+        shown: Sequence[tuple[str, str, float]] = (),
+        session: SessionRef | None = None,
+        session_ttl_s: int = SESSION_TTL_S,
+    ) -> str:
         """Log the slate, remember it for feedback, count its impressions; returns the stream id.
 
         ``also`` queues more commands in the same transaction (an experiment's exposure log), before the user's
-        activity counter moves, so what they read of it is what preceded this ranking.
+        activity counter moves, so what they read of it is what preceded this ranking. ``shown``: each slate item's
+        (brand, colour, price level), for the user's shown statistics. ``session``: the session it belongs to (its
+        items join the session's shown sets; a click on it joins the session's clicks).
         """
         record: dict[str, Any] = {"user_key": event.user_key, "slate": event.slate, "policy_version": event.policy_version, "ts": event.ts}
         if exposure is not None:
             record["exposure"] = asdict(exposure)
+        if session is not None:
+            record["session"], record["session_ttl"] = session.key, session_ttl_s
+        described = list(shown) or [("", "", 0.0)] * len(event.slate)
         pipe = self.client.pipeline(transaction=True)
-        items = [value for position, item_id in enumerate(event.slate) for value in (item_id, repr(float(examination_prior(position))))]
+        items = [
+            value
+            for position, (item_id, (brand, colour, level)) in enumerate(zip(event.slate, described, strict=True))
+            for value in (item_id, repr(float(examination_prior(position))), brand, colour, repr(float(level)))
+        ]
         fields = [value for pair in event.to_fields().items() for value in pair]
         window = int(event.ts // self.counter_window_s)
-        args = [key(self.prefix, ""), event.user_key, window, self.counter_window_s, self.user_data_ttl_s, self.max_len, len(event.slate), *items]
+        args = [key(self.prefix, ""), event.user_key, window, self.counter_window_s, self.user_data_ttl_s, self.max_len, len(event.slate)]
+        args += [session.key if session else "", session_ttl_s, session.query_hash if session else "", *items]
         queue_script(pipe, self._log_ranking, keys=[self.rankings_stream], args=[*args, event.ranking_id, *fields])
         if self.max_len:
             pipe.xtrim(self.rankings_stream, maxlen=self.max_len, approximate=True)
@@ -383,6 +405,8 @@ class EventLog:
                 repr(REWARD_WEIGHTS.get(event.type, 0.0)),
                 learned.category if learned else "",
                 learned.brand if learned else "",
+                learned.colour if learned else "",
+                repr(float(learned.level)) if learned is not None and learned.level is not None and np.isfinite(learned.level) else "",
                 repr(float(learned.price)) if learned else "0",
                 np.ascontiguousarray(learned.text_vector, dtype="<f4").tobytes() if learned else b"",
             ]

@@ -24,23 +24,48 @@ from __future__ import annotations
 
 # Logging a served slate. KEYS[1]: the rankings stream.
 # ARGV: key base, user key, counter window index, counter window (s), user data ttl, log index max length, the number
-#       of slate items, then the items and their examination priors (alternating), then the ranking id, then the
+#       of slate items, the session's key base ('' none), the session ttl (s), the query's hash, then per slate item
+#       (LOG_STRIDE values): item id, examination prior, brand, colour, price level; then the ranking id, then the
 #       stream entry's fields (name, value, ...).
-# Returns the stream entry id. Impressions and exposure count once per user, item and window.
+# Returns the stream entry id. Impressions and exposure count once per user, item and window. What the user was
+# shown (count, price levels, brands, colours) adds to their shown statistics; in a session, the items join the
+# session's shown sets (all, and this query's) and the query its queries.
+LOG_HEADER = 10
+LOG_STRIDE = 5
 LOG_RANKING = """
 local base, user = ARGV[1], ARGV[2]
-local n = tonumber(ARGV[7])
-local ranking_id = ARGV[8 + 2 * n]
+local n, head, stride = tonumber(ARGV[7]), 10, 5
+local session, session_ttl, query = ARGV[8], ARGV[9], ARGV[10]
+local ranking_id = ARGV[head + stride * n + 1]
 local fields = {}
-for i = 9 + 2 * n, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = head + stride * n + 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 local seen = base .. 'user:' .. user .. ':seen:' .. ARGV[3]
+local shown = base .. 'user:' .. user .. ':shown'
+local level = 0
 for i = 1, n do
-  local item, prior = ARGV[6 + 2 * i], ARGV[7 + 2 * i]
+  local at = head + (i - 1) * stride
+  local item, prior = ARGV[at + 1], ARGV[at + 2]
   if redis.call('HSETNX', seen, item, 1) == 1 then
     redis.call('HINCRBY', base .. 'counts:impressions', item, 1)
     redis.call('HINCRBYFLOAT', base .. 'counts:exposure', item, prior)
   end
+  redis.call('HINCRBY', shown, 'b:' .. ARGV[at + 3], 1)
+  redis.call('HINCRBY', shown, 'c:' .. ARGV[at + 4], 1)
+  level = level + tonumber(ARGV[at + 5])
+  if session ~= '' then
+    redis.call('SADD', session .. 'shown', item)
+    redis.call('SADD', session .. 'shown:' .. query, item)
+  end
+end
+if n > 0 then
+  redis.call('HINCRBY', shown, 'n', n)
+  redis.call('HINCRBYFLOAT', shown, 'level', level)
+  redis.call('EXPIRE', shown, ARGV[5])
+end
+if session ~= '' then
+  redis.call('SADD', session .. 'queries', query)
+  for _, name in ipairs({'shown', 'shown:' .. query, 'queries', 'clicked'}) do redis.call('EXPIRE', session .. name, session_ttl) end
 end
 redis.call('EXPIRE', seen, tonumber(ARGV[4]) * 2)
 local log = base .. 'user:' .. user .. ':log'
@@ -57,8 +82,9 @@ return id
 #       ttl (seconds kept after its day ends), the profile decay, the ranking id, the per-user feedback limits ('' none;
 #       else "count seconds count seconds ..."), now (unix seconds), the counter window (s), the per-user counter cap,
 #       the number of events, then per event (STRIDE values): event id, item id, type, its JSON without the position
-#       and the closing brace, revenue, reward, and what the profile learns: category, brand, price, the item's text
-#       vector as float32 bytes ('': nothing, the item is gone from the catalog).
+#       and the closing brace, revenue, reward, and what the profile learns: category, brand, colour, price level
+#       ('' unknown), price, the item's text vector as float32 bytes ('': nothing, the item is gone from the catalog).
+# A click in a session (the record's 'session', a key base) joins the session's clicked items.
 # Returns {1, accepted flags...}, {0} when the ranking is unknown, {-1, index} when an event's item is not in its slate,
 # {-2, seconds} when the user is over a feedback limit (retry after that many seconds).
 # Nothing is written before every event is checked. The first write is the rate counter's INCR or a dedup SET, which
@@ -66,13 +92,13 @@ return id
 # memory (XTRIM) would let the rest through, so trimming comes last. The profile is read and written inside the
 # script, so concurrent feedback for one user folds in every event, in the order the stream holds them.
 FEEDBACK_HEADER = 13
-FEEDBACK_STRIDE = 10
+FEEDBACK_STRIDE = 12
 FEEDBACK = """
 local base = ARGV[1]
 local raw = redis.call('GET', KEYS[1])
 if not raw then return {0} end
 local record = cjson.decode(raw)
-local slate, n, head, stride = record['slate'], tonumber(ARGV[13]), 13, 10
+local slate, n, head, stride = record['slate'], tonumber(ARGV[13]), 13, 12
 local positions = {}
 for i = 1, n do
   local item = ARGV[head + (i - 1) * stride + 2]
@@ -110,7 +136,7 @@ local decay = tonumber(ARGV[7])
 -- The profile's fold (UserProfile.record): embedding <- unit(decay * embedding + (1 - decay) * vector). The loop keeps
 -- the embedding unnormalised with its scale (1 / its norm) beside it, so each event takes one pass over it, and the
 -- write at the end applies the scale.
-local function learn(kind, category, brand, price, bytes)
+local function learn(kind, category, brand, colour, level, price, bytes)
   if scalars == nil then
     local stored = redis.call('HMGET', profile_key, 'profile', 'embedding')
     if stored[1] then
@@ -142,6 +168,12 @@ local function learn(kind, category, brand, price, bytes)
   scalars['n_interactions'] = scalars['n_interactions'] + 1
   scalars['category_counts'][category] = (scalars['category_counts'][category] or 0) + 1
   scalars['brand_counts'][brand] = (scalars['brand_counts'][brand] or 0) + 1
+  if type(scalars['colour_counts']) ~= 'table' then scalars['colour_counts'] = {} end
+  scalars['colour_counts'][colour] = (scalars['colour_counts'][colour] or 0) + 1
+  if level ~= nil then
+    scalars['level_sum'] = (scalars['level_sum'] or 0) + level
+    scalars['n_levels'] = (scalars['n_levels'] or 0) + 1
+  end
   if kind == 'purchase' and price > 0 then
     scalars['log_price_sum'] = scalars['log_price_sum'] + math.log(price)
     scalars['n_purchases'] = scalars['n_purchases'] + 1
@@ -177,7 +209,15 @@ for i = 1, n do
       redis.call('EXPIRE', activity, ARGV[5])
     end
     -- the user's own profile learns from every accepted event (it moves no one else's ranking)
-    if ARGV[at + 10] ~= '' then learn(kind, ARGV[at + 7], ARGV[at + 8], tonumber(ARGV[at + 9]), ARGV[at + 10]) end
+    if ARGV[at + 12] ~= '' then
+      learn(kind, ARGV[at + 7], ARGV[at + 8], ARGV[at + 9], tonumber(ARGV[at + 10]), tonumber(ARGV[at + 11]), ARGV[at + 12])
+    end
+    if kind == 'click' and type(record['session']) == 'string' then
+      local clicked = record['session'] .. 'clicked'
+      redis.call('RPUSH', clicked, item)
+      redis.call('LTRIM', clicked, -20, -1)
+      redis.call('EXPIRE', clicked, record['session_ttl'] or 1800)
+    end
     flags[#flags + 1] = 1
   else
     flags[#flags + 1] = 0

@@ -9,11 +9,19 @@ The feature builder reads two kinds of state (:class:`ranker.ranking.features.St
   logged; clicks and purchases when feedback is accepted (in the same script
   that appends the event, so a counter moves exactly once per event);
 - user profiles, one hash per pseudonymised user, ``{p}:user:<user_key>``,
-  with the JSON scalars of :class:`ranker.ranking.features.UserProfile` and its
+  with the JSON scalars of :class:`ranker.ranking.profile.UserProfile` and its
   embedding as float32 bytes. Feedback folds events into it inside its one
-  script (``ranker.live.events``: :meth:`ranker.ranking.features.UserProfile.record`
-  in Lua), so concurrent feedback for one user loses nothing. Profiles expire
-  after ``profile_ttl_s`` without activity.
+  script (``ranker.live.events``: :meth:`ranker.ranking.profile.UserProfile.record`
+  in Lua), so concurrent feedback for one user loses nothing. What the user was
+  *shown* (brand and colour counts, price levels) is a hash beside it,
+  ``{p}:user:<user_key>:shown``, counted by the script that logs a slate.
+  Profiles expire after ``profile_ttl_s`` without activity;
+- sessions (:class:`ranker.ranking.profile.SessionState`), per user and
+  ``session_id`` (hashed), under ``{p}:user:<user_key>:session:<id>:``: the
+  items shown per query (``shown:<query hash>``), all items shown
+  (``shown``), the queries asked (``queries``) and the items clicked
+  (``clicked``, newest last, at most 20), kept ``session_ttl_s`` after the
+  session's last request or click.
 
 Who a user is (privacy): the service never stores a user id. It keys the
 user by ``HMAC(secret, user_id)`` only to find their *pseudonym*, a random
@@ -28,20 +36,22 @@ A rank request reads everything it needs in one round trip (:meth:`RedisStatePro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import redis
 
-from ranker.live.backend import key
+from ranker.live.backend import as_text, key
 from ranker.ranking.features import COUNTERS, UserProfile
 
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
 PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
+SESSION_TTL_S = 30 * 60  # a session's state is kept this long after its last request or click
 
 
 def counter_key(prefix: str, counter: str) -> str:
@@ -62,6 +72,16 @@ def profile_key(prefix: str, user_key: str) -> str:
     return key(prefix, "user", user_key)
 
 
+def shown_key(prefix: str, user_key: str) -> str:
+    """What the user was shown: ``n``, ``level`` (the sum of price levels), ``b:<brand>`` and ``c:<colour>`` counts."""
+    return key(prefix, "user", user_key, "shown")
+
+
+def session_key(prefix: str, user_key: str, session_id: str) -> str:
+    """The base of a session's keys (the caller's ``session_id`` hashed: any string of up to 256 characters)."""
+    return key(prefix, "user", user_key, "session", hashlib.sha256(session_id.encode("utf-8")).hexdigest()[:24]) + ":"
+
+
 def encode_profile(profile: UserProfile) -> dict[str, bytes | str]:
     scalars = {
         "n_interactions": profile.n_interactions,
@@ -69,6 +89,9 @@ def encode_profile(profile: UserProfile) -> dict[str, bytes | str]:
         "brand_counts": profile.brand_counts,
         "log_price_sum": profile.log_price_sum,
         "n_purchases": profile.n_purchases,
+        "colour_counts": profile.colour_counts,
+        "level_sum": profile.level_sum,
+        "n_levels": profile.n_levels,
     }
     fields: dict[str, bytes | str] = {"profile": json.dumps(scalars)}
     if profile.embedding is not None:
@@ -76,18 +99,56 @@ def encode_profile(profile: UserProfile) -> dict[str, bytes | str]:
     return fields
 
 
-def decode_profile(scalars: bytes | None, embedding: bytes | None) -> UserProfile:
-    if not scalars:
-        return UserProfile()
-    data = json.loads(scalars)
-    return UserProfile(
-        embedding=np.frombuffer(embedding, dtype=np.float32).copy() if embedding else None,
-        n_interactions=int(data["n_interactions"]),
-        category_counts={k: float(v) for k, v in data["category_counts"].items()},
-        brand_counts={k: float(v) for k, v in data["brand_counts"].items()},
-        log_price_sum=float(data["log_price_sum"]),
-        n_purchases=int(data["n_purchases"]),
-    )
+def decode_profile(scalars: bytes | None, embedding: bytes | None, shown: dict[bytes, bytes] | None = None) -> UserProfile:
+    """A profile from its hash fields and its shown-statistics hash (Lua's cjson writes an empty table as ``{}``)."""
+    profile = UserProfile()
+    if scalars:
+        data = json.loads(scalars)
+        profile = UserProfile(
+            embedding=np.frombuffer(embedding, dtype=np.float32).copy() if embedding else None,
+            n_interactions=int(data["n_interactions"]),
+            category_counts=_floats(data["category_counts"]),
+            brand_counts=_floats(data["brand_counts"]),
+            log_price_sum=float(data["log_price_sum"]),
+            n_purchases=int(data["n_purchases"]),
+            colour_counts=_floats(data.get("colour_counts")),
+            level_sum=float(data.get("level_sum", 0.0)),
+            n_levels=int(data.get("n_levels", 0)),
+        )
+    for field_name, value in (shown or {}).items():
+        name, count = as_text(field_name), float(value)
+        if name == "n":
+            profile.shown = count
+        elif name == "level":
+            profile.shown_level_sum = count
+        elif name.startswith("b:"):
+            profile.shown_brand_counts[name[2:]] = count
+        elif name.startswith("c:"):
+            profile.shown_colour_counts[name[2:]] = count
+    return profile
+
+
+def _floats(counts: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in counts.items()} if isinstance(counts, dict) else {}
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """Which session a request belongs to, and its query (what a page of it must not repeat)."""
+
+    key: str  # session_key(...)
+    query_hash: str
+    page: int = 1
+
+
+@dataclass
+class SessionRead:
+    """A session as a request reads it: what its query already showed, everything shown, the queries, the clicks."""
+
+    shown_for_query: set[str] = field(default_factory=set)
+    shown: set[str] = field(default_factory=set)
+    queries: set[str] = field(default_factory=set)
+    clicked: list[str] = field(default_factory=list)
 
 
 def _counts(rows: Sequence[Sequence[bytes | None]], n: int) -> np.ndarray:
@@ -133,10 +194,27 @@ class RedisStateProvider:
                 pipe.hmget(counter_key(self.prefix, counter), list(item_ids))
         if user_key is not None:
             pipe.hmget(profile_key(self.prefix, user_key), ["profile", "embedding"])
+            pipe.hgetall(shown_key(self.prefix, user_key))
         replies = pipe.execute() if len(pipe) else []
         counts = _counts(replies[: len(COUNTERS)], len(item_ids)) if item_ids else np.zeros((0, len(COUNTERS)))
-        profile = decode_profile(*replies[-1]) if user_key is not None else UserProfile()
+        profile = decode_profile(*replies[-2], replies[-1]) if user_key is not None else UserProfile()
         return counts, profile
+
+    def session(self, session: SessionRef) -> SessionRead:
+        """What the session holds, in one round trip (the request's second, before retrieval: its pages exclude
+        what this query already showed)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.smembers(session.key + "shown:" + session.query_hash)
+        pipe.smembers(session.key + "shown")
+        pipe.smembers(session.key + "queries")
+        pipe.lrange(session.key + "clicked", 0, -1)
+        for_query, shown, queries, clicked = pipe.execute()
+        return SessionRead(
+            shown_for_query={as_text(item) for item in for_query} if session.page > 1 else set(),  # page 1 is a new search of the query
+            shown={as_text(item) for item in shown},
+            queries={as_text(query) for query in queries},
+            clicked=[as_text(item) for item in clicked],
+        )
 
     def item_counts(self, item_ids: Sequence[str]) -> np.ndarray:
         return self.snapshot(item_ids, None)[0]
@@ -153,7 +231,7 @@ class RedisStateProvider:
                         return None
                     token = token.decode()
                     pipe.multi()
-                    pipe.delete(name, profile_key(self.prefix, token), activity_key(self.prefix, token))
+                    pipe.delete(name, profile_key(self.prefix, token), activity_key(self.prefix, token), shown_key(self.prefix, token))
                     pipe.execute()
                     return token
                 except redis.WatchError:
@@ -165,10 +243,12 @@ class RedisStateProvider:
 
 @dataclass
 class Interaction:
-    """What a profile learns from one event: its kind and the item's attributes."""
+    """What a profile learns from one event: its kind and the item's attributes (``level``: its price level)."""
 
     kind: str
     category: str
     brand: str
     price: float
     text_vector: np.ndarray
+    colour: str = ""
+    level: float | None = None
