@@ -113,9 +113,10 @@ def main() -> None:
     parser.add_argument(
         "--shift", type=json.loads, default=DEFAULT_SHIFT, help=f"shopper settings that differ from training (JSON; default {json.dumps(DEFAULT_SHIFT)})"
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="learner batch size (default: the learner's default)")
-    parser.add_argument("--label-delay", type=float, default=10.0)
-    parser.add_argument("--update-interval", type=float, default=20.0)
+    parser.add_argument("--batch-size", type=int, help="the learner's batch size at most (default: its default)")
+    parser.add_argument("--label-delay", type=float, help="the learner's label delay (default: its default)")
+    parser.add_argument("--update-interval", type=float, help="the learner's update interval (default: its default)")
+    parser.add_argument("--tail", type=int, default=1000, help="sessions at the end of the run the figures are measured on")
     parser.add_argument("--window", type=int, default=250, help="sessions per point of the rolling mean")
     parser.add_argument("--ceiling", type=Path, help="a policy trained in the shifted simulator: the learnable ceiling C, served through HTTP")
     args = parser.parse_args()
@@ -156,17 +157,13 @@ def main() -> None:
             str(data_dir),
             "--prefix",
             "learn",
-            "--batch-size",
-            str(args.batch_size),
-            "--label-delay",
-            str(args.label_delay),
-            "--update-interval",
-            str(args.update_interval),
-            "--gate-set",
-            "shopper=" + json.dumps(args.shift),
+            # the learner is told nothing of the shoppers: its catastrophe guard simulates the default population
             "--gate-set",
             'query_modes={"text": 1.0}',
         ]
+        for flag, value in (("--batch-size", args.batch_size), ("--label-delay", args.label_delay), ("--update-interval", args.update_interval)):
+            if value is not None:
+                learner_command += [flag, str(value)]
         processes.append(subprocess.Popen(learner_command, cwd=ROOT, env=env, stdout=logs["learner"], stderr=subprocess.STDOUT, start_new_session=True))
 
         from ranker.harness import Shopper, session_through
@@ -177,6 +174,7 @@ def main() -> None:
         in_process = {"intent_blind": IntentBlindOraclePolicy(), "oracle": OraclePolicy()}
         rewards = {name: np.zeros(args.sessions) for name in shoppers}
         expected = {name: np.zeros(args.sessions) for name in shoppers}  # each slate's exact expected reward
+        purchases = {name: np.zeros(args.sessions) for name in shoppers}  # sampled
         versions: list[str] = []
         first_seen: dict[str, float] = {}
         missing = 0
@@ -191,6 +189,7 @@ def main() -> None:
                 version = body["policy_version"]
                 rewards[name][index] = reward
                 expected[name][index] = shoppers[name].last_expected
+                purchases[name][index] = shoppers[name].last_purchases
                 missing += lost
                 if name == "learning":
                     versions.append(version)
@@ -198,6 +197,7 @@ def main() -> None:
             for name, policy in in_process.items():
                 rewards[name][index] = shoppers[name].play_policy(policy)
                 expected[name][index] = shoppers[name].last_expected
+                purchases[name][index] = shoppers[name].last_purchases
         elapsed = time.time() - started
         time.sleep(1.0)
     finally:
@@ -212,24 +212,29 @@ def main() -> None:
 
     from ranker.learning.status import LearnerStatus
     from ranker.live.backend import connect
-    from ranker.ranking.policy import RankingPolicy
 
     status = LearnerStatus(connect(redis_server.url), prefix="learn")
     decisions = status.decisions()
     skipped = status.skipped()
     redis_server.close()
 
+    # freshness: the newest feedback a promoted version learned from -> the first ranking it served
     freshness = []
-    for version, seen_at in first_seen.items():
-        path = data_dir / "policies" / version / "manifest.json"
-        if not version.startswith("ol-") or not path.exists():
-            continue
-        training = RankingPolicy.load(path.parent).manifest["training"]
-        oldest = int(training["first_entry"].split("-")[0]) / 1000.0  # a stream id starts with its ms timestamp
-        newest = int(training["last_entry"].split("-")[0]) / 1000.0
-        freshness.append({"version": version, "oldest_feedback_s": seen_at - oldest, "newest_feedback_s": seen_at - newest})
+    for decision in decisions.values():
+        version = decision.get("version")
+        if decision.get("decision") == "promoted" and version in first_seen and decision.get("feedback"):
+            oldest, newest = decision["feedback"]
+            freshness.append({"version": version, "oldest_feedback_s": first_seen[version] - oldest, "newest_feedback_s": first_seen[version] - newest})
+    # keeping up: the time between decided updates (promoted or rejected), and each stage's share
+    timeline = sorted((d for d in decisions.values() if d.get("decision") in ("promoted", "rejected") and d.get("at")), key=lambda d: d["at"])
+    gaps = np.diff([started] + [d["at"] for d in timeline]) if timeline else np.array([])
+    stages: dict[str, list[float]] = {}
+    for decision in timeline:
+        for stage, seconds in (decision.get("stages_s") or {}).items():
+            stages.setdefault(stage, []).append(seconds)
+    first_promoted = next((d for d in timeline if d["decision"] == "promoted"), None)
 
-    tail = slice(max(args.sessions - 1000, 0), args.sessions)
+    tail = slice(max(args.sessions - args.tail, 0), args.sessions)
     means = {name: float(values[tail].mean()) for name, values in rewards.items()}
     gap = means["oracle"] - means["frozen"]
     recovered = (means["learning"] - means["frozen"]) / gap if gap > 0 else float("nan")
@@ -268,9 +273,21 @@ def main() -> None:
         "versions_served": len(first_seen),
         "items_not_in_simulator_candidates": missing,
         "freshness_s": freshness,
+        "purchases_tail": {name: float(values[tail].mean()) for name, values in purchases.items()},
+        "purchases_learning_minus_frozen": dict(zip(("mean", "low", "high"), mean_ci95(purchases["learning"][tail] - purchases["frozen"][tail]))),
+        "decided_updates": len(timeline),
+        "seconds_between_decided_updates": {"median": float(np.median(gaps)), "max": float(gaps.max())} if len(gaps) else None,
+        "update_stages_median_s": {stage: float(np.median(values)) for stage, values in stages.items()},
+        "first_promoted_after_s": (first_promoted["at"] - started) if first_promoted else None,
     }
     (OUT / "online.json").write_text(json.dumps(figures, indent=2))
-    np.savez(OUT / "sessions.npz", versions=np.array(versions), **rewards, **{f"expected_{name}": values for name, values in expected.items()})
+    np.savez(
+        OUT / "sessions.npz",
+        versions=np.array(versions),
+        **rewards,
+        **{f"expected_{name}": values for name, values in expected.items()},
+        **{f"purchases_{name}": values for name, values in purchases.items()},
+    )
 
     from ranker.evaluation.simulation import _figure, _save
 
@@ -301,14 +318,21 @@ def main() -> None:
             f"learnable ceiling C ({ceiling_version}) - frozen (expected, paired): {c_mean:+.3f} [{c_low:+.3f}, {c_high:+.3f}]; "
             f"adaptation share (learning - frozen) / (C - frozen) {adaptation_c:.1%} (target >= 50%)"
         )
+    bought = figures["purchases_tail"]
+    lift = figures["purchases_learning_minus_frozen"]
+    print(
+        f"purchases per session, last {tail.stop - tail.start}: learning {bought['learning']:.3f}  frozen {bought['frozen']:.3f} "
+        f"({bought['learning'] / max(bought['frozen'], 1e-9):.3f}x; paired difference {lift['mean']:+.3f} [{lift['low']:+.3f}, {lift['high']:+.3f}])"
+    )
     print(f"updates: {counts}; skipped: {skipped}; versions served: {len(first_seen)}")
+    if len(gaps):
+        print(f"decided updates: {len(timeline)}; seconds between them: median {np.median(gaps):.1f}, max {gaps.max():.1f} (target: at least every 30 s)")
+        print("update stages, median seconds: " + ", ".join(f"{stage} {np.median(values):.3f}" for stage, values in stages.items()))
+    if first_promoted:
+        print(f"first promoted update {first_promoted['at'] - started:.0f} s after the first session")
     if freshness:
-        oldest = [f["oldest_feedback_s"] for f in freshness]
         newest = [f["newest_feedback_s"] for f in freshness]
-        print(
-            f"freshness (feedback -> serving), per promoted version: newest event {np.median(newest):.0f} s median, "
-            f"oldest event {np.median(oldest):.0f} s median, {max(oldest):.0f} s max (target <= 60 s)"
-        )
+        print(f"freshness, newest feedback -> served, per promoted version: median {np.median(newest):.1f} s, max {max(newest):.1f} s (target <= 15 s p50)")
     print(f"plot: {OUT / 'online.png'}; figures: {OUT / 'online.json'}")
 
 

@@ -57,16 +57,18 @@ class Shopper:
             self.observation, step_reward, _, _, info = self.env.step(slot)
             reward += step_reward
             outcomes.append(info)
+        self.last_purchases = sum(bool(outcome["purchase"]) for outcome in outcomes)
         return reward, outcomes
 
     def play_policy(self, policy: Any) -> float:
         """Play the session with an in-process policy; the sampled reward (:attr:`last_expected`: the exact expected one)."""
-        total, done, self.last_slots = 0.0, False, []
+        total, done, self.last_slots, self.last_purchases = 0.0, False, [], 0
         while not done:
             slot = policy(self.env, self.observation)
             self.last_slots.append(slot)
-            self.observation, reward, done, _, _ = self.env.step(slot)
+            self.observation, reward, done, _, info = self.env.step(slot)
             total += reward
+            self.last_purchases += bool(info["purchase"])
         return total
 
     @property

@@ -46,7 +46,7 @@ def served_distributions(policy: RankingPolicy, held: HeldOut, config: LearnerCo
     mask = held.mask
     out, previous = [], None
     for theta in thetas:
-        scores = held.score_z if head is None else head.scores(held.score_z, held.standardised, theta)
+        scores = held.score_z if head is None else served_scores(head, held, theta)
         z = normalised_scores(scores, mask) if head is not None else held.score_z.astype(np.float64)
         if config.target_entropy:
             temperature = temperatures_for_entropy(z, mask, config.target_entropy, start=previous)
@@ -57,6 +57,17 @@ def served_distributions(policy: RankingPolicy, held: HeldOut, config: LearnerCo
         logits -= logits.max(axis=1, keepdims=True)
         weights = np.exp(logits)
         out.append(weights / weights.sum(axis=1, keepdims=True))
+    return out
+
+
+def served_scores(head: Any, held: HeldOut, theta: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """[N, K] the head's scores at ``theta`` for every held-out decision (``chunk`` decisions at a time: the hinges of
+    every feature of every candidate would not fit at once)."""
+    out = np.empty(held.score_z.shape, dtype=np.float64)
+    theta32 = theta.astype(np.float32)
+    for start in range(0, len(out), chunk):
+        rows = slice(start, start + chunk)
+        out[rows] = head.scores(held.score_z[rows], held.standardised[rows].astype(np.float32), theta32)
     return out
 
 

@@ -5,7 +5,7 @@ on CUDA when present). One update, given the head it starts from and a batch of 
 
 1. **Rows** (:func:`head_rows`). Every shown item of every logged ranking is a row: its inputs ``phi`` (the
    network's score standardised over the candidates available at that decision, the network's standardised
-   features, 1), its position and its reward (the objective's weights of click, cart and purchase). Positions
+   features and their hinges, 1), its position and its reward (the objective's weights of click, cart and purchase). Positions
    after a purchase in the same ranking are left out (the shopper was done; nothing there was seen). A row
    weighs its user's contribution weight (:mod:`ranker.learning.caps`). Rows with a non-finite value are
    dropped and counted; the rest go on.
@@ -39,7 +39,7 @@ import torch
 from ranker.devices import resolve_device
 from ranker.learning.critic import session_live
 from ranker.learning.replay import Steps
-from ranker.ranking.head import MAX_POSITIONS, SCORE_INPUT, BayesianHead, HeadError
+from ranker.ranking.head import MAX_POSITIONS, SCORE_INPUT, BayesianHead, HeadError, expand
 from ranker.ranking.policy import RankingPolicy, normalised_scores_t
 
 EXAMINATION_RANGE = (0.01, 2.0)
@@ -93,7 +93,8 @@ def head_rows(policy: RankingPolicy, steps: Steps, weight: np.ndarray | None = N
     """The shown items of ``steps`` as head rows; ``weight`` [N]: each decision's contribution weight (default 1)."""
     rows = np.arange(len(steps.actions))
     score_z, standardised = decision_inputs(policy, steps, device=device)
-    phi = np.concatenate([score_z[rows, steps.actions][:, None], standardised[rows, steps.actions], np.ones((len(rows), 1), dtype=np.float32)], axis=1)
+    shown = expand(standardised[rows, steps.actions])
+    phi = np.concatenate([score_z[rows, steps.actions][:, None], shown, np.ones((len(rows), 1), dtype=np.float32)], axis=1)
     live = session_live(steps.trajectory, steps.outcomes)
     weight = np.ones(len(rows)) if weight is None else np.asarray(weight, dtype=np.float64)
     finite = np.isfinite(phi).all(axis=1) & np.isfinite(steps.rewards) & np.isfinite(weight)

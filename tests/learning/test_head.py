@@ -28,9 +28,10 @@ def synthetic_rows(n: int, theta: np.ndarray, examination: np.ndarray, seed: int
 
 
 def test_the_update_recovers_a_known_linear_model_and_examination_curve():
-    theta = np.array([0.3, 0.2, -0.15, 0.0, 0.1, 0.05])  # score_z, four features, bias
+    head = BayesianHead.fresh(2, prior_precision=SETTINGS.prior_rows)  # score_z, two features and their hinges, bias
+    theta = np.random.default_rng(0).normal(scale=0.1, size=head.dim)
+    theta[0] = 0.3
     curve = np.array([1.0, 0.6, 0.35])
-    head = BayesianHead.fresh(4, prior_precision=SETTINGS.prior_rows)
     for batch in range(10):
         head = update_head(head, synthetic_rows(2000, theta, curve, seed=batch), newest_ts=float(batch), settings=SETTINGS)
     assert head.calibrated and head.active
@@ -43,8 +44,8 @@ def test_the_update_recovers_a_known_linear_model_and_examination_curve():
 
 
 def test_the_update_is_deterministic_given_head_and_batch():
-    theta, curve = np.array([0.3, 0.2, -0.1, 0.05]), np.array([1.0, 0.5])
     head = BayesianHead.fresh(2, prior_precision=SETTINGS.prior_rows)
+    theta, curve = np.linspace(0.3, -0.1, head.dim), np.array([1.0, 0.5])
     rows = synthetic_rows(500, theta, curve, seed=1)
     first = update_head(head, rows, newest_ts=10.0, settings=SETTINGS)
     again = update_head(copy.deepcopy(head), copy.deepcopy(rows), newest_ts=10.0, settings=SETTINGS)
@@ -53,10 +54,12 @@ def test_the_update_is_deterministic_given_head_and_batch():
 
 
 def test_forgetting_halves_old_evidence_per_half_life():
-    theta, curve = np.array([0.3, 0.2, -0.1, 0.05]), np.array([1.0, 0.5])
     settings = HeadSettings(half_life_s=60.0, min_rows=10**9, device="cpu")  # never calibrated: statistics only
-    head = update_head(BayesianHead.fresh(2), synthetic_rows(300, theta, curve, seed=2), newest_ts=1000.0, settings=settings)
-    later = update_head(head, HeadRows(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)), newest_ts=1120.0, settings=settings)
+    fresh = BayesianHead.fresh(2)
+    theta, curve = np.linspace(0.3, -0.1, fresh.dim), np.array([1.0, 0.5])
+    head = update_head(fresh, synthetic_rows(300, theta, curve, seed=2), newest_ts=1000.0, settings=settings)
+    empty = HeadRows(np.zeros((0, fresh.dim)), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0))
+    later = update_head(head, empty, newest_ts=1120.0, settings=settings)
     assert later.rows == pytest.approx(head.rows / 4)  # two half-lives
     np.testing.assert_allclose(later.stats_a, head.stats_a / 4)
 
@@ -149,15 +152,16 @@ def test_non_finite_rows_are_dropped_and_a_singular_update_raises_without_touchi
     head.prior_precision[:] = 0.0  # no prior and no rows: nothing pins theta down
     before = copy.deepcopy(head)
     with pytest.raises(HeadError):
-        update_head(head, HeadRows(np.zeros((0, F + 2)), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)), newest_ts=1.0, settings=SETTINGS)
+        update_head(head, HeadRows(np.zeros((0, head.dim)), np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(0)), newest_ts=1.0, settings=SETTINGS)
     np.testing.assert_array_equal(head.mean, before.mean)
 
 
 def test_a_head_saves_and_loads_with_its_policy_and_a_tampered_one_is_refused(tmp_path):
     from ranker.ranking.policy import PolicyError
 
-    theta, curve = np.array([0.3, 0.2, -0.1, 0.0, 0.05, 0.1]), np.array([1.0, 0.5])
-    head = update_head(BayesianHead.fresh(F, prior_precision=SETTINGS.prior_rows), synthetic_rows(1000, theta, curve, seed=3), newest_ts=5.0, settings=SETTINGS)
+    fresh = BayesianHead.fresh(F, prior_precision=SETTINGS.prior_rows)
+    theta, curve = np.linspace(0.3, -0.1, fresh.dim), np.array([1.0, 0.5])
+    head = update_head(fresh, synthetic_rows(1000, theta, curve, seed=3), newest_ts=5.0, settings=SETTINGS)
     policy = RankingPolicy(net=bad_policy().net, head=head)
     policy.save(tmp_path / "v")
     loaded = RankingPolicy.load(tmp_path / "v")
