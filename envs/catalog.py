@@ -28,6 +28,7 @@ import numpy as np
 
 from envs.config import ConfigError
 from envs.intents import PARSED, PLAIN, STATED, IntentBank, stated_phrase
+from ranker.ranking.profile import price_level
 from ranker.retrieval.fusion import CHANNELS, Calibration, fuse_scores
 
 SIM_CATALOG_VERSION = 2  # 2: colours and the intent bank (envs.intents)
@@ -103,6 +104,7 @@ class SimCatalog:
                 for code in range(len(self.category_names))
             ]
         )
+        self.price_level_of_row = price_level(self.prices, self.category_median_price[self.category_codes])  # the profile's price levels
 
     # ----------------------------------------------------------- properties
     @property

@@ -49,6 +49,11 @@ class ShopperConfig(_Strict):
     patience_mean: float = Field(0.85, ge=0, le=1, description="mean of gamma_u, the chance to go on to the next position")
     patience_concentration: float = Field(12.0, gt=0, description="Beta concentration of gamma_u")
     activity_spread: float = Field(1.0, ge=0, description="std of the log activity of users (how often each one shops)")
+    history_sessions_per_user: float = Field(
+        0.0,
+        ge=0,
+        description="sessions per user played before the first episode (envs.history): returning users arrive with profiles, as the item counters arrive warm",
+    )
     # items
     quality_scale: float = Field(0.6, ge=0, description="std of the latent item quality q_i that all users share")
     popularity_spread: float = Field(1.0, ge=0, description="std of log popularity: how often an item is what users look for")

@@ -15,12 +15,19 @@ placing one of K retrieved candidates at the next position.
 
 **The world.** Popularity counters and user profiles persist across episodes
 (each finished slate counts as impressions, its clicks and purchases update
-the counters and the user's profile), so personal features fill in as users
-come back. ``reset(seed=s)`` starts a new world from ``s``: new hidden
-preferences, warm counters, no profiles. Sessions and outcomes draw from two
-separate streams of the world, and a session always takes the same number of
-draws, so every policy evaluated from the same seed meets the same shoppers
-with the same searches, in the same order.
+the counters; the user's profile records what they were shown, by brand,
+colour and price level, and what they did with it), so personal features fill
+in as users come back. ``reset(seed=s)`` starts a new world from ``s``: new
+hidden preferences, warm counters, and the profiles of the world's history
+(``history_sessions_per_user``, :mod:`envs.history`; none by default here).
+Sessions and outcomes draw from two separate streams of the world, and a
+session always takes the same number of draws, so every policy evaluated from
+the same seed meets the same shoppers with the same searches, in the same
+order.
+
+The multi-page session (buy, page on, rephrase or leave after each page) is
+:class:`envs.session.SessionShoppingEnv`; this environment is its single-page
+special case.
 """
 
 from __future__ import annotations
@@ -31,18 +38,20 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.catalog import SimCatalog, load_sim_catalog
+from envs.catalog import Retrieved, SimCatalog, load_sim_catalog
 from envs.click_models import make_click_model
 from envs.config import ConfigError, EnvConfig, make_config
+from envs.history import play_history, record_slate
 from envs.shoppers import Session, Utilities, World
 from ranker.ranking.features import (
     CONTEXT_FEATURES,
     FEATURES,
+    NO_SESSION,
     CandidateSet,
     FeatureBuilder,
+    SessionState,
     SlateFeatures,
     UserProfile,
-    examination_prior,
 )
 from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
@@ -74,6 +83,8 @@ class SlateShoppingEnv(gym.Env):
         self.builder = FeatureBuilder(k, length)
         weights = self.config.reward_weights
         self._w_click, self._w_cart, self._w_purchase = weights["click"], weights["add_to_cart"], weights["purchase"]
+        # every item's purchase value under the objective, once: a page gathers its K
+        self._row_values = purchase_values(objective_of_purchase_value(self.config.purchase_value), self.catalog.prices, self.catalog.median_price)
         self.action_space = spaces.Discrete(k)
         self.observation_space = spaces.Dict(
             {
@@ -98,6 +109,9 @@ class SlateShoppingEnv(gym.Env):
         # session of a world is the same whatever the policy did before it.
         self._session_rng = np.random.default_rng([seed, 0])
         self._rng = np.random.default_rng([seed, 1])
+        history = round(self.config.shopper.history_sessions_per_user * self.config.shopper.n_users)
+        if history:  # a stream of its own: the sessions and outcomes above are those of a world without history
+            play_history(self, history, np.random.default_rng([seed, 2]))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start a session. ``options``: ``{"user": u}`` picks the shopper."""
@@ -110,48 +124,67 @@ class SlateShoppingEnv(gym.Env):
         if user is not None and not 0 <= int(user) < self.config.shopper.n_users:
             raise ConfigError(f"options.user: must be in [0, {self.config.shopper.n_users}), got {user}", parameter="options.user", value=user)
         self.session: Session = self.world.sample_session(self._session_rng, user=None if user is None else int(user))
-        catalog = self.catalog
-        bank = catalog.intents
-        assert bank is not None
-        query = self.session.query
-        if self.config.parse_queries and "text" in self.session.mode and bank.parsed[query] >= 0:
-            query = int(bank.parsed[query])  # the parsed twin: the rest of the text, the price filter, the intent
-        found = catalog.retrieve(query, self.session.mode, self.config.n_candidates, image_noise=self.config.shopper.image_query_noise)
-        self.rows = found.rows
-        vectors = catalog.text[self.rows]
-        candidates = CandidateSet(
-            item_ids=catalog.item_id_array[self.rows].tolist(),
-            categories=catalog.category_of_row[self.rows].tolist(),
-            brands=catalog.brand_of_row[self.rows].tolist(),
-            prices=catalog.prices[self.rows],
-            has_image=catalog.has_image[self.rows],
-            text_vectors=vectors,
-            retrieval_scores=found.fused,
-            channel_scores=found.channels,
-            colours=catalog.colour_of_row[self.rows].tolist(),
-        )
-        observation = self.builder.build(
-            candidates,
-            counts=self.counts[self.rows],
-            profile=self.profiles.get(self.session.user) or UserProfile(),
-            query_has_text="text" in self.session.mode,
-            query_has_image="image" in self.session.mode,
-            intent=bank.intent(query, catalog.brand_names, catalog.colour_names),
-        )
-        self.slate = SlateFeatures(observation, self.config.slate_size)
-        self.utilities: Utilities = self.world.utilities(self.session, self.rows, vectors).padded(self.config.n_candidates)
-        values = purchase_values(objective_of_purchase_value(self.config.purchase_value), catalog.prices[self.rows], catalog.median_price)
-        self._values = values if len(values) == self.config.n_candidates else np.pad(values, (0, self.config.n_candidates - len(values)))
-        self._active = True
-        self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
+        self._open_page(self.session, self._retrieve(self.session.query))
         info = {
             "user": self.session.user,
-            "query": catalog.query_texts[self.session.query],
+            "query": self.catalog.query_texts[self.session.query],
             "mode": self.session.mode,
-            "target_item": catalog.item_ids[self.session.target],
+            "target_item": self.catalog.item_ids[self.session.target],
             "n_candidates": len(self.rows),
         }
         return self._observation(), info
+
+    def _retrieved_query(self, query: int) -> int:
+        """The bank row that retrieves for typed row ``query``: its parsed twin (the rest of the text, the price
+        filter, the intent) when the service's parser reads one and ``parse_queries`` is on, else ``query``."""
+        bank = self.catalog.intents
+        assert bank is not None
+        if self.config.parse_queries and "text" in self.session.mode and bank.parsed[query] >= 0:
+            return int(bank.parsed[query])
+        return query
+
+    def _retrieve(self, query: int, k: int | None = None) -> Retrieved:
+        """The candidates for typed bank row ``query``: the top ``k`` (default K) of its retrieval (fewer when a price
+        filter leaves fewer)."""
+        k = self.config.n_candidates if k is None else k
+        return self.catalog.retrieve(self._retrieved_query(query), self.session.mode, k, image_noise=self.config.shopper.image_query_noise)
+
+    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION) -> None:
+        """Make the retrieved ``found`` (at most K) the candidates of a new page for ``session`` (in ``state``): its
+        observation, the shopper's probabilities and the purchase values."""
+        catalog = self.catalog
+        rows = self.rows = found.rows
+        vectors = catalog.text[rows]
+        candidates = CandidateSet(
+            item_ids=catalog.item_id_array[rows].tolist(),
+            categories=catalog.category_of_row[rows].tolist(),
+            brands=catalog.brand_of_row[rows].tolist(),
+            prices=catalog.prices[rows],
+            has_image=catalog.has_image[rows],
+            text_vectors=vectors,
+            retrieval_scores=found.fused,
+            channel_scores=found.channels,
+            colours=catalog.colour_of_row[rows].tolist(),
+            price_levels=catalog.price_level_of_row[rows],
+        )
+        bank = catalog.intents
+        assert bank is not None
+        observation = self.builder.build(
+            candidates,
+            counts=self.counts[rows],
+            profile=self.profiles.get(session.user) or UserProfile(),
+            query_has_text="text" in session.mode,
+            query_has_image="image" in session.mode,
+            intent=bank.intent(self._retrieved_query(session.query), catalog.brand_names, catalog.colour_names),
+            session=state,
+        )
+        self.slate = SlateFeatures(observation, self.config.slate_size)
+        k = self.config.n_candidates
+        self.utilities: Utilities = self.world.utilities(session, rows, vectors).padded(k)  # type: ignore[union-attr]
+        values = self._row_values[rows]
+        self._values = values if len(values) == k else np.pad(values, (0, k - len(values)))
+        self._active = True
+        self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
 
     # ---------------------------------------------------------------- steps
     def action_masks(self) -> np.ndarray:
@@ -170,14 +203,7 @@ class SlateShoppingEnv(gym.Env):
             raise InvalidActionError(f"action: candidate {slot} is masked ({reason})")
         discount = self._discount(slot)
         attraction = float(self.utilities.attraction[slot] * discount)
-        rng = self._rng
-        examined = self.click_model.examined(position, self._active, rng)
-        click = cart = purchase = False
-        if examined:
-            click = bool(rng.random() < attraction)
-            cart = click and bool(rng.random() < self.utilities.cart[slot] * discount)
-            purchase = cart and bool(rng.random() < self.utilities.purchase[slot])
-            self._active = self.click_model.goes_on(click, purchase, self.utilities.patience, rng)
+        examined, click, cart, purchase = self._outcome(position, slot, attraction, discount)
         reward = self._w_click * click + self._w_cart * cart + self._w_purchase * purchase * self._value(slot)
         self.slate.place(slot)
         self.outcomes.append((slot, examined, click, cart, purchase))
@@ -196,6 +222,19 @@ class SlateShoppingEnv(gym.Env):
         }
         return self._observation(), float(reward), terminated, False, info
 
+    def _outcome(self, position: int, slot: int, attraction: float, discount: float) -> tuple[bool, bool, bool, bool]:
+        """(examined, click, cart, purchase) of candidate ``slot`` at ``position``, drawn from the outcome stream;
+        whether the shopper reads on past it is kept for the next position."""
+        rng = self._rng
+        examined = self.click_model.examined(position, self._active, rng)
+        click = cart = purchase = False
+        if examined:
+            click = bool(rng.random() < attraction)
+            cart = click and bool(rng.random() < self.utilities.cart[slot] * discount)
+            purchase = cart and bool(rng.random() < self.utilities.purchase[slot])
+            self._active = self.click_model.goes_on(click, purchase, self.utilities.patience, rng)
+        return examined, click, cart, purchase
+
     def _discount(self, slot: int) -> float:
         """The near-duplicate factor of ``slot`` at the next position (applies to attraction and cart)."""
         if not self.slate.placed:
@@ -206,26 +245,11 @@ class SlateShoppingEnv(gym.Env):
         return float(self._values[slot])
 
     def _commit(self) -> None:
-        """The finished slate becomes history: impressions, clicks, purchases, the user's profile."""
-        catalog = self.catalog
+        """The finished slate becomes history: impressions, clicks, purchases, and the user's profile (what they
+        were shown, what they did with it)."""
         profile = self.profiles.get(self.session.user) or UserProfile()
-        for position, (slot, _examined, click, cart, purchase) in enumerate(self.outcomes):
-            row = self.rows[slot]
-            self.counts[row, 0] += 1
-            self.counts[row, 1] += click
-            self.counts[row, 2] += purchase
-            self.counts[row, 3] += examination_prior(position)
-            for kind, happened in (("click", click), ("add_to_cart", cart), ("purchase", purchase)):
-                if happened:
-                    profile.record(
-                        kind=kind,
-                        category=catalog.category_names[catalog.category_codes[row]],
-                        brand=catalog.brand_names[catalog.brand_codes[row]],
-                        price=float(catalog.prices[row]),
-                        text_vector=catalog.text[row],
-                    )
-        if profile.n_interactions:
-            self.profiles[self.session.user] = profile
+        record_slate(self.catalog, self.counts, profile, self.rows[[slot for slot, *_ in self.outcomes]], self.outcomes)
+        self.profiles[self.session.user] = profile
 
     def _observation(self) -> dict[str, Any]:
         return {
