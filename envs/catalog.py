@@ -125,6 +125,18 @@ class SimCatalog:
             "brands": len(self.brand_names),
         }
 
+    def nearest_typed_phrase(self, chunk: int = 512) -> np.ndarray:
+        """[n] per item, the bank row of the typed phrase (plain or stated, any item's) whose text vector is nearest
+        the item's text vector; computed once."""
+        if "nearest_phrase" not in self._cache:
+            typed = np.flatnonzero(self.intents.kind != PARSED)  # type: ignore[union-attr]
+            phrases = self.query_text[typed]
+            nearest = np.empty(self.n_items, dtype=np.int64)
+            for start in range(0, self.n_items, chunk):
+                nearest[start : start + chunk] = typed[np.argmax(self.text[start : start + chunk] @ phrases.T, axis=1)]
+            self._cache["nearest_phrase"] = nearest
+        return self._cache["nearest_phrase"]
+
     # ------------------------------------------------------------ retrieval
     def photos(self, noise: float) -> tuple[np.ndarray, np.ndarray]:
         """The pictures users search with, one per item: (image, image_in_text) vectors plus fixed noise.

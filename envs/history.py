@@ -59,12 +59,12 @@ def play_history(env: Any, n_sessions: int, rng: np.random.Generator) -> None:
     """``n_sessions`` sessions of the world of ``env`` (a :class:`envs.shopping.SlateShoppingEnv` right after its world
     was made), each shown the top L of its retrieval; their slates are recorded (:func:`record_slate`)."""
     world, catalog, click_model = env.world, env.catalog, env.click_model
-    length, k = env.config.slate_size, env.config.n_candidates
+    length = env.config.slate_size
     profiles: dict[int, UserProfile] = env.profiles
     saved = getattr(env, "session", None)
     for _ in range(n_sessions):
         session = env.session = world.sample_session(rng)
-        rows = env._retrieve(session.query, k).rows[:length]
+        rows = env._retrieve(session.query).rows[:length]
         vectors = catalog.text[rows]
         similarity = vectors @ vectors.T
         above = np.array([similarity[position, :position].max() if position else 0.0 for position in range(len(rows))])

@@ -32,6 +32,7 @@ special case.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import gymnasium as gym
@@ -49,6 +50,7 @@ from ranker.ranking.features import (
     NO_SESSION,
     CandidateSet,
     FeatureBuilder,
+    QueryPart,
     SessionState,
     SlateFeatures,
     UserProfile,
@@ -56,6 +58,9 @@ from ranker.ranking.features import (
 from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
+# First pages whose candidate names and query features are kept (shared by the environments of one catalog, K and
+# retrieval depth): about 13 kB each at K=100, so at most ~55 MB; a bank query's first page then skips that work.
+QUERY_PAGES_KEPT = 4096
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.
 FEATURE_BOUND = 1_000.0
 
@@ -97,6 +102,17 @@ class SlateShoppingEnv(gym.Env):
         self.world: World | None = None
         self.world_seed: int | None = None
         self.episode = 0
+        self._page_serial = 0  # pages opened by this environment: what the oracles' caches are keyed on
+        self.retrieval_depth = k  # how deep a query's retrieval reads (the session environment reads past K)
+
+    @property
+    def _query_pages(self) -> OrderedDict[tuple[int, str], tuple[tuple[list[str], ...], QueryPart]]:
+        """The first pages kept per (retrieving bank row, query mode), least recently used first."""
+        key = ("query_pages", self.config.n_candidates, self.retrieval_depth, self.config.shopper.image_query_noise)
+        pages = self.catalog._cache.get(key)
+        if pages is None:
+            pages = self.catalog._cache[key] = OrderedDict()
+        return pages
 
     # ------------------------------------------------------------ the world
     def _new_world(self, seed: int) -> None:
@@ -124,7 +140,7 @@ class SlateShoppingEnv(gym.Env):
         if user is not None and not 0 <= int(user) < self.config.shopper.n_users:
             raise ConfigError(f"options.user: must be in [0, {self.config.shopper.n_users}), got {user}", parameter="options.user", value=user)
         self.session: Session = self.world.sample_session(self._session_rng, user=None if user is None else int(user))
-        self._open_page(self.session, self._retrieve(self.session.query))
+        self._start_session()
         info = {
             "user": self.session.user,
             "query": self.catalog.query_texts[self.session.query],
@@ -133,6 +149,10 @@ class SlateShoppingEnv(gym.Env):
             "n_candidates": len(self.rows),
         }
         return self._observation(), info
+
+    def _start_session(self) -> None:
+        """Show the new session its first page (the session environment also sets up its state here)."""
+        self._open_page(self.session, self._retrieve(self.session.query))
 
     def _retrieved_query(self, query: int) -> int:
         """The bank row that retrieves for typed row ``query``: its parsed twin (the rest of the text, the price
@@ -143,40 +163,63 @@ class SlateShoppingEnv(gym.Env):
             return int(bank.parsed[query])
         return query
 
-    def _retrieve(self, query: int, k: int | None = None) -> Retrieved:
-        """The candidates for typed bank row ``query``: the top ``k`` (default K) of its retrieval (fewer when a price
-        filter leaves fewer)."""
-        k = self.config.n_candidates if k is None else k
-        return self.catalog.retrieve(self._retrieved_query(query), self.session.mode, k, image_noise=self.config.shopper.image_query_noise)
+    def _retrieve(self, query: int) -> Retrieved:
+        """The retrieval for typed bank row ``query``: its top :attr:`retrieval_depth` (fewer when a price filter leaves
+        fewer)."""
+        depth = self.retrieval_depth
+        return self.catalog.retrieve(self._retrieved_query(query), self.session.mode, depth, image_noise=self.config.shopper.image_query_noise)
 
-    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION) -> None:
+    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION, *, first: bool = True) -> None:
         """Make the retrieved ``found`` (at most K) the candidates of a new page for ``session`` (in ``state``): its
-        observation, the shopper's probabilities and the purchase values."""
+        observation, the shopper's probabilities and the purchase values. ``first``: they are the top of the query's
+        retrieval (a page that skips items shown before is not), so what they give the features is kept per query."""
         catalog = self.catalog
+        self._page_serial += 1
         rows = self.rows = found.rows
         vectors = catalog.text[rows]
+        query = self._retrieved_query(session.query)
+        key = (query, session.mode)
+        known = self._query_pages.get(key) if first else None
+        if known is None:
+            names = (
+                catalog.item_id_array[rows].tolist(),
+                catalog.category_of_row[rows].tolist(),
+                catalog.brand_of_row[rows].tolist(),
+                catalog.colour_of_row[rows].tolist(),
+            )
+        else:
+            self._query_pages.move_to_end(key)
+            names, query_part = known
         candidates = CandidateSet(
-            item_ids=catalog.item_id_array[rows].tolist(),
-            categories=catalog.category_of_row[rows].tolist(),
-            brands=catalog.brand_of_row[rows].tolist(),
+            item_ids=names[0],
+            categories=names[1],
+            brands=names[2],
             prices=catalog.prices[rows],
             has_image=catalog.has_image[rows],
             text_vectors=vectors,
             retrieval_scores=found.fused,
             channel_scores=found.channels,
-            colours=catalog.colour_of_row[rows].tolist(),
+            colours=names[3],
             price_levels=catalog.price_level_of_row[rows],
         )
         bank = catalog.intents
         assert bank is not None
+        intent = bank.intent(query, catalog.brand_names, catalog.colour_names)
+        if known is None:
+            query_part = self.builder.query_part(candidates, intent)
+            if first:
+                self._query_pages[key] = (names, query_part)
+                if len(self._query_pages) > QUERY_PAGES_KEPT:
+                    self._query_pages.popitem(last=False)
         observation = self.builder.build(
             candidates,
             counts=self.counts[rows],
             profile=self.profiles.get(session.user) or UserProfile(),
             query_has_text="text" in session.mode,
             query_has_image="image" in session.mode,
-            intent=bank.intent(self._retrieved_query(session.query), catalog.brand_names, catalog.colour_names),
+            intent=intent,
             session=state,
+            query_part=query_part,
         )
         self.slate = SlateFeatures(observation, self.config.slate_size)
         k = self.config.n_candidates
@@ -277,13 +320,19 @@ class SlateShoppingEnv(gym.Env):
         relevance term reads the cosine of each candidate to the *query* (its MiniLM vector) instead of the cosine
         to the item the shopper has in mind. A picture query shows the target itself, so sessions that search
         with a picture keep the target's relevance. What a policy that learnt everything else could reach."""
-        if getattr(self, "_blind_session", None) != (self.world_seed, self.episode):
+        return self.phrase_expected_rewards(self.session.query)
+
+    def phrase_expected_rewards(self, phrase: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`expected_rewards` with relevance read as the cosine to bank phrase ``phrase`` instead of to the
+        hidden target (text sessions; a picture shows the target, so the others keep the target's relevance)."""
+        key = (self.world_seed, self.episode, self._page_serial, phrase)
+        if getattr(self, "_blind_key", None) != key:
             utilities = self.utilities
             if self.session.mode == "text":
                 vectors = self.catalog.text[self.rows]
-                relevance = vectors @ self.catalog.query_text[self.session.query]
+                relevance = vectors @ self.catalog.query_text[phrase]
                 utilities = self.world.utilities(self.session, self.rows, vectors, relevance=relevance).padded(self.config.n_candidates)  # type: ignore[union-attr]
-            self._blind, self._blind_session = utilities, (self.world_seed, self.episode)
+            self._blind, self._blind_key = utilities, key
         max_similarity = self.slate.features[:, MAX_SIM_COLUMN] if self.slate.placed else np.zeros(len(self.slate.available))
         discount = self.world.duplicate_factor(max_similarity)  # type: ignore[union-attr]
         utilities = self._blind
