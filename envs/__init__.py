@@ -13,6 +13,7 @@ id                                   what
 ``envs/SessionShopping-v0``          a search session of up to 5 pages (``envs.session``): after each page
                                      the shopper buys, pages on, rephrases or leaves; K=100, L=10
 ``envs/SessionShoppingSmall-v0``     the same with K=20, L=5
+``envs/SessionShoppingTiny-v0``      the four-item shop, two pages of two positions: quick runs and tests
 ===================================  ========================================================
 
 Every id takes keyword overrides: ``catalog`` (``"demo"``, a data directory
@@ -50,6 +51,7 @@ ENV_IDS: dict[str, dict[str, object]] = {
         "slate_size": 5,
         "history_sessions_per_user": SESSION_HISTORY,
     },
+    "envs/SessionShoppingTiny-v0": {"catalog": "tiny", "click_model": "dbn", **TINY_CONFIG, "max_pages": 2, "history_sessions_per_user": SESSION_HISTORY},
 }
 SESSION_ENV_IDS = tuple(env_id for env_id in ENV_IDS if "Session" in env_id)
 

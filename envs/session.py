@@ -115,7 +115,7 @@ class SessionShoppingEnv(SlateShoppingEnv):
         if len(found.rows) == 0:
             return False
         self.pages_shown += 1
-        self._open_page(self.session, found, self.state, first=not self._shown_for_query)
+        self._open_page(self.session, found, self.state)
         return True
 
     def _page_candidates(self) -> Retrieved:
@@ -123,8 +123,11 @@ class SessionShoppingEnv(SlateShoppingEnv):
         found = self._retrieve(self.session.query)
         k = self.config.n_candidates
         if self._shown_for_query:
-            keep = np.flatnonzero(~np.isin(found.rows, self._shown_for_query))[:k]
+            shown = set(self._shown_for_query)
+            keep = np.array([index for index, row in enumerate(found.rows.tolist()) if row not in shown][:k], dtype=np.intp)
             return Retrieved(rows=found.rows[keep], fused=found.fused[keep], channels={name: values[keep] for name, values in found.channels.items()})
+        if len(found.rows) <= k:
+            return found
         return Retrieved(rows=found.rows[:k], fused=found.fused[:k], channels={name: values[:k] for name, values in found.channels.items()})
 
     # ---------------------------------------------------------------- steps
@@ -162,7 +165,7 @@ class SessionShoppingEnv(SlateShoppingEnv):
     def _commit(self) -> None:
         """The page becomes history (counters, profile) and session state (what was shown, what was clicked)."""
         super()._commit()
-        shown = [self.rows[slot] for slot, *_ in self.outcomes]
+        shown = [int(self.rows[slot]) for slot, *_ in self.outcomes]
         self._shown_for_query.extend(shown)
         self._shown_ids.update(self.catalog.item_ids[row] for row in shown)
         self._clicked.extend(self.catalog.text[self.rows[slot]] for slot, _examined, click, *_ in self.outcomes if click)
@@ -215,7 +218,7 @@ class SessionShoppingEnv(SlateShoppingEnv):
         of the MiniLM vectors) than the current phrase's."""
         catalog, session = self.catalog, self.session
         target = catalog.text[session.target]
-        rows = {row for group in (catalog.queries_of_item, catalog.stated_queries_of_item) for row in group.get(session.target, ()).tolist()}
+        rows = {int(row) for group in (catalog.queries_of_item, catalog.stated_queries_of_item) for row in group.get(session.target, ())}
         rows.add(self.sub_intent_phrase())
         current = float(catalog.query_text[session.query] @ target)
         return sorted(row for row in rows if float(catalog.query_text[row] @ target) > current + 1e-6)

@@ -55,11 +55,12 @@ class Utilities:
 
     def padded(self, size: int) -> Utilities:
         """Zero probabilities for the empty slots past the candidates."""
-        pad = size - len(self.attraction)
-        if pad <= 0:
+        n = len(self.attraction)
+        if size <= n:
             return self
-        grow = lambda values: np.pad(values, (0, pad))  # noqa: E731
-        return Utilities(grow(self.attraction), grow(self.cart), grow(self.purchase), grow(self.utility), self.patience)
+        grown = np.zeros((4, size))
+        grown[0, :n], grown[1, :n], grown[2, :n], grown[3, :n] = self.attraction, self.cart, self.purchase, self.utility
+        return Utilities(grown[0], grown[1], grown[2], grown[3], self.patience)
 
 
 class World:

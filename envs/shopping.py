@@ -58,8 +58,8 @@ from ranker.ranking.features import (
 from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
-# First pages whose candidate names and query features are kept (shared by the environments of one catalog, K and
-# retrieval depth): about 13 kB each at K=100, so at most ~55 MB; a bank query's first page then skips that work.
+# Pages whose candidate names and query features are kept (shared by the environments of one catalog, K and
+# retrieval depth): about 14 kB each at K=100, so at most ~57 MB; a bank query's page seen before skips that work.
 QUERY_PAGES_KEPT = 4096
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.
 FEATURE_BOUND = 1_000.0
@@ -106,8 +106,8 @@ class SlateShoppingEnv(gym.Env):
         self.retrieval_depth = k  # how deep a query's retrieval reads (the session environment reads past K)
 
     @property
-    def _query_pages(self) -> OrderedDict[tuple[int, str], tuple[tuple[list[str], ...], QueryPart]]:
-        """The first pages kept per (retrieving bank row, query mode), least recently used first."""
+    def _query_pages(self) -> OrderedDict[tuple[int, str, bytes], tuple[tuple[list[str], ...], QueryPart]]:
+        """The pages kept per (retrieving bank row, query mode, candidate rows), least recently used first."""
         key = ("query_pages", self.config.n_candidates, self.retrieval_depth, self.config.shopper.image_query_noise)
         pages = self.catalog._cache.get(key)
         if pages is None:
@@ -169,17 +169,17 @@ class SlateShoppingEnv(gym.Env):
         depth = self.retrieval_depth
         return self.catalog.retrieve(self._retrieved_query(query), self.session.mode, depth, image_noise=self.config.shopper.image_query_noise)
 
-    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION, *, first: bool = True) -> None:
+    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION) -> None:
         """Make the retrieved ``found`` (at most K) the candidates of a new page for ``session`` (in ``state``): its
-        observation, the shopper's probabilities and the purchase values. ``first``: they are the top of the query's
-        retrieval (a page that skips items shown before is not), so what they give the features is kept per query."""
+        observation, the shopper's probabilities and the purchase values. What the page's query and candidates give
+        the features is kept per (query, mode, candidates), so a page seen before skips that work."""
         catalog = self.catalog
         self._page_serial += 1
         rows = self.rows = found.rows
         vectors = catalog.text[rows]
         query = self._retrieved_query(session.query)
-        key = (query, session.mode)
-        known = self._query_pages.get(key) if first else None
+        key = (query, session.mode, rows.tobytes())
+        known = self._query_pages.get(key)
         if known is None:
             names = (
                 catalog.item_id_array[rows].tolist(),
@@ -207,10 +207,9 @@ class SlateShoppingEnv(gym.Env):
         intent = bank.intent(query, catalog.brand_names, catalog.colour_names)
         if known is None:
             query_part = self.builder.query_part(candidates, intent)
-            if first:
-                self._query_pages[key] = (names, query_part)
-                if len(self._query_pages) > QUERY_PAGES_KEPT:
-                    self._query_pages.popitem(last=False)
+            self._query_pages[key] = (names, query_part)
+            if len(self._query_pages) > QUERY_PAGES_KEPT:
+                self._query_pages.popitem(last=False)
         observation = self.builder.build(
             candidates,
             counts=self.counts[rows],
@@ -225,7 +224,9 @@ class SlateShoppingEnv(gym.Env):
         k = self.config.n_candidates
         self.utilities: Utilities = self.world.utilities(session, rows, vectors).padded(k)  # type: ignore[union-attr]
         values = self._row_values[rows]
-        self._values = values if len(values) == k else np.pad(values, (0, k - len(values)))
+        if len(values) < k:
+            values = np.concatenate([values, np.zeros(k - len(values))])
+        self._values = values
         self._active = True
         self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
 
