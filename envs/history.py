@@ -33,7 +33,7 @@ def record_slate(catalog: SimCatalog, counts: np.ndarray, profile: UserProfile, 
     """Fold a shown slate into the item ``counts`` and the user's ``profile``: catalog ``rows`` in display order,
     ``outcomes`` per position ``(slot, examined, click, cart, purchase)``."""
     levels = catalog.price_level_of_row[rows]
-    profile.record_shown(catalog.brand_of_row[rows].tolist(), catalog.colour_of_row[rows].tolist(), levels.tolist())
+    profile.record_shown(catalog.brand_of_row[rows].tolist(), catalog.colour_of_row[rows].tolist(), levels)
     for position, (row, (_slot, _examined, click, cart, purchase)) in enumerate(zip(rows.tolist(), outcomes)):
         row_counts = counts[row]
         row_counts[0] += 1

@@ -181,6 +181,8 @@ class QueryPart:
     static: np.ndarray  # [n, len(STATIC_FEATURES)] float32
     categories: _Grouped
     mean_retrieval_score: float
+    brands: _Grouped | None = None  # the candidates' brands and colours grouped (None: grouped when needed)
+    colours: _Grouped | None = None
 
 
 class FeatureBuilder:
@@ -218,7 +220,13 @@ class FeatureBuilder:
             _fill_query(static, candidates, categories)
             _fill_intent(static, candidates, intent)
             static = snapshot_precision(static)
-        return QueryPart(static=static, categories=categories, mean_retrieval_score=float(candidates.retrieval_scores.mean()) if n else 0.0)
+        return QueryPart(
+            static=static,
+            categories=categories,
+            mean_retrieval_score=float(candidates.retrieval_scores.mean()) if n else 0.0,
+            brands=_Grouped(candidates.brands),
+            colours=None if candidates.colours is None else _Grouped(candidates.colours),
+        )
 
     def build(
         self,
@@ -252,9 +260,12 @@ class FeatureBuilder:
             own = static[:n]
             own[:] = query_part.static
             categories = query_part.categories
-            brands = _Grouped(candidates.brands) if profile.brand_counts or profile.n_interactions else None
+            brands = colours = None
+            if profile.brand_counts or profile.n_interactions:
+                brands = query_part.brands or _Grouped(candidates.brands)
+                colours = query_part.colours
             self._fill_user(own, candidates, counts, profile, categories, brands)
-            _fill_taste(own, candidates, profile, brands)
+            _fill_taste(own, candidates, profile, brands, colours)
             _fill_session(own, candidates, session)
             own[:] = snapshot_precision(own)
             codes[:n] = categories.inverse
@@ -338,9 +349,10 @@ def _fill_intent(out: np.ndarray, candidates: CandidateSet, intent: QueryIntent)
         out[:, column["colour_match"]] = _matches(candidates.colours, intent.colours)
 
 
-def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile, brands: _Grouped | None) -> None:
+def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile, brands: _Grouped | None, colours: _Grouped | None = None) -> None:
     """Write the revealed-taste columns of ``out`` ([n, S]): brand and colour lifts over what the user was shown, and
-    each price's level against the level of what the user acted on (``brands``: the candidates' brands grouped)."""
+    each price's level against the level of what the user acted on (``brands``, ``colours``: the candidates' names
+    grouped, when known)."""
     column = _STATIC_COLUMN
     if not profile.n_interactions:
         return
@@ -349,7 +361,7 @@ def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile,
         lift(profile.brand_counts, profile.n_interactions, profile.shown_brand_counts, profile.shown, brands.names)
     )
     if candidates.colours is not None:
-        colours = _Grouped(candidates.colours)
+        colours = colours or _Grouped(candidates.colours)
         out[:, column["user_colour_lift"]] = colours.expand(
             lift(profile.colour_counts, profile.n_interactions, profile.shown_colour_counts, profile.shown, colours.names)
         )
