@@ -52,18 +52,19 @@ fuzz: venv  ## schemathesis over every operation of /openapi.json: at least 5,00
 reliability: test-slow  ## the long reliability suites: slow tests, fuzzing (5,000+ requests), the 10-minute soak
 	OMP_NUM_THREADS=1 $(BIN)/python bench/soak.py --stream-max-len 10000 --name soak-capped  # steady state: the event log at its cap within the 10 minutes
 
-bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 minutes on 2 cores
+bench: venv  ## benchmarks that print figures (see bench/README.md); about 100 minutes on 2 cores
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/simulator.py
 	$(BIN)/python bench/policy.py --train 300000
+	$(BIN)/python bench/session.py --slate
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/api_catalog.py
 	$(BIN)/python bench/ab.py
 	$(BIN)/python bench/cluster.py
 
-train: venv  ## train a PPO ranking policy on the demo shop into $(DATA_DIR)/policies/trained
-	$(BIN)/ranker train --env envs/SlateShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)
+train: venv  ## train a PPO ranking policy on the demo shop's session environment into $(DATA_DIR)/policies/trained
+	$(BIN)/ranker train --env envs/SessionShopping-v0 --timesteps 300000 --out $(DATA_DIR)/policies/trained --catalog $(DATA_DIR)
 
 clean:  ## remove the venv and the demo data
 	rm -rf $(VENV) $(DATA_DIR)

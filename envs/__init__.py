@@ -10,12 +10,19 @@ id                                   what
 ``envs/SlateShoppingPBM-v0``         the same with the position-based click model
 ``envs/SlateShoppingSmall-v0``       K=20, L=5, DBN: quick training runs and tests
 ``envs/SlateShoppingTiny-v0``        four items, two positions, best slate known (``envs.tiny``)
+``envs/SessionShopping-v0``          a search session of up to 5 pages (``envs.session``): after each page
+                                     the shopper buys, pages on, rephrases or leaves; K=100, L=10
+``envs/SessionShoppingSmall-v0``     the same with K=20, L=5
+``envs/SessionShoppingTiny-v0``      the four-item shop, two pages of two positions: quick runs and tests
 ===================================  ========================================================
 
 Every id takes keyword overrides: ``catalog`` (``"demo"``, a data directory
 with a built index, or a :class:`envs.catalog.SimCatalog`), ``n_candidates``,
 ``slate_size``, ``reward_weights``, ``purchase_value`` and any
-:class:`envs.config.ShopperConfig` field. The user model is in
+:class:`envs.config.ShopperConfig` field; the session environments also any
+:class:`envs.config.SessionConfig` field. Their worlds start with a history of two
+sessions per user (``history_sessions_per_user``), so returning users arrive with
+profiles (``envs.history``). The user model is in
 ``envs/README.md``.
 """
 
@@ -24,8 +31,11 @@ from __future__ import annotations
 from gymnasium.envs.registration import register, registry
 
 from envs.config import ConfigError, EnvConfig, ShopperConfig
+from envs.session import SessionShoppingEnv
 from envs.shopping import InvalidActionError, SlateShoppingEnv
 from envs.tiny import TINY_CONFIG
+
+SESSION_HISTORY = 2.0  # sessions per user before the first episode: the profile density of a shop that has served a while
 
 ENV_IDS: dict[str, dict[str, object]] = {
     "envs/SlateShopping-v0": {"catalog": "demo", "click_model": "dbn", "n_candidates": 100, "slate_size": 10},
@@ -33,10 +43,21 @@ ENV_IDS: dict[str, dict[str, object]] = {
     "envs/SlateShoppingPBM-v0": {"catalog": "demo", "click_model": "pbm", "n_candidates": 100, "slate_size": 10},
     "envs/SlateShoppingSmall-v0": {"catalog": "demo", "click_model": "dbn", "n_candidates": 20, "slate_size": 5},
     "envs/SlateShoppingTiny-v0": {"catalog": "tiny", "click_model": "dbn", **TINY_CONFIG},
+    "envs/SessionShopping-v0": {"catalog": "demo", "click_model": "dbn", "n_candidates": 100, "slate_size": 10, "history_sessions_per_user": SESSION_HISTORY},
+    "envs/SessionShoppingSmall-v0": {
+        "catalog": "demo",
+        "click_model": "dbn",
+        "n_candidates": 20,
+        "slate_size": 5,
+        "history_sessions_per_user": SESSION_HISTORY,
+    },
+    "envs/SessionShoppingTiny-v0": {"catalog": "tiny", "click_model": "dbn", **TINY_CONFIG, "max_pages": 2, "history_sessions_per_user": SESSION_HISTORY},
 }
+SESSION_ENV_IDS = tuple(env_id for env_id in ENV_IDS if "Session" in env_id)
 
 for _env_id, _kwargs in ENV_IDS.items():
     if _env_id not in registry:
-        register(id=_env_id, entry_point="envs.shopping:SlateShoppingEnv", kwargs=dict(_kwargs))
+        entry_point = "envs.session:SessionShoppingEnv" if _env_id in SESSION_ENV_IDS else "envs.shopping:SlateShoppingEnv"
+        register(id=_env_id, entry_point=entry_point, kwargs=dict(_kwargs))
 
-__all__ = ["ENV_IDS", "ConfigError", "EnvConfig", "InvalidActionError", "ShopperConfig", "SlateShoppingEnv"]
+__all__ = ["ENV_IDS", "SESSION_ENV_IDS", "ConfigError", "EnvConfig", "InvalidActionError", "SessionShoppingEnv", "ShopperConfig", "SlateShoppingEnv"]

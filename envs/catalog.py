@@ -28,6 +28,7 @@ import numpy as np
 
 from envs.config import ConfigError
 from envs.intents import PARSED, PLAIN, STATED, IntentBank, stated_phrase
+from ranker.ranking.profile import price_level
 from ranker.retrieval.fusion import CHANNELS, Calibration, fuse_scores
 
 SIM_CATALOG_VERSION = 2  # 2: colours and the intent bank (envs.intents)
@@ -103,6 +104,7 @@ class SimCatalog:
                 for code in range(len(self.category_names))
             ]
         )
+        self.price_level_of_row = price_level(self.prices, self.category_median_price[self.category_codes])  # the profile's price levels
 
     # ----------------------------------------------------------- properties
     @property
@@ -122,6 +124,18 @@ class SimCatalog:
             "categories": len(self.category_names),
             "brands": len(self.brand_names),
         }
+
+    def nearest_typed_phrase(self, chunk: int = 512) -> np.ndarray:
+        """[n] per item, the bank row of the typed phrase (plain or stated, any item's) whose text vector is nearest
+        the item's text vector; computed once."""
+        if "nearest_phrase" not in self._cache:
+            typed = np.flatnonzero(self.intents.kind != PARSED)  # type: ignore[union-attr]
+            phrases = self.query_text[typed]
+            nearest = np.empty(self.n_items, dtype=np.int64)
+            for start in range(0, self.n_items, chunk):
+                nearest[start : start + chunk] = typed[np.argmax(self.text[start : start + chunk] @ phrases.T, axis=1)]
+            self._cache["nearest_phrase"] = nearest
+        return self._cache["nearest_phrase"]
 
     # ------------------------------------------------------------ retrieval
     def photos(self, noise: float) -> tuple[np.ndarray, np.ndarray]:

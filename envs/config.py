@@ -49,6 +49,11 @@ class ShopperConfig(_Strict):
     patience_mean: float = Field(0.85, ge=0, le=1, description="mean of gamma_u, the chance to go on to the next position")
     patience_concentration: float = Field(12.0, gt=0, description="Beta concentration of gamma_u")
     activity_spread: float = Field(1.0, ge=0, description="std of the log activity of users (how often each one shops)")
+    history_sessions_per_user: float = Field(
+        0.0,
+        ge=0,
+        description="sessions per user played before the first episode (envs.history): returning users arrive with profiles, as the item counters arrive warm",
+    )
     # items
     quality_scale: float = Field(0.6, ge=0, description="std of the latent item quality q_i that all users share")
     popularity_spread: float = Field(1.0, ge=0, description="std of log popularity: how often an item is what users look for")
@@ -149,6 +154,33 @@ class EnvConfig(_Strict):
         if theta is not None and len(theta) < self.slate_size:
             raise ValueError(f"shopper.examination lists {len(theta)} positions for slate_size={self.slate_size}")
         return self
+
+
+class SessionConfig(_Strict):
+    """What a shopper does after a page without a purchase (:class:`envs.session.SessionShoppingEnv`); the rates and
+    their sources are in that class's docstring and ``envs/README.md``."""
+
+    max_pages: int = Field(5, ge=1, description="H: pages a session shows at most (page-ons and rephrasings both open a page)")
+    page_on_rate: float = Field(0.25, ge=0, le=1, description="P(the shopper asks for the next page of the same query | no purchase on this page)")
+    rephrase_rate: float = Field(0.15, ge=0, le=1, description="P(the shopper types a phrase nearer what they want | no purchase on this page)")
+    page_discount: float = Field(1.0, ge=0, le=1, description="the reward of page p is weighted by page_discount ** (p - 1)")
+
+    @model_validator(mode="after")
+    def _rates(self) -> SessionConfig:
+        if self.page_on_rate + self.rephrase_rate > 1.0:
+            raise ValueError(f"page_on_rate + rephrase_rate = {self.page_on_rate + self.rephrase_rate} is more than 1 (leaving takes the rest)")
+        return self
+
+
+def make_session_config(**kwargs: Any) -> SessionConfig:
+    """A :class:`SessionConfig`; raises :class:`ConfigError` naming the first bad parameter and its value."""
+    try:
+        return SessionConfig(**kwargs)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"]) or "rephrase_rate"  # the only cross-field check
+        value = error.get("input") if error["loc"] else kwargs.get("rephrase_rate")
+        raise ConfigError(f"{name}: {error['msg'].removeprefix('Value error, ')} (got {value!r})", parameter=name, value=value) from None
 
 
 def make_config(**kwargs: Any) -> EnvConfig:

@@ -21,6 +21,15 @@ simulator's ground truth; the others use only the observation).
   parameter known but relevance measured to the query (its vector) instead
   of to the hidden target. The fair ceiling: what a policy that learnt
   everything else could reach.
+- ``sub_intent_oracle`` (session environment): the intent-blind oracle on a
+  session's first page; from its second page on it is *told the sub-intent*,
+  the bank phrase nearest the hidden target
+  (:meth:`envs.session.SessionShoppingEnv.sub_intent_phrase`), and measures
+  relevance to that phrase instead of the query: what reading the first
+  page's clicks perfectly, down to the best words for the target, could give.
+
+:class:`WithoutSession` runs any policy with the session features zeroed
+(what a service without session state shows it: the first page's values).
 """
 
 from __future__ import annotations
@@ -30,7 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from ranker.ranking.features import FEATURES
+from ranker.ranking.features import CONTEXT_FEATURES, FEATURES
+
+SESSION_FEATURES = ("sim_to_clicked", "shown_in_session")
+SESSION_CONTEXT = ("session_page", "session_rephrasings", "session_clicks")
 
 Policy = Callable[[Any, dict[str, np.ndarray]], int]
 
@@ -86,6 +98,33 @@ class IntentBlindOraclePolicy(OraclePolicy):
         return simulator.intent_blind_expected_rewards()
 
 
+class SubIntentOraclePolicy(OraclePolicy):
+    """The intent-blind oracle, told the sub-intent after the session's first page (session environment only)."""
+
+    name = "sub_intent_oracle"
+
+    def expected(self, simulator: Any) -> tuple[np.ndarray, np.ndarray]:
+        return simulator.sub_intent_expected_rewards()
+
+
+class WithoutSession:
+    """``policy`` as a service without session state runs it: the session features read as on a first page with no
+    click (``sim_to_clicked``, ``shown_in_session`` and the ``session_*`` context zeroed)."""
+
+    columns = [FEATURES.index(name) for name in SESSION_FEATURES]
+    context = [CONTEXT_FEATURES.index(name) for name in SESSION_CONTEXT]
+
+    def __init__(self, policy: Policy, name: str | None = None):
+        self.policy = policy
+        self.name = name or f"{getattr(policy, 'name', 'policy')}_without_session"
+
+    def __call__(self, env: Any, observation: dict[str, np.ndarray]) -> int:
+        features, context = observation["features"].copy(), observation["context"].copy()
+        features[:, self.columns] = 0.0
+        context[self.context] = 0.0
+        return self.policy(env, {**observation, "features": features, "context": context})
+
+
 def reference_policies(seed: int = 0) -> dict[str, Policy]:
     """The reference set, in table order."""
     return {
@@ -95,3 +134,10 @@ def reference_policies(seed: int = 0) -> dict[str, Policy]:
         "intent_blind_oracle": IntentBlindOraclePolicy(),
         "oracle": OraclePolicy(),
     }
+
+
+def session_reference_policies(seed: int = 0) -> dict[str, Policy]:
+    """The reference set of the session environment: :func:`reference_policies` and the sub-intent oracle."""
+    policies = reference_policies(seed)
+    oracle = policies.pop("oracle")
+    return {**policies, "sub_intent_oracle": SubIntentOraclePolicy(), "oracle": oracle}

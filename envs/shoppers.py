@@ -10,6 +10,7 @@ purchase model act on. Equations: ``envs/README.md``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,11 +55,12 @@ class Utilities:
 
     def padded(self, size: int) -> Utilities:
         """Zero probabilities for the empty slots past the candidates."""
-        pad = size - len(self.attraction)
-        if pad <= 0:
+        n = len(self.attraction)
+        if size <= n:
             return self
-        grow = lambda values: np.pad(values, (0, pad))  # noqa: E731
-        return Utilities(grow(self.attraction), grow(self.cart), grow(self.purchase), grow(self.utility), self.patience)
+        grown = np.zeros((4, size))
+        grown[0, :n], grown[1, :n], grown[2, :n], grown[3, :n] = self.attraction, self.cart, self.purchase, self.utility
+        return Utilities(grown[0], grown[1], grown[2], grown[3], self.patience)
 
 
 class World:
@@ -96,31 +98,34 @@ class World:
         b = (1.0 - config.patience_mean) * config.patience_concentration
         self.patience = np.full(n_users, config.patience_mean) if min(a, b) <= 0 else rng.beta(a, b, size=n_users)
         activity = np.exp(config.activity_spread * rng.standard_normal(n_users))
-        # sampling tables (inverse CDFs)
-        self._user_cdf = np.cumsum(activity / activity.sum())
-        self._interest_cdf = np.cumsum(self.interests, axis=1)
+        # sampling tables (inverse CDFs), as lists: bisect on a list is what np.searchsorted does, without its overhead
+        self._user_cdf = np.cumsum(activity / activity.sum()).tolist()
+        self._interest_cdf = np.cumsum(self.interests, axis=1).tolist()
         self._category_rows = [np.flatnonzero((catalog.category_codes == code) & queryable) for code in range(n_categories)]
-        self._category_cdf = [np.cumsum(self.popularity[rows]) / self.popularity[rows].sum() if len(rows) else rows for rows in self._category_rows]
+        self._category_cdf = [(np.cumsum(self.popularity[rows]) / self.popularity[rows].sum()).tolist() if len(rows) else [] for rows in self._category_rows]
+        self._log_price = np.log(np.maximum(catalog.prices, 0.01))
+        self._thresholds = np.array([[config.click_threshold], [config.cart_threshold], [config.purchase_threshold]])
         modes = {mode: share for mode, share in config.query_modes.items() if catalog.has_pictures or mode == "text"}
         if not catalog.has_pictures:  # without pictures every session searches by text
             modes = {"text": 1.0}
         total = sum(modes.values())
         self.modes = [mode for mode in QUERY_MODES if modes.get(mode, 0) > 0]
-        self._mode_cdf = np.cumsum([modes[mode] / total for mode in self.modes])
+        self._mode_cdf = np.cumsum([modes[mode] / total for mode in self.modes]).tolist()
 
     def sample_session(self, rng: np.random.Generator, *, user: int | None = None) -> Session:
         """Who shops (by activity), for which category (by interest), which item (by popularity), how asked.
 
         A text session states an intent with probability ``intent_share``: its query is the target's stated
         phrase (``envs.intents``), and the shopper holds to what it states."""
-        u, c, t, q, m, i = rng.random(6)
+        u, c, t, q, m, i = rng.random(6).tolist()
         noise = rng.standard_normal()
         if user is None:
-            user = int(min(np.searchsorted(self._user_cdf, u), len(self._user_cdf) - 1))
-        category = int(min(np.searchsorted(self._interest_cdf[user], c), self._interest_cdf.shape[1] - 1))
+            user = min(bisect_left(self._user_cdf, u), len(self._user_cdf) - 1)
+        interest = self._interest_cdf[user]
+        category = min(bisect_left(interest, c), len(interest) - 1)
         rows = self._category_rows[category]
-        target = int(rows[min(np.searchsorted(self._category_cdf[category], t), len(rows) - 1)])
-        mode = self.modes[int(min(np.searchsorted(self._mode_cdf, m), len(self.modes) - 1))]
+        target = int(rows[min(bisect_left(self._category_cdf[category], t), len(rows) - 1)])
+        mode = self.modes[min(bisect_left(self._mode_cdf, m), len(self.modes) - 1)]
         stated = self.catalog.stated_queries_of_item.get(target) if "text" in mode and i < self.config.intent_share else None
         queries = self.catalog.queries_of_item[target] if stated is None else stated
         query = int(queries[int(q * len(queries))])
@@ -157,7 +162,7 @@ class World:
         cfg, catalog = self.config, self.catalog
         if relevance is None:
             relevance = (catalog.text[rows] if vectors is None else vectors) @ catalog.text[session.target]
-        over_budget = np.maximum(np.log(np.maximum(catalog.prices[rows], 0.01)) - session.log_budget, 0.0)
+        over_budget = np.maximum(self._log_price[rows] - session.log_budget, 0.0)
         price_penalty = self.price_sensitivity[session.user] * over_budget
         utility = (
             cfg.relevance_weight * relevance
@@ -167,13 +172,10 @@ class World:
             - price_penalty
             - self._stated_penalty(session, rows)
         )
-        return Utilities(
-            attraction=sigmoid(utility - cfg.click_threshold),
-            cart=sigmoid(utility - cfg.cart_threshold),
-            purchase=sigmoid(utility - cfg.purchase_threshold - price_penalty),
-            utility=utility,
-            patience=float(self.patience[session.user]),
-        )
+        shifted = utility - self._thresholds  # [3, n]: against the click, cart and purchase thresholds
+        shifted[2] -= price_penalty  # price weighs on buying twice
+        attraction, cart, purchase = sigmoid(shifted)
+        return Utilities(attraction=attraction, cart=cart, purchase=purchase, utility=utility, patience=float(self.patience[session.user]))
 
     def _stated_penalty(self, session: Session, rows: np.ndarray) -> np.ndarray | float:
         """The utility each item at ``rows`` loses for breaking the limit, colour or brand the query states."""

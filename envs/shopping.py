@@ -15,38 +15,52 @@ placing one of K retrieved candidates at the next position.
 
 **The world.** Popularity counters and user profiles persist across episodes
 (each finished slate counts as impressions, its clicks and purchases update
-the counters and the user's profile), so personal features fill in as users
-come back. ``reset(seed=s)`` starts a new world from ``s``: new hidden
-preferences, warm counters, no profiles. Sessions and outcomes draw from two
-separate streams of the world, and a session always takes the same number of
-draws, so every policy evaluated from the same seed meets the same shoppers
-with the same searches, in the same order.
+the counters; the user's profile records what they were shown, by brand,
+colour and price level, and what they did with it), so personal features fill
+in as users come back. ``reset(seed=s)`` starts a new world from ``s``: new
+hidden preferences, warm counters, and the profiles of the world's history
+(``history_sessions_per_user``, :mod:`envs.history`; none by default here).
+Sessions and outcomes draw from two separate streams of the world, and a
+session always takes the same number of draws, so every policy evaluated from
+the same seed meets the same shoppers with the same searches, in the same
+order.
+
+The multi-page session (buy, page on, rephrase or leave after each page) is
+:class:`envs.session.SessionShoppingEnv`; this environment is its single-page
+special case.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.catalog import SimCatalog, load_sim_catalog
+from envs.catalog import Retrieved, SimCatalog, load_sim_catalog
 from envs.click_models import make_click_model
 from envs.config import ConfigError, EnvConfig, make_config
+from envs.history import play_history, record_slate
 from envs.shoppers import Session, Utilities, World
 from ranker.ranking.features import (
     CONTEXT_FEATURES,
     FEATURES,
+    NO_SESSION,
     CandidateSet,
     FeatureBuilder,
+    QueryPart,
+    SessionState,
     SlateFeatures,
     UserProfile,
-    examination_prior,
 )
 from ranker.ranking.objective import objective_of_purchase_value, purchase_values
 
 MAX_SIM_COLUMN = FEATURES.index("max_sim_to_placed")
+# Pages whose candidate names and query features are kept (shared by the environments of one catalog, K and
+# retrieval depth): about 14 kB each at K=100, so at most ~57 MB; a bank query's page seen before skips that work.
+QUERY_PAGES_KEPT = 4096
 # Features are similarities, shares, z-scores over K and log-price gaps: far inside this.
 FEATURE_BOUND = 1_000.0
 
@@ -74,6 +88,8 @@ class SlateShoppingEnv(gym.Env):
         self.builder = FeatureBuilder(k, length)
         weights = self.config.reward_weights
         self._w_click, self._w_cart, self._w_purchase = weights["click"], weights["add_to_cart"], weights["purchase"]
+        # every item's purchase value under the objective, once: a page gathers its K
+        self._row_values = purchase_values(objective_of_purchase_value(self.config.purchase_value), self.catalog.prices, self.catalog.median_price)
         self.action_space = spaces.Discrete(k)
         self.observation_space = spaces.Dict(
             {
@@ -86,6 +102,17 @@ class SlateShoppingEnv(gym.Env):
         self.world: World | None = None
         self.world_seed: int | None = None
         self.episode = 0
+        self._page_serial = 0  # pages opened by this environment: what the oracles' caches are keyed on
+        self.retrieval_depth = k  # how deep a query's retrieval reads (the session environment reads past K)
+
+    @property
+    def _query_pages(self) -> OrderedDict[tuple[int, str, bytes], tuple[tuple[list[str], ...], QueryPart]]:
+        """The pages kept per (retrieving bank row, query mode, candidate rows), least recently used first."""
+        key = ("query_pages", self.config.n_candidates, self.retrieval_depth, self.config.shopper.image_query_noise)
+        pages = self.catalog._cache.get(key)
+        if pages is None:
+            pages = self.catalog._cache[key] = OrderedDict()
+        return pages
 
     # ------------------------------------------------------------ the world
     def _new_world(self, seed: int) -> None:
@@ -98,6 +125,9 @@ class SlateShoppingEnv(gym.Env):
         # session of a world is the same whatever the policy did before it.
         self._session_rng = np.random.default_rng([seed, 0])
         self._rng = np.random.default_rng([seed, 1])
+        history = round(self.config.shopper.history_sessions_per_user * self.config.shopper.n_users)
+        if history:  # a stream of its own: the sessions and outcomes above are those of a world without history
+            play_history(self, history, np.random.default_rng([seed, 2]))
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start a session. ``options``: ``{"user": u}`` picks the shopper."""
@@ -110,48 +140,95 @@ class SlateShoppingEnv(gym.Env):
         if user is not None and not 0 <= int(user) < self.config.shopper.n_users:
             raise ConfigError(f"options.user: must be in [0, {self.config.shopper.n_users}), got {user}", parameter="options.user", value=user)
         self.session: Session = self.world.sample_session(self._session_rng, user=None if user is None else int(user))
-        catalog = self.catalog
-        bank = catalog.intents
-        assert bank is not None
-        query = self.session.query
-        if self.config.parse_queries and "text" in self.session.mode and bank.parsed[query] >= 0:
-            query = int(bank.parsed[query])  # the parsed twin: the rest of the text, the price filter, the intent
-        found = catalog.retrieve(query, self.session.mode, self.config.n_candidates, image_noise=self.config.shopper.image_query_noise)
-        self.rows = found.rows
-        vectors = catalog.text[self.rows]
-        candidates = CandidateSet(
-            item_ids=catalog.item_id_array[self.rows].tolist(),
-            categories=catalog.category_of_row[self.rows].tolist(),
-            brands=catalog.brand_of_row[self.rows].tolist(),
-            prices=catalog.prices[self.rows],
-            has_image=catalog.has_image[self.rows],
-            text_vectors=vectors,
-            retrieval_scores=found.fused,
-            channel_scores=found.channels,
-            colours=catalog.colour_of_row[self.rows].tolist(),
-        )
-        observation = self.builder.build(
-            candidates,
-            counts=self.counts[self.rows],
-            profile=self.profiles.get(self.session.user) or UserProfile(),
-            query_has_text="text" in self.session.mode,
-            query_has_image="image" in self.session.mode,
-            intent=bank.intent(query, catalog.brand_names, catalog.colour_names),
-        )
-        self.slate = SlateFeatures(observation, self.config.slate_size)
-        self.utilities: Utilities = self.world.utilities(self.session, self.rows, vectors).padded(self.config.n_candidates)
-        values = purchase_values(objective_of_purchase_value(self.config.purchase_value), catalog.prices[self.rows], catalog.median_price)
-        self._values = values if len(values) == self.config.n_candidates else np.pad(values, (0, self.config.n_candidates - len(values)))
-        self._active = True
-        self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
+        self._start_session()
         info = {
             "user": self.session.user,
-            "query": catalog.query_texts[self.session.query],
+            "query": self.catalog.query_texts[self.session.query],
             "mode": self.session.mode,
-            "target_item": catalog.item_ids[self.session.target],
+            "target_item": self.catalog.item_ids[self.session.target],
             "n_candidates": len(self.rows),
         }
         return self._observation(), info
+
+    def _start_session(self) -> None:
+        """Show the new session its first page (the session environment also sets up its state here)."""
+        self._open_page(self.session, self._retrieve(self.session.query))
+
+    def _retrieved_query(self, query: int) -> int:
+        """The bank row that retrieves for typed row ``query``: its parsed twin (the rest of the text, the price
+        filter, the intent) when the service's parser reads one and ``parse_queries`` is on, else ``query``."""
+        bank = self.catalog.intents
+        assert bank is not None
+        if self.config.parse_queries and "text" in self.session.mode and bank.parsed[query] >= 0:
+            return int(bank.parsed[query])
+        return query
+
+    def _retrieve(self, query: int) -> Retrieved:
+        """The retrieval for typed bank row ``query``: its top :attr:`retrieval_depth` (fewer when a price filter leaves
+        fewer)."""
+        depth = self.retrieval_depth
+        return self.catalog.retrieve(self._retrieved_query(query), self.session.mode, depth, image_noise=self.config.shopper.image_query_noise)
+
+    def _open_page(self, session: Session, found: Retrieved, state: SessionState = NO_SESSION) -> None:
+        """Make the retrieved ``found`` (at most K) the candidates of a new page for ``session`` (in ``state``): its
+        observation, the shopper's probabilities and the purchase values. What the page's query and candidates give
+        the features is kept per (query, mode, candidates), so a page seen before skips that work."""
+        catalog = self.catalog
+        self._page_serial += 1
+        rows = self.rows = found.rows
+        vectors = catalog.text[rows]
+        query = self._retrieved_query(session.query)
+        key = (query, session.mode, rows.tobytes())
+        known = self._query_pages.get(key)
+        if known is None:
+            names = (
+                catalog.item_id_array[rows].tolist(),
+                catalog.category_of_row[rows].tolist(),
+                catalog.brand_of_row[rows].tolist(),
+                catalog.colour_of_row[rows].tolist(),
+            )
+        else:
+            self._query_pages.move_to_end(key)
+            names, query_part = known
+        candidates = CandidateSet(
+            item_ids=names[0],
+            categories=names[1],
+            brands=names[2],
+            prices=catalog.prices[rows],
+            has_image=catalog.has_image[rows],
+            text_vectors=vectors,
+            retrieval_scores=found.fused,
+            channel_scores=found.channels,
+            colours=names[3],
+            price_levels=catalog.price_level_of_row[rows],
+        )
+        bank = catalog.intents
+        assert bank is not None
+        intent = bank.intent(query, catalog.brand_names, catalog.colour_names)
+        if known is None:
+            query_part = self.builder.query_part(candidates, intent)
+            self._query_pages[key] = (names, query_part)
+            if len(self._query_pages) > QUERY_PAGES_KEPT:
+                self._query_pages.popitem(last=False)
+        observation = self.builder.build(
+            candidates,
+            counts=self.counts[rows],
+            profile=self.profiles.get(session.user) or UserProfile(),
+            query_has_text="text" in session.mode,
+            query_has_image="image" in session.mode,
+            intent=intent,
+            session=state,
+            query_part=query_part,
+        )
+        self.slate = SlateFeatures(observation, self.config.slate_size)
+        k = self.config.n_candidates
+        self.utilities: Utilities = self.world.utilities(session, rows, vectors).padded(k)  # type: ignore[union-attr]
+        values = self._row_values[rows]
+        if len(values) < k:
+            values = np.concatenate([values, np.zeros(k - len(values))])
+        self._values = values
+        self._active = True
+        self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
 
     # ---------------------------------------------------------------- steps
     def action_masks(self) -> np.ndarray:
@@ -170,14 +247,7 @@ class SlateShoppingEnv(gym.Env):
             raise InvalidActionError(f"action: candidate {slot} is masked ({reason})")
         discount = self._discount(slot)
         attraction = float(self.utilities.attraction[slot] * discount)
-        rng = self._rng
-        examined = self.click_model.examined(position, self._active, rng)
-        click = cart = purchase = False
-        if examined:
-            click = bool(rng.random() < attraction)
-            cart = click and bool(rng.random() < self.utilities.cart[slot] * discount)
-            purchase = cart and bool(rng.random() < self.utilities.purchase[slot])
-            self._active = self.click_model.goes_on(click, purchase, self.utilities.patience, rng)
+        examined, click, cart, purchase = self._outcome(position, slot, attraction, discount)
         reward = self._w_click * click + self._w_cart * cart + self._w_purchase * purchase * self._value(slot)
         self.slate.place(slot)
         self.outcomes.append((slot, examined, click, cart, purchase))
@@ -196,6 +266,19 @@ class SlateShoppingEnv(gym.Env):
         }
         return self._observation(), float(reward), terminated, False, info
 
+    def _outcome(self, position: int, slot: int, attraction: float, discount: float) -> tuple[bool, bool, bool, bool]:
+        """(examined, click, cart, purchase) of candidate ``slot`` at ``position``, drawn from the outcome stream;
+        whether the shopper reads on past it is kept for the next position."""
+        rng = self._rng
+        examined = self.click_model.examined(position, self._active, rng)
+        click = cart = purchase = False
+        if examined:
+            click = bool(rng.random() < attraction)
+            cart = click and bool(rng.random() < self.utilities.cart[slot] * discount)
+            purchase = cart and bool(rng.random() < self.utilities.purchase[slot])
+            self._active = self.click_model.goes_on(click, purchase, self.utilities.patience, rng)
+        return examined, click, cart, purchase
+
     def _discount(self, slot: int) -> float:
         """The near-duplicate factor of ``slot`` at the next position (applies to attraction and cart)."""
         if not self.slate.placed:
@@ -206,26 +289,11 @@ class SlateShoppingEnv(gym.Env):
         return float(self._values[slot])
 
     def _commit(self) -> None:
-        """The finished slate becomes history: impressions, clicks, purchases, the user's profile."""
-        catalog = self.catalog
+        """The finished slate becomes history: impressions, clicks, purchases, and the user's profile (what they
+        were shown, what they did with it)."""
         profile = self.profiles.get(self.session.user) or UserProfile()
-        for position, (slot, _examined, click, cart, purchase) in enumerate(self.outcomes):
-            row = self.rows[slot]
-            self.counts[row, 0] += 1
-            self.counts[row, 1] += click
-            self.counts[row, 2] += purchase
-            self.counts[row, 3] += examination_prior(position)
-            for kind, happened in (("click", click), ("add_to_cart", cart), ("purchase", purchase)):
-                if happened:
-                    profile.record(
-                        kind=kind,
-                        category=catalog.category_names[catalog.category_codes[row]],
-                        brand=catalog.brand_names[catalog.brand_codes[row]],
-                        price=float(catalog.prices[row]),
-                        text_vector=catalog.text[row],
-                    )
-        if profile.n_interactions:
-            self.profiles[self.session.user] = profile
+        record_slate(self.catalog, self.counts, profile, self.rows[[slot for slot, *_ in self.outcomes]], self.outcomes)
+        self.profiles[self.session.user] = profile
 
     def _observation(self) -> dict[str, Any]:
         return {
@@ -253,13 +321,19 @@ class SlateShoppingEnv(gym.Env):
         relevance term reads the cosine of each candidate to the *query* (its MiniLM vector) instead of the cosine
         to the item the shopper has in mind. A picture query shows the target itself, so sessions that search
         with a picture keep the target's relevance. What a policy that learnt everything else could reach."""
-        if getattr(self, "_blind_session", None) != (self.world_seed, self.episode):
+        return self.phrase_expected_rewards(self.session.query)
+
+    def phrase_expected_rewards(self, phrase: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`expected_rewards` with relevance read as the cosine to bank phrase ``phrase`` instead of to the
+        hidden target (text sessions; a picture shows the target, so the others keep the target's relevance)."""
+        key = (self.world_seed, self.episode, self._page_serial, phrase)
+        if getattr(self, "_blind_key", None) != key:
             utilities = self.utilities
             if self.session.mode == "text":
                 vectors = self.catalog.text[self.rows]
-                relevance = vectors @ self.catalog.query_text[self.session.query]
+                relevance = vectors @ self.catalog.query_text[phrase]
                 utilities = self.world.utilities(self.session, self.rows, vectors, relevance=relevance).padded(self.config.n_candidates)  # type: ignore[union-attr]
-            self._blind, self._blind_session = utilities, (self.world_seed, self.episode)
+            self._blind, self._blind_key = utilities, key
         max_similarity = self.slate.features[:, MAX_SIM_COLUMN] if self.slate.placed else np.zeros(len(self.slate.available))
         discount = self.world.duplicate_factor(max_similarity)  # type: ignore[union-attr]
         utilities = self._blind

@@ -39,18 +39,20 @@ def sim_list() -> None:
     "--policy",
     "policies",
     multiple=True,
-    type=click.Choice(["random", "retrieval", "popularity", "intent_blind_oracle", "oracle"]),
+    type=click.Choice(["random", "retrieval", "popularity", "intent_blind_oracle", "sub_intent_oracle", "oracle"]),
     help="Only these reference policies (repeatable; default all).",
 )
 @set_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"env", "episodes", "seed", "policies": {NAME: {reward_mean, reward_ci95, ...}}}.')
 def sim_evaluate(env_id: str, episodes: int, seed: int, catalog: str | None, policies: tuple[str, ...], overrides: tuple[str, ...], as_json: bool) -> None:
-    """Mean reward per session (95% CI) of the reference policies, and their ratio to the oracle."""
+    """Mean reward per session (95% CI) of the reference policies, and their ratio to the oracle (on a session
+    environment also pages and abandonment per session, and the sub-intent oracle)."""
     from envs.evaluation import compare, format_table
-    from envs.policies import reference_policies
+    from envs.policies import reference_policies, session_reference_policies
 
     env, _ = _make_env(env_id, catalog, overrides)
-    chosen = {name: policy for name, policy in reference_policies(seed).items() if not policies or name in policies}
+    references = session_reference_policies(seed) if hasattr(env.unwrapped, "session_config") else reference_policies(seed)
+    chosen = {name: policy for name, policy in references.items() if not policies or name in policies}
     table = compare(env, chosen, episodes=episodes, seed=seed, progress=not as_json)
     if as_json:
         click.echo(json.dumps({"env": env_id, "episodes": episodes, "seed": seed, "policies": table}, indent=2))

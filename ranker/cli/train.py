@@ -145,6 +145,7 @@ def evaluate(
     from ranker.evaluation.simulation import (
         TABLE_ORDER,
         evaluate_policies,
+        format_ppo_paired,
         plot_learning_curve,
         plot_table,
     )
@@ -169,4 +170,5 @@ def evaluate(
     else:
         click.echo(f"{env_id}: policy {policy.version}, {episodes} sessions per policy, seed {seed}")
         click.echo(format_table(table))
+        click.echo(format_ppo_paired(table))
         click.echo(f"plots: {plots_dir / 'evaluation.png'}, {plots_dir / 'learning_curve.png'}")

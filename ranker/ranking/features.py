@@ -79,6 +79,8 @@ from ranker.ranking.schema import (  # noqa: F401  (re-exported: the layout the 
 )
 
 _STATIC_COLUMN = {name: column for column, name in enumerate(STATIC_FEATURES)}
+_RATES = slice(_STATIC_COLUMN["ctr"], _STATIC_COLUMN["ctr"] + 2)
+assert STATIC_FEATURES[_RATES] == ("ctr", "purchase_rate")
 SNAPSHOT_DTYPE = np.float16  # what the event log stores static features and similarities as
 _SNAPSHOT_MAX = float(np.finfo(SNAPSHOT_DTYPE).max)
 
@@ -168,6 +170,21 @@ class Observation:
         return row
 
 
+@dataclass(frozen=True)
+class QueryPart:
+    """What a request's features take from its candidates and its query alone (not from the user, the item counters
+    or the session): those static columns at snapshot precision (zeros elsewhere), the candidates' categories
+    grouped and their mean retrieval score. :meth:`FeatureBuilder.query_part` makes it; a caller that builds
+    features for the same candidates and query again (the simulator, for a bank query) keeps it and passes it to
+    :meth:`FeatureBuilder.build`, which then skips that work and returns the same bits."""
+
+    static: np.ndarray  # [n, len(STATIC_FEATURES)] float32
+    categories: _Grouped
+    mean_retrieval_score: float
+    brands: _Grouped | None = None  # the candidates' brands and colours grouped (None: grouped when needed)
+    colours: _Grouped | None = None
+
+
 class FeatureBuilder:
     """Builds observations for K candidate slots and a slate of L positions."""
 
@@ -186,10 +203,30 @@ class FeatureBuilder:
         self.prior_ctr = prior_ctr
         self.prior_purchase_rate = prior_purchase_rate
         self.prior_strength = prior_strength
+        # the rates' Beta priors as pseudo-counts: clicks and purchases, over exposure
+        self._prior_counts = np.array([prior_ctr * prior_strength, prior_purchase_rate * prior_strength])
+        self._prior_exposure = prior_strength * mean_examination(slate_size)
 
     @property
     def n_features(self) -> int:
         return len(FEATURES)
+
+    def query_part(self, candidates: CandidateSet, intent: QueryIntent = NO_INTENT) -> QueryPart:
+        """The part of :meth:`build`'s work that depends only on ``candidates`` and the query's ``intent``."""
+        n = len(candidates)
+        categories = _Grouped(candidates.categories)
+        static = np.zeros((n, len(STATIC_FEATURES)), dtype=np.float32)
+        if n:
+            _fill_query(static, candidates, categories)
+            _fill_intent(static, candidates, intent)
+            static = snapshot_precision(static)
+        return QueryPart(
+            static=static,
+            categories=categories,
+            mean_retrieval_score=float(candidates.retrieval_scores.mean()) if n else 0.0,
+            brands=_Grouped(candidates.brands),
+            colours=None if candidates.colours is None else _Grouped(candidates.colours),
+        )
 
     def build(
         self,
@@ -201,33 +238,44 @@ class FeatureBuilder:
         query_has_image: bool,
         intent: QueryIntent = NO_INTENT,
         session: SessionState = NO_SESSION,
+        query_part: QueryPart | None = None,
     ) -> Observation:
         """Static features and context for ``candidates`` (at most K; the rest is padding), for a user with
-        ``profile`` in ``session``."""
+        ``profile`` in ``session``. ``query_part``: :meth:`query_part` of these candidates and ``intent``, made
+        earlier (the simulator keeps one per bank query); None: made here."""
         n, k = len(candidates), self.n_candidates
         if n > k:
             raise FeatureError(f"candidates: {n} given for {k} slots")
         if counts.shape != (n, len(COUNTERS)):
             raise FeatureError(f"counts: shape {counts.shape}, expected ({n}, {len(COUNTERS)}): {', '.join(COUNTERS)}")
+        if query_part is None:
+            query_part = self.query_part(candidates, intent)
+        elif len(query_part.static) != n:
+            raise FeatureError(f"query_part: made for {len(query_part.static)} candidates, not these {n}")
         static = np.zeros((k, len(STATIC_FEATURES)), dtype=np.float32)
         codes = np.full(k, -1, dtype=np.int64)
         valid = np.zeros(k, dtype=bool)
         valid[:n] = True
         if n:
-            self._fill_static(static[:n], candidates, counts, profile)
-            _fill_intent(static[:n], candidates, intent)
-            _fill_taste(static[:n], candidates, profile)
-            _fill_session(static[:n], candidates, session)
-            static[:n] = snapshot_precision(static[:n])
-            code_of = {category: code for code, category in enumerate(dict.fromkeys(candidates.categories))}
-            codes[:n] = [code_of[category] for category in candidates.categories]
+            own = static[:n]
+            own[:] = query_part.static
+            categories = query_part.categories
+            brands = colours = None
+            if profile.brand_counts or profile.n_interactions:
+                brands = query_part.brands or _Grouped(candidates.brands)
+                colours = query_part.colours
+            self._fill_user(own, candidates, counts, profile, categories, brands)
+            _fill_taste(own, candidates, profile, brands, colours)
+            _fill_session(own, candidates, session)
+            own[:] = snapshot_precision(own)
+            codes[:n] = categories.inverse
         context = np.array(
             [
                 float(query_has_text),
                 float(query_has_image),
                 min(math.log1p(profile.n_interactions) / math.log1p(100), 1.0),
                 float(profile.embedding is not None),
-                float(candidates.retrieval_scores.mean()) if n else 0.0,
+                query_part.mean_retrieval_score,
                 n / k,
                 float(intent.has_price),
                 float(bool(intent.brands)),
@@ -235,7 +283,7 @@ class FeatureBuilder:
                 min((session.page - 1) / 4, 1.0),
                 min(session.rephrasings / 3, 1.0),
                 min(math.log1p(session.n_clicked) / math.log1p(10), 1.0),
-                float(np.clip(profile.price_response, -3.0, 3.0)),
+                min(max(profile.price_response, -3.0), 3.0),
             ],
             dtype=np.float32,
         )
@@ -244,33 +292,17 @@ class FeatureBuilder:
             vectors = np.concatenate([vectors, np.zeros((k - n, vectors.shape[1]), dtype=np.float32)])
         return Observation(static=static, context=context, valid=valid, text_vectors=vectors, category_codes=codes)
 
-    def _fill_static(self, out: np.ndarray, candidates: CandidateSet, counts: np.ndarray, profile: UserProfile) -> None:
-        """Write the :data:`STATIC_FEATURES` columns of ``out`` ([n, S], zeros on entry)."""
-        n = len(candidates)
-        scores = candidates.channel_scores
+    def _fill_user(
+        self, out: np.ndarray, candidates: CandidateSet, counts: np.ndarray, profile: UserProfile, categories: _Grouped, brands: _Grouped | None
+    ) -> None:
+        """Write the columns of ``out`` ([n, S]) that read the item counters and the user's profile; ``categories``
+        and ``brands``: the candidates' names grouped (``brands`` None when the profile has no brand counts)."""
         column = _STATIC_COLUMN
-        for feature, channel in (("sim_text", "text"), ("sim_image", "image")):
-            if channel in scores:
-                out[:, column[feature]] = finite_or_zero(scores[channel])
-        cross = [finite_or_zero(scores[channel]) for channel in ("text_to_image", "image_to_text") if channel in scores]
-        if cross:
-            out[:, column["sim_cross"]] = np.maximum.reduce(cross) if len(cross) > 1 else cross[0]
-        out[:, column["retrieval_score"]] = finite_or_zero(candidates.retrieval_scores)
-        out[:, column["retrieval_rank"]] = np.arange(n) / max(n - 1, 1)
-        out[:, column["has_image"]] = candidates.has_image
-        log_price = np.log(np.maximum(candidates.prices, 0.01))
-        centred = log_price - log_price.sum() / n
-        spread = math.sqrt(float(centred @ centred) / n)
-        if spread > 1e-9:
-            out[:, column["price_z"]] = centred / spread
         if profile.mean_log_price is not None:
-            out[:, column["price_vs_user"]] = log_price - profile.mean_log_price
-        out[:, column["price_vs_category"]] = log_price - _group_medians(log_price, candidates.categories)
-        impressions, exposure = counts[:, 0], counts[:, 3]
-        prior_exposure = self.prior_strength * mean_examination(self.slate_size)
-        out[:, column["ctr"]] = (counts[:, 1] + self.prior_ctr * self.prior_strength) / (exposure + prior_exposure)
-        out[:, column["purchase_rate"]] = (counts[:, 2] + self.prior_purchase_rate * self.prior_strength) / (exposure + prior_exposure)
-        popularity = np.log1p(impressions)
+            out[:, column["price_vs_user"]] = np.log(np.maximum(candidates.prices, 0.01)) - profile.mean_log_price
+        # ctr and purchase_rate (adjacent columns) at once: (clicks, purchases) + prior, over exposure + prior
+        out[:, _RATES] = (counts[:, 1:3] + self._prior_counts) / (counts[:, 3:4] + self._prior_exposure)
+        popularity = np.log1p(counts[:, 0])
         top = popularity.max()
         if top > 0:
             out[:, column["log_popularity"]] = popularity / top
@@ -278,9 +310,32 @@ class FeatureBuilder:
             out[:, column["user_affinity"]] = candidates.text_vectors @ profile.embedding
         history = max(profile.n_interactions, 1)
         if profile.category_counts:
-            out[:, column["user_category_affinity"]] = _shares(profile.category_counts, candidates.categories, history)
-        if profile.brand_counts:
-            out[:, column["user_brand_affinity"]] = _shares(profile.brand_counts, candidates.brands, history)
+            out[:, column["user_category_affinity"]] = categories.expand(_shares(profile.category_counts, categories.names, history))
+        if profile.brand_counts and brands is not None:
+            out[:, column["user_brand_affinity"]] = brands.expand(_shares(profile.brand_counts, brands.names, history))
+
+
+def _fill_query(out: np.ndarray, candidates: CandidateSet, categories: _Grouped) -> None:
+    """Write the columns of ``out`` ([n, S], zeros on entry) that read only the candidates: similarities, retrieval,
+    pictures and prices against each other."""
+    n = len(candidates)
+    scores = candidates.channel_scores
+    column = _STATIC_COLUMN
+    for feature, channel in (("sim_text", "text"), ("sim_image", "image")):
+        if channel in scores:
+            out[:, column[feature]] = finite_or_zero(scores[channel])
+    cross = [finite_or_zero(scores[channel]) for channel in ("text_to_image", "image_to_text") if channel in scores]
+    if cross:
+        out[:, column["sim_cross"]] = np.maximum.reduce(cross) if len(cross) > 1 else cross[0]
+    out[:, column["retrieval_score"]] = finite_or_zero(candidates.retrieval_scores)
+    out[:, column["retrieval_rank"]] = np.arange(n) / max(n - 1, 1)
+    out[:, column["has_image"]] = candidates.has_image
+    log_price = np.log(np.maximum(candidates.prices, 0.01))
+    centred = log_price - log_price.sum() / n
+    spread = math.sqrt(float(centred @ centred) / n)
+    if spread > 1e-9:
+        out[:, column["price_z"]] = centred / spread
+    out[:, column["price_vs_category"]] = log_price - _group_medians(log_price, categories)
 
 
 def _fill_intent(out: np.ndarray, candidates: CandidateSet, intent: QueryIntent) -> None:
@@ -294,18 +349,24 @@ def _fill_intent(out: np.ndarray, candidates: CandidateSet, intent: QueryIntent)
         out[:, column["colour_match"]] = _matches(candidates.colours, intent.colours)
 
 
-def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile) -> None:
+def _fill_taste(out: np.ndarray, candidates: CandidateSet, profile: UserProfile, brands: _Grouped | None, colours: _Grouped | None = None) -> None:
     """Write the revealed-taste columns of ``out`` ([n, S]): brand and colour lifts over what the user was shown, and
-    each price's level against the level of what the user acted on."""
+    each price's level against the level of what the user acted on (``brands``, ``colours``: the candidates' names
+    grouped, when known)."""
     column = _STATIC_COLUMN
     if not profile.n_interactions:
         return
-    out[:, column["user_brand_lift"]] = lift(profile.brand_counts, profile.n_interactions, profile.shown_brand_counts, profile.shown, candidates.brands)
+    brands = brands or _Grouped(candidates.brands)
+    out[:, column["user_brand_lift"]] = brands.expand(
+        lift(profile.brand_counts, profile.n_interactions, profile.shown_brand_counts, profile.shown, brands.names)
+    )
     if candidates.colours is not None:
-        colours = candidates.colours
-        out[:, column["user_colour_lift"]] = lift(profile.colour_counts, profile.n_interactions, profile.shown_colour_counts, profile.shown, colours)
+        colours = colours or _Grouped(candidates.colours)
+        out[:, column["user_colour_lift"]] = colours.expand(
+            lift(profile.colour_counts, profile.n_interactions, profile.shown_colour_counts, profile.shown, colours.names)
+        )
     if candidates.price_levels is not None and profile.mean_level is not None:
-        out[:, column["price_vs_user_level"]] = np.clip(finite_or_zero(candidates.price_levels) - profile.mean_level, -5.0, 5.0)
+        out[:, column["price_vs_user_level"]] = np.minimum(np.maximum(finite_or_zero(candidates.price_levels) - profile.mean_level, -5.0), 5.0)
 
 
 def _fill_session(out: np.ndarray, candidates: CandidateSet, session: SessionState) -> None:
@@ -324,8 +385,10 @@ def _matches(names: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
 
 
 def snapshot_precision(values: np.ndarray) -> np.ndarray:
-    """``values`` as float32 holding exactly what :data:`SNAPSHOT_DTYPE` can store (clipped to its range, so never infinite)."""
-    return np.clip(values, -_SNAPSHOT_MAX, _SNAPSHOT_MAX).astype(SNAPSHOT_DTYPE).astype(np.float32)
+    """``values`` as float32 holding exactly what :data:`SNAPSHOT_DTYPE` can store (clipped to its range, so never
+    infinite; NaN stays NaN). Two ufuncs rather than :func:`numpy.clip`, whose wrappers cost more than the work on
+    a request's few hundred values."""
+    return np.minimum(np.maximum(values, -_SNAPSHOT_MAX), _SNAPSHOT_MAX).astype(SNAPSHOT_DTYPE).astype(np.float32)
 
 
 def finite_or_zero(values: np.ndarray) -> np.ndarray:
@@ -333,14 +396,39 @@ def finite_or_zero(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, 0.0)
 
 
-def _group_medians(values: np.ndarray, groups: Sequence[str]) -> np.ndarray:
-    """[n] the median of ``values`` over the entries sharing each entry's group."""
-    labels = np.asarray(groups, dtype=object)
-    medians = np.empty(len(values), dtype=np.float64)
-    for group in dict.fromkeys(groups):
-        members = labels == group
-        medians[members] = np.median(values[members])
-    return medians
+class _Grouped:
+    """Names (categories, brands, colours) of the candidates grouped: the distinct ones in first-seen order and each
+    candidate's index into them, so a per-name value is computed once per name (the same arithmetic, so the same
+    bits) and spread to the candidates with one gather."""
+
+    __slots__ = ("names", "inverse")
+
+    def __init__(self, names: Sequence[str]):
+        index: dict[str, int] = {}
+        self.inverse = np.array([index.setdefault(name, len(index)) for name in names], dtype=np.intp)
+        self.names = list(index)
+
+    def expand(self, per_name: np.ndarray) -> np.ndarray:
+        return per_name[self.inverse]
+
+
+def _group_medians(values: np.ndarray, groups: _Grouped) -> np.ndarray:
+    """[n] the median of ``values`` over the entries sharing each entry's group: one sort for all groups, the middle
+    order statistics averaged as :func:`numpy.median` does (``(a + b) / 2``; a lone middle one as it is)."""
+    if not np.isfinite(values).all():  # NaN sorts last where numpy.median propagates it: the plain way
+        labels = groups.inverse
+        medians = np.empty(len(values), dtype=np.float64)
+        for code in range(len(groups.names)):
+            members = labels == code
+            medians[members] = np.median(values[members])
+        return medians
+    codes = groups.inverse
+    order = np.lexsort((values, codes))
+    ordered = values[order]
+    sizes = np.bincount(codes, minlength=len(groups.names))
+    starts = np.cumsum(sizes) - sizes
+    middle = (ordered[starts + (sizes - 1) // 2] + ordered[starts + sizes // 2]) / 2
+    return middle[codes]
 
 
 def _shares(counts: dict[str, float], names: Sequence[str], total: float) -> np.ndarray:

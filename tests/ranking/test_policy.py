@@ -211,7 +211,17 @@ def test_cli_train_then_evaluate_prints_the_table_and_writes_plots(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["env"] == "envs/SlateShoppingTiny-v0" and report["episodes"] == 200
-    assert set(report["policies"]) == {"ppo", "retrieval", "popularity", "lambdamart", "linear_bandit", "random", "intent_blind_oracle", "oracle"}
+    assert set(report["policies"]) == {
+        "ppo",
+        "retrieval",
+        "popularity",
+        "lambdamart",
+        "linear_bandit",
+        "critic_greedy",
+        "random",
+        "intent_blind_oracle",
+        "oracle",
+    }
     for row in report["policies"].values():
         assert {"reward_mean", "reward_ci95", "clicks_mean", "purchases_mean", "oracle_ratio"} <= set(row)
         assert row["reward_ci95"][0] <= row["reward_mean"] <= row["reward_ci95"][1]
