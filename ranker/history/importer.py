@@ -138,6 +138,7 @@ class HistoryImporter:
         self.ledger = {"rankings": key(prefix, "import", "rankings"), "interactions": key(prefix, "import", "interactions")}
         self.lock_key = key(prefix, "import", "lock")
         self._builders: dict[int, FeatureBuilder] = {}
+        self.timings: dict[str, float] = {}  # seconds per phase of the last run (bench/import_events.py prints them)
 
     # ---------------------------------------------------------------- run
     def run(self, path: Path, fmt: str = "auto", *, progress: bool = False, log: Callable[[str], None] = lambda line: None) -> ImportReport:
@@ -145,17 +146,26 @@ class HistoryImporter:
         token = uuid.uuid4().hex
         if not self.client.set(self.lock_key, token, nx=True, ex=LOCK_TTL_S):
             raise ImportLocked(f"another import is running against prefix {self.prefix!r} (lock {self.lock_key}); wait for it, or delete the key if it died")
+        self.timings = {name: 0.0 for name in ("read", "items", "state", "queries", "replay", "write")}
         try:
             history = self._read(Path(path), fmt, progress)
             report = ImportReport(events=history.lines, skips=history.skips)
+            self._lap("read", started)
+            lap = time.perf_counter()
             self.catalog_log.catch_up(self.engine)  # catalog writes made through the API since the last snapshot
             self._import_items(history.items, report, log)
+            self._lap("items", lap)
             self._replay(history, report, progress)
         finally:
             if self.client.get(self.lock_key) == token.encode():
                 self.client.delete(self.lock_key)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _lap(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] += now - since
+        return now
 
     def _read(self, path: Path, fmt: str, progress: bool) -> History:
         from tqdm import tqdm
@@ -219,6 +229,7 @@ class HistoryImporter:
         from tqdm import tqdm
 
         skips = report.skips
+        lap = time.perf_counter()
         done_rankings = self._members(self.ledger["rankings"], [ranking.ranking_id for ranking in history.rankings])
         done_interactions = self._members(self.ledger["interactions"], [interaction.event_id for interaction in history.interactions])
         catalog = self._catalog({item for ranking in history.rankings for item in ranking.items} | {i.item_id for i in history.interactions})
@@ -257,7 +268,9 @@ class HistoryImporter:
         report.users = len(users)
         counts = self._counts(catalog)
         profiles = self._profiles(users.values())
+        lap = self._lap("state", lap)
         queries = self._queries({ranking.query for ranking in rankings if ranking.query})
+        lap = self._lap("queries", lap)
         timeline = sorted([(r.ts, 0, r.line, r) for r in rankings] + [(i.ts, 1, i.line, i) for i in interactions], key=lambda entry: entry[:3])
         batch = _Batch()
         with tqdm(total=len(timeline), unit="event", desc="importing", disable=not progress) as bar:
@@ -275,9 +288,13 @@ class HistoryImporter:
                     self._interaction(event, slates, catalog, counts, profiles, users, batch, report)
                 bar.update(1)
                 if len(batch.rankings) >= self.batch_rankings:
+                    lap = self._lap("replay", lap)
                     self._write(batch, profiles, report)
+                    lap = self._lap("write", lap)
                     batch = _Batch()
+            lap = self._lap("replay", lap)
             self._write(batch, profiles, report)
+            self._lap("write", lap)
 
     def _interaction(
         self,
