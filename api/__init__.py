@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import g, request
@@ -77,6 +74,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
 
 def _build_service(app: OpenAPI) -> None:
     from ranker.live.backend import EmbeddedRedis, connect
+    from ranker.live.state import user_key_secret
     from ranker.retrieval.engine import open_engine
     from ranker.serving import RankingService, ServiceConfig
 
@@ -93,30 +91,12 @@ def _build_service(app: OpenAPI) -> None:
         engine,
         connect(config["REDIS_URL"]),
         data_dir / "policies",
-        ServiceConfig.from_settings(settings, user_key_secret=_user_key_secret(settings.user_key_secret, data_dir)),
+        ServiceConfig.from_settings(settings, user_key_secret=user_key_secret(settings.user_key_secret, data_dir)),
     )
     app.extensions["ranking_service"] = service
     metrics = app.extensions["ranker_metrics"] = Metrics(query_cache_baseline=(engine.query_cache.hits, engine.query_cache.misses))
     metrics.items.set(len(engine))
     metrics.serving(service.policies.version)
-
-
-def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:
-    if configured:
-        return str(configured).encode()
-    path = data_dir / "user_key.secret"
-    if not path.exists():  # written whole under a private name, then linked into place: racing workers agree on one key
-        temporary = data_dir / f".user_key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-    return path.read_text().strip().encode()
 
 
 def nesting(value: Any, limit: int) -> int:

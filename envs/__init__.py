@@ -16,8 +16,11 @@ id                                   what
 ``envs/SessionShoppingTiny-v0``      the four-item shop, two pages of two positions: quick runs and tests
 ===================================  ========================================================
 
-Every id takes keyword overrides: ``catalog`` (``"demo"``, a data directory
-with a built index, or a :class:`envs.catalog.SimCatalog`), ``n_candidates``,
+Every id takes keyword overrides: ``catalog`` (``"demo"``: the demo shop
+``make serve`` builds under ``$RANKER_DATA_DIR`` or ``./data``, else the
+compact demo world packaged with ``envs``, so a fresh install needs no prior
+command; ``"compact"``; a data directory with a built index; or a
+:class:`envs.catalog.SimCatalog`), ``n_candidates``,
 ``slate_size``, ``reward_weights``, ``purchase_value`` and any
 :class:`envs.config.ShopperConfig` field; the session environments also any
 :class:`envs.config.SessionConfig` field. Their worlds start with a history of two

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import time
 from pathlib import Path
 
 import click
@@ -234,6 +235,8 @@ def learn(
     """The online learner: logged rankings and feedback -> Bayesian-head updates (and PPO fine-tunes) -> gated policy versions."""
     import threading
 
+    import redis
+
     from ranker.learning.config import LearnerConfig
     from ranker.learning.loop import Learner
     from ranker.learning.supervisor import PARENT_PID_ENV
@@ -278,8 +281,16 @@ def learn(
     if consumer:
         config.consumer = consumer
     client = connect(redis_url, socket_timeout=30)
-    learner = Learner(client, data_dir / "policies", config, catalog=LiveCatalog(client, data_dir, prefix=prefix))
     parent = int(os.environ.get(PARENT_PID_ENV, 0))  # started by `ranker serve`: stop when it is gone
+    learner = None
+    while learner is None:  # Redis restarting while the learner starts: wait for it, as a running learner does
+        try:
+            learner = Learner(client, data_dir / "policies", config, catalog=LiveCatalog(client, data_dir, prefix=prefix))
+        except redis.RedisError as exc:
+            if stop.is_set() or (parent and os.getppid() != parent):
+                return
+            click.echo(f"Redis unavailable at start ({exc}); retrying in 1 s", err=True)
+            time.sleep(1.0)
 
     def stopped() -> bool:
         return stop.is_set() or bool(parent and os.getppid() != parent)
