@@ -11,12 +11,15 @@ What an import does, in order (:meth:`HistoryImporter.run`):
    ids in the same transaction as its writes, so a re-run, or a run after a crash, counts nothing twice.
 4. **Replay** the new events in time order, as the service would have lived them. A ranking gets its feature
    snapshot from :class:`ranker.ranking.features.FeatureBuilder` (the serving code) over the item counters and the
-   user's profile *as they stood at that moment* (Metarank's rule: train on what was known then), its query
-   parsed and embedded as serving does (each distinct query once); then its impressions count. An interaction
+   user's profile and search session *as they stood at that moment* (Metarank's rule: train on what was known
+   then), its query parsed and embedded as serving does (each distinct query once); then its impressions count
+   and the slate joins the user's shown statistics. A session (``session_id``) is replayed as serving keeps one:
+   a query's n-th ranking in it is its page n, and a click joins the clicks the next page reads. An interaction
    moves the click or purchase counter, the user's activity counts and profile (every kind folds into it, as
    feedback does), and is written to the interactions stream with its position in its ranking.
 5. **Write** each batch in one transaction: the ledger ids, the rankings and interactions streams, counter
-   increments (``HINCRBY``: live traffic meanwhile is kept), activity counts and the profiles touched.
+   increments (``HINCRBY``: live traffic meanwhile is kept), activity counts and the profiles (with their shown
+   statistics) touched.
 
 Users are keyed as the service keys them (their pseudonym, created here when the user is new), so their first
 live request finds the profile the history built. Rankings carry ``policy_version`` ``"imported"``; with logged
@@ -47,8 +50,19 @@ from ranker.history.formats import ITEM_FIELDS, History, LoggedInteraction, Logg
 from ranker.live.backend import key, queue_script
 from ranker.live.catalog_stream import CatalogLog
 from ranker.live.events import InteractionEvent, RankingEvent
-from ranker.live.state import PROFILE_TTL_S, activity_key, counter_key, decode_profile, encode_profile, profile_key, pseudonym_key
-from ranker.ranking.features import COUNTERS, NO_INTENT, CandidateSet, FeatureBuilder, UserProfile, examination_prior, snapshot_precision
+from ranker.live.state import PROFILE_TTL_S, activity_key, counter_key, decode_profile, encode_profile, encode_shown, profile_key, pseudonym_key, shown_key
+from ranker.ranking.features import (
+    COUNTERS,
+    NO_INTENT,
+    NO_SESSION,
+    CandidateSet,
+    FeatureBuilder,
+    SessionState,
+    UserProfile,
+    examination_prior,
+    price_level,
+    snapshot_precision,
+)
 from ranker.retrieval.engine import SearchEngine
 from ranker.retrieval.fusion import fuse_scores
 from ranker.retrieval.query_intent import QueryParser
@@ -115,9 +129,27 @@ class _Catalog:
     brands: list[str]
     colours: list[str]
     prices: np.ndarray
+    levels: np.ndarray  # [m] each price's level in its category (ranker.ranking.profile.price_level), as serving computes it
     has_image: np.ndarray
     text: np.ndarray  # [m, d]
     image_in_text: np.ndarray  # [m, d], NaN rows where the item has no picture
+
+
+@dataclass
+class _Session:
+    """One logged search session as serving would have kept it (``ranker.live.state``'s session keys): a query's
+    page is the count of its rankings so far in the session, since logs carry no page number."""
+
+    pages: Counter = field(default_factory=Counter)  # query hash -> rankings of it so far
+    shown: set[str] = field(default_factory=set)
+    clicked: list[np.ndarray] = field(default_factory=list)
+
+    def state(self, query_hash: str) -> SessionState:
+        """The features' view of the session for the next ranking of ``query_hash``; counts that ranking."""
+        self.pages[query_hash] += 1
+        rephrasings = len(self.pages) - 1
+        clicked = np.stack(self.clicked) if self.clicked else None
+        return SessionState(page=self.pages[query_hash], rephrasings=rephrasings, clicked=clicked, shown=frozenset(self.shown))
 
 
 class HistoryImporter:
@@ -230,12 +262,15 @@ class HistoryImporter:
         text, _ = self.engine.indexes["text"].vectors_for(key_array)
         bridge, pictured = self.engine.indexes["image_in_text"].vectors_for(key_array)
         bridge[~pictured] = np.nan
+        prices = np.array([item.price for item in items], dtype=np.float64)
+        medians = {category: self.engine.query_vocabulary.price_quantile(0.5, [category]) for category in {item.category for item in items}}
         return _Catalog(
             row_of={item_id: row for row, item_id in enumerate(known)},
             categories=[item.category for item in items],
             brands=[item.brand for item in items],
             colours=[item.colour for item in items],
-            prices=np.array([item.price for item in items], dtype=np.float64),
+            prices=prices,
+            levels=price_level(prices, np.array([medians[item.category] or item.price for item in items], dtype=np.float64)),
             has_image=np.array([item.image is not None for item in items], dtype=bool),
             text=text,
             image_in_text=bridge,
@@ -289,11 +324,15 @@ class HistoryImporter:
         queries = self._queries({ranking.query for ranking in rankings if ranking.query})
         lap = self._lap("queries", lap)
         timeline = sorted([(r.ts, 0, r.line, r) for r in rankings] + [(i.ts, 1, i.line, i) for i in interactions], key=lambda entry: entry[:3])
+        sessions: dict[tuple[str, str], _Session] = {}  # (user key, session id) -> the session replayed so far
         batch = _Batch()
         with tqdm(total=len(timeline), unit="event", desc="importing", disable=not progress) as bar:
             for _, _, _, event in timeline:
                 if isinstance(event, LoggedRanking):
-                    batch.rankings.append(self._ranking_event(event, catalog, counts, profiles[users[event.user_id]], users[event.user_id], queries))
+                    user = users[event.user_id]
+                    session = sessions.setdefault((user, event.session_id), _Session()) if event.session_id else None
+                    batch.rankings.append(self._ranking_event(event, catalog, counts, profiles[user], user, queries, session))
+                    batch.users.add(user)
                     batch.ledger_rankings.append(event.ranking_id)
                     rows, priors = [catalog.row_of[item] for item in event.items], self._priors(len(event.items))
                     counts[rows, 0] += 1
@@ -303,7 +342,7 @@ class HistoryImporter:
                         batch.exposure[item] += prior
                     batch.activity[(users[event.user_id], "rankings")] += 1
                 else:
-                    self._interaction(event, slates, catalog, counts, profiles, users, batch, report)
+                    self._interaction(event, slates, catalog, counts, profiles, users, sessions, batch, report)
                 bar.update(1)
                 if len(batch.rankings) >= self.batch_rankings:
                     lap = self._lap("replay", lap)
@@ -322,11 +361,15 @@ class HistoryImporter:
         counts: np.ndarray,
         profiles: dict[str, UserProfile],
         users: dict[str, str],
+        sessions: dict[tuple[str, str], _Session],
         batch: _Batch,
         report: ImportReport,
     ) -> None:
         row, user = catalog.row_of[event.item_id], users[event.user_id]
         ranking = slates.get(event.ranking_id or "")
+        session = sessions.get((user, ranking.session_id)) if ranking is not None and ranking.session_id else None
+        if session is not None and event.type == "click":  # the session's next page reads what was clicked
+            session.clicked.append(catalog.text[row])
         if ranking is not None:
             batch.interactions.append(
                 InteractionEvent(event.event_id, ranking.ranking_id, event.item_id, ranking.items.index(event.item_id), event.type, None, event.ts).to_json()
@@ -346,6 +389,8 @@ class HistoryImporter:
             price=float(catalog.prices[row]),
             text_vector=catalog.text[row],
             decay=self.profile_decay,
+            colour=catalog.colours[row],
+            level=float(catalog.levels[row]),
         )
         batch.users.add(user)
 
@@ -357,8 +402,10 @@ class HistoryImporter:
         profile: UserProfile,
         user_key: str,
         queries: dict[str, tuple[Understood, np.ndarray]],
+        session: _Session | None = None,
     ) -> RankingEvent:
-        """The RankingEvent serving would have logged: the feature snapshot over the counters and profile of then."""
+        """The RankingEvent serving would have logged: the feature snapshot over the counters, profile and session
+        of then; the slate then joins the user's shown statistics and the session's shown items."""
         rows = np.array([catalog.row_of[item] for item in ranking.items], dtype=np.int64)
         n = len(rows)
         vectors = catalog.text[rows]
@@ -376,7 +423,10 @@ class HistoryImporter:
             retrieval_scores=fuse_scores(channels, n) if channels else np.zeros(n),
             channel_scores=channels,
             colours=[catalog.colours[row] for row in rows],
+            price_levels=catalog.levels[rows],
         )
+        asked = _query_hash(ranking.query)
+        state = session.state(asked) if session is not None else NO_SESSION
         builder = self._builders.get(n) or self._builders.setdefault(n, FeatureBuilder(n, n))
         observation = builder.build(
             candidates,
@@ -385,7 +435,11 @@ class HistoryImporter:
             query_has_text=query_vector is not None,
             query_has_image=False,
             intent=understood.intent if understood is not None else NO_INTENT,
+            session=state,
         )
+        profile.record_shown(candidates.brands, candidates.colours or [], catalog.levels[rows])
+        if session is not None:
+            session.shown.update(ranking.items)
         propensities = ranking.propensities
         return RankingEvent(
             ranking_id=ranking.ranking_id,
@@ -394,7 +448,7 @@ class HistoryImporter:
             session_id=ranking.session_id,
             query_text=ranking.query,
             query_has_image=False,
-            query_hash=_query_hash(ranking.query),
+            query_hash=asked,
             policy_version=IMPORTED_POLICY,
             candidate_ids=list(ranking.items),
             retrieval_scores=candidates.retrieval_scores,
@@ -408,6 +462,7 @@ class HistoryImporter:
             placed_similarity=snapshot_precision(vectors @ vectors.T),  # row t: every candidate's cosine to the item at t
             slate_size=n,
             query_parsed=understood.to_json() if understood is not None and understood.parsed is not None else None,
+            page=state.page if session is not None else None,
         )
 
     # ----------------------------------------------------------- state io
@@ -457,7 +512,9 @@ class HistoryImporter:
             pipe = self.client.pipeline(transaction=False)
             for user_key in chunk:
                 pipe.hmget(profile_key(self.prefix, user_key), ["profile", "embedding"])
-            profiles.update({user_key: decode_profile(*stored) for user_key, stored in zip(chunk, pipe.execute())})
+                pipe.hgetall(shown_key(self.prefix, user_key))
+            replies = pipe.execute()
+            profiles.update({user_key: decode_profile(*replies[2 * index], replies[2 * index + 1]) for index, user_key in enumerate(chunk)})
         return profiles
 
     def _queries(self, texts: set[str]) -> dict[str, tuple[Understood, np.ndarray]]:
@@ -493,6 +550,9 @@ class HistoryImporter:
         for user in batch.users:
             pipe.hset(profile_key(self.prefix, user), mapping=encode_profile(profiles[user]))
             pipe.expire(profile_key(self.prefix, user), self.profile_ttl_s)
+            if profiles[user].shown:
+                pipe.hset(shown_key(self.prefix, user), mapping=encode_shown(profiles[user]))
+                pipe.expire(shown_key(self.prefix, user), self.profile_ttl_s)
         pipe.execute()
         report.rankings += len(batch.rankings)
         report.interactions += len(batch.interactions)
@@ -509,7 +569,7 @@ class _Batch:
     clicks: Counter = field(default_factory=Counter)
     purchases: Counter = field(default_factory=Counter)
     activity: Counter = field(default_factory=Counter)  # (user key, rankings|clicks|purchases) -> n
-    users: set[str] = field(default_factory=set)  # whose profiles changed
+    users: set[str] = field(default_factory=set)  # whose profiles (or shown statistics) changed
 
 
 def _item_fields(fields: dict[str, Any]) -> dict[str, Any]:

@@ -123,6 +123,14 @@ def encode_profile(profile: UserProfile) -> dict[str, bytes | str]:
     return fields
 
 
+def encode_shown(profile: UserProfile) -> dict[str, str]:
+    """The user's shown statistics as the fields of their ``shown`` hash (what the ranking script increments)."""
+    fields = {"n": repr(float(profile.shown)), "level": repr(float(profile.shown_level_sum))}
+    fields.update({f"b:{brand}": repr(float(count)) for brand, count in profile.shown_brand_counts.items()})
+    fields.update({f"c:{colour}": repr(float(count)) for colour, count in profile.shown_colour_counts.items()})
+    return fields
+
+
 def decode_profile(scalars: bytes | None, embedding: bytes | None, shown: dict[bytes, bytes] | None = None) -> UserProfile:
     """A profile from its hash fields and its shown-statistics hash (Lua's cjson writes an empty table as ``{}``)."""
     profile = UserProfile()

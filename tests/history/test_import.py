@@ -133,6 +133,33 @@ def test_bad_lines_are_counted_with_their_reason_and_the_rest_imports(demo_engin
     assert counts[:, 1].tolist() == [0, 1, 0] and counts[:, 2].tolist() == [0, 0, 1]
 
 
+def test_sessions_replay_as_serving_keeps_them(demo_engine, client, prefix, tmp_path):
+    """Schema 4: a query's second ranking in a session is its page 2, a click in the session shows in the next
+    page's features, and every slate joins the user's shown statistics (the hash the ranking script counts)."""
+    items = demo_engine.store.items()
+    page_1, page_2 = [item.item_id for item in items[:5]], [item.item_id for item in items[5:10]]
+    rank = {"event": "ranking", "user": "u1", "session": "s1", "fields": [{"name": "query", "value": "red shoes"}]}
+    lines = [
+        {**rank, "id": "r1", "timestamp": "1788000000000", "items": [{"id": item} for item in page_1]},
+        {"event": "interaction", "id": "i1", "ranking": "r1", "user": "u1", "item": page_1[2], "type": "click", "timestamp": "1788000005000"},
+        {**rank, "id": "r2", "timestamp": "1788000010000", "items": [{"id": item} for item in page_2]},
+        {**rank, "id": "r3", "session": "s2", "timestamp": "1788000020000", "items": [{"id": item} for item in page_2]},
+    ]
+    path = tmp_path / "sessions.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    assert importer(demo_engine, client, prefix).run(path).rankings == 3
+    logged = {event.ranking_id: event for _, event in EventLog(client, prefix=prefix).rankings()}
+    assert [logged[r].page for r in ("r1", "r2", "r3")] == [1, 2, 1]
+    page, clicks = CONTEXT_FEATURES.index("session_page"), CONTEXT_FEATURES.index("session_clicks")
+    to_clicked = STATIC_FEATURES.index("sim_to_clicked")
+    assert logged["r1"].context[clicks] == 0 and logged["r2"].context[clicks] > 0 and logged["r3"].context[clicks] == 0
+    assert logged["r2"].context[page] > logged["r1"].context[page]
+    assert np.all(logged["r1"].features[:, to_clicked] == 0) and np.any(logged["r2"].features[:, to_clicked] != 0)
+    assert np.all(logged["r3"].features[:, to_clicked] == 0)  # another session: page 1 again, no clicks of its own
+    profile = RedisStateProvider(client, prefix=prefix).user_profile(user_key(client, prefix, "u1"))
+    assert profile.shown == 15 and sum(profile.shown_brand_counts.values()) == 15 and profile.n_interactions == 1
+
+
 def test_an_obp_table_imports_with_its_propensities(demo_engine, client, prefix, tmp_path):
     items = [item.item_id for item in demo_engine.store.items()[:6]]
     rows = ["timestamp,slate_id,user_id,item_id,position,click,propensity_score"]
