@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 
 import envs  # noqa: E402,F401
 from envs.evaluation import SessionLog, format_paired, format_table, paired, paired_table, run_all, summarise  # noqa: E402
-from ranker.evaluation.simulation import BASELINES, TABLE_ORDER, evaluation_policies  # noqa: E402
+from ranker.evaluation.simulation import BASELINES, TABLE_ORDER, evaluation_policies, format_ppo_paired  # noqa: E402
 from ranker.ranking.features import CONTEXT_FEATURES  # noqa: E402
 from ranker.ranking.policy import RankingPolicy  # noqa: E402
 
@@ -59,6 +59,14 @@ def evaluate(env_id: str, policy: RankingPolicy, *, episodes: int, seed: int, lo
     print(f"{env_id}: baselines fitted on {log_episodes} logged sessions in {time.perf_counter() - started:.0f} s")
     policies = {name: policies[name] for name in TABLE_ORDER if name in policies}
     return run_all(env, policies, episodes=episodes, seed=seed, progress=True)
+
+
+def with_ppo_paired(table: dict[str, Any], logs: dict[str, SessionLog]) -> dict[str, Any]:
+    """``table`` with each row's ``ppo_vs``: PPO against that policy, paired (purchases and reward)."""
+    for name, log in logs.items():
+        if name != "ppo":
+            table[name]["ppo_vs"] = {metric: paired(logs["ppo"].metric(metric), log.metric(metric)) for metric in METRICS}
+    return table
 
 
 def best_of(logs: dict[str, SessionLog], metric: str) -> str:
@@ -128,9 +136,10 @@ def main() -> None:
     print(f"policy {policy.version} ({args.policy}); {args.episodes} sessions per policy, seed {args.seed}; load average {os.getloadavg()[0]:.1f}")
     report: dict[str, Any] = {"policy": policy.version, "episodes": args.episodes, "seed": args.seed, "settings": args.settings}
     logs = evaluate(args.env, policy, episodes=args.episodes, seed=args.seed, log_episodes=args.log_episodes, settings=settings)
-    table = summarise(logs)
+    table = with_ppo_paired(summarise(logs), logs)
     print(format_table(table))
-    print(format_paired(paired_table({"ppo": logs["ppo"], **{k: v for k, v in logs.items() if k != "ppo"}}, "ppo"), "ppo"))
+    print(format_ppo_paired(table))
+    print(format_paired(paired_table(logs, "ppo"), "ppo"))
     found = verdicts(logs, sessions=True)
     clicks = found["clicks_pay"]["purchases"]
     print(
@@ -156,8 +165,9 @@ def main() -> None:
     if args.slate:
         slate_settings = {key: value for key, value in settings.items() if key == "catalog"}
         slate_logs = evaluate("envs/SlateShopping-v0", policy, episodes=args.episodes, seed=args.seed, log_episodes=args.log_episodes, settings=slate_settings)
-        slate_table = summarise(slate_logs)
+        slate_table = with_ppo_paired(summarise(slate_logs), slate_logs)
         print(format_table(slate_table))
+        print(format_ppo_paired(slate_table))
         slate = verdicts(slate_logs, sessions=False)
         for metric in METRICS:
             result = slate[f"ppo_vs_best_{metric}"]

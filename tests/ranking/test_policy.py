@@ -15,6 +15,7 @@ from ranker.cli import main
 from ranker.learning.offline import TrainConfig, train
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
 from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
+from ranker.ranking.schema import FEATURE_SCHEMA_VERSION
 
 K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
 
@@ -116,7 +117,8 @@ def test_artifact_round_trip_and_refusals(policy, tmp_path, monkeypatch):
     # standardisation) is refused, with the versions and what to do
     old = dict(manifest, schema_hash="34d91bebf90ff61e", feature_schema={**manifest["feature_schema"], "version": 1, "hash": "34d91bebf90ff61e"})
     (directory / "manifest.json").write_text(json.dumps(old))
-    with pytest.raises(PolicyError, match=r"feature schema 34d91bebf90ff61e \(version 1\), but this service builds schema .* \(version 3\); retrain"):
+    expected = rf"feature schema 34d91bebf90ff61e \(version 1\), but this service builds schema .* \(version {FEATURE_SCHEMA_VERSION}\); retrain"
+    with pytest.raises(PolicyError, match=expected):
         RankingPolicy.load(directory)
     # another feature schema is refused with a clear message
     manifest["schema_hash"] = "0000000000000000"
