@@ -14,7 +14,7 @@ import envs  # noqa: F401  (registers the environments)
 from ranker.cli import main
 from ranker.learning.offline import TrainConfig, train
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
-from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax
+from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax, normalised_scores
 from ranker.ranking.schema import FEATURE_SCHEMA_VERSION
 
 K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
@@ -83,21 +83,24 @@ def test_greedy_is_the_score_order(policy):
 
 
 def test_log_probabilities_match_the_sampled_slate(policy):
-    """Each position's log-probability is the masked softmax of the scores at that step, and they sum to log P(slate)."""
+    """Each position's log-probability is the masked softmax of the scores at that step, standardised over the
+    candidates still available (sampling is scale-free), and they sum to log P(slate)."""
     from ranker.ranking.features import SlateFeatures
 
     observation = random_observation(np.random.default_rng(4))
     ranking = policy.rank(observation, 5, temperature=0.7, rng=np.random.default_rng(0))
     slate = SlateFeatures(observation, 5)
     for slot, logged in zip(ranking.slots, ranking.log_probs):
-        scores = policy.scores(slate.features, observation.context, slate.available.astype(np.float32))
+        scores = normalised_scores(policy.scores(slate.features, observation.context, slate.available.astype(np.float32)), slate.available)
         expected = masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(slate.available.astype(np.float32)), 0.7)[slot].item()
         assert logged == pytest.approx(expected, abs=1e-5)
         slate.place(slot)
     # and the sampler follows those probabilities: the first position's empirical frequencies
     rng = np.random.default_rng(5)
     first = [policy.rank(observation, 1, temperature=0.7, rng=rng).slots[0] for _ in range(3000)]
-    scores = policy.scores(SlateFeatures(observation, 5).features, observation.context, observation.valid.astype(np.float32))
+    scores = normalised_scores(
+        policy.scores(SlateFeatures(observation, 5).features, observation.context, observation.valid.astype(np.float32)), observation.valid
+    )
     probabilities = np.exp(masked_log_softmax(torch.as_tensor(scores), torch.as_tensor(observation.valid.astype(np.float32)), 0.7).numpy())
     empirical = np.bincount(first, minlength=K) / len(first)
     assert np.abs(empirical - probabilities).max() < 0.03
@@ -282,7 +285,9 @@ def test_cold_items_get_a_fading_bonus_and_the_logged_propensities_include_it(po
     boost = np.zeros(K)
     boost[cold] = 3.0
     ranking = policy.rank(observation, 5, temperature=0.7, rng=np.random.default_rng(0), bonus=boost)
-    expected = masked_log_softmax(torch.as_tensor(scores / 0.7 + boost), torch.as_tensor(slate.available.astype(np.float32)))[ranking.slots[0]]
+    expected = masked_log_softmax(
+        torch.as_tensor(normalised_scores(scores, slate.available) / 0.7 + boost), torch.as_tensor(slate.available.astype(np.float32))
+    )[ranking.slots[0]]
     assert ranking.log_probs[0] == pytest.approx(expected.item(), abs=1e-5)  # the propensity of what was actually sampled
     rng = np.random.default_rng(12)
     shown = [cold in policy.rank(observation, 5, temperature=0.7, rng=rng, bonus=boost).slots for _ in range(400)]
