@@ -16,7 +16,7 @@ What runs (all real parts, on loopback):
   catalog as the service holds it (:class:`ranker.learning.world.LiveCatalog`).
 
 It prints and writes (``bench/out/api_catalog/result.json``): the time from
-the first feedback to the first decided update, the updates decided
+the first feedback to the first decided and to the first promoted update, the updates decided
 (promoted, rejected) in the run, errors and restarts of the learner, and
 whether it is still running at the end.
 """
@@ -122,12 +122,14 @@ def main() -> None:
                 first_decided = time.time()
             time.sleep(1)
         summary = status.summary()
+        promoted = sorted(d["at"] for d in status.decisions().values() if d.get("decision") == "promoted" and d.get("at"))
         result = {
             "items": len(catalog),
             "sessions": args.sessions,
             "seconds": round(elapsed, 1),
             "redis": "embedded" if args.embedded else "redis-server",
             "first_feedback_to_first_decision_s": round(first_decided - first_feedback, 1) if first_decided and first_feedback else None,
+            "first_feedback_to_first_promoted_s": round(promoted[0] - first_feedback, 1) if promoted and first_feedback else None,
             "decisions": summary["decisions"],
             "errors": summary["errors"],
             "restarts": summary["restarts"],
