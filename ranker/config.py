@@ -132,6 +132,9 @@ class Settings(BaseSettings):
         0.05, ge=0, description="the catastrophe guard rejects a candidate significantly worse in the simulator by more than this reward per session"
     )
     gate_ope_tolerance: float = Field(0.05, ge=0, description="reward per ranking a candidate may lose in the off-policy estimate")
+    gate_min_held_out: int = Field(
+        200, ge=1, description="held-out rankings the gate's off-policy estimate needs to decide; until then candidates are deferred (not served)"
+    )
     gate_draws: int = Field(8, ge=1, description="posterior draws the gate averages to judge a candidate with a Bayesian head as it serves")
     device: str = Field("auto", description="torch device of the learner's updates: auto (CUDA when present), cpu or cuda")
     # the production server (gunicorn)

@@ -273,6 +273,7 @@ def learn(
         head_half_life_s=setting("learn_head_half_life_s")(),
         head_min_rows=setting("learn_head_min_rows")(),
         gate_draws=setting("gate_draws")(),
+        ope_min_rankings=setting("gate_min_held_out")(),
         objective=setting("objective")(),
         read_count=setting("learn_read_count")(),
         claim_idle_s=setting("learn_claim_idle_s")(),

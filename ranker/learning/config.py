@@ -30,7 +30,7 @@ class LearnerConfig:
     head_min_rows_per_position: float = 200.0  # rows a position needs before its examination is learnt
     holdout_every: int = 5  # every n-th trajectory of a batch (by stream id) goes to the gate's hold-out window
     holdout_window: int = 1000  # the gate's rolling hold-out: the newest held-out rankings
-    ope_min_rankings: int = 200  # below this many held-out rankings the off-policy check only notes its estimate
+    ope_min_rankings: int = default("gate_min_held_out")  # below this many held-out rankings the off-policy check only notes its estimate
     ope_weight_clip: float | None = 10.0  # the gate's DR caps each per-decision weight here (truncated IS); None: no cap
     replay_window: int = 2000  # trained rankings kept and reused by later updates (ranker.learning.window)
     replay_max_age_s: float = 3600.0  # a replayed ranking older than this (before the batch's newest) is left out
