@@ -4,33 +4,44 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed
 DATA_DIR ?= data
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv system-deps lint serve serve-prod test test-slow fuzz reliability bench train clean
+.PHONY: help venv serve-venv system-deps lint serve serve-dev serve-prod test test-slow fuzz reliability bench train clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # torch first: 2.13.0 is a CPU wheel on the dev and CI machines; any other
 # requirement that admits a newer torch would pull several GB of CUDA
-# packages. A torch already in the venv is kept.
-$(STAMP): pyproject.toml
+# packages. A torch already in the venv is kept. torch is a dependency of
+# serving too: the learner that `ranker serve` runs beside the API trains
+# with it, and the encoders' ONNX graphs are exported from torch once; the
+# API workers themselves never import it.
+$(SERVE_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install torch==2.13.0
+	$(BIN)/python -m pip install -e .
+	touch $(SERVE_STAMP)
+
+$(STAMP): $(SERVE_STAMP)
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $(STAMP)
 
-venv: $(STAMP)  ## create or refresh .venv
+serve-venv: $(SERVE_STAMP)  ## create or refresh .venv with what serving needs (no test tools)
 
-serve: venv  ## the ranking API and the online learner beside it on the demo shop, embedded Redis, starting policy (builds the demo index on first run)
+venv: $(STAMP)  ## create or refresh .venv with the test tools too
+
+serve: serve-venv  ## the ranking API under gunicorn (a worker per core), the online learner beside it, embedded Redis, on the demo shop with the starting policy (builds the demo index on first run)
 	$(BIN)/ranker serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
-serve-prod: venv  ## the same under gunicorn, 2 workers and the learner run by the master (REDIS_URL unset: embedded Redis started by the master)
-	$(BIN)/python -c "from pathlib import Path; from ranker.catalog.demo import ensure_demo_index; ensure_demo_index(Path('$(DATA_DIR)'), log=print)"
-	RANKER_DATA_DIR=$(DATA_DIR) RANKER_BIND=$(HOST):$(PORT) OMP_NUM_THREADS=1 $(BIN)/gunicorn -c api/gunicorn_conf.py
+serve-dev: serve-venv  ## the same on Flask's development server in one process (debugging)
+	$(BIN)/ranker serve --dev --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
+
+serve-prod: serve  ## an alias of `serve` (production-grade by default)
 
 system-deps:  ## redis-server, chromium and chromedriver for the tests (apt, when root and missing)
 	bash .ci/system-deps

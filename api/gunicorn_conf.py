@@ -4,7 +4,7 @@ Settings come from environment variables:
 
 - ``RANKER_BIND`` (default ``127.0.0.1:8000``; an address beyond loopback needs
   ``RANKER_INGEST_KEY`` and ``RANKER_ADMIN_KEY``, or ``RANKER_INSECURE=1``:
-  :mod:`api.security`), ``RANKER_WORKERS`` (default 2),
+  :mod:`api.security`), ``RANKER_WORKERS`` (default: one per core),
   ``RANKER_THREADS`` (default 1: sync workers; the rank path is CPU-bound);
 - ``RANKER_DATA_DIR`` (default ``data``) and every other ``RANKER_*`` setting
   of :func:`api.create_app`;
@@ -31,7 +31,7 @@ from ranker.config import load_settings
 
 settings = load_settings()  # the same RANKER_* settings as every process (ranker.config)
 bind = settings.bind
-workers = settings.workers
+workers = settings.workers or len(os.sched_getaffinity(0))  # the rank path is CPU-bound: a worker per core
 threads = settings.threads
 timeout = 120  # a worker loads the encoders and the index before its first request
 graceful_timeout = 30
@@ -46,15 +46,16 @@ _learner = None
 
 def on_starting(server):
     global _embedded
-    from api.security import refuse_open_bind
-
-    for address in settings.bind.split(","):  # a server beyond loopback without keys does not start
-        refuse_open_bind(address.strip().rsplit(":", 1)[0] if not address.strip().startswith("unix:") else address.strip(), settings)
+    # before anything imports prometheus_client (api does): it picks its multiprocess storage when first imported
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
+    from api.security import refuse_open_bind
+
+    for address in settings.bind.split(","):  # a server beyond loopback without keys does not start
+        refuse_open_bind(address.strip().rsplit(":", 1)[0] if not address.strip().startswith("unix:") else address.strip(), settings)
     if settings.redis_url and not os.environ.get("REDIS_URL"):
         os.environ["REDIS_URL"] = settings.redis_url  # from RANKER_REDIS_URL_FILE: the workers and the learner read it here
     if not os.environ.get("REDIS_URL"):
@@ -79,6 +80,7 @@ def when_ready(server):
             consumer=settings.learn_consumer,
         ).start()
         server.log.info("online learner beside the workers")
+    server.log.info("serving on http://%s/ (docs: /docs) with %d workers%s", bind, workers, ", learner beside them" if _learner else ", no learner")
 
 
 def child_exit(server, worker):
@@ -89,8 +91,10 @@ def child_exit(server, worker):
 
 def on_exit(server):
     if _learner is not None:
+        server.log.info("stopping the learner")
         _learner.stop()
     if _embedded is not None and _embedded.owned:
+        server.log.info("stopping the embedded Redis")
         _embedded.close()
 
 

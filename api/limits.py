@@ -48,11 +48,11 @@ class RateLimits:
         self.limiter = FixedWindowRateLimiter(storage)
         self.items: dict[str, list[RateLimitItem]] = {name: parse_many(spec) if spec.strip() else [] for name, spec in limits.items()}
 
-    def check(self, scope: str, identity: str) -> None:
-        """Count one request of ``scope`` (``rank_per_key``, ...) for ``identity``; 429 past any of its limits."""
+    def check(self, scope: str, identity: str, cost: int = 1) -> None:
+        """Count ``cost`` requests of ``scope`` (``rank_per_key``, ...) for ``identity``; 429 past any of its limits."""
         for item in self.items.get(scope, []):
             try:
-                allowed = self.limiter.hit(item, scope, identity)
+                allowed = self.limiter.hit(item, scope, identity, cost=cost)
                 if allowed:
                     continue
                 reset = self.limiter.get_window_stats(item, scope, identity).reset_time
@@ -87,7 +87,7 @@ def install(app: Flask, client: redis.Redis, prefix: str, settings: object) -> N
     app.extensions["rate_limits"] = RateLimits(client, prefix, {name.replace("_limit", ""): str(getattr(settings, name)) for name in names})
 
 
-def check(scope: str, identity: str) -> None:
+def check(scope: str, identity: str, cost: int = 1) -> None:
     limits: RateLimits | None = current_app.extensions.get("rate_limits")
     if limits is not None:
-        limits.check(scope, identity)
+        limits.check(scope, identity, cost)

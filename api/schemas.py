@@ -21,6 +21,8 @@ MAX_PAGE = 100  # pages of one query in a session
 MAX_CANDIDATES = 1000
 MAX_BATCH = 1000
 MAX_EVENTS = 1000
+MAX_BATCH_RANKINGS = 1000  # rankings in one feedback batch
+MAX_BATCH_EVENTS = 10_000  # events in one feedback batch, all its rankings together
 MAX_IMAGE_BASE64 = 28_000_000  # ~20 MB of image bytes
 
 
@@ -208,6 +210,32 @@ class FeedbackRequest(Closed):
 class FeedbackResponse(BaseModel):
     accepted: int
     duplicates: int
+
+
+class FeedbackBatchRequest(Closed):
+    rankings: list[FeedbackRequest] = Field(min_length=1, max_length=MAX_BATCH_RANKINGS, description="each ranking's events, as POST /v1/feedback takes them")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> FeedbackBatchRequest:
+        total = sum(len(ranking.events) for ranking in self.rankings)
+        if total > MAX_BATCH_EVENTS:
+            raise ValueError(f"rankings: {total:,} events in one batch, over the limit of {MAX_BATCH_EVENTS:,}; send several batches")
+        return self
+
+
+class FeedbackBatchResult(BaseModel):
+    ranking_id: str
+    accepted: int
+    duplicates: int
+    error: ErrorDetail | None = Field(default=None, description="why this ranking's events were refused (none of them stored); absent when recorded")
+    retry_after_s: int | None = Field(default=None, description="with error code rate_limited: when this ranking's user may send again")
+
+
+class FeedbackBatchResponse(BaseModel):
+    accepted: int
+    duplicates: int
+    refused: int = Field(description="rankings refused whole (see their results)")
+    results: list[FeedbackBatchResult] = Field(description="one per ranking, in the order sent")
 
 
 # --------------------------------------------------------------- items
@@ -406,3 +434,6 @@ class ErrorResponse(BaseModel):
 
 # what any operation with a JSON body may answer besides its own: malformed or too deeply nested JSON, too large, not JSON
 BODY_ERRORS: dict[int, type[BaseModel]] = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse, 422: ErrorResponse}
+
+FeedbackBatchResult.model_rebuild()  # its ErrorDetail is defined below it
+FeedbackBatchResponse.model_rebuild()

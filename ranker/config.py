@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="torch device of the learner's updates: auto (CUDA when present), cpu or cuda")
     # the production server (gunicorn)
     bind: str = Field("127.0.0.1:8000", description="gunicorn's address")
-    workers: int = Field(2, ge=1, description="gunicorn workers")
+    workers: int | None = Field(None, ge=1, description="gunicorn workers; unset: one per core this process may run on")
     threads: int = Field(1, ge=1, description="threads per worker (1: sync workers; the rank path is CPU-bound)")
     access_log: str | None = Field(None, description="gunicorn's access log ('-': standard output); unset: none")
 

@@ -9,6 +9,11 @@ Bounds (each a 422 naming the field, before anything is stored):
   and ``feedback_ts_future_s`` after it (default 5 minutes of clock skew). A time in milliseconds is refused with a
   message that says so: accepted, every such event would fall outside the learner's attribution window;
 - ``value`` is at most ``max_event_value`` (default 1,000,000): a purchase's revenue feeds experiment reports.
+
+A batch (:func:`take_feedback_batch`, ``POST /v1/feedback/batch``: many rankings' events in one request, as Segment
+and Snowplow collectors take them) runs the same checks and the same script per ranking, pipelined in one round
+trip: each ranking is recorded whole or refused whole, with the error it met, and a refused ranking stores nothing
+while the others are recorded.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -71,31 +77,92 @@ def take_feedback(service: RankingService, ranking_id: str, events: Sequence[dic
     describe(service, reported)
     try:
         flags = service.events.record_feedback(ranking_id, reported)
-    except FeedbackRefused as refused:
-        if refused.index is None:
-            raise FeedbackError(
-                f"ranking_id: no ranking {ranking_id!r} (unknown, erased, or older than the {config.ranking_ttl_s} s retention)",
-                field="ranking_id",
-                value=ranking_id,
-                kind="not_found",
-            ) from None
-        item_id = reported[refused.index].item_id
-        raise FeedbackError(
-            f"events[{refused.index}].item_id: {item_id!r} was not in ranking {ranking_id}", field=f"events[{refused.index}].item_id", value=item_id
-        ) from None
-    except FeedbackRateLimited as limited:
-        raise FeedbackLimited(
-            f"ranking_id: the user of ranking {ranking_id} is over the feedback limit ({config.feedback_limit_per_user}); retry after {limited.retry_after_s} s",
-            limited.retry_after_s,
-        ) from None
+    except (FeedbackRefused, FeedbackRateLimited) as refused:
+        raise refusal(service, ranking_id, reported, refused) from None
     except redis.RedisError as exc:
         raise Unavailable(f"event log unreachable: {exc}") from None
-    try:  # on a replicated Redis: only what a replica holds too survives a failover
+    confirm(service)
+    accepted = sum(flags)
+    return accepted, len(flags) - accepted
+
+
+@dataclass
+class BatchResult:
+    """What became of one ranking's events in a batch: counted, or refused whole (``error``, nothing stored)."""
+
+    ranking_id: str
+    accepted: int = 0
+    duplicates: int = 0
+    error: FeedbackError | None = None
+
+
+def take_feedback_batch(service: RankingService, batches: Sequence[tuple[str, Sequence[dict[str, Any]]]]) -> list[BatchResult]:
+    """Check and record many rankings' events in one round trip; a :class:`BatchResult` per ranking, in order. A
+    ranking whose events break a bound, whose id is unknown, which names an item outside its slate or whose user is
+    over the feedback limit is refused (its error's field is prefixed ``rankings[i].``); the rest are recorded."""
+    config = service.config
+    now = time.time()
+    results = [BatchResult(ranking_id) for ranking_id, _ in batches]
+    checked: list[tuple[int, str, list[Feedback]]] = []
+    for index, (ranking_id, events) in enumerate(batches):
+        try:
+            reported = checked_events(events, now=now, past_s=config.feedback_ts_past_s, future_s=config.feedback_ts_future_s, max_value=config.max_event_value)
+        except FeedbackError as exc:
+            results[index].error = within(exc, index)
+            continue
+        checked.append((index, ranking_id, reported))
+    describe(service, [event for _, _, reported in checked for event in reported])
+    try:
+        outcomes = service.events.record_feedback_many([(ranking_id, reported) for _, ranking_id, reported in checked])
+    except redis.RedisError as exc:
+        raise Unavailable(f"event log unreachable: {exc}", maybe_stored=True) from None
+    for (index, ranking_id, reported), outcome in zip(checked, outcomes, strict=True):
+        if isinstance(outcome, (FeedbackRefused, FeedbackRateLimited)):
+            results[index].error = within(refusal(service, ranking_id, reported, outcome), index)
+        else:
+            results[index].accepted = sum(outcome)
+            results[index].duplicates = len(outcome) - results[index].accepted
+    if checked:
+        confirm(service)
+    return results
+
+
+def refusal(service: RankingService, ranking_id: str, reported: Sequence[Feedback], refused: FeedbackRefused | FeedbackRateLimited) -> FeedbackError:
+    """The request error for what the feedback script refused."""
+    config = service.config
+    if isinstance(refused, FeedbackRateLimited):
+        return FeedbackLimited(
+            f"ranking_id: the user of ranking {ranking_id} is over the feedback limit ({config.feedback_limit_per_user}); retry after {refused.retry_after_s} s",
+            refused.retry_after_s,
+        )
+    if refused.index is None:
+        return FeedbackError(
+            f"ranking_id: no ranking {ranking_id!r} (unknown, erased, or older than the {config.ranking_ttl_s} s retention)",
+            field="ranking_id",
+            value=ranking_id,
+            kind="not_found",
+        )
+    item_id = reported[refused.index].item_id
+    return FeedbackError(
+        f"events[{refused.index}].item_id: {item_id!r} was not in ranking {ranking_id}", field=f"events[{refused.index}].item_id", value=item_id
+    )
+
+
+def within(error: FeedbackError, index: int) -> FeedbackError:
+    """``error`` as the batch's ranking ``index`` has it: its field (and message) prefixed ``rankings[index].``."""
+    where = f"rankings[{index}]."
+    error.args = (where + str(error),)
+    error.field = where + error.field
+    return error
+
+
+def confirm(service: RankingService) -> None:
+    """On a replicated Redis: only what a replica holds too survives a failover."""
+    config = service.config
+    try:
         confirm_replicated(service.client, config.prefix, config.redis_replicas, config.redis_replica_timeout_ms)
     except redis.RedisError as exc:
         raise Unavailable(f"event log not confirmed by its replicas: {exc}", maybe_stored=True) from None
-    accepted = sum(flags)
-    return accepted, len(flags) - accepted
 
 
 def describe(service: RankingService, reported: Sequence[Feedback]) -> None:

@@ -1,4 +1,4 @@
-"""``ranker serve`` (the API, and the learner beside it) and ``ranker learn`` (the online learner on its own)."""
+"""``ranker serve`` (the API under gunicorn, and the learner beside it) and ``ranker learn`` (the online learner on its own)."""
 
 from __future__ import annotations
 
@@ -46,17 +46,40 @@ from ranker.cli.common import (
     show_default=shown("learn"),
     help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=setting("workers"),
+    show_default="one per core; env RANKER_WORKERS",
+    help="gunicorn worker processes, each with its own index and policy [env RANKER_WORKERS].",
+)
+@click.option(
+    "--dev", is_flag=True, default=False, help="Flask's development server in this process (one process, threads; for debugging) instead of gunicorn."
+)
 def serve(
-    host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, insecure: bool, temperature: float | None, learn: bool
+    host: str,
+    port: int,
+    data_dir: Path,
+    demo: bool,
+    redis_url: str | None,
+    api_key: str | None,
+    insecure: bool,
+    temperature: float | None,
+    learn: bool,
+    workers: int | None,
+    dev: bool,
 ) -> None:
-    """Serve the ranking API and, by default, the online learner beside it (development server; production: `make serve-prod`).
+    """Serve the ranking API under gunicorn (a worker per core) and, by default, the online learner beside it.
 
     On an empty --data-dir it starts with an empty catalog (fill it through
     PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
-    SIGTERM stop the same way: the learner at a safe point, then the embedded
-    Redis after its append-only file is flushed. Beyond loopback it needs
-    RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets come from
-    the environment or files (RANKER_*_FILE), never from the command line.
+    SIGTERM stop the same way: the workers, the learner at a safe point, then
+    the embedded Redis after its append-only file is flushed. Beyond loopback
+    it needs RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets
+    come from the environment or files (RANKER_*_FILE), never from the
+    command line. The workers import no torch: the encoders run their ONNX
+    graphs, exported here first when missing. --dev runs Flask's development
+    server instead.
     """
     from api.security import InsecureBind, refuse_open_bind
     from ranker.config import load_settings
@@ -72,6 +95,10 @@ def serve(
         from ranker.catalog.demo import ensure_demo_index
 
         ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
+    if not dev:
+        from ranker.cli.production import exec_gunicorn
+
+        exec_gunicorn(host=host, port=port, data_dir=data_dir, redis_url=redis_url, insecure=insecure, temperature=temperature, learn=learn, workers=workers)
     from api import create_app
 
     config: dict[str, object] = {"DATA_DIR": str(data_dir)}

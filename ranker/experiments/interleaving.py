@@ -32,9 +32,11 @@ from collections.abc import Hashable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
-from scipy import stats
 
 from ranker.experiments.stats import checkpoint_times, json_ready
+from ranker.lazy import LazyModule
+
+stats = LazyModule("scipy.stats")  # imported when a report is written (ranker.experiments.stats)
 
 T = TypeVar("T", bound=Hashable)
 TEAM_A, TEAM_B = 0, 1

@@ -15,7 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ranker.evaluation.simulation import _figure, _save
+
+def _figure() -> Any:
+    from ranker.evaluation.simulation import _figure as figure  # matplotlib (and the simulation's imports): when a plot is drawn
+
+    return figure()
+
+
+def _save(figure: Any, path: Path) -> Path:
+    from ranker.evaluation.simulation import _save as save
+
+    return save(figure, path)
+
 
 P_FLOOR = 1e-12  # a p-value of 0 cannot sit on a log axis
 

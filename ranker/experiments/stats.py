@@ -61,10 +61,31 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
+from ranker.lazy import LazyModule
+
+# scipy and statsmodels (with pandas) hold ~100 MB; a serving process imports them when it first writes a report
+stats = LazyModule("scipy.stats")
+_multitest = LazyModule("statsmodels.stats.multitest")
+_power = LazyModule("statsmodels.stats.power")
+_proportion = LazyModule("statsmodels.stats.proportion")
+
+
+def multipletests(*args: Any, **kwargs: Any) -> Any:
+    return _multitest.multipletests(*args, **kwargs)
+
+
+def NormalIndPower() -> Any:  # noqa: N802 (statsmodels' name)
+    return _power.NormalIndPower()
+
+
+def confint_proportions_2indep(*args: Any, **kwargs: Any) -> Any:
+    return _proportion.confint_proportions_2indep(*args, **kwargs)
+
+
+def proportions_ztest(*args: Any, **kwargs: Any) -> Any:
+    return _proportion.proportions_ztest(*args, **kwargs)
+
 
 METRICS = ("click_through", "purchase_rate", "purchases_per_session", "revenue_per_session")
 PROPORTION_METRICS = ("click_through", "purchase_rate")

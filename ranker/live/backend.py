@@ -209,14 +209,13 @@ def confirm_replicated(client: redis.Redis, prefix: str, replicas: int, timeout_
 
 
 def queue_script(pipe: Any, script: Any, *, keys: list[str], args: list[Any]) -> None:
-    """Queue a registered Lua ``script`` on ``pipe``. A cluster pipeline refuses EVALSHA and hides eval (redis-py cannot load a
-    missing script in the middle of a cluster transaction), so there the script's text goes with EVAL; Redis caches it."""
-    from redis.cluster import ClusterPipeline
+    """Queue a registered Lua ``script`` on ``pipe`` as EVAL with its text; Redis caches it by its sha.
 
-    if isinstance(pipe, ClusterPipeline):
-        pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
-    else:
-        script(keys=keys, args=args, client=pipe)
+    Not by its sha: a pipeline holding registered scripts first asks Redis ``SCRIPT EXISTS`` (redis-py's
+    ``load_scripts``), one more round trip before every transaction (a rank's log paid it on every request), and an
+    EVALSHA that met a flushed script inside MULTI would fail alone while the rest of the transaction ran. A cluster
+    pipeline refuses EVALSHA anyway. The scripts queued this way are short (under 2 KB)."""
+    pipe.execute_command("EVAL", script.script, len(keys), *keys, *args)
 
 
 def as_text(value: bytes | str | None) -> str | None:

@@ -379,6 +379,58 @@ class EventLog:
         """
         if not events:
             return []
+        reply = self._feedback(keys=[self._ranking_key(ranking_id)], args=self._feedback_args(ranking_id, events))
+        return self._feedback_flags(ranking_id, reply)
+
+    def record_feedback_many(self, batches: Sequence[tuple[str, Sequence[Feedback]]]) -> list[list[bool] | FeedbackRefused | FeedbackRateLimited]:
+        """:meth:`record_feedback` for many rankings in one round trip (a pipeline of the same script, each ranking
+        atomic on its own); per ranking, its flags or the refusal it met (the others are recorded all the same).
+        A Redis error raises: then some rankings may be recorded and others not (a retry with the same event ids
+        counts each event once)."""
+        queued = [(ranking_id, events) for ranking_id, events in batches if events]
+        replies = iter(self._run_feedback([(self._ranking_key(ranking_id), self._feedback_args(ranking_id, events)) for ranking_id, events in queued]))
+        out: list[list[bool] | FeedbackRefused | FeedbackRateLimited] = []
+        for ranking_id, events in batches:
+            if not events:
+                out.append([])
+                continue
+            try:
+                out.append(self._feedback_flags(ranking_id, next(replies)))
+            except (FeedbackRefused, FeedbackRateLimited) as refused:
+                out.append(refused)
+        return out
+
+    def _run_feedback(self, calls: list[tuple[str, list[Any]]]) -> list[Any]:
+        """The feedback script once per (record key, ARGV), pipelined: one round trip. By its sha (EVALSHA), so no
+        SCRIPT EXISTS goes first; a call that finds the script gone from Redis (a restart, SCRIPT FLUSH) failed
+        before it ran, and goes again once the script is loaded. A cluster pipeline sends the script's text (EVAL)."""
+        from redis.cluster import ClusterPipeline
+        from redis.exceptions import NoScriptError
+
+        pipe = self.client.pipeline(transaction=False)
+        if isinstance(pipe, ClusterPipeline):
+            for record_key, args in calls:
+                queue_script(pipe, self._feedback, keys=[record_key], args=args)
+            return pipe.execute() if calls else []
+        replies: list[Any] = [NoScriptError()] * len(calls)
+        for attempt in range(2):
+            missing = [index for index, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if not missing:
+                break
+            if attempt:
+                self.client.script_load(self._feedback.script)
+            for index in missing:
+                record_key, args = calls[index]
+                pipe.evalsha(self._feedback.sha, 1, record_key, *args)
+            for index, reply in zip(missing, pipe.execute(raise_on_error=False)):
+                replies[index] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _feedback_args(self, ranking_id: str, events: Sequence[Feedback]) -> list[Any]:
+        """The feedback script's ARGV (:data:`ranker.live.scripts.FEEDBACK`)."""
         args: list[Any] = [
             key(self.prefix, ""),
             self.dedup_ttl_s,
@@ -410,7 +462,11 @@ class EventLog:
                 repr(float(learned.price)) if learned else "0",
                 np.ascontiguousarray(learned.text_vector, dtype="<f4").tobytes() if learned else b"",
             ]
-        status, *flags = self._feedback(keys=[self._ranking_key(ranking_id)], args=args)
+        return args
+
+    @staticmethod
+    def _feedback_flags(ranking_id: str, reply: Sequence[Any]) -> list[bool]:
+        status, *flags = reply
         if status == 0:
             raise FeedbackRefused(ranking_id)
         if status == -2:

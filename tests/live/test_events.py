@@ -380,3 +380,21 @@ def test_retention_keeps_the_newest_versions_and_everything_that_can_serve(clien
     deleted = registry.prune(keep=2)
     assert sorted(deleted) == ["v-2", "v-3"]  # v-0 and v-1 serve or can be rolled back to; v-4, v-5 are the newest
     assert set(registry.versions()) == {start, "v-0", "v-1", "v-4", "v-5"}
+
+
+def test_logging_a_ranking_asks_redis_no_script_exists_and_survives_a_script_flush(client, prefix):
+    """A rank's log is one transaction: the script goes by its text (EVAL), so no SCRIPT EXISTS round trip comes
+    first, and a Redis that lost its scripts (a restart, SCRIPT FLUSH) still logs the whole ranking."""
+    if isinstance(client, redis.RedisCluster):
+        pytest.skip("commandstats are per node on a cluster; its pipeline always sent the script's text")
+    log = EventLog(client, prefix=prefix)
+    log.append_ranking(ranking_event())
+    client.config_resetstat()
+    log.append_ranking(ranking_event(user_key="u2"))
+    sent = {name.removeprefix("cmdstat_") for name in client.info("commandstats")}
+    assert not {name for name in sent if name.startswith("script")}, sent
+    client.script_flush()
+    event = ranking_event(user_key="u3")
+    log.append_ranking(event)
+    assert [stored.ranking_id for _, stored in log.rankings()][-1] == event.ranking_id
+    assert log.ranking(event.ranking_id) is not None  # the record feedback reads, from the same transaction

@@ -116,3 +116,16 @@ def test_traced_text_model_matches_eager_model(encoders, texts):
         eager = text.model(**batch).last_hidden_state
         traced = text._forward(batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(traced, eager, atol=1e-4, rtol=1e-4)
+
+
+def test_the_serving_tokenizer_gives_the_ids_of_transformers_tokenizer(encoders, demo_items):
+    """ONNX serving tokenises with the `tokenizers` library (no transformers import): the same ids and mask, batch by batch."""
+    text = encoders.text
+    texts = [item.text_for_embedding() for item in demo_items[:120]] + ["Blue WOOL sweater, size M", "Café crème brûlée 50€", "中文 テスト", "word " * 80, "x"]
+    for start in range(0, len(texts), 25):
+        chunk = texts[start : start + 25]
+        ids, mask = text.tokenize(chunk)
+        reference = text.tokenizer(chunk, padding=True, truncation=True, max_length=text.max_length, return_tensors="np")
+        np.testing.assert_array_equal(ids, reference["input_ids"])
+        np.testing.assert_array_equal(mask, reference["attention_mask"])
+    assert ids.dtype == mask.dtype == np.int64 and text.tokenize(["word " * 80])[0].shape == (1, text.max_length)
