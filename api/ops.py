@@ -10,6 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import metrics, service
 from ranker.learning.status import LearnerStatus
+from ranker.live.catalog_stream import catalog_state
 
 bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")])
 
@@ -37,6 +38,7 @@ def readyz() -> Any:
         "items": len(svc.engine),
         "policy_version": svc.policies.version,
         "encoders": svc.engine.encoders.runtime(),
+        "catalog": catalog_state(svc.engine, svc.catalog_log),
     }
     return jsonify(body), (200 if not problems else 503)
 
@@ -49,8 +51,11 @@ def prometheus() -> Any:
     m.serving(svc.policies.version)
     try:
         m.learner(LearnerStatus(svc.client, prefix=current_app.config["PREFIX"]).summary())
+        m.catalog_skipped.set(svc.catalog_log.skipped_total())
     except redis.RedisError:
         pass  # counted by the rank path; the scrape still answers
+    fitted_at = (svc.engine.bridge_info().get("fit") or {}).get("fitted_at")
+    m.bridge_fitted.set(fitted_at or 0)
     payload, content_type = m.exposition()
     return Response(payload, content_type=content_type)
 

@@ -261,6 +261,8 @@ class RankingService:
         except redis.RedisError as exc:  # serve what is on disk; the pointer is read again with every request
             self._redis_failed("start", exc)
             self.policies.get(install_starting_policy(policies_dir))
+        with self._engine_lock:  # then what the stream no longer holds, from the item store (ranker.retrieval.engine)
+            engine.reconcile()
 
     # ------------------------------------------------------------ ranking
     def rank(

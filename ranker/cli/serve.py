@@ -44,13 +44,23 @@ from ranker.cli.common import (
     show_default=shown("learn"),
     help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
 )
-def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool) -> None:
-    """Serve the ranking API and, by default, the online learner beside it (development server; production: `make serve-prod`).
+@click.option(
+    "--maintain/--no-maintain",
+    default=setting("maintain"),
+    show_default=shown("maintain"),
+    help="Run the catalog's maintenance worker (`ranker maintain`: bridge fits, compaction, index snapshots) beside the API [env RANKER_MAINTAIN].",
+)
+def serve(
+    host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool, maintain: bool
+) -> None:
+    """Serve the ranking API and, by default, the online learner and the maintenance worker beside it (development
+    server; production: `make serve-prod`).
 
     On an empty --data-dir it starts with an empty catalog (fill it through
     PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
-    SIGTERM stop the same way: the learner at a safe point, then the embedded
-    Redis after its append-only file is flushed.
+    SIGTERM stop the same way: the learner at a safe point, the maintenance
+    worker after a last index snapshot, then the embedded Redis after its
+    append-only file is flushed.
     """
     if demo:
         from ranker.catalog.demo import ensure_demo_index
@@ -65,15 +75,18 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
     signal.signal(signal.SIGTERM, _interrupt)  # systemd, Docker and Kubernetes stop with SIGTERM: the same path as Ctrl-C
     app = create_app(config)
     service = app.extensions["ranking_service"]
-    supervisor = None
+    supervisor = maintenance = None
     try:
-        if learn:
-            from ranker.learning.supervisor import LearnerSupervisor
+        from ranker.learning.supervisor import LearnerSupervisor, MaintenanceSupervisor
 
+        if learn:
             supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+        if maintain:
+            maintenance = MaintenanceSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+        beside = [name for name, on in (("learner", learn), ("maintenance worker", maintain)) if on]
         click.echo(
             f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
-            f"{', learner beside it' if learn else ', no learner'}",
+            f"{', ' + ' and '.join(beside) + ' beside it' if beside else ', nothing beside it'}",
             err=True,
         )
         gc.collect()
@@ -87,6 +100,9 @@ def serve(host: str, port: int, data_dir: Path, demo: bool, redis_url: str | Non
         if supervisor is not None:
             click.echo("stopping the learner", err=True)
             supervisor.stop()
+        if maintenance is not None:
+            click.echo("stopping the maintenance worker (it writes a last index snapshot)", err=True)
+            maintenance.stop()
         embedded = app.extensions.get("embedded_redis")
         if embedded is not None and embedded.owned:
             click.echo("stopping the embedded Redis", err=True)

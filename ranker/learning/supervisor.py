@@ -1,5 +1,6 @@
-"""The learner beside a server: ``ranker serve`` (and ``make serve-prod``'s gunicorn master) run ``ranker learn``
-as a child process and keep it running.
+"""The workers beside a server: ``ranker serve`` (and ``make serve-prod``'s gunicorn master) run ``ranker learn``
+(the online learner) and ``ranker maintain`` (the catalog's maintenance worker, :mod:`ranker.learning.maintenance`)
+as child processes and keep them running.
 
 - The child gets the server's Redis URL, data directory and key prefix; every
   other learner setting comes from the same ``RANKER_*`` environment.
@@ -44,38 +45,37 @@ STOP_TIMEOUT_S = 60.0
 PARENT_PID_ENV = "RANKER_LEARN_PARENT_PID"
 
 
-class LearnerSupervisor:
-    """Starts ``ranker learn`` and restarts it when it exits, until :meth:`stop`."""
+class ChildSupervisor:
+    """Starts a ``ranker`` command as a child process and restarts it when it exits, until :meth:`stop`."""
+
+    name = "child"
 
     def __init__(
         self,
         client: redis.Redis,
-        data_dir: Path,
-        redis_url: str,
+        command: Sequence[str],
+        status_key: str,
         *,
-        prefix: str = "ranker",
-        group: str = "learner",
-        extra_args: Sequence[str] = (),
         stop_timeout_s: float = STOP_TIMEOUT_S,
         min_backoff_s: float = MIN_BACKOFF_S,
     ):
         self.client = client
-        self.command = [sys.executable, "-m", "ranker.cli", "learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
-        self.status_key = key(prefix, "learner", group, "supervisor")
+        self.command = [sys.executable, "-m", "ranker.cli", *command]
+        self.status_key = status_key
         self.stop_timeout_s = stop_timeout_s
         self.min_backoff_s = min_backoff_s
         self.restarts = 0
         self.process: subprocess.Popen[Any] | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._keep_running, name="learner-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._keep_running, name=f"{self.name}-supervisor", daemon=True)
 
     @property
     def pid(self) -> int | None:
         process = self.process
         return process.pid if process is not None and process.poll() is None else None
 
-    def start(self) -> LearnerSupervisor:
+    def start(self) -> ChildSupervisor:
         self._thread.start()
         return self
 
@@ -85,7 +85,7 @@ class LearnerSupervisor:
                 return None
             env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
             self.process = subprocess.Popen(self.command, env=env, start_new_session=True)
-            log.info("learner started (pid %d)", self.process.pid)
+            log.info("%s started (pid %d)", self.name, self.process.pid)
             return self.process
 
     def _keep_running(self) -> None:
@@ -101,20 +101,20 @@ class LearnerSupervisor:
             if time.monotonic() - started >= STABLE_AFTER_S:
                 backoff = self.min_backoff_s
             self.restarts += 1
-            log.warning("learner (pid %d) exited with %s; restarting in %.0f s (restart %d)", process.pid, code, backoff, self.restarts)
+            log.warning("%s (pid %d) exited with %s; restarting in %.0f s (restart %d)", self.name, process.pid, code, backoff, self.restarts)
             try:
                 with self.client.pipeline(transaction=False) as pipe:
                     pipe.hincrby(self.status_key, "restarts", 1)
                     pipe.hset(self.status_key, mapping={"last_exit": str(code), "last_restart_at": time.time()})
                     pipe.execute()
             except redis.RedisError:
-                log.warning("could not count the learner restart: Redis unavailable")
+                log.warning("could not count the %s restart: Redis unavailable", self.name)
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, MAX_BACKOFF_S)
 
     def stop(self) -> int | None:
-        """Stop the learner at a safe point (SIGTERM; SIGKILL after ``stop_timeout_s``); returns its exit code."""
+        """Stop the child at a safe point (SIGTERM; SIGKILL after ``stop_timeout_s``); returns its exit code."""
         with self._lock:
             self._stopping.set()
             process = self.process
@@ -125,10 +125,51 @@ class LearnerSupervisor:
                 try:
                     process.wait(timeout=self.stop_timeout_s)
                 except subprocess.TimeoutExpired:
-                    log.warning("learner (pid %d) did not stop within %.0f s; killing it", process.pid, self.stop_timeout_s)
+                    log.warning("%s (pid %d) did not stop within %.0f s; killing it", self.name, process.pid, self.stop_timeout_s)
                     process.kill()
                     process.wait()
             code = process.returncode
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         return code
+
+
+class LearnerSupervisor(ChildSupervisor):
+    """``ranker learn`` beside the server; restarts counted in ``{prefix}:learner:<group>:supervisor``."""
+
+    name = "learner"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        data_dir: Path,
+        redis_url: str,
+        *,
+        prefix: str = "ranker",
+        group: str = "learner",
+        extra_args: Sequence[str] = (),
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        min_backoff_s: float = MIN_BACKOFF_S,
+    ):
+        command = ["learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
+        super().__init__(client, command, key(prefix, "learner", group, "supervisor"), stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)
+
+
+class MaintenanceSupervisor(ChildSupervisor):
+    """``ranker maintain`` beside the server; restarts counted in ``{prefix}:maintenance:supervisor``."""
+
+    name = "maintenance worker"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        data_dir: Path,
+        redis_url: str,
+        *,
+        prefix: str = "ranker",
+        extra_args: Sequence[str] = (),
+        stop_timeout_s: float = STOP_TIMEOUT_S,
+        min_backoff_s: float = MIN_BACKOFF_S,
+    ):
+        command = ["maintain", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
+        super().__init__(client, command, key(prefix, "maintenance", "supervisor"), stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)

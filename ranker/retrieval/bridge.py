@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ HEAD_VERSION = 1
 # The fit's matrices are small (batches of 256): on a CPU whose cores are shared, two OpenMP threads stalled at
 # their barriers and ran ~25x slower than one (bench/README.md, "Text-picture bridge"); give more with ``threads``.
 FIT_THREADS = 1
+PROJECT_CHUNK = 8192  # pictures projected through a new head at a time (bounds the hidden layer's memory)
 
 
 def l2_rows(vectors: np.ndarray) -> np.ndarray:
@@ -98,6 +100,26 @@ class LearnedBridge:
         temporary.replace(path)
         return path
 
+    def to_fields(self) -> dict[str, bytes | str]:
+        """The head as catalog stream fields (:mod:`ranker.live.catalog_stream`): safetensors bytes and JSON."""
+        from safetensors.numpy import save
+
+        tensors = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in self.weights.items()}
+        return {"head": save(tensors), "fingerprints": json.dumps(self.fingerprints), "info": json.dumps(self.info)}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, bytes], expected: dict[str, str], *, refit_hint: str) -> LearnedBridge:
+        """A head from :meth:`to_fields`; :class:`IndexMismatchError` when it was fitted for other encoders."""
+        from safetensors.numpy import load
+
+        fingerprints = json.loads(fields["fingerprints"])
+        _check_fingerprints("a published bridge head", fingerprints, expected, refit_hint)
+        weights = load(bytes(fields["head"]))
+        missing = {"w1", "b1", "w2", "b2", "skip"} - set(weights)
+        if missing:
+            raise ValueError(f"bridge head: tensors {sorted(missing)} are missing")
+        return cls(weights=weights, fingerprints=fingerprints, info=json.loads(fields["info"]))
+
     @classmethod
     def load(cls, index_dir: Path, expected: dict[str, str], *, refit_hint: str) -> LearnedBridge:
         """The head under ``index_dir``; :class:`IndexMismatchError` when it was fitted for other encoders."""
@@ -112,17 +134,17 @@ class LearnedBridge:
         if metadata.get("head_version") != str(HEAD_VERSION):
             raise IndexMismatchError(f"{path}: bridge head version {metadata.get('head_version')!r}, this code reads {HEAD_VERSION}; {refit_hint}")
         fingerprints = json.loads(metadata.get("fingerprints", "{}"))
-        for part, wanted in expected.items():
-            if fingerprints.get(part) != wanted:
-                raise IndexMismatchError(
-                    f"{path}: the learned bridge was fitted for the {part} encoder with fingerprint {fingerprints.get(part)}, "
-                    f"but the loader's {part} encoder has fingerprint {wanted}; heads never transfer between encoders: {refit_hint}"
-                )
+        _check_fingerprints(str(path), fingerprints, expected, refit_hint)
         return cls(weights=weights, fingerprints=fingerprints, info=json.loads(metadata.get("info", "{}")))
 
 
-def remove_saved(index_dir: Path) -> None:
-    (Path(index_dir) / BRIDGE_FILE).unlink(missing_ok=True)
+def _check_fingerprints(what: str, fingerprints: dict[str, str], expected: dict[str, str], refit_hint: str) -> None:
+    for part, wanted in expected.items():
+        if fingerprints.get(part) != wanted:
+            raise IndexMismatchError(
+                f"{what}: the learned bridge was fitted for the {part} encoder with fingerprint {fingerprints.get(part)}, "
+                f"but the loader's {part} encoder has fingerprint {wanted}; heads never transfer between encoders: {refit_hint}"
+            )
 
 
 @contextmanager
@@ -235,6 +257,7 @@ def fit_bridge(
             "device": target.type,
             "threads": torch.get_num_threads() if target.type == "cpu" else None,
             "fitted_at": time.time(),
+            "fit_id": uuid.uuid4().hex[:12],  # which fit: a process that already serves it skips a second install
         }
         return LearnedBridge(weights=weights, fingerprints=dict(fingerprints), info=info)
 
@@ -300,7 +323,6 @@ def refit_bridge(
     afterwards to keep the result. Returns :func:`bridge_state`.
     """
     from ranker.retrieval.calibration import Vectors, fit_calibration
-    from ranker.retrieval.index import VectorIndex
 
     keys = np.sort(engine.store.keys())
     rng = np.random.default_rng(seed)
@@ -315,13 +337,8 @@ def refit_bridge(
             text, _ = engine.indexes["text"].vectors_for(keys[train])
             described = engine.encoders.describe()
             fingerprints = {part: str(described[part].get("fingerprint")) for part in ("text", "image")}
-            engine.bridge = fit_bridge(
-                image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress
-            )
-            fresh = VectorIndex(engine.indexes["image_in_text"].dim, engine.index_config)
-            fresh.add(keys[has_picture], engine.bridge.project(image[has_picture]))
-            engine.indexes["image_in_text"] = fresh
-            engine.pairs_changed = 0
+            fitted = fit_bridge(image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress)
+            install_bridge(engine, fitted)
             fitted_pairs = n_pairs
             reason = f"fitted on {int(train.sum())} of the catalog's {n_pairs} (text, picture) pairs ({CALIBRATION_SHARE:.0%} held out to calibrate)"
         elif engine.bridge is not None:
@@ -334,6 +351,22 @@ def refit_bridge(
     everything = Vectors(parts={name: v for name, (v, _) in vectors.items()}, present={name: p for name, (_, p) in vectors.items()}, labels=labels)
     engine.calibration = fit_calibration(everything.take(np.flatnonzero(held_out)), everything.take(np.flatnonzero(~held_out)), seed=seed)
     return bridge_state(engine)
+
+
+def install_bridge(engine: Any, bridge: LearnedBridge) -> None:
+    """Make ``bridge`` serve in ``engine``: every stored picture is projected into the text space with it into a new
+    ``image_in_text`` index, swapped in whole, and the pictures written since the last fit count from 0 again.
+    The caller holds whatever lock keeps searches out while the bridge, the index and the calibration change."""
+    from ranker.retrieval.index import VectorIndex
+
+    keys = engine.indexes["image"].keys()
+    fresh = VectorIndex(engine.indexes["image_in_text"].dim, engine.index_config)
+    projected = [bridge.project(engine.indexes["image"].vectors_for(keys[start : start + PROJECT_CHUNK])[0]) for start in range(0, len(keys), PROJECT_CHUNK)]
+    if len(keys):
+        fresh.add(keys, np.concatenate(projected))
+    engine.indexes["image_in_text"] = fresh
+    engine.bridge = bridge
+    engine.pairs_changed = 0
 
 
 def _category_codes(engine: Any, keys: np.ndarray) -> np.ndarray:

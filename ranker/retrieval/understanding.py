@@ -4,12 +4,18 @@
 (:meth:`ranker.serving.RankingService.rank`):
 
 - the *rest* of the text is embedded (the whole text when nothing is left, as for a query that only names a colour);
-- a parsed price range and named categories are *hard*: retrieval filters, merged with the request's own
-  filters (the tighter bound wins; the request's categories, when it names any, win over the parsed ones);
+- a parsed price range is *hard*: a retrieval filter, merged with the request's own filters (the tighter bound
+  wins);
+- named categories are a *strong preference*: ``Filters.prefer_categories``, whose items the engine lifts by its
+  ``category_boost`` (log-odds of a category match) while items of other categories still rank when their text
+  or picture matches better. A shop's taxonomy is never perfect: uncategorised ("General"), miscategorised and
+  multi-category items are common. A deployment that wants a wall sets ``RANKER_CATEGORY_MATCH=filter`` (the
+  engine then filters on them); a request's own ``filters.categories`` is always a wall and wins over the
+  parsed ones;
 - brands and colours are *soft*: only features (:class:`ranker.ranking.features.QueryIntent`);
-- a parsed constraint that leaves no candidate is *relaxed*: dropped, price first, then category, and the
-  response says which (``query.relaxed``). The request's own filters are never relaxed: a shop that filters
-  gets what it asked for, even nothing.
+- a parsed constraint that leaves no candidate is *relaxed*: dropped, price first, then category (only a wall can
+  leave none), and the response says which (``query.relaxed``). The request's own filters are never relaxed: a
+  shop that filters gets what it asked for, even nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ class Understood:
         return cls(parsed, (parsed.text or text) if parsed is not None and parsed.has_intent else text)
 
     def filters(self, request: Filters | None, relaxed: tuple[str, ...] = ()) -> Filters | None:
-        """The request's filters with the parsed hard constraints not in ``relaxed`` merged in."""
+        """The request's filters with the parsed constraints not in ``relaxed`` merged in (categories as a preference)."""
         parsed = self.parsed
         if parsed is None:
             return request
@@ -51,10 +57,11 @@ class Understood:
             if price_min is not None and price_max is not None and price_min > price_max:  # the parse contradicts the request
                 price_min, price_max = (request.price_min, request.price_max) if request else (None, None)
         categories = request.categories if request else None
+        preferred = None
         if categories is None and parsed.categories and "category" not in relaxed:
-            categories = tuple(parsed.categories)
-        merged = Filters(categories=categories, price_min=price_min, price_max=price_max)
-        return merged if merged.active else None
+            preferred = tuple(parsed.categories)
+        merged = Filters(categories=categories, price_min=price_min, price_max=price_max, prefer_categories=preferred)
+        return merged if merged.any() else None
 
     def search(self, run: Callable[[Filters | None], list[T]], request: Filters | None) -> list[T]:
         """``run`` with the merged filters; when nothing is found, again with parsed constraints relaxed, one
