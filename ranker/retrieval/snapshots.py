@@ -113,14 +113,20 @@ def read_snapshot(index_dir: Path, manifest: dict[str, Any], config: IndexConfig
     cannot be read, :class:`IndexMismatchError` when the bridge head was fitted for other encoders."""
     index_dir = Path(index_dir)
     directory = index_dir / manifest["snapshot"] if manifest.get("snapshot") else index_dir
+    reading = directory
     try:
-        indexes = {name: VectorIndex.load(directory / name, config) for name in manifest.get("indexes") or ("text", "image", "image_in_text")}
+        indexes = {}
+        for name in manifest.get("indexes") or ("text", "image", "image_in_text"):
+            reading = directory / f"{name}.faiss and .npz"
+            indexes[name] = VectorIndex.load(directory / name, config)
         keys = fingerprints = None
         if (directory / CATALOG_FILE).exists() or manifest.get("snapshot"):
-            with np.load(directory / CATALOG_FILE, allow_pickle=False) as arrays:
+            reading = directory / CATALOG_FILE
+            with np.load(reading, allow_pickle=False) as arrays:
                 keys, fingerprints = arrays["keys"].astype(np.int64), arrays["fingerprints"].astype(np.int64)
         bridge = None
         if (manifest.get("bridge") or {}).get("serving") == "learned":
+            reading = directory / BRIDGE_FILE
             bridge = LearnedBridge.load(directory, expected, refit_hint=refit_hint)
     except IndexMismatchError as exc:
         if "is missing" in str(exc):
@@ -128,9 +134,9 @@ def read_snapshot(index_dir: Path, manifest: dict[str, Any], config: IndexConfig
         raise
     except (OSError, RuntimeError, ValueError, KeyError, EOFError, zipfile.BadZipFile, VectorIndexError) as exc:
         # faiss raises RuntimeError on a truncated file; numpy ValueError or BadZipFile on a corrupt archive
-        raise SnapshotUnreadable(f"index snapshot {directory} cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
+        raise SnapshotUnreadable(f"index snapshot file {reading} cannot be read: {type(exc).__name__}: {first_line(exc)}") from None
     if keys is not None and (fingerprints is None or len(keys) != len(fingerprints)):
-        raise SnapshotUnreadable(f"index snapshot {directory}: {CATALOG_FILE} holds {len(keys)} keys for {len(fingerprints or [])} fingerprints")
+        raise SnapshotUnreadable(f"index snapshot file {directory / CATALOG_FILE} holds {len(keys)} keys for {len(fingerprints or [])} fingerprints")
     return Snapshot(manifest=manifest, indexes=indexes, bridge=bridge, keys=keys, fingerprints=fingerprints, directory=directory)
 
 

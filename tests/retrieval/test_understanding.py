@@ -26,25 +26,27 @@ def test_the_rest_is_embedded_and_the_whole_text_when_nothing_is_left():
     assert Understood.of("mugs", None).text == "mugs"
 
 
-def test_parsed_hard_constraints_merge_with_the_request_the_tighter_bound_winning():
+def test_parsed_constraints_merge_with_the_request_the_tighter_bound_winning_and_a_category_preferred():
     understood = Understood.of("mugs 10 to 30", parsed(price_min=10.0, price_max=30.0, categories=("Mugs",)))
-    assert understood.filters(None) == Filters(categories=("Mugs",), price_min=10.0, price_max=30.0)
+    assert understood.filters(None) == Filters(prefer_categories=("Mugs",), price_min=10.0, price_max=30.0)  # a preference, not a wall
     request = Filters(categories=("Lamps",), price_min=15.0, price_max=40.0)
     assert understood.filters(request) == Filters(categories=("Lamps",), price_min=15.0, price_max=30.0)  # the shop's categories win
     contradiction = Filters(price_min=50.0)
-    assert understood.filters(contradiction) == Filters(categories=("Mugs",), price_min=50.0)  # the parse yields to the request
+    assert understood.filters(contradiction) == Filters(prefer_categories=("Mugs",), price_min=50.0)  # the parse yields to the request
+    only_category = Understood.of("mugs", parsed(categories=("Mugs",)))
+    assert only_category.filters(None) == Filters(prefer_categories=("Mugs",)) and not only_category.filters(None).active
 
 
 def test_constraints_nothing_meets_are_relaxed_price_first_and_the_request_never():
     understood = Understood.of("mugs under 5", parsed(price_max=5.0, categories=("Mugs",), brands=("Acme",)))
     calls: list[Filters | None] = []
 
-    def run(filters):
+    def run(filters):  # as an engine whose named categories are a wall finds nothing in Mugs under 5
         calls.append(filters)
-        return ["hit"] if filters is not None and filters.price_max is None and filters.categories == ("Mugs",) else []
+        return ["hit"] if filters is not None and filters.price_max is None and filters.prefer_categories == ("Mugs",) else []
 
     assert understood.search(run, None) == ["hit"]
-    assert calls[0] == Filters(categories=("Mugs",), price_max=5.0) and understood.relaxed == ["price"]
+    assert calls[0] == Filters(prefer_categories=("Mugs",), price_max=5.0) and understood.relaxed == ["price"]
     intent = understood.intent
     assert intent.price_max is None and intent.brands == ("Acme",)  # the relaxed price is not a feature either
     nothing = Understood.of("mugs under 5", parsed(price_max=5.0))
