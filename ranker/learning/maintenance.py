@@ -93,10 +93,10 @@ class Maintenance:
         self.catalog_log = CatalogLog(client, prefix=config.prefix)
         self.status_key = key(config.prefix, "maintenance", "status")
         self.lock_key = key(config.prefix, "maintenance", "fit")
-        self.catalog_log.catch_up(self.engine)
+        applied = self.catalog_log.catch_up(self.engine)
         reconciled = self.engine.reconcile()
         self._saved = (self.engine.stream_position or "0-0", self.engine.saved_at)
-        self._dirty = bool(reconciled) or self.engine.snapshot_problem is not None
+        self._dirty = bool(applied or reconciled) or self.engine.snapshot_problem is not None
         now = clock()
         self._last_change = now
         self._last_snapshot = now
