@@ -54,6 +54,10 @@ HEAD_VERSION = 1
 # The fit's matrices are small (batches of 256): on a CPU whose cores are shared, two OpenMP threads stalled at
 # their barriers and ran ~25x slower than one (bench/README.md, "Text-picture bridge"); give more with ``threads``.
 FIT_THREADS = 1
+# A pair teaches the head only when its title says something about its picture (informative_pairs): its nearest
+# titles' pictures must look more alike than random pictures by at least this share of what is typical.
+TEXT_NEIGHBOURS = 5
+INFORMATIVE_SHARE = 0.5
 PROJECT_CHUNK = 8192  # pictures projected through a new head at a time (bounds the hidden layer's memory)
 
 
@@ -333,6 +337,11 @@ def refit_bridge(
     if learnable(engine):
         fitted_pairs = int(engine.bridge_record.get("fitted_pairs", 0))
         train = has_picture & ~held_out
+        uninformative = 0
+        if n_pairs >= min_pairs:
+            informative = informative_pairs(engine.indexes["text"], keys[train], image[train], seed=seed)
+            uninformative = int((~informative).sum())
+            train[np.flatnonzero(train)[~informative]] = False
         if n_pairs >= min_pairs and train.sum() >= 2:
             text, _ = engine.indexes["text"].vectors_for(keys[train])
             described = engine.encoders.describe()
@@ -340,7 +349,10 @@ def refit_bridge(
             fitted = fit_bridge(image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress)
             install_bridge(engine, fitted)
             fitted_pairs = n_pairs
-            reason = f"fitted on {int(train.sum())} of the catalog's {n_pairs} (text, picture) pairs ({CALIBRATION_SHARE:.0%} held out to calibrate)"
+            reason = (
+                f"fitted on {int(train.sum())} of the catalog's {n_pairs} (text, picture) pairs ({CALIBRATION_SHARE:.0%} held out to calibrate, "
+                f"{uninformative} left out: their titles say nothing about their pictures)"
+            )
         elif engine.bridge is not None:
             reason = f"kept the head fitted before: the catalog now has {n_pairs} (text, picture) pairs, fewer than the {min_pairs} a refit needs"
         else:
@@ -351,6 +363,41 @@ def refit_bridge(
     everything = Vectors(parts={name: v for name, (v, _) in vectors.items()}, present={name: p for name, (_, p) in vectors.items()}, labels=labels)
     engine.calibration = fit_calibration(everything.take(np.flatnonzero(held_out)), everything.take(np.flatnonzero(~held_out)), seed=seed)
     return bridge_state(engine)
+
+
+def informative_pairs(text_index: Any, keys: np.ndarray, image: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    """Which (title, picture) pairs say something about their picture: a mask over ``keys`` (sorted), True to fit on.
+
+    A title that pictures of unalike things share ("Article 0042", "Item", a bare SKU, items filed under a
+    catch-all with a neutral name) cannot teach the head where a picture belongs: contrastive training would
+    only memorise it, pulling those pictures towards the neutral titles and away from what they show. So for
+    each pair, its :data:`TEXT_NEIGHBOURS` nearest titles among the pairs (``text_index``, exact below 20,000
+    items) give its *consistency* ``c``: the mean cosine of its picture with their pictures. Pictures of random
+    pairs give the baseline ``b`` (2,000 sampled pairs). A pair is kept when ``c - b >= INFORMATIVE_SHARE *
+    (median(c) - b)``: its title's neighbours look at least half as much alike as is typical of the catalog.
+
+    On the issue's shop (24 categories, 3 of every 15 items with a neutral title under "General") the kept
+    pairs' ``c`` were >= 0.63 and the neutral ones' <= 0.51, with ``b`` = 0.37 and the cut at 0.58.
+    """
+    n = len(keys)
+    if n <= TEXT_NEIGHBOURS + 1:
+        return np.ones(n, dtype=bool)
+    allowed = np.zeros(int(keys.max()) + 1, dtype=bool)
+    allowed[keys] = True
+    text, _ = text_index.vectors_for(keys)
+    _, found = text_index.search(text, TEXT_NEIGHBOURS + 1, allowed_keys=allowed)
+    rows = np.searchsorted(keys, np.where(found >= 0, found, keys[0]))
+    others = (found >= 0) & (found != keys[:, None])
+    consistency = np.zeros(n)
+    for start in range(0, n, 4096):
+        chunk = slice(start, start + 4096)
+        similarity = np.einsum("nd,nkd->nk", image[chunk], image[rows[chunk]])
+        consistency[chunk] = np.where(others[chunk], similarity, 0.0).sum(axis=1) / np.maximum(others[chunk].sum(axis=1), 1)
+    rng = np.random.default_rng(seed)
+    first, second = rng.integers(0, n, 2000), rng.integers(0, n, 2000)
+    distinct = first != second
+    baseline = float(np.mean(np.einsum("nd,nd->n", image[first[distinct]], image[second[distinct]])))
+    return consistency - baseline >= INFORMATIVE_SHARE * (float(np.median(consistency)) - baseline)
 
 
 def install_bridge(engine: Any, bridge: LearnedBridge) -> None:
