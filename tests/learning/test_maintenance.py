@@ -60,7 +60,7 @@ def picture_only_share(service: RankingService, picture_only: dict[str, set[str]
     for category, item_ids in picture_only.items():
         understood = Understood.of(category.lower(), QueryParser(service.engine.query_vocabulary).parse(category.lower()))
         query = service.engine.embed_query(understood.text)
-        top = understood.search(lambda filters: service.engine.search_vectors(query, k=20, filters=filters), None)
+        top = understood.search(lambda filters, query=query: service.engine.search_vectors(query, k=20, filters=filters), None)
         shares.append(len(item_ids & {candidate.item.item_id for candidate in top}) / len(item_ids))
     return float(np.mean(shares))
 
