@@ -23,11 +23,13 @@ def healthz() -> Any:
 
 @bp.get("/readyz", operation_id="readyz")
 def readyz() -> Any:
-    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them."""
+    """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them,
+    ``catalog`` which text-picture bridge serves in this process and when it was fitted (catalog writes and a newly
+    published bridge are applied first, as for a rank request)."""
     svc = service()
     problems = []
     try:
-        svc.client.exists(svc.registry.current_key)  # keyed, not PING: on a cluster it asks the node serving this deployment
+        svc.sync()  # keyed, not PING: on a cluster it asks the node serving this deployment
     except redis.RedisError as exc:
         problems.append(f"redis: {exc}")
     if svc.policies.policy is None:

@@ -138,7 +138,7 @@ def index_bridge(
             catalog_log = CatalogLog(connect(redis_url, socket_timeout=30), prefix=prefix)
             applied = catalog_log.catch_up(engine)
             engine.reconcile()
-            click.echo(f"{applied} catalog writes applied from the catalog stream", err=True)
+            click.echo(f"{applied} catalog stream entries applied (the writes its snapshot lacked)", err=True)
         if if_due and not engine.bridge_info()["due"]:
             click.echo(f"no refit due: {json.dumps(engine.bridge_info())}")
             return

@@ -103,6 +103,11 @@ def serve(
         if maintenance is not None:
             click.echo("stopping the maintenance worker (it writes a last index snapshot)", err=True)
             maintenance.stop()
+        from ranker.learning.maintenance import save_if_behind
+
+        saved = save_if_behind(service.engine, service.catalog_log)  # no worker, or one stopped before it could write one
+        if saved is not None:
+            click.echo(f"index snapshot written: {saved}", err=True)
         embedded = app.extensions.get("embedded_redis")
         if embedded is not None and embedded.owned:
             click.echo("stopping the embedded Redis", err=True)

@@ -237,6 +237,28 @@ class Maintenance:
             pass
 
 
+def save_if_behind(engine: Any, catalog_log: CatalogLog) -> Path | None:
+    """At a server's stop: a snapshot of its own engine when the data directory's latest one lacks catalog writes
+    the server applied (the maintenance worker is off, or was stopped before it wrote one); None otherwise."""
+    from ranker.retrieval.snapshots import SnapshotUnreadable, read_manifest_file
+
+    if engine.data_dir is None or catalog_log.last_id == "0-0":
+        return None
+    try:
+        manifest = read_manifest_file(Path(engine.data_dir) / "index") or {}
+    except SnapshotUnreadable:
+        manifest = {}
+    saved = (manifest.get("catalog_stream") or {}).get("last_id") or "0-0"
+    if _entry_id(saved) >= _entry_id(catalog_log.last_id):
+        return None
+    return engine.save(stream_position=catalog_log.last_id)
+
+
+def _entry_id(entry: str) -> tuple[int, int]:
+    milliseconds, _, sequence = entry.partition("-")
+    return int(milliseconds), int(sequence or 0)
+
+
 def maintenance_status(client: redis.Redis, prefix: str = "ranker") -> dict[str, Any]:
     """What the worker recorded: running (a fresh heartbeat), fits, snapshots, the last of each, errors by kind."""
     raw = {as_text(name): as_text(value) for name, value in client.hgetall(key(prefix, "maintenance", "status")).items()}
