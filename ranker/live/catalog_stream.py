@@ -136,7 +136,7 @@ class CatalogLog:
             first = self.client.xrange(self.stream, "-", "+", count=1)
             if not first or _entry_id(as_text(first[0][0])) > _entry_id(self.last_id):
                 log.warning(
-                    "the catalog stream %s no longer holds the writes after %s that the index snapshot lacks (%s); the item store fills what it can",
+                    "the catalog stream %s does not reach back to %s, the last write the index snapshot includes (%s): any writes after it come from the item store",
                     self.stream,
                     self.last_id,
                     "the stream is empty" if not first else f"it starts at {as_text(first[0][0])}",
