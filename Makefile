@@ -28,7 +28,7 @@ venv: $(STAMP)  ## create or refresh .venv
 serve: venv  ## the ranking API and the online learner beside it on the demo shop, embedded Redis, starting policy (builds the demo index on first run)
 	$(BIN)/ranker serve --demo --data-dir $(DATA_DIR) --host $(HOST) --port $(PORT)
 
-serve-prod: venv  ## the same under gunicorn, 2 workers and the learner run by the master (REDIS_URL unset: embedded Redis started by the master)
+serve-prod: venv  ## the same under gunicorn, 2 workers, the learner and one maintenance worker run by the master (REDIS_URL unset: embedded Redis started by the master)
 	$(BIN)/python -c "from pathlib import Path; from ranker.catalog.demo import ensure_demo_index; ensure_demo_index(Path('$(DATA_DIR)'), log=print)"
 	RANKER_DATA_DIR=$(DATA_DIR) RANKER_BIND=$(HOST):$(PORT) OMP_NUM_THREADS=1 $(BIN)/gunicorn -c api/gunicorn_conf.py
 

@@ -138,6 +138,18 @@ def picture_only_shares(api: ApiClient, hidden: dict[str, set[str]], *, parse_qu
     return {"slate_top20": round(float(np.mean(slate_shares)), 3), "retrieval_top20": round(float(np.mean(retrieval_shares)), 3)}
 
 
+def found_by_title(api: ApiClient, shop: list[dict]) -> dict[str, float]:
+    """The share of the items found by their own title: in the greedy slate's top 10, and in the retrieval top 10."""
+    in_slate = in_retrieval = 0
+    for doc in shop:
+        query = {"user_id": "bench", "query": {"text": doc["title"]}, "greedy": True, "parse_query": False}
+        slate = api.post("/v1/rank", {**query, "num_results": 10})["items"]
+        everything = api.post("/v1/rank", {**query, "num_results": 100, "num_candidates": 100})["items"]
+        in_slate += doc["item_id"] in {item["item_id"] for item in slate}
+        in_retrieval += doc["item_id"] in {item["item_id"] for item in sorted(everything, key=lambda item: -item["retrieval_score"])[:10]}
+    return {"slate_top10": round(in_slate / len(shop), 3), "retrieval_top10": round(in_retrieval / len(shop), 3)}
+
+
 def bench_shop() -> dict:
     from ranker.live.backend import connect
 
@@ -170,6 +182,7 @@ def bench_shop() -> dict:
         result["at_5_minutes_parse_query_false"] = picture_only_shares(server.api, hidden, parse_query=False)
         before = server.api.get("/readyz")
         result["readyz_before"] = {"items": before["items"], "indexed": before["catalog"]["indexed"]}
+        result["found_by_title_before"] = found_by_title(server.api, shop)
     finally:
         server.stop()
     # 2. Redis loses its data; the server starts again
@@ -180,11 +193,7 @@ def bench_shop() -> dict:
         result["restart_s"] = round(time.time() - restarted_at, 1)
         after = again.api.get("/readyz")
         result["readyz_after_flushall"] = {"items": after["items"], "indexed": after["catalog"]["indexed"], "bridge": after["catalog"]["bridge"]["serving"]}
-        found = 0
-        for doc in shop:
-            slate = again.api.post("/v1/rank", {"user_id": "bench", "query": {"text": doc["title"]}, "num_results": 10, "greedy": True, "parse_query": False})
-            found += doc["item_id"] in {item["item_id"] for item in slate["items"]}
-        result["found_by_title_after_flushall"] = round(found / len(shop), 3)
+        result["found_by_title_after_flushall"] = found_by_title(again.api, shop)
     finally:
         again.stop()
         redis_server.stop()
@@ -260,10 +269,10 @@ def bench_fit(n_items: int) -> dict:
         with open(OUT / "maintain-fit.log", "w") as log:
             for line in maintain.stdout:
                 log.write(line)
-                if "fitting the bridge" in line:
-                    marks["fit_started"] = time.time()
+                if "fitting the bridge and the calibration" in line:
+                    marks.setdefault("fit_started", time.time())
                 if "bridge: " in line and "published" in line:
-                    marks["fit_done"] = time.time()
+                    marks.setdefault("fit_done", time.time())
         maintain.wait()
         time.sleep(30)
         ready = server.api.get("/readyz")

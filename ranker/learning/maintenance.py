@@ -147,7 +147,7 @@ class Maintenance:
         try:
             started = time.perf_counter()
             log.info("fitting the bridge and the calibration on %d (title, picture) pairs", len(self.engine.indexes["image"]))
-            state = refit_bridge(self.engine, min_pairs=self.config.min_pairs, device=self.config.device, threads=self.config.threads)
+            state = refit_bridge(self.engine, min_pairs=self.config.min_pairs, device=self.config.device, threads=self.config.threads, progress=False)
             self.catalog_log.publish_bridge(self.engine)
             seconds = time.perf_counter() - started
         finally:
