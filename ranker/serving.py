@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -249,7 +248,7 @@ class RankingService:
         self.experiments = ExperimentStore(client, prefix=prefix, logs_ttl_s=config.experiment_logs_ttl_s)
         self.policies = PolicyCache(policies_dir)
         self._arm_policies: dict[str, RankingPolicy] = {}  # versions experiments serve besides the current one
-        self._engine_lock = threading.RLock()
+        self._engine_lock = engine.lock  # shared with a bridge being installed in the background (ranker.retrieval.bridge_install)
         self._rng = np.random.default_rng(self.config.seed)
         self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
         self.parser = QueryParser(engine.query_vocabulary)  # the vocabulary follows every catalog write in place

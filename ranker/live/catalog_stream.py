@@ -17,7 +17,9 @@ Three kinds of entries:
   the maintenance worker (:mod:`ranker.learning.maintenance`) or ``ranker index
   bridge``. Each process installs it in one step under its engine lock, so a
   search sees the old bridge and calibration or the new ones, never a mix;
-  processes on other machines get it the same way.
+  processes on other machines get it the same way. In a serving process the
+  pictures of a large catalog are projected through the new head by a thread
+  first, so requests do not wait (:mod:`ranker.retrieval.bridge_install`).
 
 The stream is not the catalog's only copy: the item store (SQLite under the
 data directory) holds every item, and index snapshots record the stream
@@ -45,6 +47,7 @@ import redis
 from ranker.catalog.items import Item
 from ranker.live.backend import as_text, key
 from ranker.retrieval.bridge import LearnedBridge, install_bridge, refit_hint
+from ranker.retrieval.bridge_install import INLINE_PICTURES, BackgroundInstall
 from ranker.retrieval.engine import EmbeddedItems, SearchEngine, expected_fingerprints
 from ranker.retrieval.fusion import Calibration
 
@@ -76,6 +79,7 @@ class CatalogLog:
         self.max_len = max_len
         self.last_id = "0-0"  # everything up to here is applied to this process's engine
         self.skipped = 0  # entries this process could not apply
+        self.installing: BackgroundInstall | None = None  # a published bridge being installed by a thread
 
     # ------------------------------------------------------------ writes
     def publish_upsert(self, embedded: EmbeddedItems) -> str:
@@ -108,16 +112,18 @@ class CatalogLog:
         """Add "entries after ``last_id``" to a pipeline (the request's first round trip)."""
         pipe.xrange(self.stream, f"({self.last_id}", "+", count=READ_BATCH)
 
-    def apply(self, engine: SearchEngine, entries: list[tuple[Any, dict[bytes, bytes]]]) -> int:
+    def apply(self, engine: SearchEngine, entries: list[tuple[Any, dict[bytes, bytes]]], *, background: bool = True) -> int:
         """Apply entries read after ``last_id`` (and any further ones); returns how many were applied.
 
-        An entry that cannot be applied is skipped (see the module docstring); only Redis errors propagate."""
+        An entry that cannot be applied is skipped (see the module docstring); only Redis errors propagate.
+        ``background``: a new bridge head for a large catalog is installed by a thread
+        (:mod:`ranker.retrieval.bridge_install`) rather than while the caller holds the engine lock."""
         applied = 0
         while entries:
             for entry_id, fields in entries:
                 entry = as_text(entry_id)
                 try:
-                    self._apply_one(engine, fields)
+                    self._apply_one(engine, fields, background=background)
                     applied += 1
                 except Exception as exc:  # noqa: BLE001  (one bad entry must not stop the catalog, nor ranking)
                     self._skip(entry, fields, exc)
@@ -141,7 +147,7 @@ class CatalogLog:
                     self.last_id,
                     "the stream is empty" if not first else f"it starts at {as_text(first[0][0])}",
                 )
-        return self.apply(engine, self.client.xrange(self.stream, f"({self.last_id}", "+", count=READ_BATCH))
+        return self.apply(engine, self.client.xrange(self.stream, f"({self.last_id}", "+", count=READ_BATCH), background=False)
 
     def skipped_total(self) -> int:
         """Entries that some process could not apply (each counted once; read by ``/metrics``)."""
@@ -163,11 +169,10 @@ class CatalogLog:
         except redis.RedisError as error:
             log.warning("could not record the skipped catalog entry %s: %s", entry, error)
 
-    @staticmethod
-    def _apply_one(engine: SearchEngine, fields: dict[bytes, bytes]) -> None:
+    def _apply_one(self, engine: SearchEngine, fields: dict[bytes, bytes], *, background: bool) -> None:
         op = fields.get(b"op")
         if op == b"bridge":
-            _install(engine, fields)
+            self._install(engine, fields, background=background)
             return
         items = json.loads(fields[b"items"])
         if op == b"delete":
@@ -185,11 +190,34 @@ class CatalogLog:
             image_in_text = engine.bridge.project(image) if len(image) else np.zeros((0, text_dim), np.float32)
         else:
             image_in_text = _array(fields[b"image_in_text"], text_dim, len(with_picture), "image_in_text")
-        engine.insert_embedded(
+        keys = engine.insert_embedded(
             EmbeddedItems(
                 items=parsed, text=_array(fields[b"text"], text_dim, len(parsed), "text"), with_picture=with_picture, image=image, image_in_text=image_in_text
             )
         )
+        if self.installing is not None and not self.installing.done.is_set():
+            self.installing.touch(keys[with_picture])
+
+    def _install(self, engine: SearchEngine, fields: dict[bytes, bytes], *, background: bool) -> None:
+        """A published bridge and calibration: checked whole first, then installed (the caller holds the engine
+        lock). A new head for a large catalog is projected by a thread when ``background`` (serving)."""
+        calibration = Calibration.from_json(json.loads(fields[b"calibration"]))
+        record = json.loads(fields[b"record"])
+        bridge = None
+        if b"head" in fields:
+            described = {name.decode(): value for name, value in fields.items()}
+            bridge = LearnedBridge.from_fields(described, expected_fingerprints(engine.encoders.describe()), refit_hint=refit_hint(engine.data_dir))
+        if self.installing is not None:
+            self.installing.cancel()  # a newer one supersedes it
+            self.installing = None
+        fresh = bridge is not None and (engine.bridge is None or engine.bridge.info.get("fit_id") != bridge.info.get("fit_id"))
+        if fresh and background and len(engine.indexes["image"]) >= INLINE_PICTURES:
+            self.installing = BackgroundInstall(engine, bridge, calibration, record).start()
+            return
+        if fresh:
+            install_bridge(engine, bridge)  # the process that fitted it already serves it
+        engine.calibration = calibration
+        engine.bridge_record = dict(record)
 
 
 def catalog_state(engine: SearchEngine, catalog_log: CatalogLog) -> dict[str, Any]:
@@ -205,26 +233,13 @@ def catalog_state(engine: SearchEngine, catalog_log: CatalogLog) -> dict[str, An
             "fitted_pairs": int(bridge.get("fitted_pairs", 0)),
             "pairs": bridge["pairs"],
             "due": bridge["due"],
+            "installing": catalog_log.installing is not None and not catalog_log.installing.done.is_set(),
         },
         "calibrated": sorted(engine.calibration.channels),
         "snapshot": {"saved_at": engine.saved_at, "problem": engine.snapshot_problem},
         "stream_position": catalog_log.last_id,
         "skipped_entries": catalog_log.skipped,
     }
-
-
-def _install(engine: SearchEngine, fields: dict[bytes, bytes]) -> None:
-    """A published bridge and calibration: checked whole first, then installed (the caller holds the engine lock)."""
-    calibration = Calibration.from_json(json.loads(fields[b"calibration"]))
-    record = json.loads(fields[b"record"])
-    bridge = None
-    if b"head" in fields:
-        described = {name.decode(): value for name, value in fields.items()}
-        bridge = LearnedBridge.from_fields(described, expected_fingerprints(engine.encoders.describe()), refit_hint=refit_hint(engine.data_dir))
-    if bridge is not None and (engine.bridge is None or engine.bridge.info.get("fit_id") != bridge.info.get("fit_id")):
-        install_bridge(engine, bridge)  # the process that fitted it already serves it
-    engine.calibration = calibration
-    engine.bridge_record = dict(record)
 
 
 def _entry_id(entry: str) -> tuple[int, int]:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -195,6 +196,7 @@ class SearchEngine:
         """``reconcile``: bring the indexes in line with the item store at once (:meth:`reconcile`); a process that
         follows the catalog stream applies it first and reconciles after."""
         self.encoders = encoders
+        self.lock = threading.RLock()  # held by whoever searches or writes from several threads (ranker.serving)
         self.query_cache = QueryCache(query_cache_size, lowercase=bool(getattr(encoders, "lowercases", False)))
         self.data_dir = Path(data_dir) if data_dir else None
         self.index_config = index_config or IndexConfig()

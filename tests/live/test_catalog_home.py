@@ -151,3 +151,34 @@ def test_after_redis_loses_the_deployments_data_a_restarted_process_ranks_every_
     write(service, vectors_of(demo_engine, demo_items[16:17]))
     restarted.sync()
     assert len(restarted.engine) == 17
+
+
+def test_a_new_bridge_for_a_large_catalog_is_installed_by_a_thread_while_the_process_serves(
+    encoders, demo_engine, demo_items, embedded_redis, prefix, tmp_path, monkeypatch
+):
+    """The projection of every picture through a new head runs beside the requests; the swap is one step."""
+    import threading
+
+    from ranker.live import catalog_stream
+
+    monkeypatch.setattr(catalog_stream, "INLINE_PICTURES", 0)  # as for a catalog of many thousand pictures
+    service = process(encoders, tmp_path / "server", embedded_redis, prefix)
+    write(service, vectors_of(demo_engine, demo_items[:40]))
+    keeper = maintenance(encoders, tmp_path / "maintenance", embedded_redis, prefix)
+    assert keeper.round().fitted["serving"] == "learned"
+    gate, project = threading.Event(), LearnedBridge.project
+    monkeypatch.setattr(LearnedBridge, "project", lambda self, image: gate.wait(60) and project(self, image))
+    service.sync()  # returns at once: the thread is projecting
+    installing = service.catalog_log.installing
+    assert installing is not None and not installing.done.is_set() and service.engine.bridge is None
+    assert len(service.rank(user_id="alice", text="coffee mug", num_results=5).items) == 5  # serving meanwhile, on the old bridge
+    write(service, vectors_of(demo_engine, demo_items[40:45]))  # a write meanwhile
+    gate.set()
+    assert installing.join(60) and service.engine.bridge.info["fit_id"] == keeper.engine.bridge.info["fit_id"]
+    engine = service.engine
+    assert engine.calibration == keeper.engine.calibration and engine.pairs_changed == 5
+    keys = engine.indexes["image"].keys()
+    assert len(keys) == 45 and set(engine.indexes["image_in_text"].keys().tolist()) == set(keys.tolist())
+    np.testing.assert_allclose(
+        engine.indexes["image_in_text"].vectors_for(keys)[0], project(engine.bridge, engine.indexes["image"].vectors_for(keys)[0]), atol=1e-6
+    )
