@@ -155,6 +155,8 @@ def bench_shop() -> dict:
 
     folder = OUT / "shop"
     shop, hidden = the_shop(folder)
+    for old in ("redis", "shop-data"):  # an empty data directory and an empty Redis
+        shutil.rmtree(OUT / old, ignore_errors=True)
     redis_server = Redis(OUT / "redis")
     data_dir = OUT / "shop-data"
     result: dict = {"items": len(shop), "picture_only": sum(len(ids) for ids in hidden.values())}
@@ -234,6 +236,7 @@ def bench_fit(n_items: int) -> dict:
         raise SystemExit("run the shop part first (--only shop): the 10k catalog repeats its real vectors")
     target = OUT / "fit-data"
     ten_thousand_pairs(source, target, n_items)
+    shutil.rmtree(OUT / "fit-redis", ignore_errors=True)
     redis_server = Redis(OUT / "fit-redis")
     server = Server(target, redis_server.url, "serve-fit.log", "--no-learn", "--no-maintain")
     queries = [f"{word} {noun}" for word in ("red", "black", "leather", "cheap", "small") for noun in ("backpack", "mug", "sneakers", "lamp", "dress", "tent")]

@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     bridge_min_pairs: int = Field(MIN_PAIRS, ge=2, description="(title, picture) pairs the catalog needs before the learned bridge is fitted")
     bridge_settle_s: float = Field(10.0, ge=0, description="a due bridge fit waits until no catalog write arrived for this long (a bulk load is fitted once)")
     bridge_max_wait_s: float = Field(120.0, ge=0, description="... but never longer than this after it fell due")
+    bridge_fit_cpu_share: float = Field(
+        0.25, gt=0, le=1, description="share of one core a bridge fit in the background keeps at most on the CPU (it sleeps the rest); 1: full speed"
+    )
     snapshot_interval_s: float = Field(300.0, gt=0, description="a changed catalog is snapshotted at most this often (and always when the worker stops)")
     # the production server (gunicorn)
     bind: str = Field("127.0.0.1:8000", description="gunicorn's address")

@@ -69,6 +69,7 @@ def maintain(data_dir: Path, redis_url: str | None, prefix: str, once: bool, int
         snapshot_interval_s=settings.snapshot_interval_s,
         min_pairs=min_pairs,
         device=device,
+        fit_cpu_share=settings.bridge_fit_cpu_share,
     )
     parent = int(os.environ.get(PARENT_PID_ENV, 0))  # started by `ranker serve`: stop when it is gone
     try:

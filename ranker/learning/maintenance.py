@@ -12,8 +12,9 @@ the entry the snapshot includes, then the item store) and then, every ``interval
    :data:`~ranker.retrieval.bridge.REFIT_SHARE` of the pairs it was fitted on were written or deleted). It waits
    for the catalog to be quiet for ``settle_s`` (a bulk load is fitted once, at its end), but never longer than
    ``max_wait_s`` after the fit fell due. One worker of a deployment fits at a time (a lock in Redis). The fit
-   runs on CUDA when present, else on one CPU thread of a process at lowered priority, so the servers keep their
-   cores (bench/README.md, "The catalog's home");
+   runs on CUDA when present, else on one CPU thread of a process at lowered priority that sleeps after each
+   step to keep at most ``fit_cpu_share`` of a core: on a shared 2-core machine any busy thread, even one at
+   the idle scheduling class, slowed rank requests by about two thirds (bench/README.md, "The catalog's home");
 3. publishes what it fitted through the catalog stream: every server process, on this machine or another,
    installs the new bridge and calibration at its next request, in one step, without a restart
    (:mod:`ranker.live.catalog_stream`);
@@ -63,6 +64,7 @@ class MaintenanceConfig:
     compact_share: float = 0.05
     device: str = default("device")
     threads: int = 1
+    fit_cpu_share: float = default("bridge_fit_cpu_share")
 
 
 @dataclass
@@ -147,7 +149,14 @@ class Maintenance:
         try:
             started = time.perf_counter()
             log.info("fitting the bridge and the calibration on %d (title, picture) pairs", len(self.engine.indexes["image"]))
-            state = refit_bridge(self.engine, min_pairs=self.config.min_pairs, device=self.config.device, threads=self.config.threads, progress=False)
+            state = refit_bridge(
+                self.engine,
+                min_pairs=self.config.min_pairs,
+                device=self.config.device,
+                threads=self.config.threads,
+                progress=False,
+                cpu_share=self.config.fit_cpu_share,
+            )
             self.catalog_log.publish_bridge(self.engine)
             seconds = time.perf_counter() - started
         finally:

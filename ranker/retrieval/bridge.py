@@ -187,12 +187,16 @@ def fit_bridge(
     device: str = "auto",
     threads: int | None = FIT_THREADS,
     progress: bool | None = None,
+    cpu_share: float | None = None,
 ) -> LearnedBridge:
     """Fit the head on paired rows (row i of each is one item): symmetric InfoNCE, in-batch negatives.
 
     The temperature is learned (CLIP's parameterisation, starting at 0.07,
     never below 0.01). Runs on CUDA when ``device`` resolves to it; on the
-    CPU with ``threads`` torch threads (None: torch's setting).
+    CPU with ``threads`` torch threads (None: torch's setting). ``cpu_share``
+    (on the CPU): after each step, sleep so that the fit keeps at most this
+    share of a core: a fit in the background beside serving processes
+    (:mod:`ranker.learning.maintenance`) takes longer and leaves them the cores.
     """
     import torch
     from torch import nn
@@ -229,6 +233,7 @@ def fit_bridge(
             for _ in range(epochs):
                 order = torch.randperm(n, generator=generator).to(target)
                 for start in range(0, n - batch + 1, batch):
+                    step_started = time.perf_counter()
                     rows = order[start : start + batch]
                     x = images[rows]
                     projected = nn.functional.normalize(second(gelu(first(x))) + skip(x), dim=1)
@@ -241,6 +246,8 @@ def fit_bridge(
                     schedule.step()
                     losses.append(float(loss.detach()))
                     bar.update(1)
+                    if cpu_share and target.type == "cpu":
+                        time.sleep((time.perf_counter() - step_started) * (1.0 / cpu_share - 1.0))
         weights = {
             "w1": first.weight.detach().cpu().numpy(),
             "b1": first.bias.detach().cpu().numpy(),
@@ -262,6 +269,7 @@ def fit_bridge(
             "threads": torch.get_num_threads() if target.type == "cpu" else None,
             "fitted_at": time.time(),
             "fit_id": uuid.uuid4().hex[:12],  # which fit: a process that already serves it skips a second install
+            "cpu_share": cpu_share if target.type == "cpu" else None,
         }
         return LearnedBridge(weights=weights, fingerprints=dict(fingerprints), info=info)
 
@@ -316,6 +324,7 @@ def refit_bridge(
     device: str = "auto",
     threads: int | None = FIT_THREADS,
     progress: bool | None = None,
+    cpu_share: float | None = None,
 ) -> dict[str, Any]:
     """Fit the bridge head on the engine's (text, picture) pairs when there are ``min_pairs``, then calibrate the channels.
 
@@ -346,7 +355,9 @@ def refit_bridge(
             text, _ = engine.indexes["text"].vectors_for(keys[train])
             described = engine.encoders.describe()
             fingerprints = {part: str(described[part].get("fingerprint")) for part in ("text", "image")}
-            fitted = fit_bridge(image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress)
+            fitted = fit_bridge(
+                image[train], text, fingerprints=fingerprints, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress, cpu_share=cpu_share
+            )
             install_bridge(engine, fitted)
             fitted_pairs = n_pairs
             reason = (

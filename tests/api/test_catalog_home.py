@@ -22,7 +22,10 @@ def test_readiness_and_the_console_say_which_bridge_serves_and_when_it_was_fitte
     items = [fresh_engine.store.item_for_key(int(k)) for k in fresh_engine.store.keys()]
     worker_engine.upsert(items)  # the same catalog, as the worker would have applied it from the stream
     worker = Maintenance(
-        connect(embedded_redis), tmp_path / "maintenance", MaintenanceConfig(prefix=prefix, min_pairs=10, settle_s=0.0, device="cpu"), engine=worker_engine
+        connect(embedded_redis),
+        tmp_path / "maintenance",
+        MaintenanceConfig(prefix=prefix, min_pairs=10, settle_s=0.0, device="cpu", fit_cpu_share=1.0),
+        engine=worker_engine,
     )
     assert worker.round().fitted["serving"] == "learned"
     ready = client.get("/readyz").get_json()  # no restart: the next request installs it

@@ -48,7 +48,7 @@ def service_on(encoders, data_dir: Path, url: str, prefix: str) -> RankingServic
 
 
 def worker_on(encoders, data_dir: Path, url: str, prefix: str, clock=None, **config) -> Maintenance:
-    settings = {"prefix": prefix, "device": "cpu"} | config
+    settings = {"prefix": prefix, "device": "cpu", "fit_cpu_share": 1.0} | config
     engine = SearchEngine(encoders, data_dir, reconcile=False)
     return Maintenance(connect(url, socket_timeout=10), data_dir, MaintenanceConfig(**settings), engine=engine, clock=clock or Clock())
 

@@ -51,7 +51,7 @@ def found(service: RankingService, query: str, k: int = 10) -> list[str]:
 
 
 def maintenance(encoders, data_dir: Path, url: str, prefix: str, **config) -> Maintenance:
-    settings = {"prefix": prefix, "min_pairs": 20, "settle_s": 0.0, "snapshot_interval_s": 0.0, "device": "cpu"} | config
+    settings = {"prefix": prefix, "min_pairs": 20, "settle_s": 0.0, "snapshot_interval_s": 0.0, "device": "cpu", "fit_cpu_share": 1.0} | config
     return Maintenance(connect(url, socket_timeout=10), data_dir, MaintenanceConfig(**settings), engine=SearchEngine(encoders, data_dir, reconcile=False))
 
 
