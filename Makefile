@@ -59,6 +59,7 @@ bench: venv  ## benchmarks that print figures (see bench/README.md); about 75 mi
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/api_catalog.py
+	$(BIN)/python bench/catalog_home.py
 	$(BIN)/python bench/ab.py
 	$(BIN)/python bench/cluster.py
 

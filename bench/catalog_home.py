@@ -285,17 +285,20 @@ def bench_fit(n_items: int) -> dict:
         server.stop()
         redis_server.stop()
 
-    def p50(low: float, high: float) -> tuple[float, int]:
+    def quantiles(low: float, high: float) -> tuple[float, float, int]:
         window = [ms for at, ms in samples if low <= at < high]
-        return (round(statistics.median(window), 2) if window else float("nan")), len(window)
+        if not window:
+            return float("nan"), float("nan"), 0
+        return round(statistics.median(window), 2), round(float(np.percentile(window, 99)), 1), len(window)
 
-    before, n_before = p50(launched - 55, launched)
-    during, n_during = p50(marks["fit_started"], marks["fit_done"])
-    after, n_after = p50(marks["fit_done"] + 5, marks["fit_done"] + 30)
+    before, before_p99, n_before = quantiles(launched - 55, launched)
+    during, during_p99, n_during = quantiles(marks["fit_started"], marks["fit_done"])
+    after, after_p99, n_after = quantiles(marks["fit_done"] + 5, marks["fit_done"] + 30)
     result = {
         "items": n_items,
         "fit_s": round(marks["fit_done"] - marks["fit_started"], 1),
         "rank_p50_ms": {"before": before, "during_fit": during, "after": after},
+        "rank_p99_ms": {"before": before_p99, "during_fit": during_p99, "after": after_p99},
         "requests": {"before": n_before, "during_fit": n_during, "after": n_after},
         "added_during_fit": round(during / before - 1.0, 3),
         "bridge_after": ready["catalog"]["bridge"]["serving"],
