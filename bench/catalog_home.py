@@ -341,7 +341,9 @@ def bench_categories() -> dict:
         engine.category_boost = boost
         names = [precision(category.lower(), {category})[0] for category in engine.store.categories()]
         rows = [precision(row["query"], set(row["categories"])) for row in named]
+        worst = sorted(zip(rows, named), key=lambda pair: pair[0][0])[:6]
         result[mode] = {
+            "worst_labelled": [f"{row['query']!r}: {p:.1f}" for (p, _), row in worst],
             "category_names_precision_at_10": round(float(np.mean(names)), 3),
             "labelled_precision_at_10": round(float(np.mean([p for p, _ in rows])), 3),
             "labelled_queries_below_0_8": sum(p < 0.8 for p, _ in rows),
