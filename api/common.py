@@ -1,21 +1,17 @@
-"""What the blueprints share: the process's service and metrics, and the API key check."""
+"""What the blueprints share: the process's service and metrics, and the key checks (:mod:`api.security`)."""
 
 from __future__ import annotations
 
-import functools
-import hmac
-from collections.abc import Callable
-from typing import Any
+from flask import current_app
 
-from flask import current_app, request
-
-from api.errors import ApiError
 from api.metrics import Metrics
+from api.security import SECURED, SECURITY_SCHEMES, requires
 from ranker.serving import RankingService
 
-# OpenAPI: the scheme named by write and admin operations
-SECURITY_SCHEMES = {"api_key": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
-SECURED = [{"api_key": []}]
+__all__ = ["SECURED", "SECURITY_SCHEMES", "metrics", "require_admin_key", "require_ingest_key", "service"]
+
+require_ingest_key = requires("ingest")  # rank and feedback (api.security)
+require_admin_key = requires("admin")  # catalog, policies, experiments, erasure
 
 
 def service() -> RankingService:
@@ -24,20 +20,3 @@ def service() -> RankingService:
 
 def metrics() -> Metrics:
     return current_app.extensions["ranker_metrics"]
-
-
-def require_api_key(view: Callable[..., Any]) -> Callable[..., Any]:
-    """Write and admin endpoints: when ``API_KEY`` is configured, ``X-API-Key`` (or ``Authorization: Bearer``) must match."""
-
-    @functools.wraps(view)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        expected = current_app.config.get("API_KEY")
-        if expected:
-            given = request.headers.get("X-API-Key") or request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            if not given:
-                raise ApiError(401, "unauthorized", "X-API-Key: this endpoint needs an API key (header X-API-Key)", "X-API-Key")
-            if not hmac.compare_digest(given.encode(), str(expected).encode()):
-                raise ApiError(401, "unauthorized", "X-API-Key: the key given is not valid", "X-API-Key")
-        return view(*args, **kwargs)
-
-    return wrapper

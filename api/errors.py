@@ -29,13 +29,13 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_S = 5
 
 # The one place where domain errors become HTTP: a kind's status, and the code each error class answers with
-STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "conflict": 409}
+STATUS_OF_KIND = {"invalid": 422, "not_found": 404, "conflict": 409, "limited": 429}
 CODES: dict[tuple[type[RequestError], str], str] = {
     (FeedbackError, "invalid"): "invalid_feedback",
     (ExperimentError, "invalid"): "invalid_experiment",
     (RegistryError, "conflict"): "policy_conflict",
 }
-DEFAULT_CODES = {"invalid": "invalid_request", "not_found": "not_found", "conflict": "conflict"}
+DEFAULT_CODES = {"invalid": "invalid_request", "not_found": "not_found", "conflict": "conflict", "limited": "rate_limited"}
 
 
 def status_and_code(exc: RequestError) -> tuple[int, str]:
@@ -49,9 +49,9 @@ def status_and_code(exc: RequestError) -> tuple[int, str]:
 class ApiError(Exception):
     """Raised by views: ``status``, ``code``, a message naming the field."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
+        self.status, self.code, self.message, self.field, self.headers = status, code, message, field, headers
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> Any:
@@ -102,7 +102,10 @@ def validation_error_response(exc: ValidationError) -> Any:
 def register(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Any:
-        return error_response(exc.status, exc.code, exc.message, exc.field)
+        headers = dict(exc.headers or {})
+        if getattr(exc, "retry_after", None):
+            headers["Retry-After"] = str(exc.retry_after)
+        return error_response(exc.status, exc.code, exc.message, exc.field, headers=headers)
 
     @app.errorhandler(QueryError)
     def _query_error(exc: QueryError) -> Any:
@@ -116,7 +119,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(RequestError)  # feedback outside a served slate, unknown policy versions, ...
     def _request_error(exc: RequestError) -> Any:
         status, code = status_and_code(exc)
-        return error_response(status, code, str(exc), exc.field)
+        retry = getattr(exc, "retry_after_s", None)
+        return error_response(status, code, str(exc), exc.field, headers={"Retry-After": str(retry)} if retry else None)
 
     @app.errorhandler(Unavailable)
     def _unavailable(exc: Unavailable) -> Any:
@@ -130,7 +134,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:
         field = "body" if exc.code in (400, 413, 415) else None
-        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, field)
+        # the headers the exception carries: Allow on a 405 (RFC 9110), Retry-After on a 429 or 503
+        kept = {name: value for name, value in exc.get_headers() if name.lower() in ("allow", "retry-after")}
+        return error_response(exc.code or 500, (exc.name or "error").lower().replace(" ", "_"), exc.description or exc.name, field, headers=kept)
 
     @app.errorhandler(Exception)
     def _bug(exc: Exception) -> Any:

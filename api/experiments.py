@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.common import SECURED, require_api_key, service
+from api.common import SECURED, require_admin_key, service
 from api.schemas import ErrorResponse, ExperimentIn, ExperimentOut, ExperimentPath, ExperimentsResponse, ReportQuery, ReportResponse
 from ranker.experiments.store import Arm
 
@@ -14,7 +14,7 @@ bp = APIBlueprint("experiments", __name__, url_prefix="/v1/experiments", abp_tag
 
 
 @bp.post("", responses={201: ExperimentOut, 404: ErrorResponse, 409: ErrorResponse, 422: ErrorResponse}, security=SECURED, operation_id="create_experiment")
-@require_api_key
+@require_admin_key
 def create(body: ExperimentIn) -> Any:
     """Start an experiment (now, or at `start_at`).
 
@@ -43,7 +43,7 @@ def get(path: ExperimentPath) -> Any:
 
 
 @bp.post("/<experiment_id>/stop", responses={200: ExperimentOut, 404: ErrorResponse, 409: ErrorResponse}, security=SECURED, operation_id="stop_experiment")
-@require_api_key
+@require_admin_key
 def stop(path: ExperimentPath) -> Any:
     """Stop taking traffic; the logs and the report stay. Stopping a stopped experiment is a 409."""
     return service().experiments.stop(path.experiment_id).public()

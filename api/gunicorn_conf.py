@@ -2,7 +2,9 @@
 
 Settings come from environment variables:
 
-- ``RANKER_BIND`` (default ``127.0.0.1:8000``), ``RANKER_WORKERS`` (default 2),
+- ``RANKER_BIND`` (default ``127.0.0.1:8000``; an address beyond loopback needs
+  ``RANKER_INGEST_KEY`` and ``RANKER_ADMIN_KEY``, or ``RANKER_INSECURE=1``:
+  :mod:`api.security`), ``RANKER_WORKERS`` (default 2),
   ``RANKER_THREADS`` (default 1: sync workers; the rank path is CPU-bound);
 - ``RANKER_DATA_DIR`` (default ``data``) and every other ``RANKER_*`` setting
   of :func:`api.create_app`;
@@ -48,11 +50,17 @@ _maintenance = None
 
 def on_starting(server):
     global _embedded
+    from api.security import refuse_open_bind
+
+    for address in settings.bind.split(","):  # a server beyond loopback without keys does not start
+        refuse_open_bind(address.strip().rsplit(":", 1)[0] if not address.strip().startswith("unix:") else address.strip(), settings)
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ranker-metrics-")
     metrics_dir = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
+    if settings.redis_url and not os.environ.get("REDIS_URL"):
+        os.environ["REDIS_URL"] = settings.redis_url  # from RANKER_REDIS_URL_FILE: the workers and the learner read it here
     if not os.environ.get("REDIS_URL"):
         from ranker.live.backend import EmbeddedRedis
 
@@ -72,6 +80,7 @@ def when_ready(server):
             settings.data_dir,
             os.environ["REDIS_URL"],
             prefix=settings.prefix,
+            consumer=settings.learn_consumer,
         ).start()
         server.log.info("online learner beside the workers")
     if settings.maintain:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.common import SECURED, metrics, require_api_key, service
+from api.common import SECURED, metrics, require_admin_key, service
 from api.errors import ApiError
 from api.schemas import BatchResponse, ErrorResponse, ItemFields, ItemOut, ItemPath, ItemsBatch
 from ranker.catalog.items import CatalogError, Item
@@ -44,7 +44,7 @@ def _count_items() -> None:
 
 
 @bp.put("/<item_id>", responses={200: ItemOut, 422: ErrorResponse, 503: ErrorResponse}, security=SECURED, operation_id="put_item")
-@require_api_key
+@require_admin_key
 def put_item(path: ItemPath, body: ItemFields) -> Any:
     """Insert or replace one item; it is searchable when this returns."""
     item = to_item(body, path.item_id)
@@ -57,7 +57,7 @@ def put_item(path: ItemPath, body: ItemFields) -> Any:
 
 
 @bp.post("", responses={200: BatchResponse, 422: ErrorResponse, 503: ErrorResponse}, security=SECURED, operation_id="upsert_items")
-@require_api_key
+@require_admin_key
 def upsert_items(body: ItemsBatch) -> Any:
     """Insert or replace up to 1000 items. Items whose picture cannot be used are listed in `rejected`; the rest are stored."""
     items: list[Item] = []
@@ -84,7 +84,7 @@ def get_item(path: ItemPath) -> Any:
 
 
 @bp.delete("/<item_id>", responses={204: None, 404: ErrorResponse, 503: ErrorResponse}, security=SECURED, operation_id="delete_item")
-@require_api_key
+@require_admin_key
 def delete_item(path: ItemPath) -> Any:
     """Delete one item; it stops appearing in rankings at once."""
     if not service().delete_item(path.item_id):

@@ -7,6 +7,8 @@
 - ``ranker_feedback_events_total{result}``: ``accepted`` and ``duplicate`` events;
 - ``ranker_redis_failures_total``: requests served without Redis;
 - ``ranker_policy_serving{version}``: 1 for the version this process serves;
+- ``ranker_policy_fallback``: 1 when the pointer's version would not load and this process serves an older one
+  (the rollback history, or the packaged starting policy; ``/readyz`` says which and why);
 - ``ranker_catalog_items``: items in this process's index;
 - ``ranker_catalog_entries_skipped``: catalog stream entries that could not be applied and were
   skipped (read from Redis at scrape; ``{prefix}:catalog:skipped`` keeps each one's reason);
@@ -54,6 +56,9 @@ class Metrics:
         self.redis_failures = Counter("ranker_redis_failures_total", "requests served without Redis", registry=registry)
         self.policy = Gauge(
             "ranker_policy_serving", "1 for the policy version this process serves", ["version"], registry=registry, multiprocess_mode="liveall"
+        )
+        self.policy_fallback = Gauge(
+            "ranker_policy_fallback", "1 when the pointer's version would not load and an older one serves", registry=registry, multiprocess_mode="max"
         )
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
         self.catalog_skipped = Gauge(

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.common import SECURED, require_api_key, service
+from api.common import SECURED, require_admin_key, service
 from api.schemas import ErrorResponse, EstimateQuery, EstimateResponse, PoliciesResponse, PolicyPath, PromoteResponse
 
 bp = APIBlueprint("policies", __name__, url_prefix="/v1/policies", abp_tags=[Tag(name="policies", description="policy versions")])
@@ -25,7 +25,7 @@ def list_policies() -> Any:
 
 
 @bp.post("/<version>/promote", responses={200: PromoteResponse, 404: ErrorResponse, 409: ErrorResponse}, security=SECURED, operation_id="promote_policy")
-@require_api_key
+@require_admin_key
 def promote(path: PolicyPath) -> Any:
     """Serve `version` from the next request on, in every process; the version it replaces can be rolled back to."""
     previous = service().registry.promote(path.version)
@@ -33,7 +33,7 @@ def promote(path: PolicyPath) -> Any:
 
 
 @bp.post("/rollback", responses={200: PromoteResponse, 409: ErrorResponse}, security=SECURED, operation_id="rollback_policy")
-@require_api_key
+@require_admin_key
 def rollback() -> Any:
     """Return to the version that served before the current one."""
     previous, current = service().registry.rollback()

@@ -6,14 +6,17 @@ from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
 
-from api.common import metrics, service
-from api.schemas import ErrorResponse, RankRequest, RankResponse
+from api import limits
+from api.common import SECURED, metrics, require_ingest_key, service
+from api.schemas import BODY_ERRORS, ErrorResponse, RankRequest, RankResponse
 from ranker.retrieval.engine import Filters
+from ranker.serving import pseudonymise
 
 bp = APIBlueprint("rank", __name__, url_prefix="/v1", abp_tags=[Tag(name="rank", description="rank products for a search")])
 
 
-@bp.post("/rank", responses={200: RankResponse, 422: ErrorResponse}, operation_id="rank")
+@bp.post("/rank", responses={200: RankResponse, **BODY_ERRORS, 401: ErrorResponse, 429: ErrorResponse}, security=SECURED, operation_id="rank")
+@require_ingest_key
 def rank(body: RankRequest) -> Any:
     """Rank products for a text and/or image query.
 
@@ -26,13 +29,15 @@ def rank(body: RankRequest) -> Any:
     item, the split of its score into text similarity, image similarity and
     the policy's adjustment, and the policy's score at the item's placement as
     exact Shapley contributions of named feature groups with the item's top
-    two reasons.
+    two reasons. Rate limited per API key and per user (429 with Retry-After).
     """
+    svc = service()
+    limits.check("rank_per_key", limits.key_identity())
+    limits.check("rank_per_user", limits.hashed(pseudonymise(body.user_id, svc.config.user_key_secret)))  # not the hash that finds the pseudonym
     filters = None
     if body.filters is not None:
         categories = tuple(body.filters.categories) if body.filters.categories is not None else None
         filters = Filters(categories=categories, price_min=body.filters.price_min, price_max=body.filters.price_max)
-    svc = service()
     result = svc.rank(
         user_id=body.user_id,
         text=body.query.text,

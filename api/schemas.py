@@ -393,3 +393,7 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# what any operation with a JSON body may answer besides its own: malformed or too deeply nested JSON, too large, not JSON
+BODY_ERRORS: dict[int, type[BaseModel]] = {400: ErrorResponse, 413: ErrorResponse, 415: ErrorResponse, 422: ErrorResponse}

@@ -7,7 +7,7 @@ from typing import Any
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
-from api.common import SECURED, require_api_key, service
+from api.common import SECURED, require_admin_key, service
 from api.schemas import ErrorResponse
 
 bp = APIBlueprint("users", __name__, url_prefix="/v1/users", abp_tags=[Tag(name="users", description="privacy")])
@@ -22,7 +22,7 @@ class EraseResponse(BaseModel):
 
 
 @bp.delete("/<user_id>", responses={200: EraseResponse, 503: ErrorResponse}, security=SECURED, operation_id="erase_user")
-@require_api_key
+@require_admin_key
 def erase(path: UserPath) -> Any:
     """Forget a user: their profile, activity counters and pseudonym are deleted. Rankings and feedback already
     logged carry only the pseudonym, which nothing links to the user id any more; the user's next request

@@ -67,7 +67,7 @@ def main() -> None:
     catalog = load_catalog(write_demo_catalog(OUT / "shop", seed=0, n_items=args.items, with_images=True), strict=True).items
     data_dir = OUT / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RANKER_") and k != "REDIS_URL"}
-    env.update(THREADS)
+    env.update(THREADS, RANKER_RATE_LIMITS="0")  # simulated shoppers as fast as the CPU allows
     processes: list[subprocess.Popen] = []
     if not args.embedded:
         (OUT / "redis").mkdir()

@@ -129,7 +129,7 @@ def main() -> None:
     prepare_data(args.source, data_dir)
     shutil.rmtree(OUT / "redis-run", ignore_errors=True)
     redis_server = EmbeddedRedis(OUT / "redis-run")
-    env = dict(os.environ, REDIS_URL=redis_server.url, **THREADS)
+    env = dict(os.environ, REDIS_URL=redis_server.url, RANKER_RATE_LIMITS="0", **THREADS)  # simulated shoppers as fast as the CPU allows
     processes: list[subprocess.Popen] = []
     served = [("learning", "learn"), ("frozen", "frozen")] + ([("ceiling", "ceiling")] if args.ceiling else [])
     logs = {name: open(OUT / f"{name}.log", "w") for name in [name for name, _ in served] + ["learner"]}

@@ -389,6 +389,7 @@ class Gunicorn:
                 "REDIS_URL": redis_url,
                 "PROMETHEUS_MULTIPROC_DIR": str(run_dir / "metrics"),
                 "RANKER_LEARN": "0",  # the serving figures are the API's alone (a learner would share the 2 cores)
+                "RANKER_RATE_LIMITS": "0",  # a load generator is one client sending for few users: the limits would measure themselves
             }
         )
         env.update(settings or {})  # more service settings, e.g. RANKER_STREAM_MAX_LEN
@@ -404,6 +405,7 @@ class Gunicorn:
                 "RANKER_PREFIX",
                 "REDIS_URL",
                 "RANKER_LEARN",
+                "RANKER_RATE_LIMITS",
                 *(settings or {}),
             )
         }

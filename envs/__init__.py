@@ -12,8 +12,11 @@ id                                   what
 ``envs/SlateShoppingTiny-v0``        four items, two positions, best slate known (``envs.tiny``)
 ===================================  ========================================================
 
-Every id takes keyword overrides: ``catalog`` (``"demo"``, a data directory
-with a built index, or a :class:`envs.catalog.SimCatalog`), ``n_candidates``,
+Every id takes keyword overrides: ``catalog`` (``"demo"``: the demo shop
+``make serve`` builds under ``$RANKER_DATA_DIR`` or ``./data``, else the
+compact demo world packaged with ``envs``, so a fresh install needs no prior
+command; ``"compact"``; a data directory with a built index; or a
+:class:`envs.catalog.SimCatalog`), ``n_candidates``,
 ``slate_size``, ``reward_weights``, ``purchase_value`` and any
 :class:`envs.config.ShopperConfig` field. The user model is in
 ``envs/README.md``.

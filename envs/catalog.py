@@ -32,6 +32,7 @@ from ranker.retrieval.fusion import CHANNELS, Calibration, fuse_scores
 
 SIM_CATALOG_VERSION = 2  # 2: colours and the intent bank (envs.intents)
 PHOTO_NOISE_SEED = 7
+VECTOR_FIELDS = ("text", "image", "image_in_text", "query_text")  # the embeddings: what a half-precision save shrinks
 
 
 @dataclass
@@ -196,7 +197,9 @@ class SimCatalog:
         return self._cache[key]
 
     # -------------------------------------------------------------- storage
-    def save(self, path: Path) -> Path:
+    def save(self, path: Path, *, vector_dtype: type = np.float32, compress: bool = False) -> Path:
+        """Write one ``.npz`` (no pickles). ``vector_dtype=np.float16`` halves the embeddings (the packaged compact
+        world, :mod:`envs.compact`); :meth:`load` reads them back as unit float32 rows."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {
@@ -219,8 +222,11 @@ class SimCatalog:
         }
         if self.image is not None and self.image_in_text is not None:
             arrays["image"], arrays["image_in_text"] = self.image, self.image_in_text
+        for name in VECTOR_FIELDS:
+            if name in arrays:
+                arrays[name] = np.asarray(arrays[name], dtype=vector_dtype)
         temporary = path.with_suffix(".tmp.npz")
-        np.savez(temporary, **arrays)
+        (np.savez_compressed if compress else np.savez)(temporary, **arrays)
         os.replace(temporary, path)
         return path
 
@@ -240,19 +246,29 @@ class SimCatalog:
                 brand_codes=data["brand_codes"],
                 brand_names=data["brand_names"].tolist(),
                 prices=data["prices"],
-                text=data["text"],
+                text=_vectors(data["text"]),
                 has_image=data["has_image"],
-                image=data["image"] if "image" in data else None,
-                image_in_text=data["image_in_text"] if "image_in_text" in data else None,
+                image=_vectors(data["image"]) if "image" in data else None,
+                image_in_text=_vectors(data["image_in_text"]) if "image_in_text" in data else None,
                 query_texts=data["query_texts"].tolist(),
                 query_items=data["query_items"],
-                query_text=data["query_text"],
+                query_text=_vectors(data["query_text"]),
                 source=meta.get("source", str(path)),
                 calibration=Calibration.from_json(meta.get("calibration")),
                 colour_codes=data["colour_codes"],
                 colour_names=data["colour_names"].tolist(),
                 intents=IntentBank.from_arrays(data),
             )
+
+
+def _vectors(stored: np.ndarray) -> np.ndarray:
+    """Embeddings as the simulator uses them: float32; rows stored at half precision are made unit again (zero rows,
+    items without a picture, stay zero)."""
+    if stored.dtype == np.float32:
+        return stored
+    vectors = stored.astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=vectors, where=norms > 0)
 
 
 # ------------------------------------------------------------------ building
@@ -390,13 +406,13 @@ def demo_data_dir() -> Path:
 
 
 def load_sim_catalog(spec: SimCatalog | str | Path = "demo", *, queries_per_item: int = 2, seed: int = 0) -> SimCatalog:
-    """Resolve a catalog spec: a :class:`SimCatalog`, a data directory with a built index, ``"demo"`` or ``"tiny"``.
+    """Resolve a catalog spec: a :class:`SimCatalog`, a data directory with a built index, ``"demo"``, ``"compact"``
+    or ``"tiny"``.
 
-    ``"demo"`` is the demo shop under ``$RANKER_DATA_DIR`` (else ``./data``),
-    the one ``make serve`` uses. Making an environment never builds an index:
-    a missing one is a :class:`ConfigError` that says how to build it (the
-    commands that want the demo shop call
-    :func:`ranker.catalog.demo.ensure_demo_index` first).
+    ``"demo"`` is the demo shop under ``$RANKER_DATA_DIR`` (else ``./data``), the one ``make serve`` builds, when
+    an index is there; otherwise the compact demo world packaged with ``envs`` (``"compact"``,
+    :mod:`envs.compact`), so ``gymnasium.make`` works on a fresh install in any directory. Making an environment
+    never builds an index: a data directory without one is a :class:`ConfigError` that says how to build it.
     """
     if isinstance(spec, SimCatalog):
         return spec
@@ -404,16 +420,19 @@ def load_sim_catalog(spec: SimCatalog | str | Path = "demo", *, queries_per_item
         from envs.tiny import tiny_catalog
 
         return tiny_catalog()
-    data_dir = demo_data_dir() if spec == "demo" else Path(spec)
     from ranker.retrieval.fusion import manifest_path
 
+    if spec == "compact" or (spec == "demo" and not manifest_path(demo_data_dir()).exists()):
+        from envs.compact import load_compact_world
+
+        return load_compact_world()
+    data_dir = demo_data_dir() if spec == "demo" else Path(spec)
     if not manifest_path(data_dir).exists():
-        how = (
-            "`make serve` builds the demo shop there once, or call ranker.catalog.demo.ensure_demo_index"
-            if spec == "demo"
-            else f"build one with `ranker index build --catalog FILE --data-dir {data_dir}`"
+        raise ConfigError(
+            f"catalog: no index with embeddings under {str(data_dir)!r}; build one with `ranker index build --catalog FILE --data-dir {data_dir}`",
+            parameter="catalog",
+            value=str(spec),
         )
-        raise ConfigError(f"catalog: no index with embeddings under {str(data_dir)!r}; {how}", parameter="catalog", value=str(spec))
     return _cached_catalog(sim_catalog_path(data_dir, queries_per_item=queries_per_item, seed=seed), data_dir, queries_per_item, seed)
 
 

@@ -7,8 +7,12 @@ placing one of K retrieved candidates at the next position.
   (the same code that serves live traffic), ``mask`` [K] (1 = still
   available), ``position`` (t; L after the last step) and ``context``.
 - Action: ``Discrete(K)``; :meth:`SlateShoppingEnv.action_masks` gives the
-  valid ones (for sb3-contrib's MaskablePPO). A masked action raises
-  :class:`InvalidActionError`.
+  valid ones (for sb3-contrib's MaskablePPO). A masked action (an item
+  already placed, an empty slot) places nothing: reward 0, the same state,
+  ``info["masked"]`` true, as in sb3-contrib's masked-action example, so an
+  agent that ignores the mask still runs; after K masked actions in one
+  session the episode is truncated. An action outside ``[0, K)`` or a step
+  after the episode ended raises :class:`InvalidActionError`.
 - Reward: the outcome of the item just placed, under the click model:
   ``w_click [click] + w_cart [cart] + w_purchase [purchase] * value``.
   Outcomes depend only on positions <= t, so the reward is causal.
@@ -52,7 +56,7 @@ FEATURE_BOUND = 1_000.0
 
 
 class InvalidActionError(ValueError):
-    """An action that is masked: an empty slot, an item already placed, or out of range."""
+    """An action outside the action space, or a step after the episode ended (a masked action is a no-op instead)."""
 
 
 class SlateShoppingEnv(gym.Env):
@@ -143,6 +147,7 @@ class SlateShoppingEnv(gym.Env):
         values = purchase_values(objective_of_purchase_value(self.config.purchase_value), catalog.prices[self.rows], catalog.median_price)
         self._values = values if len(values) == self.config.n_candidates else np.pad(values, (0, self.config.n_candidates - len(values)))
         self._active = True
+        self._masked_steps, self._truncated = 0, False
         self.outcomes: list[tuple[int, bool, bool, bool, bool]] = []  # (slot, examined, click, cart, purchase)
         info = {
             "user": self.session.user,
@@ -161,13 +166,12 @@ class SlateShoppingEnv(gym.Env):
     def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         slot = int(action)
         position = len(self.slate.placed)
-        if position >= self.config.slate_size:
+        if position >= self.config.slate_size or self._truncated or not self.slate.available.any():
             raise InvalidActionError("action: the slate is complete; call reset() to start the next session")
         if not 0 <= slot < self.config.n_candidates:
             raise InvalidActionError(f"action: {slot} is out of range [0, {self.config.n_candidates})")
         if not self.slate.available[slot]:
-            reason = "already placed" if slot in self.slate.placed else "an empty slot (fewer candidates than K)"
-            raise InvalidActionError(f"action: candidate {slot} is masked ({reason})")
+            return self._masked_step(slot, position)
         discount = self._discount(slot)
         attraction = float(self.utilities.attraction[slot] * discount)
         rng = self._rng
@@ -193,8 +197,21 @@ class SlateShoppingEnv(gym.Env):
             "purchase": purchase,
             "revenue": float(self.catalog.prices[self.rows[slot]]) if purchase else 0.0,
             "attraction": attraction,
+            "masked": False,
         }
         return self._observation(), float(reward), terminated, False, info
+
+    def _masked_step(self, slot: int, position: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        """A masked candidate places nothing and the shopper sees nothing: reward 0, the same observation. K of them
+        in one session truncate it (the slate shown so far becomes history), so an agent blind to the mask ends."""
+        self._masked_steps += 1
+        self._truncated = self._masked_steps >= self.config.n_candidates
+        if self._truncated:
+            self._commit()
+        reason = "already placed" if slot in self.slate.placed else "an empty slot (fewer candidates than K)"
+        info = {"item_id": None, "position": position, "examined": False, "click": False, "add_to_cart": False, "purchase": False}
+        info.update({"revenue": 0.0, "attraction": 0.0, "masked": True, "masked_reason": f"candidate {slot} is masked ({reason})"})
+        return self._observation(), 0.0, False, self._truncated, info
 
     def _discount(self, slot: int) -> float:
         """The near-duplicate factor of ``slot`` at the next position (applies to attraction and cart)."""

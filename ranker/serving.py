@@ -34,7 +34,6 @@ import hashlib
 import hmac
 import logging
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,19 +47,15 @@ from ranker.config import Settings, default
 from ranker.errors import RequestError
 from ranker.experiments.interleaving import team_draft
 from ranker.experiments.store import RETRIEVAL_ARM, Assignment, ExperimentStore
-from ranker.live.backend import confirm_replicated
 from ranker.live.catalog_stream import CatalogLog
 from ranker.live.events import (
-    EVENT_TYPES,
     EventLog,
     Exposure,
-    Feedback,
-    FeedbackRefused,
     RankingEvent,
     new_ranking_id,
 )
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
-from ranker.live.state import Interaction, RedisStateProvider
+from ranker.live.state import RedisStateProvider
 from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, CandidateSet, FeatureBuilder, Observation, UserProfile
 from ranker.ranking.policy import Ranking, RankingPolicy, cold_start_bonus
@@ -108,6 +103,12 @@ class ServiceConfig:
     redis_replicas: int = default("redis_replicas")  # replicas that confirm feedback before it is acknowledged (WAIT)
     redis_replica_timeout_ms: int = default("redis_replica_timeout_ms")
     seed: int | None = None
+    counter_window_s: int = default("counter_window_s")  # one user's share of live counters per window (ranker.live.scripts)
+    counter_user_cap: int = default("counter_user_cap")
+    feedback_limit_per_user: str = default("feedback_limit_per_user")  # '' or off: no per-user feedback limit
+    feedback_ts_past_s: float = default("feedback_ts_past_s")  # bounds of feedback (ranker.feedback)
+    feedback_ts_future_s: float = default("feedback_ts_future_s")
+    max_event_value: float = default("max_event_value")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, user_key_secret: bytes) -> ServiceConfig:
@@ -129,8 +130,19 @@ class ServiceConfig:
             "redis_replicas",
             "redis_replica_timeout_ms",
             "seed",
+            "counter_window_s",
+            "counter_user_cap",
+            "feedback_ts_past_s",
+            "feedback_ts_future_s",
+            "max_event_value",
         )
-        return cls(user_key_secret=user_key_secret, stream_max_age_s=settings.stream_max_age_s or None, **{name: getattr(settings, name) for name in names})
+        limit = settings.feedback_limit_per_user if settings.rate_limits else ""
+        return cls(
+            user_key_secret=user_key_secret,
+            feedback_limit_per_user=limit,
+            stream_max_age_s=settings.stream_max_age_s or None,
+            **{name: getattr(settings, name) for name in names},
+        )
 
 
 @dataclass
@@ -211,6 +223,13 @@ class Sampling:
         return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
 
 
+def limit_windows(spec: str) -> list[tuple[int, int]]:
+    """``"20/second;240/minute"`` (the ``limits`` notation) -> [(20, 1), (240, 60)]: (requests, seconds)."""
+    from limits import parse_many
+
+    return [(item.amount, item.get_expiry()) for item in parse_many(spec)] if spec and spec.strip() else []
+
+
 def pseudonymise(user_id: str, secret: bytes) -> str:
     """The keyed HMAC of a user id: it finds the user's pseudonym (``ranker.live.state``) and their experiment arms."""
     return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
@@ -242,6 +261,9 @@ class RankingService:
             user_data_ttl_s=config.profile_ttl_s,
             series_ttl_s=config.series_ttl_s,
             profile_decay=self.state.profile_decay,
+            counter_window_s=config.counter_window_s,
+            counter_user_cap=config.counter_user_cap,
+            feedback_limits=limit_windows(config.feedback_limit_per_user),
         )
         self.registry = PolicyRegistry(client, policies_dir, prefix=prefix)
         self.catalog_log = CatalogLog(client, prefix=prefix)
@@ -254,7 +276,7 @@ class RankingService:
         self.parser = QueryParser(engine.query_vocabulary)  # the vocabulary follows every catalog write in place
         # first start: a policy to serve and every catalog write so far
         try:
-            self.policies.get(self.registry.ensure_current())
+            self.policies.start(self.registry.ensure_current(), self.registry.history(), install_starting_policy(policies_dir))
             with self._engine_lock:
                 self.catalog_log.catch_up(engine)
         except redis.RedisError as exc:  # serve what is on disk; the pointer is read again with every request
@@ -479,9 +501,11 @@ class RankingService:
         return (pointer.decode() if pointer else None), (replies[-1].decode() if user_hash is not None else "")
 
     def erase_user(self, user_id: str) -> bool:
-        """Forget ``user_id`` (profile, counters, pseudonym): their logged events become unlinkable; False when unknown."""
+        """Forget ``user_id`` everywhere (:mod:`ranker.live.erasure`); False when the service knew nothing of them."""
+        from ranker.live.erasure import erase_user
+
         try:
-            return self.state.erase(pseudonymise(user_id, self.config.user_key_secret)) is not None
+            return erase_user(self, pseudonymise(user_id, self.config.user_key_secret)) is not None
         except redis.RedisError as exc:
             raise Unavailable(f"user state unreachable: {exc}") from None
 
@@ -518,63 +542,11 @@ class RankingService:
 
     # ----------------------------------------------------------- feedback
     def feedback(self, ranking_id: str, events: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Check each event against the served ranking, append the new ones, update live state; (accepted, duplicates).
+        """Check each event (bounds, the served slate) and record the new ones in one round trip; (accepted,
+        duplicates). See :func:`ranker.feedback.take_feedback`."""
+        from ranker.feedback import take_feedback
 
-        One Redis round trip (:meth:`ranker.live.events.EventLog.record_feedback`): the ranking lookup, the checks,
-        dedup, the stream append, the counters, the profile and the experiment's outcomes happen in one script, so
-        the events are stored with everything they move or not at all.
-        """
-        reported: list[Feedback] = []
-        for index, raw in enumerate(events):
-            if raw["type"] not in EVENT_TYPES:
-                raise FeedbackError(
-                    f"events[{index}].type: {raw['type']!r} is not one of {', '.join(EVENT_TYPES)}", field=f"events[{index}].type", value=raw["type"]
-                )
-            reported.append(
-                Feedback(
-                    event_id=raw.get("event_id") or uuid.uuid4().hex,
-                    item_id=raw["item_id"],
-                    type=raw["type"],
-                    value=raw.get("value"),
-                    ts=raw.get("ts") or time.time(),
-                )
-            )
-        self._describe(reported)
-        try:
-            flags = self.events.record_feedback(ranking_id, reported)
-        except FeedbackRefused as refused:
-            if refused.index is None:
-                raise FeedbackError(
-                    f"ranking_id: no ranking {ranking_id!r} (unknown, or older than the {self.config.ranking_ttl_s} s retention)",
-                    field="ranking_id",
-                    value=ranking_id,
-                    kind="not_found",
-                ) from None
-            item_id = reported[refused.index].item_id
-            raise FeedbackError(
-                f"events[{refused.index}].item_id: {item_id!r} was not in ranking {ranking_id}", field=f"events[{refused.index}].item_id", value=item_id
-            ) from None
-        except redis.RedisError as exc:
-            raise Unavailable(f"event log unreachable: {exc}") from None
-        try:  # on a replicated Redis: only what a replica holds too survives a failover
-            confirm_replicated(self.client, self.config.prefix, self.config.redis_replicas, self.config.redis_replica_timeout_ms)
-        except redis.RedisError as exc:
-            raise Unavailable(f"event log not confirmed by its replicas: {exc}", maybe_stored=True) from None
-        accepted = sum(flags)
-        return accepted, len(flags) - accepted
-
-    def _describe(self, reported: Sequence[Feedback]) -> None:
-        """Fill in what the script needs from the catalog: a purchase's revenue (the value the shop reported, else the
-        item's price) and what the user's profile learns (nothing from an item deleted since it was shown)."""
-        with self._engine_lock:
-            items = [self.engine.get(event.item_id) for event in reported]
-            keys = [self.engine.store.key_of(event.item_id) for event in reported]
-            vectors, present = self.engine.indexes["text"].vectors_for(np.array([-1 if key is None else key for key in keys], dtype=np.int64))
-        for row, (event, item) in enumerate(zip(reported, items)):
-            if event.type == "purchase":
-                event.revenue = float(event.value) if event.value is not None else float(item.price) if item is not None else 0.0
-            if item is not None and present[row]:
-                event.profile = Interaction(event.type, item.category, item.brand, item.price, vectors[row])
+        return take_feedback(self, ranking_id, events)
 
     # ------------------------------------------------------------ catalog
     def upsert_items(self, items: Sequence[Item]) -> list[Any]:

@@ -31,7 +31,7 @@ MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 10_000
 MAX_NAME_LENGTH = 200  # category and brand
 CATALOG_FIELDS = ("item_id", "title", "description", "image", "price", "category", "brand", "attributes")
-_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$")
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:\-]*")  # fullmatch: "$" would let a trailing newline through
 
 
 class CatalogError(ValueError):
@@ -45,7 +45,7 @@ class CatalogError(ValueError):
 
 
 def _id_charset(value: str) -> str:
-    if not _ID_PATTERN.match(value):
+    if not _ID_PATTERN.fullmatch(value):
         raise ValueError("must start with a letter or digit and use only letters, digits and _ . : -")
     return value
 

@@ -18,4 +18,4 @@ def main() -> None:
 
 
 # each module adds its commands to ``main``
-from ranker.cli import ab, catalog, maintain, serve, sim, train  # noqa: E402, F401
+from ranker.cli import ab, catalog, history, maintain, serve, sim, train  # noqa: E402, F401

@@ -18,13 +18,29 @@ from ranker.cli.common import (
 
 # ------------------------------------------------------------------ A/B tests
 url_option = click.option("--url", envvar="RANKER_URL", default="http://127.0.0.1:8000", show_default=True, help="The ranking service [env RANKER_URL].")
-api_key_option = click.option("--api-key", envvar="RANKER_API_KEY", default=None, help="The service's API key, for create and stop [env RANKER_API_KEY].")
+api_key_option = click.option(
+    "--api-key-file",
+    "api_key",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A file holding the service's key (admin for create and stop); else RANKER_ADMIN_KEY, RANKER_API_KEY or RANKER_INGEST_KEY. "
+    "Never the key itself on a command line: ps shows it.",
+)
+
+
+def service_key(path: str | None = None) -> str | None:
+    """The key the commands send: from ``path``, else the environment (admin, then the one key, then ingest)."""
+    import os
+
+    if path:
+        return open(path).read().strip() or None
+    return os.environ.get("RANKER_ADMIN_KEY") or os.environ.get("RANKER_API_KEY") or os.environ.get("RANKER_INGEST_KEY") or None
 
 
 def _client(url: str, api_key: str | None = None, timeout_s: float = 60.0):
     from ranker.client import ApiClient
 
-    return ApiClient(url, api_key=api_key, timeout_s=timeout_s)
+    return ApiClient(url, api_key=service_key(api_key), timeout_s=timeout_s)
 
 
 def _call(function, *args):

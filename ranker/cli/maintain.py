@@ -45,11 +45,13 @@ from ranker.cli.common import data_dir_option, setting, shown
 def maintain(data_dir: Path, redis_url: str | None, prefix: str, once: bool, interval: float, min_pairs: int, device: str, niceness: int) -> None:
     """Keep the catalog under --data-dir maintained: fit the text-picture bridge and calibration when due and publish
     them to every server, compact the indexes, and snapshot them (on a schedule and when stopped)."""
+    from ranker.cli.serve import refuse_secret_in_argv
     from ranker.config import load_settings
     from ranker.learning.maintenance import Maintenance, MaintenanceConfig
     from ranker.learning.supervisor import PARENT_PID_ENV
     from ranker.live.backend import EmbeddedRedis, connect, redacted
 
+    refuse_secret_in_argv("redis_url", redis_url)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s maintenance %(levelname)s %(message)s")
     if niceness:
         os.nice(niceness)

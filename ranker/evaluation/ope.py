@@ -80,15 +80,36 @@ def effective_sample_size(ranking: np.ndarray, position: np.ndarray, action: np.
     return float(whole.sum() ** 2 / max((whole**2).sum(), 1e-300)) if len(whole) else 0.0
 
 
+class RidgeRewardModel:
+    """``q(x, a)``: ridge regression of a position's reward on the chosen candidate's features (and a bias).
+
+    ``fit`` on logged decisions, ``predict`` for every candidate of any decisions (0 where masked): a model fitted
+    on one set of logs can score another (a policy learned from it, or cross-fitting)."""
+
+    def __init__(self, ridge: float = RIDGE):
+        self.ridge = ridge
+        self.coef: np.ndarray | None = None
+
+    def fit(self, features: np.ndarray, action: np.ndarray, reward: np.ndarray) -> RidgeRewardModel:
+        """``features`` [N, K, F] of every candidate, ``action`` [N] the logged choice, ``reward`` [N]."""
+        rows = np.arange(len(action))
+        x = np.c_[features[rows, action], np.ones(len(action))]
+        self.coef = np.linalg.solve(x.T @ x + self.ridge * np.eye(x.shape[1]), x.T @ np.asarray(reward, dtype=np.float64))
+        return self
+
+    def predict(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """[N, K] the predicted reward of every candidate, 0 where ``mask`` is 0."""
+        if self.coef is None:
+            raise ValueError("the reward model is not fitted: call fit() first")
+        n, k, f = features.shape
+        q = (np.c_[features.reshape(-1, f), np.ones(n * k)] @ self.coef).reshape(n, k)
+        return np.where(mask > 0, q, 0.0)
+
+
 def ridge_reward_model(features: np.ndarray, mask: np.ndarray, action: np.ndarray, reward: np.ndarray) -> np.ndarray:
-    """[N, K] ``q(x, a)``: ridge regression of a position's reward on the chosen candidate's features (and a bias),
-    predicted for every candidate (0 where masked)."""
-    rows = np.arange(len(action))
-    x = np.c_[features[rows, action], np.ones(len(action))]
-    coef = np.linalg.solve(x.T @ x + RIDGE * np.eye(x.shape[1]), x.T @ reward)
-    n, k, f = features.shape
-    q = (np.c_[features.reshape(-1, f), np.ones(n * k)] @ coef).reshape(n, k)
-    return np.where(mask > 0, q, 0.0)
+    """[N, K] ``q(x, a)`` of :class:`RidgeRewardModel` fitted on these decisions, predicted for every candidate
+    (0 where masked)."""
+    return RidgeRewardModel().fit(features, action, reward).predict(features, mask)
 
 
 class PerDecisionEstimator:

@@ -173,7 +173,7 @@ def validate_arms(arms: Sequence[Arm], mode: str, known_versions: Sequence[str])
         _fail(f"arms: interleaving compares exactly 2 arms, got {len(arms)}", "arms", len(arms))
     names = set()
     for index, arm in enumerate(arms):
-        if not NAME_PATTERN.match(arm.name):
+        if not NAME_PATTERN.fullmatch(arm.name):
             _fail(f"arms[{index}].name: {arm.name!r} must be 1-64 letters, digits, '.', '_' or '-'", f"arms[{index}].name", arm.name)
         if arm.name in names:
             _fail(f"arms[{index}].name: {arm.name!r} is used by two arms", f"arms[{index}].name", arm.name)
@@ -229,7 +229,7 @@ class ExperimentStore:
         validate_arms(arms, mode, known_versions)
         if not (isinstance(traffic, (int, float)) and 0 < traffic <= 1):
             _fail(f"traffic: the share of users must be in (0, 1], got {traffic!r}", "traffic", traffic)
-        if layer is not None and not NAME_PATTERN.match(layer):
+        if layer is not None and not NAME_PATTERN.fullmatch(layer):
             _fail(f"layer: {layer!r} must be 1-64 letters, digits, '.', '_' or '-'", "layer", layer)
         for metric_field, metric in [("primary_metric", primary_metric)] + [(f"guardrail_metrics[{i}]", m) for i, m in enumerate(guardrail_metrics)]:
             if metric not in METRICS:
@@ -238,7 +238,7 @@ class ExperimentStore:
         if end_at is not None and end_at <= start:
             _fail(f"end_at: {end_at} is not after the start ({start})", "end_at", end_at)
         experiment_id = experiment_id or "exp-" + uuid.uuid4().hex[:12]
-        if not NAME_PATTERN.match(experiment_id):
+        if not NAME_PATTERN.fullmatch(experiment_id):
             _fail(f"experiment_id: {experiment_id!r} must be 1-64 letters, digits, '.', '_' or '-'", "experiment_id", experiment_id)
         width = max(1, round(traffic * BUCKETS))
 

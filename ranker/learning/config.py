@@ -60,8 +60,10 @@ class LearnerConfig:
     device: str = default("device")
     objective: str = default("objective")  # what the policy optimises (ranker.ranking.objective); recorded in every version
     target_entropy: float = default("target_entropy")  # the serving exploration the gate's simulator reproduces (entropy-targeted slates)
-    read_count: int = 1000
+    read_count: int = default("learn_read_count")  # entries per stream and read: the learner pages through more (ranker.learning.reading)
     block_ms: int = 1000
+    claim_idle_s: float = default("learn_claim_idle_s")  # entries idle this long with any consumer are claimed by a live learner (XAUTOCLAIM)
+    claim_every_s: float = 10.0  # how often a learner looks for such entries
     max_attempts: int = 3  # an update that raises is tried this many times in all before its entries are dead-lettered
     retry_backoff_s: float = 2.0  # wait before the n-th retry: retry_backoff_s * 2 ** (n - 1), at most 60 s
     dead_letter_max_len: int = 10_000  # entries kept in the dead-letter stream (oldest trimmed)

@@ -12,7 +12,7 @@ from ranker.learning.config import LearnerConfig
 from ranker.live.events import EVENT_TYPES, InteractionEvent, RankingEvent
 from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
 
-SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam")
+SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "stale", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam", "erased")
 
 
 @dataclass
@@ -56,6 +56,9 @@ class Joiner:
         self.pending: dict[str, _Pending] = {}
         self.orphans: dict[str, list[tuple[str, InteractionEvent, float]]] = {}  # ranking_id -> (entry, event, seen_at)
         self.emitted: dict[str, float] = {}  # ranking_id -> when it became a trajectory (for "late")
+        # every interaction entry held (attached, orphaned, or in an emitted trajectory), by ranking: a ranking or an
+        # interaction delivered again (a re-read, a claim) is joined once, never twice (loop.Learner.poll)
+        self.taken: dict[str, set[str]] = {}
         self.skipped: dict[str, int] = {reason: 0 for reason in SKIP_REASONS}
         self.done_entries: list[tuple[str, str]] = []  # (stream, entry id) to acknowledge without an update
 
@@ -64,11 +67,17 @@ class Joiner:
         self.done_entries.append((stream, entry_id))
 
     def add_ranking(self, entry_id: str, event: RankingEvent, now: float) -> None:
+        if event.ranking_id in self.pending or event.ranking_id in self.emitted:
+            return  # delivered again: it is joined already (and stays pending until the update that uses it commits)
         self.pending[event.ranking_id] = _Pending(entry_id, event, max(event.ts, min(now, event.ts + self.config.label_delay_s)))
         for interaction_entry, interaction, _ in self.orphans.pop(event.ranking_id, []):
             self._attach(interaction_entry, interaction)
 
     def add_interaction(self, entry_id: str, event: InteractionEvent, now: float) -> None:
+        taken = self.taken.setdefault(event.ranking_id, set())
+        if entry_id in taken:
+            return  # delivered again: already attached, waiting for its ranking, or part of a trajectory
+        taken.add(entry_id)
         if event.ranking_id in self.emitted:
             self.skip("late", "interactions", entry_id)
         elif event.ranking_id in self.pending:
@@ -121,8 +130,13 @@ class Joiner:
                 self.orphans[ranking_id] = keep
             else:
                 del self.orphans[ranking_id]
+                if ranking_id not in self.pending and ranking_id not in self.emitted:
+                    self.taken.pop(ranking_id, None)
         horizon = now - config.attribution_window_s
         self.emitted = {ranking_id: at for ranking_id, at in self.emitted.items() if at > horizon}
+        for ranking_id in [ranking_id for ranking_id in self.taken if ranking_id not in self.emitted and ranking_id not in self.pending]:
+            if ranking_id not in self.orphans:
+                del self.taken[ranking_id]
         return sorted(out, key=lambda trajectory: stream_order(trajectory.entry_id))
 
 

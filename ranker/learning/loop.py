@@ -3,8 +3,10 @@
 The learner is one process beside the servers (``ranker learn``). Each round:
 
 1. **Read** the rankings and interactions streams through a consumer group
-   (``XREADGROUP``); at start it first re-reads its own pending entries, so a
-   learner killed at any point resumes with everything it had not committed.
+   (:mod:`ranker.learning.reading`): at start its own pending entries, page by
+   page, so a learner killed at any point resumes with everything it had not
+   committed; entries idle past a limit with a consumer that is gone
+   (XAUTOCLAIM); then new ones. A ranking delivered twice is joined once.
 2. **Join** (:class:`Joiner`). A ranking waits ``label_delay_s`` after its
    last activity (the ranking, or an interaction with it) for more feedback,
    then becomes a :class:`Trajectory`: the logged feature snapshot, the slots
@@ -70,7 +72,7 @@ from ranker.experiments.store import ExperimentStore
 from ranker.learning.caps import capped_holdout, step_weights
 from ranker.learning.config import LearnerConfig
 from ranker.learning.gate import gate, gate_uses_live_catalog
-from ranker.learning.guardrail import guardrail, reward_stats
+from ranker.learning.guardrail import guardrail, queue_reward, reward_stats
 from ranker.learning.join import (
     SKIP_REASONS,
     Joiner,
@@ -79,13 +81,14 @@ from ranker.learning.join import (
     stream_order,
     usable,
 )
+from ranker.learning.reading import StreamReader, erased_users
 from ranker.learning.replay import log_probs_of, replay
 from ranker.learning.status import LearnerStatus
 from ranker.learning.update import load_optimiser, ppo_update, save_optimiser
 from ranker.learning.window import TrajectoryWindow
 from ranker.learning.world import live_counter_settings
 from ranker.live.backend import as_text, confirm_replicated, key
-from ranker.live.events import EventLog, InteractionEvent, RankingEvent
+from ranker.live.events import EventLog
 from ranker.live.registry import PolicyRegistry
 from ranker.ranking.policy import RankingPolicy
 
@@ -95,15 +98,23 @@ CRASH_POINTS = ("read", "trained", "committed")
 
 
 def _crash_point(name: str, counter: dict[str, int]) -> None:
-    """Fault injection for the kill test: ``RANKER_LEARN_CRASH_AT=trained:2`` kills -9 at the second "trained" point."""
+    """Fault injection for the kill tests: ``RANKER_LEARN_CRASH_AT=trained:2`` kills -9 at the second "trained" point
+    (several, comma-separated). With ``RANKER_LEARN_CRASH_ONCE=<path>`` each kill happens once across restarts (a
+    marker file ``<path>.<point>-<n>`` remembers it), so a learner restarted by the supervisor goes on."""
     spec = os.environ.get("RANKER_LEARN_CRASH_AT")
     if not spec:
         return
-    point, _, nth = spec.partition(":")
-    if point == name:
-        counter[name] = counter.get(name, 0) + 1
-        if counter[name] == int(nth or 1):
-            os.kill(os.getpid(), 9)
+    counter[name] = counter.get(name, 0) + 1
+    for point, _, nth in (part.partition(":") for part in spec.split(",")):
+        if point != name or counter[name] != int(nth or 1):
+            continue
+        once = os.environ.get("RANKER_LEARN_CRASH_ONCE")
+        if once:
+            try:
+                os.close(os.open(f"{once}.{point}-{nth or 1}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+        os.kill(os.getpid(), 9)
 
 
 @dataclass
@@ -148,7 +159,7 @@ class Learner:
         self.replay_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "replay"), self.config.replay_window)
         self.holdout_window = TrajectoryWindow(client, key(self.config.prefix, "learner", self.config.group, "holdout"), self.config.holdout_window)
         self.updates: list[UpdateReport] = []
-        self._read_pending = True
+        self.reader = StreamReader(client, self.config, self._streams(), lambda: self.joiner, self.clock)
         self._crashes: dict[str, int] = {}
         self._ensure_groups()
 
@@ -165,36 +176,30 @@ class Learner:
 
     # ------------------------------------------------------------- reading
     def poll(self, block_ms: int | None = None) -> int:
-        """Read new entries (first: this consumer's pending ones) into the joiner; returns how many."""
-        if self._read_pending:
-            n = self._read("0", None)
-            if n >= self.config.read_count:
-                return n
-            self._read_pending = False  # this consumer's backlog is in; from now on, new entries
-            return n + self._read(">", None)
-        return self._read(">", self.config.block_ms if block_ms is None else block_ms)
+        """Read entries into the joiner; returns how many (see :mod:`ranker.learning.reading`).
 
-    def _read(self, start: str, block_ms: int | None) -> int:
-        streams = self._streams()
-        replies = self.client.xreadgroup(
-            self.config.group, self.config.consumer, {name: start for name in streams.values()}, count=self.config.read_count, block=block_ms
-        )
-        now = self.clock()
-        n = 0
-        by_stream = {as_text(stream): entries for stream, entries in (replies or [])}
-        readers = (
-            ("rankings", RankingEvent, self.joiner.add_ranking, "schema_mismatch"),
-            ("interactions", InteractionEvent, self.joiner.add_interaction, "bad_event"),
-        )
-        for name, event_type, add, unreadable in readers:  # rankings first: their interactions then find them
-            for entry_id, fields in by_stream.get(streams[name], []):
-                n += 1
-                entry_id = as_text(entry_id)
-                try:
-                    add(entry_id, event_type.from_fields(fields), now)
-                except (KeyError, ValueError, TypeError):
-                    self.joiner.skip(unreadable, name, entry_id)
-        return n
+        First this consumer's own pending entries, a page of ``read_count`` at a time from where the last page ended
+        (a learner restarted under its name resumes them); then, every ``claim_every_s``, entries other consumers
+        left idle past ``claim_idle_s`` (XAUTOCLAIM: a learner that died and never came back); then new entries.
+        It blocks for new ones only once both streams are read to their end."""
+        return self.reader.poll(self.config.block_ms if block_ms is None else block_ms)
+
+    def _watermark(self, now: float) -> float:
+        """The time up to which every interaction is read: now once the interactions stream is read to its end,
+        else the time of the last one read. A ranking becomes a trajectory only once the watermark passed its label
+        delay, so one read in pages has all the feedback that a reader at that time would have had."""
+        return min(now, self.reader.watermark(now))
+
+    def _not_erased(self, trajectories: list[Trajectory]) -> list[Trajectory]:
+        """Leave out the rankings of users erased since they were logged: acknowledged, counted, never learned from."""
+        gone = erased_users(self.client, self.config.prefix, {t.event.user_key for t in trajectories}) if trajectories else set()
+        if not gone:
+            return trajectories
+        for trajectory in (t for t in trajectories if t.event.user_key in gone):
+            self.joiner.skipped["erased"] += 1
+            self.joiner.done_entries.append(("rankings", trajectory.entry_id))
+            self.joiner.done_entries.extend(("interactions", entry) for entry in trajectory.interaction_entries)
+        return [t for t in trajectories if t.event.user_key not in gone]
 
     # -------------------------------------------------------------- rounds
     def step(self, *, force: bool = False, block_ms: int | None = None) -> UpdateReport | None:
@@ -202,7 +207,7 @@ class Learner:
         self.poll(block_ms)
         _crash_point("read", self._crashes)
         now = self.clock()
-        self.ready.extend(self.joiner.ready(now))
+        self.ready.extend(self._not_erased(self.joiner.ready(self._watermark(now))))
         self._flush_skips()
         if not self.ready:
             return None
@@ -265,7 +270,7 @@ class Learner:
 
     def _restart_reading(self) -> None:
         """Forget what is in memory and read this consumer's pending entries again (nothing was acknowledged)."""
-        self._read_pending = True
+        self.reader.restart()
         self.ready.clear()
         self.joiner = Joiner(self.config, self.values_of)
 
@@ -276,6 +281,7 @@ class Learner:
             beat = {"at": time.time(), "started": started, "pid": os.getpid(), "host": socket.gethostname(), "stage": self.stage, "updates": len(self.updates)}
             try:
                 self.client.hset(self.status.heartbeats_key, self.config.consumer, json.dumps(beat))
+                self.reader.keep_claimed()  # entries held in memory stay this consumer's, however long an update takes
             except redis.RedisError:
                 pass  # the main loop deals with Redis being away
             self._stopped.wait(self.config.heartbeat_s)
@@ -559,10 +565,10 @@ class Learner:
                         for entry_id in trajectory.interaction_entries:
                             pipe.xack(streams["interactions"], self.config.group, entry_id)
                         if stats:
-                            reward_key = key(self.config.prefix, "learner", "reward", trajectory.event.policy_version)
-                            pipe.hincrbyfloat(reward_key, "n", 1)
-                            pipe.hincrbyfloat(reward_key, "sum", trajectory.total_reward)
-                            pipe.hincrbyfloat(reward_key, "sumsq", trajectory.total_reward**2)
+                            event = trajectory.event
+                            queue_reward(
+                                pipe, self.client, self.config.prefix, event.policy_version, event.user_key, trajectory.total_reward, self.config.user_cap
+                            )
                     for reason, count in (skip_counts or {}).items():
                         pipe.hincrby(self.counts_key, reason, count)
                     for window, trajectories in windows:

@@ -73,7 +73,9 @@ def replay(trajectories: Sequence[Trajectory], values_of: Callable[[Sequence[str
             rows["mask"].append(mask)
             rows["context"].append(event.context)
             rows["actions"].append(slot)
-            rows["old_log_probs"].append(event.log_probs[position])
+            rows["old_log_probs"].append(
+                event.log_probs[position] if event.log_probs else np.nan
+            )  # imported history may lack propensities: the critic still fits on it
             rows["temperatures"].append(event.temperatures[position] if event.temperatures else event.temperature)
             rows["returns"].append(reward_to_go[position])
             rows["rewards"].append(trajectory.rewards[position])

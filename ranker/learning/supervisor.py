@@ -2,8 +2,12 @@
 (the online learner) and ``ranker maintain`` (the catalog's maintenance worker, :mod:`ranker.learning.maintenance`)
 as child processes and keep them running.
 
-- The child gets the server's Redis URL, data directory and key prefix; every
-  other learner setting comes from the same ``RANKER_*`` environment.
+- The child gets the server's data directory and key prefix, and the learner a
+  stable consumer name (:func:`consumer_name`: one per host and data directory,
+  or ``RANKER_LEARN_CONSUMER``), so a restarted learner resumes the pending
+  entries of the one before it; the Redis URL goes in its environment
+  (``REDIS_URL``), never on its command line, where ``ps`` would show a
+  password. Every other setting comes from the same ``RANKER_*`` environment.
 - A child that exits while the server runs is restarted after a backoff
   (``MIN_BACKOFF_S``, doubling to ``MAX_BACKOFF_S``; back to the minimum once a
   child ran ``STABLE_AFTER_S``). Each restart is counted in Redis
@@ -20,9 +24,11 @@ as child processes and keep them running.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -45,6 +51,15 @@ STOP_TIMEOUT_S = 60.0
 PARENT_PID_ENV = "RANKER_LEARN_PARENT_PID"
 
 
+def consumer_name(data_dir: Path, configured: str | None = None) -> str:
+    """The consumer name of the learner beside a server: ``configured`` (``RANKER_LEARN_CONSUMER``), else one per host
+    and data directory, the same across restarts of the learner and of the server."""
+    if configured:
+        return configured
+    where = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:8]
+    return f"{socket.gethostname()}-{where}"
+
+
 class ChildSupervisor:
     """Starts a ``ranker`` command as a child process and restarts it when it exits, until :meth:`stop`."""
 
@@ -55,12 +70,15 @@ class ChildSupervisor:
         client: redis.Redis,
         command: Sequence[str],
         status_key: str,
+        redis_url: str,
         *,
         stop_timeout_s: float = STOP_TIMEOUT_S,
         min_backoff_s: float = MIN_BACKOFF_S,
     ):
+        """``redis_url`` reaches the child as ``REDIS_URL`` in its environment, never on its command line."""
         self.client = client
         self.command = [sys.executable, "-m", "ranker.cli", *command]
+        self.redis_url = redis_url
         self.status_key = status_key
         self.stop_timeout_s = stop_timeout_s
         self.min_backoff_s = min_backoff_s
@@ -83,7 +101,8 @@ class ChildSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 return None
-            env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid())})
+            env = dict(os.environ, **{PARENT_PID_ENV: str(os.getpid()), "REDIS_URL": self.redis_url})
+            env.pop("RANKER_REDIS_URL", None)
             self.process = subprocess.Popen(self.command, env=env, start_new_session=True)
             log.info("%s started (pid %d)", self.name, self.process.pid)
             return self.process
@@ -147,12 +166,16 @@ class LearnerSupervisor(ChildSupervisor):
         *,
         prefix: str = "ranker",
         group: str = "learner",
+        consumer: str | None = None,
         extra_args: Sequence[str] = (),
         stop_timeout_s: float = STOP_TIMEOUT_S,
         min_backoff_s: float = MIN_BACKOFF_S,
     ):
-        command = ["learn", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
-        super().__init__(client, command, key(prefix, "learner", group, "supervisor"), stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)
+        """``consumer``: the learner's consumer name (default :func:`consumer_name`)."""
+        self.consumer = consumer_name(data_dir, consumer)
+        command = ["learn", "--data-dir", str(data_dir), "--prefix", prefix, "--consumer", self.consumer, *extra_args]
+        status = key(prefix, "learner", group, "supervisor")
+        super().__init__(client, command, status, redis_url, stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)
 
 
 class MaintenanceSupervisor(ChildSupervisor):
@@ -171,5 +194,6 @@ class MaintenanceSupervisor(ChildSupervisor):
         stop_timeout_s: float = STOP_TIMEOUT_S,
         min_backoff_s: float = MIN_BACKOFF_S,
     ):
-        command = ["maintain", "--data-dir", str(data_dir), "--redis-url", redis_url, "--prefix", prefix, *extra_args]
-        super().__init__(client, command, key(prefix, "maintenance", "supervisor"), stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)
+        command = ["maintain", "--data-dir", str(data_dir), "--prefix", prefix, *extra_args]
+        status = key(prefix, "maintenance", "supervisor")
+        super().__init__(client, command, status, redis_url, stop_timeout_s=stop_timeout_s, min_backoff_s=min_backoff_s)

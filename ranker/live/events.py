@@ -12,19 +12,21 @@ ones arrive):
 Besides the stream entry, a served ranking leaves a small lookup record,
 ``{p}:ranking:<ranking_id>`` (user, slate, policy version), that feedback is
 checked against; it expires after ``ranking_ttl_s`` (longer than the
-attribution window). Impression counters move in the same transaction.
+attribution window). Impression counters move in the same transaction, once
+per user, item and ``counter_window_s``.
 
 Feedback takes one round trip (:meth:`EventLog.record_feedback`): one Lua
-script reads the ranking's lookup record, checks every event's item against
-the slate, claims each ``event_id`` with ``SET NX`` (kept ``dedup_ttl_s``),
-and only a first claim appends the event and bumps the item's click or
-purchase counter, the user's activity counters, the ranking's reward series
-bucket, the user's profile (``ranker.live.state``) and, for a ranking served
-inside an experiment (its :class:`Exposure`), the experiment's outcome
-counters (:class:`ExperimentKeys`). A retried request counts once everywhere,
-and the profile, read and written inside the script, stays exact under
-concurrent feedback for one user. The learner reads the streams through a
-consumer group.
+script (:mod:`ranker.live.scripts`) reads the ranking's lookup record, checks
+every event's item against the slate, counts the user's feedback rate,
+claims each ``(ranking_id, event_id)`` with ``SET NX`` (kept ``dedup_ttl_s``),
+and only a first claim appends the event; the first event of its type at its
+position then moves the item's click or purchase counter (within the user's
+cap), the user's activity counters, the ranking's reward series bucket, the
+user's profile (``ranker.live.state``) and, for a ranking served inside an
+experiment (its :class:`Exposure`), the experiment's outcome counters
+(:class:`ExperimentKeys`). A retried request counts once everywhere, and the
+profile, read and written inside the script, stays exact under concurrent
+feedback for one user. The learner reads the streams through a consumer group.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from ranker.live.backend import as_text, key
-from ranker.live.state import PROFILE_TTL_S, Interaction, activity_key, counter_key
+from ranker.live import scripts
+from ranker.live.backend import as_text, key, queue_script
+from ranker.live.state import PROFILE_TTL_S, Interaction, activity_key
 from ranker.ranking.features import examination_prior
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
@@ -52,139 +55,6 @@ SERIES_BUCKET_S = 60
 SERIES_TTL_S = 30 * 24 * 3600  # a day's reward series is kept this long after the day ends
 RANKING_TTL_S = 24 * 3600  # how long a served ranking takes feedback
 DEDUP_TTL_S = 7 * 24 * 3600  # how long an event_id is remembered
-
-# One feedback request, one round trip (bench/README.md, "Feedback in one round trip").
-# KEYS[1]: the ranking's lookup record. Every other key depends on what the record says (its user, its experiment),
-#          so the script builds them from ARGV[1], the '{<prefix>}:' that every key of the deployment starts with
-#          (ranker.live.backend.key). They all carry that hash tag, so they lie in KEYS[1]'s slot on a Redis Cluster,
-#          the node the cluster client sends the script to, and the script never leaves that slot.
-# ARGV: key base, dedup ttl, stream max length, the oldest stream id to keep ('' none), the user data ttl, the series
-#       ttl (seconds kept after its day ends), the profile decay, the ranking id, the number of events, then per event
-#       (FIELDS values): event id, item id, type, its JSON without the position and the closing brace, revenue,
-#       reward, and what the profile learns: category, brand, price, the item's text vector as float32 bytes ('':
-#       nothing, the item is gone from the catalog).
-# Returns {1, accepted flags...}, {0} when the ranking is unknown, {-1, index} when an event's item is not in its slate.
-# Nothing is written before every event is checked. The first write is a dedup SET, which Redis refuses when it is
-# out of memory (maxmemory, noeviction): then nothing is written. A first write that frees memory (XTRIM) would let
-# the rest through, so trimming comes last. The profile is read and written inside the script, so concurrent
-# feedback for one user folds in every event, in the order the stream holds them.
-_FEEDBACK = """
-local base = ARGV[1]
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {0} end
-local record = cjson.decode(raw)
-local slate, n, stride = record['slate'], tonumber(ARGV[9]), 10
-local positions = {}
-for i = 1, n do
-  local item = ARGV[9 + (i - 1) * stride + 2]
-  for p = 1, #slate do
-    if slate[p] == item then positions[i] = p - 1; break end
-  end
-  if positions[i] == nil then return {-1, i - 1} end
-end
-
-local user = record['user_key']
-local activity = base .. 'user:' .. user .. ':activity'
-local ts = tonumber(record['ts'])
-local minute = ts - math.fmod(ts, 60)  -- as Python's ts // 60 * 60, exactly
-local day = (ts - math.fmod(ts, 86400)) / 86400
-local series = base .. 'series:reward:' .. string.format('%d', day)
-local bucket = string.format('%d', minute) .. '|' .. record['policy_version'] .. '|reward'
-local exposure, outcomes = record['exposure'], nil
-if type(exposure) == 'table' then outcomes = base .. 'exp:' .. exposure['experiment'] .. ':' end
-
-local profile_key, scalars, embedding, scale = base .. 'user:' .. user, nil, nil, 1
-local decay = tonumber(ARGV[7])
--- The profile's fold (UserProfile.record): embedding <- unit(decay * embedding + (1 - decay) * vector). The loop keeps
--- the embedding unnormalised with its scale (1 / its norm) beside it, so each event takes one pass over it, and the
--- write at the end applies the scale.
-local function learn(kind, category, brand, price, bytes)
-  if scalars == nil then
-    local stored = redis.call('HMGET', profile_key, 'profile', 'embedding')
-    if stored[1] then
-      scalars = cjson.decode(stored[1])
-      if stored[2] and #stored[2] > 0 then
-        embedding = {struct.unpack('<' .. string.rep('f', #stored[2] / 4), stored[2])}
-        embedding[#embedding] = nil  -- unpack's last value is the next read position
-      end
-    else
-      scalars = {n_interactions = 0, category_counts = {}, brand_counts = {}, log_price_sum = 0, n_purchases = 0}
-    end
-  end
-  local dim = #bytes / 4
-  local vector = {struct.unpack('<' .. string.rep('f', dim), bytes)}
-  vector[dim + 1] = nil
-  local norm = 0
-  if embedding ~= nil and #embedding == dim then
-    local old, new = decay * scale, 1 - decay
-    for d = 1, dim do
-      local value = old * embedding[d] + new * vector[d]
-      embedding[d] = value
-      norm = norm + value * value
-    end
-  else  -- the first event (or a profile from an encoder of another dimension): the item's vector
-    embedding = vector
-    for d = 1, dim do norm = norm + vector[d] * vector[d] end
-  end
-  scale = 1 / math.max(math.sqrt(norm), 1e-12)
-  scalars['n_interactions'] = scalars['n_interactions'] + 1
-  scalars['category_counts'][category] = (scalars['category_counts'][category] or 0) + 1
-  scalars['brand_counts'][brand] = (scalars['brand_counts'][brand] or 0) + 1
-  if kind == 'purchase' and price > 0 then
-    scalars['log_price_sum'] = scalars['log_price_sum'] + math.log(price)
-    scalars['n_purchases'] = scalars['n_purchases'] + 1
-  end
-end
-
-local flags = {1}
-for i = 1, n do
-  local at = 9 + (i - 1) * stride
-  local event_id, item, kind = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  if redis.call('SET', base .. 'event:' .. event_id, '1', 'NX', 'EX', ARGV[2]) then
-    local position = positions[i]
-    redis.call('XADD', base .. 'interactions', 'MAXLEN', '~', ARGV[3], '*', 'event', ARGV[at + 4] .. ', "position": ' .. position .. '}')
-    redis.call('HINCRBYFLOAT', series, bucket, ARGV[at + 6])
-    redis.call('EXPIREAT', series, string.format('%d', (day + 1) * 86400 + tonumber(ARGV[6])))
-    local field = nil
-    if outcomes ~= nil then
-      if type(exposure['teams']) == 'table' then field = ARGV[8] .. ':' .. tostring(exposure['teams'][position + 1])
-      else field = exposure['session'] end
-    end
-    if kind == 'click' then
-      redis.call('HINCRBY', base .. 'counts:clicks', item, 1)
-      redis.call('HINCRBY', activity, 'clicks', 1)
-      if field then redis.call('HINCRBY', outcomes .. 'clicks', field, 1) end
-    elseif kind == 'purchase' then
-      redis.call('HINCRBY', base .. 'counts:purchases', item, 1)
-      redis.call('HINCRBY', activity, 'purchases', 1)
-      if field then
-        redis.call('HINCRBY', outcomes .. 'purchases', field, 1)
-        redis.call('HINCRBYFLOAT', outcomes .. 'revenue', field, ARGV[at + 5])
-      end
-    end
-    redis.call('EXPIRE', activity, ARGV[5])
-    if ARGV[at + 10] ~= '' then learn(kind, ARGV[at + 7], ARGV[at + 8], tonumber(ARGV[at + 9]), ARGV[at + 10]) end
-    flags[#flags + 1] = 1
-  else
-    flags[#flags + 1] = 0
-  end
-end
-if embedding ~= nil then
-  for d = 1, #embedding do embedding[d] = embedding[d] * scale end
-  redis.call('HSET', profile_key, 'profile', cjson.encode(scalars), 'embedding', struct.pack('<' .. string.rep('f', #embedding), unpack(embedding)))
-  redis.call('EXPIRE', profile_key, ARGV[5])
-end
-if outcomes ~= nil then
-  local ttl = redis.call('PTTL', outcomes .. 'exposures')
-  if ttl > 0 then
-    for _, name in ipairs({'clicks', 'purchases', 'revenue'}) do
-      if redis.call('EXISTS', outcomes .. name) == 1 then redis.call('PEXPIRE', outcomes .. name, ttl) end
-    end
-  end
-end
-if ARGV[4] ~= '' then redis.call('XTRIM', base .. 'interactions', 'MINID', ARGV[4]) end
-return flags
-"""
 
 
 @dataclass(frozen=True)
@@ -354,6 +224,14 @@ class Feedback:
         )[:-1]
 
 
+class FeedbackRateLimited(RuntimeError):
+    """The ranking's user sent more feedback than a limit allows; nothing was stored. Retry after ``retry_after_s``."""
+
+    def __init__(self, ranking_id: str, retry_after_s: int):
+        super().__init__(f"{ranking_id}: over the feedback limit of its user")
+        self.retry_after_s = retry_after_s
+
+
 class FeedbackRefused(LookupError):
     """The ranking is unknown (``index`` None) or the event at ``index`` names an item outside its slate."""
 
@@ -401,9 +279,17 @@ class EventLog:
         series_ttl_s: int = SERIES_TTL_S,
         profile_decay: float = 0.9,
         clock: Callable[[], float] = time.time,
+        counter_window_s: int = 3600,
+        counter_user_cap: int = 1,
+        feedback_limits: Sequence[tuple[int, int]] = (),
     ):
         """``clock``: the wall clock the age limit and the reward series read (tests inject one); ``profile_decay``: the
-        weight of the user's past in their profile embedding (:meth:`ranker.ranking.features.UserProfile.record`)."""
+        weight of the user's past in their profile embedding (:meth:`ranker.ranking.features.UserProfile.record`);
+        ``counter_window_s`` and ``counter_user_cap``: what one user adds to an item's live counters per window;
+        ``feedback_limits``: (requests, seconds) each user may send (:mod:`ranker.live.scripts`)."""
+        self.counter_window_s = int(counter_window_s)
+        self.counter_user_cap = int(counter_user_cap)
+        self.feedback_limits = " ".join(f"{int(count)} {int(seconds)}" for count, seconds in feedback_limits)
         self.client = client
         self.clock = clock
         self.prefix = prefix
@@ -416,7 +302,8 @@ class EventLog:
         self.series_ttl_s = series_ttl_s
         self.profile_decay = profile_decay
         self.interactions_stream = key(prefix, "interactions")
-        self._feedback = client.register_script(_FEEDBACK)
+        self._feedback = client.register_script(scripts.FEEDBACK)
+        self._log_ranking = client.register_script(scripts.LOG_RANKING)
 
     def _ranking_key(self, ranking_id: str) -> str:
         return key(self.prefix, "ranking", ranking_id)
@@ -440,14 +327,16 @@ class EventLog:
         if exposure is not None:
             record["exposure"] = asdict(exposure)
         pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.rankings_stream, event.to_fields(), maxlen=self.max_len, approximate=True)
+        items = [value for position, item_id in enumerate(event.slate) for value in (item_id, repr(float(examination_prior(position))))]
+        fields = [value for pair in event.to_fields().items() for value in pair]
+        window = int(event.ts // self.counter_window_s)
+        args = [key(self.prefix, ""), event.user_key, window, self.counter_window_s, self.user_data_ttl_s, self.max_len, len(event.slate), *items]
+        queue_script(pipe, self._log_ranking, keys=[self.rankings_stream], args=[*args, event.ranking_id, *fields])
+        if self.max_len:
+            pipe.xtrim(self.rankings_stream, maxlen=self.max_len, approximate=True)
         if self.max_age_s:
             pipe.xtrim(self.rankings_stream, minid=self.oldest_kept(), approximate=False)
         pipe.set(self._ranking_key(event.ranking_id), json.dumps(record), ex=self.ranking_ttl_s)
-        impressions, exposure = counter_key(self.prefix, "impressions"), counter_key(self.prefix, "exposure")
-        for position, item_id in enumerate(event.slate):
-            pipe.hincrby(impressions, item_id, 1)
-            pipe.hincrbyfloat(exposure, item_id, float(examination_prior(position)))
         if also is not None:
             also(pipe)
         pipe.hincrby(activity_key(self.prefix, event.user_key), "rankings", 1)
@@ -475,6 +364,10 @@ class EventLog:
             self.series_ttl_s,
             repr(float(self.profile_decay)),
             ranking_id,
+            self.feedback_limits,
+            repr(float(self.clock())),
+            self.counter_window_s,
+            self.counter_user_cap,
             len(events),
         ]
         for event in events:
@@ -494,6 +387,8 @@ class EventLog:
         status, *flags = self._feedback(keys=[self._ranking_key(ranking_id)], args=args)
         if status == 0:
             raise FeedbackRefused(ranking_id)
+        if status == -2:
+            raise FeedbackRateLimited(ranking_id, int(flags[0]))
         if status < 0:
             raise FeedbackRefused(ranking_id, int(flags[0]))
         return [bool(flag) for flag in flags]

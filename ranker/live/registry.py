@@ -11,7 +11,11 @@ Every server process holds a :class:`PolicyCache` and hands it the pointer it
 reads with each request's first round trip (a cheap GET, no restart, no
 pub/sub thread to keep alive across gunicorn forks). A pointer naming a
 version this process cannot load leaves the current one serving and is
-reported, never a failed request.
+reported, never a failed request. A server always starts: when the
+pointer's version will not load (corrupt, pruned, trained on an older
+feature schema), :meth:`PolicyCache.start` falls back through the rollback
+history to the packaged starting policy, and says so (:attr:`PolicyCache.fallback`:
+``/readyz`` and ``/metrics`` report it).
 
 A fresh data directory starts with the packaged starting policy: PPO trained
 300k steps in the demo shop simulation (``ranker/assets/starting_policy``; its
@@ -40,7 +44,7 @@ from ranker.ranking.policy import MANIFEST_FILE, PolicyError, RankingPolicy
 log = logging.getLogger(__name__)
 
 STARTING_POLICY = Path(__file__).parents[1] / "assets" / "starting_policy"
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+VERSION_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: no trailing newline slips through
 
 
 class RegistryError(RequestError):
@@ -87,7 +91,7 @@ class PolicyRegistry:
         self.history_key = key(prefix, "policy", "history")
 
     def path_of(self, version: str) -> Path:
-        if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
             raise RegistryError(f"version: {version!r} is not a policy version name", value=version, kind="not_found")
         return self.policies_dir / version
 
@@ -191,9 +195,39 @@ class PolicyCache:
         self.version: str | None = None
         self.policy: RankingPolicy | None = None
         self.failed: dict[str, str] = {}  # version -> why it could not load
+        self.wanted: str | None = None  # the last pointer seen
+
+    @property
+    def fallback(self) -> dict[str, Any] | None:
+        """When this process serves another version than the pointer names because that one will not load: what was
+        wanted, what serves, and why (None when it serves what the pointer names)."""
+        if self.wanted is None or self.wanted == self.version or self.wanted not in self.failed:
+            return None
+        return {"wanted": self.wanted, "serving": self.version, "reason": self.failed[self.wanted], "failed": dict(self.failed)}
+
+    def start(self, pointer: str, history: Sequence[str], starting: str) -> RankingPolicy:
+        """The first policy: ``pointer``'s, else the newest of ``history`` that loads, else ``starting`` (the packaged
+        starting policy). Never raises for a version that will not load; it is logged and reported."""
+        self.wanted = pointer
+        for version in (pointer, *history, starting):
+            if version == self.version and self.policy is not None:
+                break
+            if version in self.failed:
+                continue
+            with self._lock:
+                self._load(version)
+            if self.version == version:
+                break
+        if self.policy is None:
+            raise PolicyError(f"policy: none of {pointer}, the rollback history or the starting policy {starting} could be loaded: {self.failed}")
+        if self.version != pointer:
+            log.error("policy %s will not load (%s); serving %s instead", pointer, self.failed.get(pointer), self.version)
+        return self.policy
 
     def get(self, pointer: str | None) -> RankingPolicy:
         """The policy for ``pointer`` (loaded once); the current one when ``pointer`` is None or unloadable."""
+        if pointer:
+            self.wanted = pointer
         if pointer and pointer != self.version and pointer not in self.failed:
             with self._lock:
                 if pointer != self.version:
@@ -204,10 +238,10 @@ class PolicyCache:
 
     def _load(self, version: str) -> None:
         try:
-            if not VERSION_PATTERN.match(version):
+            if not VERSION_PATTERN.fullmatch(version):
                 raise PolicyError(f"policy pointer {version!r} is not a version name")
             policy = RankingPolicy.load(self.policies_dir / version)
-        except (PolicyError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001  (corrupt, truncated, pruned, another schema: never a failed start)
             log.error("policy %s cannot be loaded, still serving %s: %s", version, self.version, exc)
             self.failed[version] = str(exc)
             return

@@ -29,9 +29,12 @@ A rank request reads everything it needs in one round trip (:meth:`RedisStatePro
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,27 @@ from ranker.ranking.features import COUNTERS, UserProfile
 
 PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
 PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
+
+
+def user_key_secret(configured: str | None, data_dir: Path) -> bytes:
+    """The HMAC key users are keyed by: ``configured`` (``RANKER_USER_KEY_SECRET``), else a random key kept in
+    ``data_dir/user_key.secret`` (created once; every process of the deployment, and ``ranker import``, reads it)."""
+    if configured:
+        return str(configured).encode()
+    path = Path(data_dir) / "user_key.secret"
+    if not path.exists():  # written whole under a private name, then linked into place: racing workers agree on one key
+        Path(data_dir).mkdir(parents=True, exist_ok=True)
+        temporary = Path(data_dir) / f".user_key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        finally:
+            temporary.unlink()
+    return path.read_text().strip().encode()
 
 
 def counter_key(prefix: str, counter: str) -> str:

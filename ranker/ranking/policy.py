@@ -263,7 +263,8 @@ class RankingPolicy:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in self.net.state_dict().items()}
-        save_file(tensors, str(directory / WEIGHTS_FILE))
+        save_file(tensors, str(directory / (WEIGHTS_FILE + ".tmp")))  # then renamed: a reader never sees half a file
+        os.replace(directory / (WEIGHTS_FILE + ".tmp"), directory / WEIGHTS_FILE)
         self.manifest = {
             "format": ARTIFACT_FORMAT,
             "format_version": ARTIFACT_FORMAT_VERSION,

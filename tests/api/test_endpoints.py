@@ -22,6 +22,7 @@ from ranker.ranking.features import STATIC_FEATURES
 from ranker.ranking.policy import RankingPolicy
 
 API_KEY = "test-key"
+JSON = "application/json"  # a bodyless POST says it is not a form a web page could forge (api.security)
 
 
 def rank(client, text="travel bag", user="alice", **extra):
@@ -306,15 +307,15 @@ def test_policies_list_promote_and_rollback_switch_what_serves(make_app, tmp_pat
     policy.save(tmp_path / "data" / "policies" / "v-reversed", version="v-reversed", parent=start)
     listed = client.get("/v1/policies").get_json()
     assert listed["current"] == start and {p["version"] for p in listed["policies"]} == {start, "v-reversed"}
-    promoted = client.post("/v1/policies/v-reversed/promote")
+    promoted = client.post("/v1/policies/v-reversed/promote", content_type=JSON)
     assert promoted.status_code == 200 and promoted.get_json() == {"current": "v-reversed", "previous": start}
     assert rank(client)["policy_version"] == "v-reversed"
     assert client.get("/v1/policies").get_json()["history"] == [start]
-    back = client.post("/v1/policies/rollback").get_json()
+    back = client.post("/v1/policies/rollback", content_type=JSON).get_json()
     assert back == {"current": start, "previous": "v-reversed"}
     assert rank(client)["policy_version"] == start
-    assert error_of(client.post("/v1/policies/rollback"), 409)["field"] == "version"
-    assert error_of(client.post("/v1/policies/v-none/promote"), 404)["field"] == "version"
+    assert error_of(client.post("/v1/policies/rollback", content_type=JSON), 409)["field"] == "version"
+    assert error_of(client.post("/v1/policies/v-none/promote", content_type=JSON), 404)["field"] == "version"
 
 
 def torch_no_grad():
@@ -326,7 +327,9 @@ def torch_no_grad():
 # ----------------------------------------------------------------- auth
 def test_write_and_admin_endpoints_need_the_api_key_when_configured(make_app, fresh_engine):
     client = make_app(API_KEY=API_KEY, ENGINE=fresh_engine).test_client()
-    body = rank(client)  # ranking is open
+    query = {"user_id": "alice", "query": {"text": "travel bag"}}
+    assert error_of(client.post("/v1/rank", json=query), 401)["field"] == "X-API-Key"  # RANKER_API_KEY alone is the ingest key too
+    body = client.post("/v1/rank", json=query, headers={"X-API-Key": API_KEY}).get_json()
     feedback = {"ranking_id": body["ranking_id"], "events": [{"item_id": body["items"][0]["item_id"], "type": "click"}]}
     item = {"title": "T", "price": 1.0, "category": "X"}
     calls = [

@@ -177,7 +177,8 @@ def test_the_api_key_comes_from_a_file_and_never_reaches_the_logs(secured_redis,
     key_file.write_text(API_KEY + "\n")
     caplog.set_level(logging.DEBUG)
     client = make_app(f"redis://:{PASSWORD}@127.0.0.1:{secured_redis['plain']}/0", API_KEY_FILE=str(key_file)).test_client()
-    body = rank(client)
+    assert client.post("/v1/rank", json={"user_id": "u1", "query": {"text": "backpack"}}).status_code == 401  # the key is the ingest key too
+    body = client.post("/v1/rank", json={"user_id": "u1", "query": {"text": "backpack"}}, headers={"X-API-Key": API_KEY}).get_json()
     events = {"ranking_id": body["ranking_id"], "events": [{"item_id": body["items"][0]["item_id"], "type": "click"}]}
     assert client.post("/v1/feedback", json=events).status_code == 401
     assert client.post("/v1/feedback", json=events, headers={"X-API-Key": "nope"}).status_code == 401

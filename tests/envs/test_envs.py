@@ -222,23 +222,39 @@ def test_a_catalog_without_embeddings_is_refused(tmp_path):
     assert caught.value.parameter == "catalog"
 
 
-def test_masked_actions_raise_a_clear_error(sim_catalog):
+def test_a_masked_action_places_nothing_and_earns_nothing(sim_catalog):
+    """Issue 33: a masked action is a defined no-op (reward 0, the same state), as in sb3-contrib's masked example;
+    an action outside the space still raises."""
     env = make("envs/SlateShoppingSmall-v0", sim_catalog)
     env.reset(seed=0)
-    env.step(3)
-    with pytest.raises(envs.InvalidActionError, match="candidate 3 is masked"):
-        env.step(3)
+    placed, _, _, _, _ = env.step(3)
+    again, reward, terminated, truncated, info = env.step(3)
+    assert reward == 0.0 and not terminated and not truncated
+    assert info["masked"] and "candidate 3 is masked (already placed)" in info["masked_reason"] and not info["click"]
+    assert all(np.array_equal(placed[name], again[name]) for name in placed)
+    assert len(env.unwrapped.slate.placed) == 1 and not env.unwrapped.action_masks()[3]
     with pytest.raises(envs.InvalidActionError, match="out of range"):
         env.step(99)
-    assert not env.unwrapped.action_masks()[3]
 
 
 def test_padding_slots_are_masked_when_the_catalog_is_smaller_than_k():
     env = gym.make("envs/SlateShoppingTiny-v0", n_candidates=6)
     observation, _ = env.reset(seed=0)
     assert observation["mask"].tolist() == [1, 1, 1, 1, 0, 0]
-    with pytest.raises(envs.InvalidActionError, match="empty slot"):
-        env.step(5)
+    after, reward, _, _, info = env.step(5)
+    assert reward == 0.0 and info["masked"] and "empty slot" in info["masked_reason"]
+    assert after["position"] == 0 and after["mask"].tolist() == [1, 1, 1, 1, 0, 0]
+
+
+def test_an_agent_blind_to_the_mask_is_truncated_after_k_masked_actions():
+    env = gym.make("envs/SlateShoppingTiny-v0", n_candidates=6)
+    env.reset(seed=0)
+    env.step(0)
+    outcomes = [env.step(0) for _ in range(6)]
+    assert [truncated for *_, truncated, _ in outcomes] == [False] * 5 + [True]
+    assert env.unwrapped.counts[:, 0].sum() > env.unwrapped.world.initial_counts[:, 0].sum()  # the slate shown so far is history
+    with pytest.raises(envs.InvalidActionError, match="call reset"):
+        env.step(1)
 
 
 # ------------------------------------------------------------ catalog
@@ -317,9 +333,10 @@ def test_observations_use_the_shared_feature_schema(sim_catalog):
 
 
 def test_making_an_environment_never_builds_an_index(tmp_path, monkeypatch):
+    """Without the demo shop's index the demo ids use the compact world packaged with envs (issue 33)."""
     monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path / "data"))
-    with pytest.raises(envs.ConfigError, match="no index with embeddings .* `make serve` builds the demo shop"):
-        gym.make("envs/SlateShopping-v0")
+    env = gym.make("envs/SlateShopping-v0")
+    assert env.unwrapped.catalog.source.startswith("compact demo world")
     assert not (tmp_path / "data").exists()
 
 

@@ -107,3 +107,19 @@ def test_clipped_weights_trade_variance_for_bias_toward_the_logger(logs):
     logging_value = true_value(np.full(K, 0.25))
     assert abs(clipped.value - logging_value) < abs(plain.value - logging_value)  # ... and pulled toward the logger
     assert PerDecisionIPS(weight_clip=None).estimate_policy_value(**data) == pytest.approx(plain.value)
+
+
+def test_a_fitted_reward_model_scores_other_logs_and_refuses_before_fitting():
+    from ranker.evaluation.ope import RidgeRewardModel, ridge_reward_model
+
+    rng = np.random.default_rng(0)
+    features, mask = rng.normal(size=(200, 6, 3)), np.ones((200, 6))
+    mask[:, 5] = 0
+    action = rng.integers(0, 5, 200)
+    reward = features[np.arange(200), action, 0] * 0.5 + 0.1
+    model = RidgeRewardModel().fit(features, action, reward)
+    np.testing.assert_array_equal(model.predict(features, mask), ridge_reward_model(features, mask, action, reward))
+    other = rng.normal(size=(50, 6, 3))
+    np.testing.assert_allclose(model.predict(other, np.ones((50, 6))), other[:, :, 0] * 0.5 + 0.1, atol=0.02)  # it learned the rule
+    with pytest.raises(ValueError, match="not fitted"):
+        RidgeRewardModel().predict(other, np.ones((50, 6)))

@@ -186,8 +186,8 @@ def test_the_api_creates_lists_gets_stops_and_refuses_bad_experiments(app):
     assert [e["experiment_id"] for e in client.get("/v1/experiments").get_json()["experiments"]] == ["exp-one"]
     assert client.get("/v1/experiments/exp-one").get_json()["arms"][1]["policy"] == "v-reversed"
     assert error_of(client.get("/v1/experiments/exp-none"), 404)["field"] == "experiment_id"
-    assert client.post("/v1/experiments/exp-one/stop").get_json()["status"] == "stopped"
-    assert error_of(client.post("/v1/experiments/exp-one/stop"), 409)["field"] == "experiment_id"
+    assert client.post("/v1/experiments/exp-one/stop", content_type="application/json").get_json()["status"] == "stopped"
+    assert error_of(client.post("/v1/experiments/exp-one/stop", content_type="application/json"), 409)["field"] == "experiment_id"
     assert error_of(client.get("/v1/experiments/exp-none/report"), 404)["field"] == "experiment_id"
     assert rank(client, "alice")["experiment"] is None  # stopped: no more traffic
 
@@ -263,7 +263,7 @@ def test_an_experiments_logs_expire_after_it_ends_while_its_definition_stays(app
     )
     click(served[0])
     assert r.ttl(keys.exposures) == -1 and r.ttl(keys.clicks) == -1  # running with no end: kept while it runs
-    assert client.post("/v1/experiments/exp-open/stop").status_code == 200
+    assert client.post("/v1/experiments/exp-open/stop", content_type="application/json").status_code == 200
     for name in (keys.exposures, keys.pre, keys.clicks):
         assert ttl - 60 < r.ttl(name) <= ttl, name
     click(served[1], "purchase")  # feedback on a ranking served before the stop: new outcome logs expire with the rest

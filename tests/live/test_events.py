@@ -92,7 +92,7 @@ def test_the_snapshot_is_stored_at_half_precision_and_entries_written_in_float32
 def test_logged_slates_count_impressions_for_their_items_only(client, prefix):
     log = EventLog(client, prefix=prefix)
     log.append_ranking(ranking_event(slate=("a", "b", "c")))
-    log.append_ranking(ranking_event(slate=("a", "x", "y")))
+    log.append_ranking(ranking_event(slate=("a", "x", "y"), user_key="u2"))  # another user: one user counts once per item and window
     counts = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "d"])
     np.testing.assert_array_equal(counts[:, 0], [2, 1, 0])  # d was a candidate, never shown
     np.testing.assert_allclose(counts[:, 3], [1 + 1, 1 / 2, 0])  # exposure: the examination prior of each position shown
@@ -236,8 +236,11 @@ def test_the_profile_stays_exact_under_parallel_feedback_for_one_user(client, re
     assert stored.n_interactions == 8 * PER_WRITER * 2  # no update lost to a race
     assert_same_profile(stored, fold_the_stream(log, unit_vectors(3)))
     clicks = RedisStateProvider(client, prefix=prefix).item_counts(["a", "b", "c"])[:, 1]
-    assert clicks.tolist() == [sum(1 for _, e in events if e.item_id == item and e.type == "click") for item in "abc"]
-    assert int(client.hget(f"{{{prefix}}}:user:u1:activity", "clicks")) == 8 * PER_WRITER  # one click per request
+    # live counters (issue 30): one user adds an item at most one click per window, and a ranking's position counts
+    # one click however many arrive; the profile above still folds every event
+    assert clicks.tolist() == [min(1, sum(1 for _, e in events if e.item_id == item and e.type == "click")) for item in "abc"]
+    clicked = {(e.ranking_id, e.position) for _, e in events if e.type == "click"}
+    assert int(client.hget(f"{{{prefix}}}:user:u1:activity", "clicks")) == len(clicked)
 
 
 def test_ranking_records_expire_after_their_ttl(client, prefix):
