@@ -14,8 +14,10 @@
   parsed ones;
 - brands and colours are *soft*: only features (:class:`ranker.ranking.features.QueryIntent`);
 - a parsed constraint that leaves no candidate is *relaxed*: dropped, price first, then category (only a wall can
-  leave none), and the response says which (``query.relaxed``). The request's own filters are never relaxed: a
-  shop that filters gets what it asked for, even nothing.
+  leave none), and the response says which (``query.relaxed``). A parsed price that leaves no item of the
+  preferred categories is relaxed too when that brings them back ("sunglasses under 20" in a shop whose
+  sunglasses all cost more shows sunglasses, as the wall did, not whatever else costs under 20). The request's
+  own filters are never relaxed: a shop that filters gets what it asked for, even nothing.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ class Understood:
         merged = Filters(categories=categories, price_min=price_min, price_max=price_max, prefer_categories=preferred)
         return merged if merged.any() else None
 
-    def search(self, run: Callable[[Filters | None], list[T]], request: Filters | None) -> list[T]:
+    def search(self, run: Callable[[Filters | None], list[T]], request: Filters | None, category_of: Callable[[T], str] | None = None) -> list[T]:
         """``run`` with the merged filters; when nothing is found, again with parsed constraints relaxed, one
-        and then both (recorded in :attr:`relaxed`)."""
+        and then both (recorded in :attr:`relaxed`). With ``category_of`` (default: ``found.item.category``, as
+        for :class:`ranker.retrieval.engine.Candidate`), a parsed price that leaves no item of the preferred
+        categories is relaxed when that finds some."""
         found: list[T] = []
         tried: set[Filters | None] = set()
         for size in range(len(RELAXABLE) + 1):
@@ -77,7 +81,26 @@ class Understood:
                 found = run(filters)
                 if found:
                     self.relaxed = [name for name in dropped if self._constrains(name)]
-                    return found
+                    return self._preferred_over_price(found, filters, run, request, category_of)
+        return found
+
+    def _preferred_over_price(
+        self, found: list[T], filters: Filters | None, run: Callable[[Filters | None], list[T]], request: Filters | None, category_of: Callable[[T], str] | None
+    ) -> list[T]:
+        """``found``, unless a parsed price left none of the preferred categories and dropping it finds some."""
+        preferred = set(filters.prefer_categories or ()) if filters is not None else set()
+        if not preferred or "price" in self.relaxed or not self._constrains("price"):
+            return found
+        category = category_of or (lambda candidate: candidate.item.category)  # type: ignore[attr-defined]
+        if any(category(candidate) in preferred for candidate in found):
+            return found
+        without_price = self.filters(request, ("price",))
+        if without_price == filters:  # the request's own bounds, never relaxed
+            return found
+        again = run(without_price)
+        if any(category(candidate) in preferred for candidate in again):
+            self.relaxed = ["price"]
+            return again
         return found
 
     def _constrains(self, name: str) -> bool:

@@ -59,6 +59,16 @@ def test_a_limit_no_item_meets_is_relaxed_and_the_response_says_so(client, shoes
     assert min(item["price"] for item in body["items"]) > 1.0
 
 
+def test_a_limit_the_named_category_never_meets_is_relaxed_rather_than_showing_only_other_categories(client, engine, shoes):
+    category, prices = shoes
+    others = [engine.store.item_for_key(int(key)) for key in engine.store.keys()]
+    limit = float(np.floor(prices.min())) - 0.01
+    assert any(item.price <= limit and item.category != category for item in others)  # other categories meet the limit
+    body = rank(client, f"{category.lower()} under {limit:g}")
+    assert body["query"]["relaxed"] == ["price"]  # as the wall did: the category the shopper named, over the price
+    assert body["items"] and all(item["category"] == category for item in body["items"][: min(len(prices), 10)])
+
+
 def test_the_parse_is_logged_with_the_ranking(make_app, shoes):
     category, _ = shoes
     app = make_app()

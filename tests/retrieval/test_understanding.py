@@ -53,6 +53,25 @@ def test_constraints_nothing_meets_are_relaxed_price_first_and_the_request_never
     assert nothing.search(lambda filters: [], Filters(price_max=3.0)) == [] and nothing.relaxed == []
 
 
+def test_a_price_that_leaves_none_of_the_preferred_categories_is_relaxed_when_that_finds_them():
+    cheap_other, dear_mug = ("Lamps", 4.0), ("Mugs", 12.0)
+
+    def run(filters):  # a catalog with a lamp under 5 and a mug above it
+        return [item for item in (cheap_other, dear_mug) if filters is None or filters.price_max is None or item[1] <= filters.price_max]
+
+    def category(item):
+        return item[0]
+
+    understood = Understood.of("mugs under 5", parsed(price_max=5.0, categories=("Mugs",)))
+    assert understood.search(run, None, category) == [cheap_other, dear_mug] and understood.relaxed == ["price"]
+    lamps = Understood.of("lamps under 5", parsed(text="lamps", price_max=5.0, categories=("Lamps",)))
+    assert lamps.search(run, None, category) == [cheap_other] and lamps.relaxed == []  # the category meets it: kept
+    sofas = Understood.of("sofas under 5", parsed(text="sofas", price_max=5.0, categories=("Sofas",)))
+    assert sofas.search(run, None, category) == [cheap_other] and sofas.relaxed == []  # relaxing finds none either
+    requested = Understood.of("mugs", parsed(categories=("Mugs",)))
+    assert requested.search(run, Filters(price_max=5.0), category) == [cheap_other] and requested.relaxed == []  # the request's bound stays
+
+
 def test_no_intent_means_no_filters_and_no_intent_features():
     understood = Understood.of("mugs", parsed("mugs"))
     assert understood.filters(None) is None and understood.intent == NO_INTENT
