@@ -159,3 +159,27 @@ def test_a_due_fit_waits_for_the_catalog_to_settle_but_never_past_the_longest_wa
         service.catalog_log.publish_upsert(vectors_of(demo_engine, demo_items[45:50]))
     clock.now += 0.0 if not waited else 9.0
     assert worker.round().fitted is not None
+
+
+def test_deleted_and_replaced_rows_are_compacted_away_before_the_snapshot_and_what_remains_still_ranks(
+    encoders, demo_engine, demo_items, embedded_redis, prefix, tmp_path
+):
+    service = service_on(encoders, tmp_path / "server", embedded_redis, prefix)
+    service.catalog_log.publish_upsert(vectors_of(demo_engine, demo_items[:40]))
+    data_dir = tmp_path / "maintenance"
+    worker = worker_on(encoders, data_dir, embedded_redis, prefix, min_pairs=1000, snapshot_interval_s=0.0)
+    worker.round()
+    gone = [item.item_id for item in demo_items[:4]]
+    service.catalog_log.publish_delete(gone)
+    service.catalog_log.publish_upsert(vectors_of(demo_engine, demo_items[4:8]))  # written again: their old rows are dead
+    done = worker.round()  # 8 dead rows of 44: past compact_share (5%), under the index's own threshold (25%)
+    assert done.applied == 2 and done.compacted and done.snapshot is not None
+    assert all(index.n_dead == 0 for index in worker.engine.indexes.values())
+    reopened = SearchEngine(encoders, data_dir, reconcile=False)
+    assert len(reopened.indexes["text"]) == 36 and reopened.indexes["text"].n_dead == 0 and reopened.reconcile() == 0
+    for item in demo_items[4:12]:
+        assert item.item_id in [candidate.item.item_id for candidate in reopened.search(item.title, k=5)]
+    assert not set(gone) & {candidate.item.item_id for candidate in reopened.search(demo_items[0].title, k=40)}
+    service.catalog_log.publish_upsert(vectors_of(demo_engine, demo_items[8:9]))
+    again = worker.round()  # one dead row of 37: snapshotted, not rebuilt
+    assert again.snapshot is not None and not again.compacted and worker.engine.indexes["text"].n_dead == 1
