@@ -88,7 +88,7 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RANKER_") and k != "REDIS_URL"}
-        env.update(THREADS, REDIS_URL=redis_url)
+        env.update(THREADS, REDIS_URL=redis_url, RANKER_RATE_LIMITS="0")  # queries as fast as the CPU allows, not abuse
         self.log = open(OUT / log_name, "w")
         command = [sys.executable, "-m", "ranker.cli", "serve", "--data-dir", str(data_dir), "--port", str(self.port), *args]
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
