@@ -71,6 +71,7 @@ bench: venv  ## benchmarks that print figures (see bench/README.md); about 100 m
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/online.py
 	$(BIN)/python bench/api_catalog.py
+	$(BIN)/python bench/catalog_home.py
 	$(BIN)/python bench/ab.py
 	$(BIN)/python bench/cluster.py
 

@@ -86,13 +86,15 @@ def _build_service(app: OpenAPI) -> None:
         app.extensions["embedded_redis"] = embedded  # owned by this app: saved and stopped when the process exits
         atexit.register(embedded.close)
         config["REDIS_URL"] = embedded.url
-    engine = config["ENGINE"] or open_engine(data_dir, encoder_backend=settings.encoder_backend, query_cache_size=settings.query_cache_size)
+    # the service reconciles the engine with the item store after it applied the catalog stream (ranker.serving)
+    engine = config["ENGINE"] or open_engine(data_dir, encoder_backend=settings.encoder_backend, query_cache_size=settings.query_cache_size, reconcile=False)
     service = RankingService(
         engine,
         connect(config["REDIS_URL"]),
         data_dir / "policies",
         ServiceConfig.from_settings(settings, user_key_secret=user_key_secret(settings.user_key_secret, data_dir)),
     )
+    engine.category_boost = None if settings.category_match == "filter" else settings.category_boost  # a named category: boost or wall
     app.extensions["ranking_service"] = service
     metrics = app.extensions["ranker_metrics"] = Metrics(query_cache_baseline=(engine.query_cache.hits, engine.query_cache.misses))
     metrics.items.set(len(engine))

@@ -45,7 +45,26 @@ def _page(template: str, **context: Any) -> str:
 @bp.get("/")
 def search_page() -> Any:
     """Search by text and/or picture; click a result (a click) or buy it (a purchase)."""
-    return _page("search.html", active="search", q=request.args.get("q", ""))
+    return _page("search.html", active="search", q=request.args.get("q", ""), catalog=catalog_view())
+
+
+def catalog_view() -> dict[str, Any]:
+    """The catalog line: items, which text-picture bridge serves in this process and when it was fitted, the maintenance worker."""
+    import redis
+
+    from ranker.learning.maintenance import maintenance_status
+    from ranker.live.catalog_stream import catalog_state
+
+    svc = service()
+    state = catalog_state(svc.engine, svc.catalog_log)
+    bridge = state["bridge"]
+    state["min_pairs"] = current_app.extensions["settings"].bridge_min_pairs
+    bridge["when"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(bridge["fitted_at"])) if bridge["fitted_at"] else None
+    try:
+        state["maintenance"] = maintenance_status(svc.client, current_app.config["PREFIX"])
+    except redis.RedisError:
+        state["maintenance"] = None
+    return state
 
 
 # ------------------------------------------------------------------ policies

@@ -13,8 +13,11 @@ Settings come from environment variables:
   worker connects to its socket; it stops with the master.
 - ``RANKER_LEARN`` (default on): the master also runs the online learner
   (``ranker learn``) beside the workers, restarted when it exits
-  (:mod:`ranker.learning.supervisor`). SIGTERM and SIGINT stop the workers, then the
-  learner at a safe point, then the embedded Redis.
+  (:mod:`ranker.learning.supervisor`); ``RANKER_MAINTAIN`` (default on): and the
+  catalog's maintenance worker (``ranker maintain``: bridge fits, compaction,
+  index snapshots), one per deployment, not one per worker. SIGTERM and SIGINT
+  stop the workers, then the learner at a safe point, the maintenance worker
+  after a last snapshot, then the embedded Redis.
 
 Workers are independent processes, each with its own index and policy; they
 share everything else through Redis (see ``ranker.serving``). Prometheus
@@ -42,6 +45,7 @@ control_socket = str(settings.data_dir.resolve() / "gunicorn.ctl")
 
 _embedded = None
 _learner = None
+_maintenance = None
 
 
 def on_starting(server):
@@ -67,11 +71,11 @@ def on_starting(server):
 
 
 def when_ready(server):
-    global _learner
-    if settings.learn:
-        from ranker.learning.supervisor import LearnerSupervisor
-        from ranker.live.backend import connect
+    global _learner, _maintenance
+    from ranker.learning.supervisor import LearnerSupervisor, MaintenanceSupervisor
+    from ranker.live.backend import connect
 
+    if settings.learn:
         _learner = LearnerSupervisor(
             connect(os.environ["REDIS_URL"]),
             settings.data_dir,
@@ -80,7 +84,11 @@ def when_ready(server):
             consumer=settings.learn_consumer,
         ).start()
         server.log.info("online learner beside the workers")
-    server.log.info("serving on http://%s/ (docs: /docs) with %d workers%s", bind, workers, ", learner beside them" if _learner else ", no learner")
+    if settings.maintain:
+        _maintenance = MaintenanceSupervisor(connect(os.environ["REDIS_URL"]), settings.data_dir, os.environ["REDIS_URL"], prefix=settings.prefix).start()
+        server.log.info("maintenance worker beside the workers")
+    beside = " and ".join(name for name, running in (("learner", _learner), ("maintenance worker", _maintenance)) if running)
+    server.log.info("serving on http://%s/ (docs: /docs) with %d workers%s", bind, workers, f", {beside} beside them" if beside else ", nothing beside them")
 
 
 def child_exit(server, worker):
@@ -93,6 +101,8 @@ def on_exit(server):
     if _learner is not None:
         server.log.info("stopping the learner")
         _learner.stop()
+    if _maintenance is not None:
+        _maintenance.stop()
     if _embedded is not None and _embedded.owned:
         server.log.info("stopping the embedded Redis")
         _embedded.close()

@@ -10,6 +10,10 @@
 - ``ranker_policy_fallback``: 1 when the pointer's version would not load and this process serves an older one
   (the rollback history, or the packaged starting policy; ``/readyz`` says which and why);
 - ``ranker_catalog_items``: items in this process's index;
+- ``ranker_catalog_entries_skipped``: catalog stream entries that could not be applied and were
+  skipped (read from Redis at scrape; ``{prefix}:catalog:skipped`` keeps each one's reason);
+- ``ranker_bridge_fitted_timestamp_seconds``: when the learned text-picture bridge this process serves
+  was fitted (0: the ImageNet-label bridge or CLIP);
 - ``ranker_query_cache_total{result}``: query text embeddings found in (``hit``) or
   missing from (``miss``) the per-process query cache;
 - ``ranker_learner_skipped{reason}``, ``ranker_learner_updates{decision}``: what the
@@ -57,6 +61,18 @@ class Metrics:
             "ranker_policy_fallback", "1 when the pointer's version would not load and an older one serves", registry=registry, multiprocess_mode="max"
         )
         self.items = Gauge("ranker_catalog_items", "items in this process's index", registry=registry, multiprocess_mode="liveall")
+        self.catalog_skipped = Gauge(
+            "ranker_catalog_entries_skipped",
+            "catalog stream entries that could not be applied and were skipped (read from Redis at scrape)",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+        self.bridge_fitted = Gauge(
+            "ranker_bridge_fitted_timestamp_seconds",
+            "when the learned bridge this process serves was fitted (0: none)",
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
         self.learner_skipped = Gauge(
             "ranker_learner_skipped",
             "log entries the learner skipped, by reason (read from Redis at scrape)",

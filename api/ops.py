@@ -10,6 +10,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from api.common import metrics, service
 from ranker.learning.status import LearnerStatus
+from ranker.live.catalog_stream import catalog_state
 
 bp = APIBlueprint("ops", __name__, abp_tags=[Tag(name="operations")])
 
@@ -23,11 +24,13 @@ def healthz() -> Any:
 @bp.get("/readyz", operation_id="readyz")
 def readyz() -> Any:
     """Readiness: Redis answers and a policy is loaded (503 with the reasons otherwise); ``encoders`` says what runs them;
-    ``policy_fallback`` says when the pointer's version would not load and an older one serves instead."""
+    ``policy_fallback`` says when the pointer's version would not load and an older one serves instead; ``catalog``
+    which text-picture bridge serves in this process and when it was fitted (catalog writes and a newly published
+    bridge are applied first, as for a rank request)."""
     svc = service()
     problems = []
     try:
-        svc.client.exists(svc.registry.current_key)  # keyed, not PING: on a cluster it asks the node serving this deployment
+        svc.sync()  # keyed, not PING: on a cluster it asks the node serving this deployment
     except redis.RedisError as exc:
         problems.append(f"redis: {exc}")
     if svc.policies.policy is None:
@@ -39,6 +42,7 @@ def readyz() -> Any:
         "policy_version": svc.policies.version,
         "policy_fallback": svc.policies.fallback,
         "encoders": svc.engine.encoders.runtime(),
+        "catalog": catalog_state(svc.engine, svc.catalog_log),
     }
     return jsonify(body), (200 if not problems else 503)
 
@@ -52,8 +56,11 @@ def prometheus() -> Any:
     m.policy_fallback.set(1 if svc.policies.fallback else 0)
     try:
         m.learner(LearnerStatus(svc.client, prefix=current_app.config["PREFIX"]).summary())
+        m.catalog_skipped.set(svc.catalog_log.skipped_total())
     except redis.RedisError:
         pass  # counted by the rank path; the scrape still answers
+    fitted_at = (svc.engine.bridge_info().get("fit") or {}).get("fitted_at")
+    m.bridge_fitted.set(fitted_at or 0)
     payload, content_type = m.exposition()
     return Response(payload, content_type=content_type)
 

@@ -24,6 +24,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from ranker.experiments.store import LOGS_TTL_S
 from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
 from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, SESSION_TTL_S
+from ranker.retrieval.bridge import MIN_PAIRS
+from ranker.retrieval.fusion import CATEGORY_BOOST
 from ranker.retrieval.query_cache import QUERY_CACHE_SIZE
 
 ENV_PREFIX = "RANKER_"
@@ -83,6 +85,14 @@ class Settings(BaseSettings):
     )
     num_results: int = Field(10, ge=1, description="slate length when a request does not say")
     num_candidates: int = Field(100, ge=1, description="candidates retrieved when a request does not say")
+    category_match: Literal["boost", "filter"] = Field(
+        "boost",
+        description="a category the query names: boost (a strong preference; other categories still rank on a better text or picture match) "
+        "or filter (a wall: only that category). A request's filters.categories is always a wall",
+    )
+    category_boost: float = Field(
+        CATEGORY_BOOST, ge=0, le=50, description="what a named category adds to its items' retrieval score, in log-odds of a category match"
+    )
     seed: int | None = Field(None, description="seed of the serving sampler (tests); unset: fresh randomness")
     max_content_length: int = Field(32 * 1024 * 1024, ge=1, description="largest request body in bytes")
     max_json_depth: int = Field(32, ge=2, le=500, description="deepest nesting of arrays and objects a request body may have")
@@ -137,6 +147,16 @@ class Settings(BaseSettings):
     )
     gate_draws: int = Field(8, ge=1, description="posterior draws the gate averages to judge a candidate with a Bayesian head as it serves")
     device: str = Field("auto", description="torch device of the learner's updates: auto (CUDA when present), cpu or cuda")
+    # the catalog's maintenance worker (ranker.learning.maintenance)
+    maintain: bool = Field(True, description="`ranker serve` and the gunicorn master run the maintenance worker beside the API (bridge fits, snapshots)")
+    maintenance_interval_s: float = Field(5.0, gt=0, description="seconds between the maintenance worker's rounds")
+    bridge_min_pairs: int = Field(MIN_PAIRS, ge=2, description="(title, picture) pairs the catalog needs before the learned bridge is fitted")
+    bridge_settle_s: float = Field(10.0, ge=0, description="a due bridge fit waits until no catalog write arrived for this long (a bulk load is fitted once)")
+    bridge_max_wait_s: float = Field(120.0, ge=0, description="... but never longer than this after it fell due")
+    bridge_fit_cpu_share: float = Field(
+        0.25, gt=0, le=1, description="share of one core a bridge fit in the background keeps at most on the CPU (it sleeps the rest); 1: full speed"
+    )
+    snapshot_interval_s: float = Field(300.0, gt=0, description="a changed catalog is snapshotted at most this often (and always when the worker stops)")
     # the production server (gunicorn)
     bind: str = Field("127.0.0.1:8000", description="gunicorn's address")
     workers: int | None = Field(None, ge=1, description="gunicorn workers; unset: one per core this process may run on")

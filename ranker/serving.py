@@ -33,7 +33,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -273,7 +272,7 @@ class RankingService:
         self.experiments = ExperimentStore(client, prefix=prefix, logs_ttl_s=config.experiment_logs_ttl_s)
         self.policies = PolicyCache(policies_dir)
         self._arm_policies: dict[str, RankingPolicy] = {}  # versions experiments serve besides the current one
-        self._engine_lock = threading.RLock()
+        self._engine_lock = engine.lock  # shared with a bridge being installed in the background (ranker.retrieval.bridge_install)
         self._rng = np.random.default_rng(self.config.seed)
         self.redis_failures = 0  # requests that went on without Redis (a metric reads it)
         self.parser = QueryParser(engine.query_vocabulary)  # the vocabulary follows every catalog write in place
@@ -285,6 +284,8 @@ class RankingService:
         except redis.RedisError as exc:  # serve what is on disk; the pointer is read again with every request
             self._redis_failed("start", exc)
             self.policies.get(install_starting_policy(policies_dir))
+        with self._engine_lock:  # then what the stream no longer holds, from the item store (ranker.retrieval.engine)
+            engine.reconcile()
 
     # ------------------------------------------------------------ ranking
     def rank(

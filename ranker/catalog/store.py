@@ -4,10 +4,17 @@ FAISS indexes speak int64; shops speak string ``item_id``s. The store gives
 every item a key when it first arrives and keeps it across updates, persists
 items in SQLite (one file under the data directory, or in memory), and keeps
 per-key arrays of category and price so filters become boolean masks.
+
+Each item also has a *fingerprint*: a 64-bit hash of its stored document. An
+index snapshot records the fingerprints of the documents it embedded, so a
+process that opens the snapshot later finds the items written since (by it or
+by any other process sharing the store) and embeds them again
+(:meth:`ranker.retrieval.engine.SearchEngine.reconcile`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -42,8 +49,9 @@ class ItemStore:
         self._category_names: dict[int, str] = {}  # code -> name as first seen
         self._category_of_key = np.full(0, -1, dtype=np.int32)
         self._price_of_key = np.zeros(0, dtype=np.float64)
+        self._fingerprint_of_key = np.zeros(0, dtype=np.int64)
         for key, doc in self._db.execute("SELECT key, doc FROM items"):
-            self._remember(int(key), Item.model_validate_json(doc))
+            self._remember(int(key), Item.model_validate_json(doc), fingerprint(doc))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -53,20 +61,18 @@ class ItemStore:
 
     def upsert(self, items: Sequence[Item]) -> np.ndarray:
         """Insert or replace ``items``; returns their keys (kept for known ids)."""
+        docs = [json.dumps(item.to_json(), ensure_ascii=False) for item in items]
         with self._lock, self._db:
-            for item in items:
-                self._db.execute(
-                    "INSERT INTO items (item_id, doc) VALUES (?, ?) ON CONFLICT(item_id) DO UPDATE SET doc = excluded.doc",
-                    (item.item_id, json.dumps(item.to_json(), ensure_ascii=False)),
-                )
+            for item, doc in zip(items, docs):
+                self._db.execute("INSERT INTO items (item_id, doc) VALUES (?, ?) ON CONFLICT(item_id) DO UPDATE SET doc = excluded.doc", (item.item_id, doc))
             rows: dict[str, int] = {}
             for start in range(0, len(items), 500):  # SQLite caps the number of bound variables
                 chunk = [item.item_id for item in items[start : start + 500]]
                 rows.update(self._db.execute(f"SELECT item_id, key FROM items WHERE item_id IN ({','.join('?' * len(chunk))})", chunk))
         keys = np.array([rows[item.item_id] for item in items], dtype=np.int64)
         with self._lock:
-            for key, item in zip(keys, items):
-                self._remember(int(key), item)
+            for key, item, doc in zip(keys, items, docs):
+                self._remember(int(key), item, fingerprint(doc))
         return keys
 
     def delete(self, item_ids: Iterable[str]) -> np.ndarray:
@@ -78,8 +84,7 @@ class ItemStore:
                 if key is None:
                     continue
                 self._db.execute("DELETE FROM items WHERE key = ?", (key,))
-                del self._items[key]
-                self._category_of_key[key] = -1
+                self._forget(key)
                 removed.append(key)
         return np.array(removed, dtype=np.int64)
 
@@ -89,6 +94,7 @@ class ItemStore:
             self._items.clear()
             self._key_of.clear()
             self._category_of_key[:] = -1
+            self._fingerprint_of_key[:] = 0
 
     def get(self, item_id: str) -> Item | None:
         key = self._key_of.get(item_id)
@@ -99,6 +105,14 @@ class ItemStore:
 
     def keys(self) -> np.ndarray:
         return np.fromiter(self._items.keys(), dtype=np.int64, count=len(self._items))
+
+    def fingerprints(self, keys: np.ndarray) -> np.ndarray:
+        """The fingerprint of each key's stored document (0 where the key holds no item)."""
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1)
+        if len(self._fingerprint_of_key) == 0:
+            return np.zeros(len(keys), dtype=np.int64)
+        inside = (keys >= 0) & (keys < len(self._fingerprint_of_key))
+        return np.where(inside, self._fingerprint_of_key[np.where(inside, keys, 0)], 0)
 
     def item_for_key(self, key: int) -> Item:
         return self._items[int(key)]
@@ -125,17 +139,33 @@ class ItemStore:
     def close(self) -> None:
         self._db.close()
 
-    def _remember(self, key: int, item: Item) -> None:
+    def _remember(self, key: int, item: Item, doc_fingerprint: int) -> None:
         previous = self._items.get(key)
         if previous is not None and previous.item_id != item.item_id:
             self._key_of.pop(previous.item_id, None)
+        earlier = self._key_of.get(item.item_id)
+        if earlier is not None and earlier != key:  # another process deleted and re-added it: the old key is gone
+            self._forget(earlier)
         self._items[key] = item
         self._key_of[item.item_id] = key
         if key >= len(self._category_of_key):
             size = max(key + 1, 2 * len(self._category_of_key), 1024)
             self._category_of_key = np.concatenate([self._category_of_key, np.full(size - len(self._category_of_key), -1, dtype=np.int32)])
             self._price_of_key = np.concatenate([self._price_of_key, np.zeros(size - len(self._price_of_key))])
+            self._fingerprint_of_key = np.concatenate([self._fingerprint_of_key, np.zeros(size - len(self._fingerprint_of_key), dtype=np.int64)])
         code = self._category_codes.setdefault(item.category.casefold(), len(self._category_codes))
         self._category_names.setdefault(code, item.category)
         self._category_of_key[key] = code
         self._price_of_key[key] = item.price
+        self._fingerprint_of_key[key] = doc_fingerprint
+
+    def _forget(self, key: int) -> None:
+        self._items.pop(key, None)
+        self._category_of_key[key] = -1
+        self._fingerprint_of_key[key] = 0
+
+
+def fingerprint(doc: str) -> int:
+    """A stored document's 64-bit fingerprint, never 0 (0 marks "no item")."""
+    value = int.from_bytes(hashlib.blake2b(doc.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+    return value or 1

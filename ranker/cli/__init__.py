@@ -18,4 +18,4 @@ def main() -> None:
 
 
 # each module adds its commands to ``main``
-from ranker.cli import ab, catalog, history, policy, serve, sim, train  # noqa: E402, F401
+from ranker.cli import ab, catalog, history, maintain, policy, serve, sim, train  # noqa: E402, F401

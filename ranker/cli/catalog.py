@@ -107,17 +107,49 @@ def index_build(
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Passes over the pairs [default: enough for ~600 steps, 2 to 200].")
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu or cuda.")
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="CPU threads for the fit (one is fastest on shared cores).")
-def index_bridge(data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str, threads: int) -> None:
+@click.option(
+    "--redis-url",
+    default=setting("redis_url"),
+    show_default=shown("redis_url"),
+    help="The deployment's Redis [env REDIS_URL]; unset: the embedded one under --data-dir when there is one. Writes made through the API "
+    "since the last snapshot are read from its catalog stream, and the new bridge is published there: every server serves it at its next request.",
+)
+@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
+def index_bridge(
+    data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str, threads: int, redis_url: str | None, prefix: str
+) -> None:
     """Fit the text-picture bridge on the catalog's own (text, picture) pairs and recalibrate the channels.
 
-    Below the minimum number of pairs the ImageNet-label bridge keeps serving; the index manifest
-    (``ranker index info``) says which bridge serves and why."""
-    engine = _open(data_dir)
-    if if_due and not engine.bridge_info()["due"]:
-        click.echo(f"no refit due: {json.dumps(engine.bridge_info())}")
-        return
-    _refit(engine, device=device, min_pairs=min_pairs, epochs=epochs, threads=threads)
-    engine.save()
+    Works on a catalog built from a file (`ranker index build`) and on one written through the API (its item
+    store and snapshots under --data-dir, its latest writes in the catalog stream). Below the minimum number
+    of pairs the ImageNet-label bridge keeps serving; the index manifest (``ranker index info``) says which
+    bridge serves and why. The maintenance worker beside `ranker serve` does the same by itself when due."""
+    from ranker.live.backend import EmbeddedRedis, connect
+    from ranker.live.catalog_stream import CatalogLog
+
+    embedded = None
+    if not redis_url and (data_dir / "redis").is_dir():
+        embedded = EmbeddedRedis(data_dir / "redis")  # joins the server's when it runs
+        redis_url = embedded.url
+    try:
+        engine = _open(data_dir, reconcile=not redis_url)
+        catalog_log = None
+        if redis_url:
+            catalog_log = CatalogLog(connect(redis_url, socket_timeout=30), prefix=prefix)
+            applied = catalog_log.catch_up(engine)
+            engine.reconcile()
+            click.echo(f"{applied} catalog stream entries applied (the writes its snapshot lacked)", err=True)
+        if if_due and not engine.bridge_info()["due"]:
+            click.echo(f"no refit due: {json.dumps(engine.bridge_info())}")
+            return
+        _refit(engine, device=device, min_pairs=min_pairs, epochs=epochs, threads=threads)
+        engine.save(stream_position=catalog_log.last_id if catalog_log else None)
+        if catalog_log is not None:
+            catalog_log.publish_bridge(engine)
+            click.echo("published to every server through the catalog stream", err=True)
+    finally:
+        if embedded is not None:
+            embedded.close()
 
 
 def _refit(engine, *, device: str, min_pairs: int | None = None, epochs: int | None = None, threads: int = 1) -> None:
@@ -198,13 +230,16 @@ def search(
         click.echo(f"{rank:>3}. {candidate.score:.3f}  {candidate.item.title}  [{candidate.item.category}, {candidate.item.price:.2f}]  ({channels})")
 
 
-def _open(data_dir: Path):
+def _open(data_dir: Path, *, reconcile: bool = True):
+    """The engine under ``data_dir``: its snapshot, or (a catalog written through the API) its item store."""
     from ranker.retrieval.engine import IndexMismatchError, manifest_path, open_engine
 
-    if not manifest_path(data_dir).exists():
-        raise click.ClickException(f"no index under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first")
+    if not manifest_path(data_dir).exists() and not (data_dir / "index" / "items.sqlite").exists():
+        raise click.ClickException(
+            f"no catalog under {data_dir}: run `ranker index build --catalog PATH --data-dir {data_dir}` first, or write items through the API"
+        )
     try:
-        return open_engine(data_dir)
+        return open_engine(data_dir, reconcile=reconcile)
     except IndexMismatchError as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -25,12 +25,27 @@ ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")  # a
 
 
 def exec_gunicorn(
-    *, host: str, port: int, data_dir: Path, redis_url: str | None, insecure: bool, temperature: float | None, learn: bool, workers: int | None
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    redis_url: str | None,
+    insecure: bool,
+    temperature: float | None,
+    learn: bool,
+    maintain: bool = True,
+    workers: int | None = None,
 ) -> None:
     """Export what the workers need, then become the gunicorn master (never returns)."""
     prepare_encoders(data_dir)
     env = dict(os.environ)
-    env.update(RANKER_DATA_DIR=str(data_dir), RANKER_BIND=f"{host}:{port}", RANKER_LEARN="1" if learn else "0", RANKER_INSECURE="1" if insecure else "0")
+    env.update(
+        RANKER_DATA_DIR=str(data_dir),
+        RANKER_BIND=f"{host}:{port}",
+        RANKER_LEARN="1" if learn else "0",
+        RANKER_MAINTAIN="1" if maintain else "0",
+        RANKER_INSECURE="1" if insecure else "0",
+    )
     if workers is not None:
         env["RANKER_WORKERS"] = str(workers)
     if temperature is not None:

@@ -47,6 +47,12 @@ from ranker.cli.common import (
     help="Run the online learner (`ranker learn`, configured by the same RANKER_* settings) beside the API, restarted when it exits [env RANKER_LEARN].",
 )
 @click.option(
+    "--maintain/--no-maintain",
+    default=setting("maintain"),
+    show_default=shown("maintain"),
+    help="Run the catalog's maintenance worker (`ranker maintain`: bridge fits, compaction, index snapshots) beside the API [env RANKER_MAINTAIN].",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1),
     default=setting("workers"),
@@ -66,20 +72,22 @@ def serve(
     insecure: bool,
     temperature: float | None,
     learn: bool,
+    maintain: bool,
     workers: int | None,
     dev: bool,
 ) -> None:
-    """Serve the ranking API under gunicorn (a worker per core) and, by default, the online learner beside it.
+    """Serve the ranking API under gunicorn (a worker per core) and, by default, the online learner and the
+    catalog's maintenance worker beside it.
 
     On an empty --data-dir it starts with an empty catalog (fill it through
     PUT/POST /v1/items) and the packaged starting policy. SIGINT (Ctrl-C) and
-    SIGTERM stop the same way: the workers, the learner at a safe point, then
-    the embedded Redis after its append-only file is flushed. Beyond loopback
-    it needs RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets
-    come from the environment or files (RANKER_*_FILE), never from the
-    command line. The workers import no torch: the encoders run their ONNX
-    graphs, exported here first when missing. --dev runs Flask's development
-    server instead.
+    SIGTERM stop the same way: the workers, the learner at a safe point, the
+    maintenance worker after a last index snapshot, then the embedded Redis
+    after its append-only file is flushed. Beyond loopback it needs
+    RANKER_INGEST_KEY and RANKER_ADMIN_KEY (or --insecure); secrets come from
+    the environment or files (RANKER_*_FILE), never from the command line.
+    The workers import no torch: the encoders run their ONNX graphs, exported
+    here first when missing. --dev runs Flask's development server instead.
     """
     from api.security import InsecureBind, refuse_open_bind
     from ranker.config import load_settings
@@ -98,7 +106,17 @@ def serve(
     if not dev:
         from ranker.cli.production import exec_gunicorn
 
-        exec_gunicorn(host=host, port=port, data_dir=data_dir, redis_url=redis_url, insecure=insecure, temperature=temperature, learn=learn, workers=workers)
+        exec_gunicorn(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            redis_url=redis_url,
+            insecure=insecure,
+            temperature=temperature,
+            learn=learn,
+            maintain=maintain,
+            workers=workers,
+        )
     from api import create_app
 
     config: dict[str, object] = {"DATA_DIR": str(data_dir)}
@@ -108,17 +126,20 @@ def serve(
     signal.signal(signal.SIGTERM, _interrupt)  # systemd, Docker and Kubernetes stop with SIGTERM: the same path as Ctrl-C
     app = create_app(config)
     service = app.extensions["ranking_service"]
-    supervisor = None
+    supervisor = maintenance = None
     try:
-        if learn:
-            from ranker.learning.supervisor import LearnerSupervisor
+        from ranker.learning.supervisor import LearnerSupervisor, MaintenanceSupervisor
 
+        if learn:
             supervisor = LearnerSupervisor(
                 service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"], consumer=app.config["LEARN_CONSUMER"]
             ).start()
+        if maintain:
+            maintenance = MaintenanceSupervisor(service.client, data_dir, app.config["REDIS_URL"], prefix=app.config["PREFIX"]).start()
+        beside = [name for name, on in (("learner", learn), ("maintenance worker", maintain)) if on]
         click.echo(
             f"serving {len(service.engine):,} items with policy {service.policies.version} on http://{host}:{port}/ (docs: /docs)"
-            f"{', learner beside it' if learn else ', no learner'}",
+            f"{', ' + ' and '.join(beside) + ' beside it' if beside else ', nothing beside it'}",
             err=True,
         )
         gc.collect()
@@ -132,6 +153,14 @@ def serve(
         if supervisor is not None:
             click.echo("stopping the learner", err=True)
             supervisor.stop()
+        if maintenance is not None:
+            click.echo("stopping the maintenance worker (it writes a last index snapshot)", err=True)
+            maintenance.stop()
+        from ranker.learning.maintenance import save_if_behind
+
+        saved = save_if_behind(service.engine, service.catalog_log)  # no worker, or one stopped before it could write one
+        if saved is not None:
+            click.echo(f"index snapshot written: {saved}", err=True)
         embedded = app.extensions.get("embedded_redis")
         if embedded is not None and embedded.owned:
             click.echo("stopping the embedded Redis", err=True)

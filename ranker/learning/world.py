@@ -60,7 +60,10 @@ class LiveCatalog:
         if self._engine is None:
             from ranker.retrieval.engine import open_engine
 
-            self._engine = open_engine(self.data_dir, device="cpu")  # the encoders only embed the query bank
+            engine = open_engine(self.data_dir, device="cpu", reconcile=False)  # the encoders only embed the query bank
+            self.catalog_log.catch_up(engine)  # the stream from the snapshot's entry on, then what it no longer holds
+            engine.reconcile()
+            self._engine = engine
         return self._engine
 
     def refresh(self) -> int:

@@ -37,7 +37,9 @@ index without calibration uses raw cosines and the fixed
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -50,25 +52,31 @@ from tqdm.auto import tqdm
 from ranker.catalog.images import decode_image
 from ranker.catalog.items import CatalogError, Item
 from ranker.catalog.store import ItemStore
-from ranker.retrieval.bridge import LearnedBridge, bridge_state, refit_hint, remove_saved
+from ranker.retrieval.bridge import LearnedBridge, bridge_state, refit_hint
 from ranker.retrieval.encoders import EncoderSet, ImageInput
 from ranker.retrieval.fusion import (
+    CATEGORY_BOOST,
     CHANNEL_WEIGHTS,  # noqa: F401  (re-exported: the uncalibrated weights)
     CHANNELS,
+    LOGITS_PER_COSINE,
     UNCALIBRATED,
     Calibration,
-    IndexMismatchError,
+    IndexMismatchError,  # noqa: F401  (re-exported)
     fuse_scores,
-    manifest_path,
-    read_manifest,
+    manifest_path,  # noqa: F401  (re-exported: where the manifest of a data directory lives)
+    read_manifest,  # noqa: F401  (re-exported)
 )
-from ranker.retrieval.index import IndexConfig, VectorIndex, write_manifest
+from ranker.retrieval.index import IndexConfig, VectorIndex
 from ranker.retrieval.query_cache import QUERY_CACHE_SIZE, QueryCache
 from ranker.retrieval.query_vocabulary import QueryVocabulary
+from ranker.retrieval.snapshots import EmbeddedDocuments, SnapshotUnreadable, check_encoders, read_manifest_file, read_snapshot, write_snapshot
 
 INDEX_NAMES = ("text", "image", "image_in_text")
 MANIFEST_VERSION = 1
 BUILD_CHUNK = 1024
+RECONCILE_CHUNK = 256  # items embedded from the store between two progress lines
+
+log = logging.getLogger(__name__)
 
 
 class QueryError(ValueError):
@@ -82,11 +90,16 @@ class QueryError(ValueError):
 
 @dataclass(frozen=True)
 class Filters:
-    """Candidate filters: categories (any of, case-insensitive) and a price range."""
+    """Candidate filters: categories (any of, case-insensitive) and a price range; and preferred categories.
+
+    ``prefer_categories`` is soft: their items get :attr:`SearchEngine.category_boost` added to their fused score,
+    and items of other categories still rank when their text or picture matches better (a shop's taxonomy is
+    never perfect). An engine whose ``category_boost`` is None treats them as a filter."""
 
     categories: tuple[str, ...] | None = None
     price_min: float | None = None
     price_max: float | None = None
+    prefer_categories: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("price_min", "price_max"):
@@ -95,12 +108,18 @@ class Filters:
                 raise QueryError(f"filters.{name}: must be a finite number >= 0, got {value!r}", field=f"filters.{name}", value=value)
         if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
             raise QueryError(f"filters.price_min: {self.price_min} is above price_max {self.price_max}", field="filters.price_min", value=self.price_min)
-        if self.categories is not None and (isinstance(self.categories, str) or not all(isinstance(c, str) for c in self.categories)):
-            raise QueryError(f"filters.categories: must be a list of names, got {self.categories!r}", field="filters.categories", value=self.categories)
+        for name in ("categories", "prefer_categories"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, str) or not all(isinstance(c, str) for c in value)):
+                raise QueryError(f"filters.{name}: must be a list of names, got {value!r}", field=f"filters.{name}", value=value)
 
     @property
     def active(self) -> bool:
+        """Whether a hard constraint applies (a preference is not one)."""
         return self.categories is not None or self.price_min is not None or self.price_max is not None
+
+    def any(self) -> bool:
+        return self.active or bool(self.prefer_categories)
 
 
 @dataclass
@@ -166,9 +185,18 @@ class SearchEngine:
     """Items, their vectors and candidate retrieval, persisted under ``data_dir/index``."""
 
     def __init__(
-        self, encoders: EncoderSet, data_dir: Path | None = None, *, index_config: IndexConfig | None = None, query_cache_size: int = QUERY_CACHE_SIZE
+        self,
+        encoders: EncoderSet,
+        data_dir: Path | None = None,
+        *,
+        index_config: IndexConfig | None = None,
+        query_cache_size: int = QUERY_CACHE_SIZE,
+        reconcile: bool = True,
     ):
+        """``reconcile``: bring the indexes in line with the item store at once (:meth:`reconcile`); a process that
+        follows the catalog stream applies it first and reconciles after."""
         self.encoders = encoders
+        self.lock = threading.RLock()  # held by whoever searches or writes from several threads (ranker.serving)
         self.query_cache = QueryCache(query_cache_size, lowercase=bool(getattr(encoders, "lowercases", False)))
         self.data_dir = Path(data_dir) if data_dir else None
         self.index_config = index_config or IndexConfig()
@@ -186,10 +214,17 @@ class SearchEngine:
         self.calibration: Calibration = UNCALIBRATED
         self.bridge_record: dict[str, Any] = {}
         self.pairs_changed = 0  # pictured items written or deleted since the bridge was last fitted
-        if index_dir and manifest_path(self.data_dir).exists():
+        self.category_boost: float | None = CATEGORY_BOOST  # what a preferred category adds (log-odds); None: it is a filter
+        self.saved_at: float | None = None  # when the snapshot this engine opened was written (None: none)
+        self.stream_position: str | None = None  # the catalog stream entry that snapshot includes (ranker.live.catalog_stream)
+        self.snapshot_problem: str | None = None  # why the snapshot could not be read (then rebuilt from the store)
+        self.embedded = EmbeddedDocuments()  # by key: the fingerprint of the document its vectors came from
+        if index_dir:
             self._load(index_dir)
         self.query_vocabulary.clear()
         self.query_vocabulary.add(self.store.items())
+        if reconcile:
+            self.reconcile()
 
     # ---------------------------------------------------------------- writes
     def build(self, items: Sequence[Item], *, progress: bool | None = None) -> BuildReport:
@@ -198,6 +233,7 @@ class SearchEngine:
         self.query_vocabulary.clear()
         dims = {name: index.dim for name, index in self.indexes.items()}
         self.indexes = {name: VectorIndex(dims[name], self.index_config) for name in INDEX_NAMES}
+        self.embedded = EmbeddedDocuments()
         report = self.upsert(items, progress=progress)
         self.built_at = time.time()
         return report
@@ -227,6 +263,7 @@ class SearchEngine:
         self.pairs_changed += sum(int(key) in self.indexes["image"] for key in keys)
         for index in self.indexes.values():
             index.remove(keys)
+        self.embedded.set(keys, np.zeros(len(keys), dtype=np.int64))
         return len(keys)
 
     def compact(self) -> None:
@@ -234,36 +271,41 @@ class SearchEngine:
         for index in self.indexes.values():
             index.compact()
 
-    def save(self, *, encoder_spec: str | None = None) -> Path:
-        """Write the indexes and the manifest; the item store is already on disk.
+    def save(self, *, encoder_spec: str | None = None, stream_position: str | None = None) -> Path:
+        """Write a snapshot of the indexes atomically and make the manifest name it (:mod:`ranker.retrieval.snapshots`);
+        the item store is already on disk. Returns the snapshot's folder.
 
-        ``encoder_spec`` (as given to :func:`ranker.retrieval.encoders.load_encoders`)
-        lets :func:`open_engine` load the same encoders later."""
+        ``encoder_spec`` (as given to :func:`ranker.retrieval.encoders.load_encoders`) lets :func:`open_engine` load
+        the same encoders later; ``stream_position``: the last catalog stream entry the indexes include."""
         index_dir = self._index_dir()
         if index_dir is None:
             raise ValueError("data_dir: this engine was created without a data directory, so it cannot be saved")
-        parts = {name: index.save(index_dir / name) for name, index in self.indexes.items()}
-        if self.bridge is not None:
-            self.bridge.save(index_dir)
-        else:
-            remove_saved(index_dir)
-        write_manifest(
-            manifest_path(self.data_dir),
-            {
+        if stream_position is not None:
+            self.stream_position = stream_position
+        keys = self.indexes["text"].keys()
+        saved_at = time.time()
+        folder = write_snapshot(
+            index_dir,
+            indexes=self.indexes,
+            bridge=self.bridge,
+            keys=keys,
+            fingerprints=self.embedded.of(keys),
+            manifest={
                 "manifest_version": MANIFEST_VERSION,
                 "encoders": self.encoders.describe(),
-                "indexes": parts,
                 "count": len(self.store),
-                "built_at": self.built_at or time.time(),
-                "saved_at": time.time(),
+                "built_at": self.built_at or saved_at,
+                "saved_at": saved_at,
                 "fusion_weights": self.calibration.weights(),
                 "calibration": self.calibration.to_json(),
                 "bridge": self.bridge_info(),
                 "encoder_spec": encoder_spec or self.encoder_spec,
                 "encoder_runtime": self.encoders.runtime(),
+                "catalog_stream": {"last_id": self.stream_position},
             },
         )
-        return index_dir
+        self.saved_at, self.snapshot_problem = saved_at, None
+        return folder
 
     def bridge_info(self) -> dict[str, Any]:
         """Which bridge serves, why, and whether a refit is due (the manifest's ``bridge`` entry)."""
@@ -312,17 +354,27 @@ class SearchEngine:
         channels = query.channels()
         if not channels:
             raise QueryError("query: give a text, an image, or both", field="query")
-        allowed = self.store.filter_mask(filters.categories, filters.price_min, filters.price_max) if filters and filters.active else None
+        filters = filters or Filters()
+        preferred = filters.prefer_categories or None
+        if preferred is not None and self.category_boost is None:  # this deployment makes a named category a wall
+            filters = Filters(categories=filters.categories or preferred, price_min=filters.price_min, price_max=filters.price_max)
+            preferred = None
+        allowed = self.store.filter_mask(filters.categories, filters.price_min, filters.price_max) if filters.active else None
+        # a preference retrieves each channel's best among the preferred categories as well as its best overall
+        masks = [allowed] if preferred is None else [allowed, self._preferred_mask(preferred, allowed)]
         n_probe = max(n_probe or 2 * k, k)
         found: list[np.ndarray] = []
         for channel in channels:
             part, index_name = CHANNELS[channel]
-            _, keys = self.indexes[index_name].search(getattr(query, part), n_probe, allowed_keys=allowed)
-            found.append(keys[0][keys[0] >= 0])
+            for mask in masks:
+                _, keys = self.indexes[index_name].search(getattr(query, part), n_probe, allowed_keys=mask)
+                found.append(keys[0][keys[0] >= 0])
         keys = np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
         if len(keys) == 0:
             return []
         fused, per_channel, raw = self._rescore(query, channels, keys)
+        if preferred is not None:
+            fused = fused + self._boost() * self._preferred_mask(preferred, None)[keys]
         top = np.argsort(-fused, kind="stable")[:k]
         return [
             Candidate(
@@ -334,6 +386,16 @@ class SearchEngine:
             )
             for row in top
         ]
+
+    def _preferred_mask(self, categories: tuple[str, ...], allowed: np.ndarray | None) -> np.ndarray:
+        """Keys in ``categories`` (and ``allowed``), as a mask indexed by key."""
+        mask = self.store.filter_mask(categories)
+        return mask if allowed is None else mask & allowed
+
+    def _boost(self) -> float:
+        """:attr:`category_boost` on the fused score's scale: log-odds when calibrated, else raw cosines."""
+        boost = float(self.category_boost or 0.0)
+        return boost if self.calibration.fitted else boost / LOGITS_PER_COSINE
 
     # ------------------------------------------------------------- internals
     def _rescore(self, query: QueryVectors, channels: list[str], keys: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -381,9 +443,16 @@ class SearchEngine:
             return np.zeros(0, dtype=np.int64)
         latest = {item.item_id: item for item in embedded.items}  # an id twice in a batch: the last one stays
         replaced = [item for item in map(self.store.get, latest) if item is not None]
+        earlier = {item_id: self.store.key_of(item_id) for item_id in latest}
         keys = self.store.upsert(embedded.items)
         self.query_vocabulary.remove(replaced)
         self.query_vocabulary.add(latest.values())
+        # another process sharing the store deleted and re-added an item: it has a new key, the old one's vectors go
+        moved = np.array([key for item_id, key in earlier.items() if key is not None and key != self.store.key_of(item_id)], dtype=np.int64)
+        for index in self.indexes.values():
+            index.remove(moved)
+        self.embedded.set(moved, np.zeros(len(moved), dtype=np.int64))
+        self.embedded.set(keys, self.store.fingerprints(keys))
         self.indexes["text"].add(keys, embedded.text)
         picture_keys = keys[embedded.with_picture]
         self.pairs_changed += len(picture_keys)
@@ -411,44 +480,70 @@ class SearchEngine:
         return self.data_dir / "index" if self.data_dir else None
 
     def _load(self, index_dir: Path) -> None:
-        manifest = read_manifest(index_dir.parent)
-        expected = self.encoders.describe()
-        for part, info in manifest.get("encoders", {}).items():
-            wanted = expected.get(part)
-            if wanted != info:
-                raise IndexMismatchError(
-                    f"index at {index_dir} was built with {part} encoder {info.get('id')!r} "
-                    f"({info.get('dim')}-d, fingerprint {info.get('fingerprint')}), but the loader uses "
-                    f"{(wanted or {}).get('id')!r} ({(wanted or {}).get('dim')}-d, fingerprint {(wanted or {}).get('fingerprint')}); "
-                    "rebuild it with `ranker index build`"
-                )
-        self.indexes = {name: VectorIndex.load(index_dir / name, self.index_config) for name in INDEX_NAMES}
+        """Open the snapshot the manifest names. One that cannot be read is logged and left out: the indexes start
+        empty and :meth:`reconcile` rebuilds them from the item store (a learned bridge is then refitted when due)."""
+        try:
+            manifest = read_manifest_file(index_dir)
+            if manifest is None:
+                return
+            check_encoders(index_dir, manifest, self.encoders.describe())
+            snapshot = read_snapshot(
+                index_dir, manifest, self.index_config, expected=expected_fingerprints(self.encoders.describe()), refit_hint=refit_hint(self.data_dir)
+            )
+        except SnapshotUnreadable as exc:
+            self.snapshot_problem = str(exc)
+            self.bridge_record = {"reason": f"the index snapshot could not be read ({exc}); rebuilt from the item store, refitted when due"}
+            log.error("%s: rebuilding the index from the item store", exc)
+            return
+        self.indexes = {name: snapshot.indexes.get(name) or VectorIndex(index.dim, self.index_config) for name, index in self.indexes.items()}
         self.built_at = manifest.get("built_at")
+        self.saved_at = manifest.get("saved_at")
         self.encoder_spec = manifest.get("encoder_spec")
+        self.stream_position = (manifest.get("catalog_stream") or {}).get("last_id")
         self.calibration = Calibration.from_json(manifest.get("calibration"))
         self.bridge_record = dict(manifest.get("bridge") or {})
         self.pairs_changed = int(self.bridge_record.get("changed_since_fit", 0))
-        if self.bridge_record.get("serving") == "learned":
-            self.bridge = LearnedBridge.load(index_dir, expected_fingerprints(expected), refit_hint=refit_hint(self.data_dir))
-        self._reconcile()
+        self.bridge = snapshot.bridge
+        if snapshot.keys is None:  # saved before fingerprints existed: what it indexed is taken as the store's current documents
+            keys = self.indexes["text"].keys()
+            self.embedded.set(keys, self.store.fingerprints(keys))
+        else:
+            self.embedded.set(snapshot.keys, snapshot.fingerprints)
 
-    def _reconcile(self) -> None:
-        """Bring the indexes in line with the store after a stop between an upsert and a save.
+    def reconcile(self) -> int:
+        """Bring the indexes in line with the item store; returns how many items were embedded from it.
 
-        The store commits each upsert at once; the indexes reach disk on save.
-        Items the saved indexes lack are embedded again, vectors of items the
-        store no longer has are dropped, so no stored item is lost.
+        The store commits every write at once (from this process or any other sharing it); the indexes reach
+        disk only with a snapshot. Items the indexes lack, or hold from an older document than the store's (by
+        fingerprint), are embedded from the store, with a progress log; vectors of items the store no longer
+        has are dropped. So a lost or trimmed catalog stream, a missing or corrupt snapshot, or a stop between
+        a write and a snapshot never leaves a stored item out. Processes that follow the catalog stream apply it
+        first and reconcile after, so only what the stream no longer holds is encoded again.
         """
-        stored = set(self.store.keys().tolist())
-        indexed = set(self.indexes["text"].keys().tolist())
-        orphans = np.array(sorted(indexed - stored), dtype=np.int64)
+        stored = self.store.keys()
+        indexed = self.indexes["text"].keys()
+        orphans = np.setdiff1d(indexed, stored)
         for index in self.indexes.values():
             index.remove(orphans)
-        missing = [self.store.item_for_key(key) for key in sorted(stored - indexed)]
-        if missing:
-            report = self.upsert(missing)
+        self.embedded.set(orphans, np.zeros(len(orphans), dtype=np.int64))
+        stale = stored[self.store.fingerprints(stored) != self.embedded.of(stored)]
+        if len(stale) == 0:
+            return 0
+        why = self.snapshot_problem or ("no index snapshot" if self.saved_at is None else "written since the index snapshot")
+        log.warning("the index lacks %d of the item store's %d items (%s): embedding them from the store", len(stale), len(stored), why)
+        changed = self.pairs_changed
+        done = 0
+        for start in range(0, len(stale), RECONCILE_CHUNK):
+            chunk = [self.store.item_for_key(int(key)) for key in stale[start : start + RECONCILE_CHUNK]]
+            report = self.upsert(chunk, progress=False)
             for error in report.errors:  # a picture that went bad on disk since: drop that item
+                log.error("item store: %s; the item is dropped", error)
                 self.store.delete([str(error.value)])
+            done += len(chunk)
+            log.warning("rebuilding the index from the item store: %d of %d items (%.0f%%)", done, len(stale), 100.0 * done / len(stale))
+        if self.snapshot_problem is not None or self.saved_at is None:
+            self.pairs_changed = changed  # re-embedding what a lost snapshot held is not a catalog change
+        return done
 
 
 def expected_fingerprints(described: dict[str, dict[str, object]]) -> dict[str, str]:
@@ -457,8 +552,11 @@ def expected_fingerprints(described: dict[str, dict[str, object]]) -> dict[str, 
 
 
 def saved_encoder_spec(data_dir: Path) -> str | None:
-    """The encoder spec an index under ``data_dir`` was saved with, if any."""
-    manifest = read_manifest(data_dir)
+    """The encoder spec an index under ``data_dir`` was saved with, if any (None too when the manifest is unreadable)."""
+    try:
+        manifest = read_manifest_file(Path(data_dir) / "index")
+    except SnapshotUnreadable:
+        return None
     return manifest.get("encoder_spec") if manifest else None
 
 
@@ -470,15 +568,17 @@ def open_engine(
     index_config: IndexConfig | None = None,
     encoder_backend: str = "auto",
     query_cache_size: int = QUERY_CACHE_SIZE,
+    reconcile: bool = True,
 ) -> SearchEngine:
     """The engine under ``data_dir``, with the encoders its index was built with (or ``default``).
 
     The encoders run on ONNX Runtime on the CPU unless ``encoder_backend`` says ``torch`` (or CUDA is used);
-    their exported graphs are cached in ``data_dir/models``."""
+    their exported graphs are cached in ``data_dir/models``. ``reconcile=False`` leaves :meth:`SearchEngine.reconcile`
+    to the caller (a process that applies the catalog stream first)."""
     from ranker.retrieval.encoders import load_encoders, models_dir
 
     spec = encoder_spec or saved_encoder_spec(data_dir) or "default"
     encoders = load_encoders(spec, device, backend=encoder_backend, cache_dir=models_dir(data_dir))
-    engine = SearchEngine(encoders, data_dir, index_config=index_config, query_cache_size=query_cache_size)
+    engine = SearchEngine(encoders, data_dir, index_config=index_config, query_cache_size=query_cache_size, reconcile=reconcile)
     engine.encoder_spec = spec
     return engine

@@ -20,7 +20,7 @@ or plural, and with one typo (insertion, deletion, substitution or adjacent tran
 letters, unless the typed word occurs in the catalog's titles or descriptions ("cases" is not a typo of "vases")
 or is a common English word ("while" is not "white"). The longest name wins ("forest green" over "green").
 A category counts only when its own name is typed ("mugs", "yoga mat"); nouns inside it ("running shoes" for
-Sneakers) are left to the text encoder, because a category becomes a hard filter.
+Sneakers) are left to the text encoder, because a named category lifts its items (a strong preference).
 
 **The rest.** Price phrases, price words, brands and colours leave the text (with a connector right before them:
 "in red", "by Halden", "for under 50"); category words stay, since the text encoder retrieves well on them.

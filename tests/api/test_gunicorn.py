@@ -44,8 +44,9 @@ def gunicorn(data_dir: Path, **settings: str):
         OMP_NUM_THREADS="1",
         PROMETHEUS_MULTIPROC_DIR=str(data_dir.parent / "metrics"),
         RANKER_LEARN="0",
+        RANKER_MAINTAIN="0",
         RANKER_RATE_LIMITS="0",  # load from two test shoppers, not abuse: bench/rate_limits.py and test_abuse.py cover the limits
-    )  # tests that learn run their own learner
+    )  # tests that learn or maintain run their own learner and maintenance worker
     env.update(settings)
     log_path = data_dir.parent / "gunicorn.log"
     log = open(log_path, "w")
@@ -91,21 +92,27 @@ def server(demo_engine, tmp_path_factory):
 
 
 def test_the_master_runs_the_learner_and_sigterm_stops_workers_learner_and_embedded_redis(demo_engine, tmp_path):
-    """`make serve-prod`: the gunicorn master runs the learner beside its workers and stops it in order."""
+    """`make serve-prod`: the gunicorn master runs the learner and one maintenance worker (not one per gunicorn
+    worker) beside its workers and stops them in order."""
     import json
 
     import psutil
 
     data_dir = tmp_path / "data"
     shutil.copytree(demo_engine.data_dir, data_dir)
-    with gunicorn(data_dir, RANKER_LEARN="1") as base:
+    with gunicorn(data_dir, RANKER_LEARN="1", RANKER_MAINTAIN="1") as base:
         deadline = time.monotonic() + 60
         while "ranker_learner_running 1.0" not in call(base, "GET", "/metrics")[1]["text"]:
             assert time.monotonic() < deadline, "no learner heartbeat under gunicorn"
             time.sleep(0.5)
         learner = next(p for p in psutil.process_iter(["cmdline"]) if "learn" in (p.info["cmdline"] or []) and str(data_dir) in p.info["cmdline"])
         master = learner.parent()
+        deadline = time.monotonic() + 60
+        while not [p for p in master.children() if "maintain" in p.cmdline()]:
+            assert time.monotonic() < deadline, "no maintenance worker under gunicorn"
+            time.sleep(0.5)
         workers = master.children()
+        assert sum("maintain" in p.cmdline() for p in workers) == 1  # once per deployment
         redis_pid = json.loads((data_dir / "redis" / "owner.json").read_text())["redis_pid"]
         master.send_signal(signal.SIGTERM)
         master.wait(timeout=120)

@@ -32,9 +32,22 @@ def test_a_parsed_price_limit_filters_every_result(client, shoes):
     assert parsed["price_max"] == pytest.approx(limit) and body["query"]["relaxed"] == []
     assert body["items"] and all(item["price"] <= limit for item in body["items"])
     assert category in parsed["categories"]
-    assert all(item["category"] == category for item in body["items"])  # a named category is a filter too
+    in_category = sum(price <= limit for price in prices)
+    assert sum(item["category"] == category for item in body["items"]) == in_category  # a named category is a strong preference ...
+    assert len(body["items"]) == 10 > in_category  # ... not a wall: other categories fill the slate
     unparsed = rank(client, f"{category.lower()} under {limit:g}", parse_query=False)
     assert unparsed["query"]["parsed"] is None and unparsed["query"]["text"] == f"{category.lower()} under {limit:g}"
+
+
+def test_a_named_category_is_a_wall_when_the_deployment_or_the_request_asks_for_one(make_app, client, shoes):
+    category, prices = shoes
+    walled = make_app(CATEGORY_MATCH="filter").test_client()
+    body = rank(walled, f"{category.lower()}")
+    assert len(body["items"]) == len(prices) and all(item["category"] == category for item in body["items"])
+    nothing = rank(walled, f"{category.lower()} under 1")  # a wall nothing meets is relaxed, price first
+    assert nothing["query"]["relaxed"] == ["price"] and all(item["category"] == category for item in nothing["items"])
+    requested = rank(client, category.lower(), filters={"categories": [category]})
+    assert len(requested["items"]) == len(prices) and all(item["category"] == category for item in requested["items"])
 
 
 def test_a_limit_no_item_meets_is_relaxed_and_the_response_says_so(client, shoes):
@@ -44,6 +57,16 @@ def test_a_limit_no_item_meets_is_relaxed_and_the_response_says_so(client, shoes
     assert body["query"]["relaxed"] == ["price"]
     assert body["items"], "a parse never empties the result"
     assert min(item["price"] for item in body["items"]) > 1.0
+
+
+def test_a_limit_the_named_category_never_meets_is_relaxed_rather_than_showing_only_other_categories(client, engine, shoes):
+    category, prices = shoes
+    others = [engine.store.item_for_key(int(key)) for key in engine.store.keys()]
+    limit = float(np.floor(prices.min())) - 0.01
+    assert any(item.price <= limit and item.category != category for item in others)  # other categories meet the limit
+    body = rank(client, f"{category.lower()} under {limit:g}")
+    assert body["query"]["relaxed"] == ["price"]  # as the wall did: the category the shopper named, over the price
+    assert body["items"] and all(item["category"] == category for item in body["items"][: min(len(prices), 10)])
 
 
 def test_the_parse_is_logged_with_the_ranking(make_app, shoes):

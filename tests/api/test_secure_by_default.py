@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from api.security import InsecureBind, refuse_open_bind
 from ranker.cli import main
 from ranker.config import load_settings
-from ranker.learning.supervisor import LearnerSupervisor
+from ranker.learning.supervisor import LearnerSupervisor, MaintenanceSupervisor
 from ranker.live.backend import key
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.policy import RankingPolicy
@@ -48,7 +48,7 @@ def test_secrets_never_go_on_a_command_line(tmp_path):
     runner = CliRunner()
     refused = runner.invoke(main, ["serve", "--api-key", "k", "--data-dir", str(tmp_path)])
     assert refused.exit_code == 2 and "RANKER_INGEST_KEY" in refused.output
-    for command in (["learn", "--data-dir", str(tmp_path)], ["serve", "--data-dir", str(tmp_path)]):
+    for command in (["learn", "--data-dir", str(tmp_path)], ["serve", "--data-dir", str(tmp_path)], ["maintain", "--data-dir", str(tmp_path)]):
         result = runner.invoke(main, [*command, "--redis-url", "redis://:hunter2@10.0.0.1:6379/0"])
         assert result.exit_code == 2 and "REDIS_URL" in result.output and "hunter2" not in result.output
 
@@ -60,6 +60,8 @@ def test_the_supervisor_passes_the_redis_url_in_the_environment_and_a_stable_con
     assert "hunter2" not in " ".join(one.command) and one.redis_url == url
     assert one.command[one.command.index("--consumer") + 1] == two.consumer  # a restarted server's learner resumes the same entries
     assert LearnerSupervisor(redis.Redis.from_url(embedded_redis), tmp_path / "other", url).consumer != one.consumer
+    maintenance = MaintenanceSupervisor(redis.Redis.from_url(embedded_redis), tmp_path / "data", url, prefix="p")
+    assert "hunter2" not in " ".join(maintenance.command) and maintenance.redis_url == url  # the maintenance worker likewise
 
 
 def test_secrets_come_from_files(tmp_path):

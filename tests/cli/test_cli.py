@@ -10,7 +10,18 @@ from click.testing import CliRunner
 
 from ranker.cli import main
 
-COMMANDS = [[], ["demo-catalog"], ["index"], ["index", "build"], ["index", "info"], ["index", "bridge"], ["index", "compact"], ["search"], ["serve"]]
+COMMANDS = [
+    [],
+    ["demo-catalog"],
+    ["index"],
+    ["index", "build"],
+    ["index", "info"],
+    ["index", "bridge"],
+    ["index", "compact"],
+    ["search"],
+    ["serve"],
+    ["maintain"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "ranker")
@@ -71,6 +82,35 @@ def test_index_bridge_refits_only_when_due(built_data_dir):
     result = CliRunner().invoke(main, ["index", "bridge", "--data-dir", str(built_data_dir), "--if-due"])
     assert result.exit_code == 0, result.output
     assert "no refit due" in result.output
+
+
+def test_index_bridge_fits_an_api_written_catalog_and_publishes_it_to_the_servers(demo_engine, demo_items, embedded_redis, prefix, tmp_path):
+    """A catalog written only through the API: an item store, writes in the catalog stream, no index on disk."""
+    import numpy as np
+
+    from ranker.live.backend import connect, key
+    from ranker.retrieval.engine import EmbeddedItems, SearchEngine, manifest_path
+    from ranker.serving import RankingService, ServiceConfig
+
+    data_dir = tmp_path / "shop"
+    service = RankingService(
+        SearchEngine(demo_engine.encoders, data_dir, reconcile=False), connect(embedded_redis), data_dir / "policies", ServiceConfig(prefix=prefix)
+    )
+    keys = np.array([demo_engine.store.key_of(item.item_id) for item in demo_items[:30]])
+    vectors = [demo_engine.indexes[name].vectors_for(keys)[0] for name in ("text", "image", "image_in_text")]
+    service.catalog_log.publish_upsert(EmbeddedItems(demo_items[:30], vectors[0], list(range(30)), vectors[1], vectors[2]))
+    service.sync()
+    assert not manifest_path(data_dir).exists()
+    arguments = ["index", "bridge", "--data-dir", str(data_dir), "--redis-url", embedded_redis, "--prefix", prefix, "--min-pairs", "20", "--device", "cpu"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert "1 catalog stream entries applied" in result.output and "bridge: learned (fitted on" in result.output and "published" in result.output
+    manifest = json.loads(manifest_path(data_dir).read_text())
+    assert manifest["bridge"]["serving"] == "learned" and manifest["count"] == 30
+    [(_, last)] = connect(embedded_redis).xrevrange(key(prefix, "catalog"), count=1)
+    assert last[b"op"] == b"bridge"
+    service.sync()  # the running server serves it at its next request
+    assert service.engine.bridge_info()["serving"] == "learned"
 
 
 def test_search_without_index_says_how_to_build(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 
 from ranker.client import ApiClient, ApiError, free_port
 from ranker.harness import Shopper, session_through
+from ranker.learning.maintenance import maintenance_status
 from ranker.learning.status import LearnerStatus
 from ranker.live.backend import connect
 from ranker.ranking.policy import RankingPolicy
@@ -56,16 +57,20 @@ class Server:
 
     def learner(self, timeout_s: float = 60) -> psutil.Process:
         """The `ranker learn` child process, once it runs."""
+        return self.child("learn", timeout_s)
+
+    def child(self, command: str, timeout_s: float = 60) -> psutil.Process:
+        """The `ranker <command>` child process (learn, maintain), once it runs."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for child in psutil.Process(self.process.pid).children(recursive=True):
                 try:
-                    if "learn" in child.cmdline():
+                    if command in child.cmdline():
                         return child
                 except psutil.NoSuchProcess:
                     pass
             time.sleep(0.2)
-        raise AssertionError("no learner process beside the server")
+        raise AssertionError(f"no `ranker {command}` process beside the server")
 
     def stop(self, sig: int, timeout_s: float = 120) -> int:
         self.process.send_signal(sig)
@@ -88,8 +93,9 @@ def embedded_redis_pid(data_dir: Path) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_starts_a_learner_and_a_stop_signal_stops_learner_and_embedded_redis(tmp_path, sig):
     data_dir = tmp_path / "data"
-    server = Server(data_dir)  # an empty data directory, the embedded Redis, learning on by default
+    server = Server(data_dir)  # an empty data directory, the embedded Redis, learning and maintenance on by default
     learner = server.learner()
+    maintainer = server.child("maintain")
     redis_pid = embedded_redis_pid(data_dir)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # the learner says it runs (its heartbeat), through /metrics
@@ -100,10 +106,11 @@ def test_serve_starts_a_learner_and_a_stop_signal_stops_learner_and_embedded_red
     else:
         raise AssertionError("the learner's heartbeat never reached /metrics")
     assert server.stop(sig) == 0, server.stderr()[-3000:]
-    for pid, what in ((learner.pid, "learner"), (redis_pid, "embedded Redis")):
+    for pid, what in ((learner.pid, "learner"), (maintainer.pid, "maintenance worker"), (redis_pid, "embedded Redis")):
         assert gone(pid), f"the {what} (pid {pid}) outlived the server"
     assert not (data_dir / "redis" / "owner.json").exists()
-    assert "stopping the learner" in server.stderr() and "stopping the embedded Redis" in server.stderr()
+    for line in ("stopping the learner", "stopping the maintenance worker", "stopping the embedded Redis"):
+        assert line in server.stderr()
 
 
 def test_an_embedded_redis_orphaned_by_a_killed_server_is_stopped_cleanly_at_the_next_start(tmp_path):
@@ -191,3 +198,37 @@ def test_a_catalog_written_through_the_api_is_learned_from_by_the_learner_beside
         assert server.learner().is_running()
     finally:
         assert server.stop(signal.SIGTERM) == 0
+
+
+def test_after_redis_loses_its_data_the_restarted_server_ranks_every_api_written_item_with_the_same_count(tmp_path, debian_redis, demo_items):
+    """The issue's failure on real processes: items through POST /v1/items, the server stopped (its maintenance worker
+    writes the snapshot), Redis's data lost (FLUSHALL), the server started again."""
+    redis_server = debian_redis(tmp_path / "redis", "--appendonly", "yes")
+    data_dir = tmp_path / "data"
+    server = Server(data_dir, redis_url=redis_server.url, args=("--no-learn",))
+    items = demo_items[:24]
+    try:
+        api = ApiClient(server.base)
+        docs = [dict(item.to_json(), image="data:image/png;base64," + base64.b64encode(Path(item.image).read_bytes()).decode()) for item in items]
+        assert api.post("/v1/items", {"items": docs})["upserted"] == len(items)
+        before = api.get("/readyz")
+        assert before["items"] == before["catalog"]["indexed"] == len(items)
+        server.child("maintain")
+        deadline = time.monotonic() + 120
+        while not maintenance_status(connect(redis_server.url))["running"]:  # the worker is up: its stop writes the snapshot
+            assert time.monotonic() < deadline, server.stderr()[-3000:]
+            time.sleep(0.5)
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.stderr()[-3000:]
+    assert (data_dir / "index" / "manifest.json").exists(), "the maintenance worker wrote no snapshot at stop"
+    connect(redis_server.url).flushall()
+    again = Server(data_dir, redis_url=redis_server.url, args=("--no-learn",))
+    try:
+        api = ApiClient(again.base)
+        after = api.get("/readyz")
+        assert after["status"] == "ready" and after["items"] == after["catalog"]["indexed"] == before["items"]
+        for n, item in enumerate(items):  # a shopper each: one shopper's 24 queries at once would meet the rate limit
+            body = api.post("/v1/rank", {"user_id": f"shopper-{n}", "query": {"text": item.title}, "num_results": 10, "greedy": True})
+            assert item.item_id in [ranked["item_id"] for ranked in body["items"]], item.title
+    finally:
+        assert again.stop(signal.SIGTERM) == 0

@@ -16,6 +16,7 @@ from ranker.retrieval.bridge import BRIDGE_FILE, MIN_PAIRS, LearnedBridge, fit_b
 from ranker.retrieval.calibration import fit_logistic
 from ranker.retrieval.engine import EmbeddedItems, IndexMismatchError, SearchEngine, manifest_path
 from ranker.retrieval.fusion import Calibration, ChannelCalibration, fuse_scores
+from ranker.retrieval.snapshots import snapshot_dir
 
 TRAIN = 240  # of the fixture's 300 demo items; the other 60 are held out of every fit below
 EPOCHS = None  # the default: 200 passes over the ~200 pairs, a few seconds
@@ -96,9 +97,10 @@ def test_heads_fitted_for_other_encoders_are_refused_with_the_refit_command(enco
     engine.save(encoder_spec="default")
     with pytest.raises(IndexMismatchError, match=r"fingerprint .* `ranker index bridge --data-dir"):
         SearchEngine(encoders, tmp_path)
-    (tmp_path / "index" / BRIDGE_FILE).unlink()
-    with pytest.raises(IndexMismatchError, match=r"is missing; refit it with `ranker index bridge"):
-        SearchEngine(encoders, tmp_path)
+    (snapshot_dir(tmp_path / "index") / BRIDGE_FILE).unlink()  # a lost head is a damaged snapshot: rebuilt from the item store
+    rebuilt = SearchEngine(encoders, tmp_path)
+    assert rebuilt.bridge is None and "is missing" in rebuilt.snapshot_problem and len(rebuilt.indexes["text"]) == 20
+    assert rebuilt.bridge_info()["serving"] == "imagenet-labels" and "rebuilt from the item store" in rebuilt.bridge_info()["reason"]
 
 
 @pytest.mark.parametrize("case", ["no pairs", "one pair", "text only"])
@@ -116,7 +118,7 @@ def test_small_catalogs_serve_the_label_bridge_and_say_so(case, encoders, demo_e
     bridge = json.loads(manifest_path(tmp_path).read_text())["bridge"]
     assert bridge["serving"] == "imagenet-labels"
     assert f"fewer than the {MIN_PAIRS}" in bridge["reason"] and bridge["pairs"] == (1 if case == "one pair" else 0)
-    assert not (tmp_path / "index" / BRIDGE_FILE).exists()
+    assert not (snapshot_dir(tmp_path / "index") / BRIDGE_FILE).exists()
     if case == "text only":  # the text channel is still calibrated; picture channels have nothing to fit on
         assert set(engine.calibration.channels) == {"text"}
         results = SearchEngine(encoders, tmp_path).search(demo_items[0].category, k=5)
