@@ -46,9 +46,10 @@ serve-prod: serve  ## an alias of `serve` (production-grade by default)
 system-deps:  ## redis-server, chromium and chromedriver for the tests (apt, when root and missing)
 	bash .ci/system-deps
 
-lint: venv  ## ruff: lint and formatting (configured in pyproject.toml)
+lint: venv  ## ruff (lint and formatting) and lint-imports (the stages' import rules), configured in pyproject.toml
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 
 test: venv system-deps lint  ## lint, then the whole test suite except the long suites (browser tests save screenshots to test-artifacts/)
 	$(BIN)/python -m pytest -m "not slow" --durations=20

@@ -9,8 +9,8 @@ from flask_openapi3 import APIBlueprint, Tag
 from api import limits
 from api.common import SECURED, metrics, require_ingest_key, service
 from api.schemas import BODY_ERRORS, ErrorResponse, RankRequest, RankResponse
+from ranker.live.identity import pseudonymise
 from ranker.retrieval.engine import Filters
-from ranker.serving import pseudonymise
 
 bp = APIBlueprint("rank", __name__, url_prefix="/v1", abp_tags=[Tag(name="rank", description="rank products for a search")])
 

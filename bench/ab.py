@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 2,000 pool sessions, 100 A/A, 200 power runs, 3 worlds")
     args = parser.parse_args()
     from envs.catalog import demo_data_dir
-    from ranker.catalog.demo import ensure_demo_index
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     ensure_demo_index(demo_data_dir())  # the demo shop's environments need its index; making one never builds it
     if args.quick:

@@ -25,10 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ranker.catalog.demo import ensure_demo_index
 from ranker.history.demo import write_demo_history
 from ranker.history.importer import HistoryImporter
 from ranker.live.backend import EmbeddedRedis, connect
+from ranker.retrieval.demo_index import ensure_demo_index
 from ranker.retrieval.engine import open_engine
 
 

@@ -38,9 +38,9 @@ import gymnasium as gym  # noqa: E402
 
 import envs  # noqa: E402,F401
 from envs.evaluation import mean_ci95, run_policy  # noqa: E402
-from ranker.catalog.demo import ensure_demo_index  # noqa: E402
 from ranker.live.registry import STARTING_POLICY  # noqa: E402
 from ranker.ranking.policy import RankingPolicy  # noqa: E402
+from ranker.retrieval.demo_index import ensure_demo_index  # noqa: E402
 
 TARGET = 1.10
 

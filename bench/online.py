@@ -71,7 +71,7 @@ def wait_ready(base: str, process: subprocess.Popen, timeout_s: float = 300) -> 
 
 def prepare_data(source: Path, target: Path) -> None:
     """A private copy of the demo index (the learner writes versions under it)."""
-    from ranker.catalog.demo import ensure_demo_index
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     ensure_demo_index(source, log=print)
     if target.exists():

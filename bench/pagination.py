@@ -36,8 +36,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from api import create_app
-    from ranker.catalog.demo import ensure_demo_index
     from ranker.live.backend import EmbeddedRedis
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     ensure_demo_index(args.source, log=print)
     run_dir = OUT / "data"

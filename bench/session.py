@@ -122,7 +122,7 @@ def main() -> None:
     parser.add_argument("--profiles", type=int, default=0, help="first print the share of sessions by a user with a profile over this many")
     args = parser.parse_args()
     from envs.catalog import demo_data_dir
-    from ranker.catalog.demo import ensure_demo_index
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     if args.catalog is None:
         ensure_demo_index(demo_data_dir())

@@ -222,8 +222,8 @@ def main() -> None:
     for name in THREAD_VARS:
         os.environ[name] = "1"
 
-    from ranker.catalog.demo import ensure_demo_index
     from ranker.live.backend import EmbeddedRedis
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     ensure_demo_index(args.source, log=print)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ranker.ranking.features import NO_INTENT, QueryIntent
+from ranker.retrieval.intent import NO_INTENT, QueryIntent
 
 PLAIN, STATED, PARSED = 0, 1, 2
 PRICE_SHARE, COLOUR_SHARE, BRAND_SHARE = 0.6, 0.5, 0.3  # how often a stated phrase names each (at least one)

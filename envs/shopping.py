@@ -43,11 +43,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.catalog import Retrieved, SimCatalog, load_sim_catalog
+from envs.catalog import Retrieved, SimCatalog
 from envs.click_models import make_click_model
 from envs.config import ConfigError, EnvConfig, make_config
 from envs.history import play_history, record_slate
 from envs.shoppers import Session, Utilities, World
+from envs.worlds import load_sim_catalog
 from ranker.ranking.features import (
     CONTEXT_FEATURES,
     FEATURES,

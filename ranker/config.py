@@ -8,9 +8,9 @@ written twice. Each field ``name`` is set by ``RANKER_<NAME>`` (``REDIS_URL``
 for the Redis server); values are validated by type, and a bad one is an
 error that names the variable and the value.
 
-Retention defaults (TTLs, stream caps) are the constants of the modules that
-own those keys (``ranker.live.events``, ``ranker.live.state``,
-``ranker.experiments.store``); this class reads them from there.
+Retention and size defaults (TTLs, stream caps, cache sizes) are the constants of
+:mod:`ranker.defaults`, which the modules that own those keys read too; so this
+module imports no stage and every stage may import it.
 """
 
 from __future__ import annotations
@@ -21,12 +21,20 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ranker.experiments.store import LOGS_TTL_S
-from ranker.live.events import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S
-from ranker.live.state import PROFILE_TTL_S, PSEUDONYM_TTL_S, SESSION_TTL_S
-from ranker.retrieval.bridge import MIN_PAIRS
-from ranker.retrieval.fusion import CATEGORY_BOOST
-from ranker.retrieval.query_cache import QUERY_CACHE_SIZE
+from ranker.defaults import (
+    CATEGORY_BOOST,
+    DEDUP_TTL_S,
+    LOGS_TTL_S,
+    MAX_STREAM_AGE_S,
+    MAX_STREAM_LEN,
+    MIN_PAIRS,
+    PROFILE_TTL_S,
+    PSEUDONYM_TTL_S,
+    QUERY_CACHE_SIZE,
+    RANKING_TTL_S,
+    SERIES_TTL_S,
+    SESSION_TTL_S,
+)
 
 ENV_PREFIX = "RANKER_"
 
@@ -207,3 +215,10 @@ def load_settings(**overrides: Any) -> Settings:
 def default(name: str) -> Any:
     """The default of setting ``name`` (what the class says, before the environment): for dataclass defaults."""
     return Settings.model_fields[name].default
+
+
+def limit_windows(spec: str) -> list[tuple[int, int]]:
+    """``"20/second;240/minute"`` (the ``limits`` notation) -> [(20, 1), (240, 60)]: (requests, seconds)."""
+    from limits import parse_many
+
+    return [(item.amount, item.get_expiry()) for item in parse_many(spec)] if spec and spec.strip() else []

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis
 
+from ranker.errors import FeedbackError, Unavailable
 from ranker.live.backend import confirm_replicated
 from ranker.live.events import EVENT_TYPES, Feedback, FeedbackRateLimited, FeedbackRefused
 from ranker.live.state import Interaction
 from ranker.ranking.profile import price_level
-from ranker.serving import FeedbackError, Unavailable
 
 if TYPE_CHECKING:
     from ranker.serving import RankingService

@@ -30,8 +30,6 @@ feature groups, with up to two reasons (:mod:`ranker.ranking.explain`).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from collections.abc import Sequence
@@ -43,8 +41,8 @@ import numpy as np
 import redis
 
 from ranker.catalog.items import Item
-from ranker.config import Settings, default
-from ranker.errors import RequestError
+from ranker.config import Settings, default, limit_windows
+from ranker.errors import FeedbackError, RequestError, Unavailable  # noqa: F401  (re-exported: what the service raises)
 from ranker.experiments.interleaving import team_draft
 from ranker.experiments.store import RETRIEVAL_ARM, Assignment, ExperimentStore
 from ranker.live.catalog_stream import CatalogLog
@@ -54,6 +52,7 @@ from ranker.live.events import (
     RankingEvent,
     new_ranking_id,
 )
+from ranker.live.identity import pseudonymise, query_hash
 from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_policy
 from ranker.live.state import RedisStateProvider, SessionRead, SessionRef, session_key
 from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
@@ -65,19 +64,6 @@ from ranker.retrieval.query_intent import ParsedQuery, QueryParser
 from ranker.retrieval.understanding import Understood
 
 log = logging.getLogger(__name__)
-
-
-class Unavailable(RuntimeError):
-    """Redis cannot be reached and the operation must not pretend it succeeded. ``maybe_stored``: the write may
-    have reached the primary without the replicas confirming it (a retry with the same ``event_id`` is safe)."""
-
-    def __init__(self, message: str, *, maybe_stored: bool = False):
-        super().__init__(message)
-        self.maybe_stored = maybe_stored
-
-
-class FeedbackError(RequestError):
-    """Feedback that does not match a served ranking (``invalid``), or names no ranking at all (``not_found``)."""
 
 
 @dataclass
@@ -223,25 +209,6 @@ class Sampling:
 
     def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
         return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
-
-
-def limit_windows(spec: str) -> list[tuple[int, int]]:
-    """``"20/second;240/minute"`` (the ``limits`` notation) -> [(20, 1), (240, 60)]: (requests, seconds)."""
-    from limits import parse_many
-
-    return [(item.amount, item.get_expiry()) for item in parse_many(spec)] if spec and spec.strip() else []
-
-
-def pseudonymise(user_id: str, secret: bytes) -> str:
-    """The keyed HMAC of a user id: it finds the user's pseudonym (``ranker.live.state``) and their experiment arms."""
-    return hmac.new(secret, user_id.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
-
-
-def query_hash(text: str | None, image: bytes | None) -> str:
-    digest = hashlib.sha256((text or "").encode("utf-8"))
-    digest.update(b"\0")
-    digest.update(image or b"")
-    return digest.hexdigest()[:16]
 
 
 class RankingService:

@@ -54,7 +54,7 @@ def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
         kwargs["catalog"] = catalog
     if kwargs.get("catalog", envs.ENV_IDS[env_id].get("catalog")) == "demo":
         from envs.catalog import demo_data_dir
-        from ranker.catalog.demo import ensure_demo_index
+        from ranker.retrieval.demo_index import ensure_demo_index
 
         ensure_demo_index(demo_data_dir(), log=lambda line: click.echo(line, err=True))  # environments never build an index themselves
     try:

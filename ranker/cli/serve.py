@@ -100,7 +100,7 @@ def serve(
     except InsecureBind as exc:
         raise click.UsageError(str(exc)) from None
     if demo:
-        from ranker.catalog.demo import ensure_demo_index
+        from ranker.retrieval.demo_index import ensure_demo_index
 
         ensure_demo_index(data_dir, log=lambda line: click.echo(line, err=True))
     if not dev:

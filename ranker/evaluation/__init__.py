@@ -1,6 +1,7 @@
 """Evaluation: off-policy estimators over logged rankings (``ope``) and policies compared in the simulator
-(``simulation``).
+(``simulation``) against the baselines fitted on logged sessions (``baselines``: LambdaMART, LinUCB, a critic's
+greedy ranking).
 
-May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``, ``ranker.live``; ``envs`` in
-``simulation`` only.
+May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``, ``ranker.live``, ``envs``. Never
+``experiments``, ``learning``, ``serving`` or ``api``.
 """

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ranker.learning.baselines import CriticGreedy, LambdaMART, LinearBandit, collect_logs
+from ranker.evaluation.baselines import CriticGreedy, LambdaMART, LinearBandit, collect_logs
 from ranker.ranking.policy import RankingPolicy
 
 TABLE_ORDER = (

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from ranker.defaults import LOGS_TTL_S  # noqa: F401  (the defaults' one home; importers read them here too)
 from ranker.errors import Kind, RequestError
 from ranker.experiments.assignment import BUCKETS, arm_of, bucket
 from ranker.experiments.interleaving import analyse_interleaving
@@ -57,7 +58,6 @@ RETRIEVAL_ARM = "retrieval"  # the baseline arm: candidates in retrieval order
 PRIMARY_METRIC = "purchases_per_session"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 WEIGHT_TOLERANCE = 1e-6
-LOGS_TTL_S = 180 * 24 * 3600  # an experiment's exposure and outcome logs are kept this long after it ends
 
 # KEYS: exposures hash, pre-period hash, the user's activity hash.
 # ARGV: exposure field, exposure record, user key, when the logs expire (unix seconds; '' while open-ended).

@@ -24,7 +24,7 @@ What an import does, in order (:meth:`HistoryImporter.run`):
 Users are keyed as the service keys them (their pseudonym, created here when the user is new), so their first
 live request finds the profile the history built. Rankings carry ``policy_version`` ``"imported"``; with logged
 propensities (an OBP table) they are replayable by the off-policy estimators, and every imported ranking with
-its outcomes is a training row for the outcome critic (:func:`ranker.learning.critic.fit_critic`). PPO leaves
+its outcomes is a training row for the outcome critic (:func:`ranker.evaluation.critic.fit_critic`). PPO leaves
 them out (no propensities of one of its versions: ``no_propensity`` / ``stale`` in the learner's counts).
 
 One import at a time (a lock key). Profiles are written whole per batch: feedback that arrives for the same user
@@ -476,7 +476,7 @@ class HistoryImporter:
 
     def _pseudonyms(self, user_ids: set[str]) -> dict[str, str]:
         """user id -> the pseudonym the service keys them by (created for a user it has not seen), as serving does."""
-        from ranker.serving import pseudonymise
+        from ranker.live.identity import pseudonymise
 
         ordered = sorted(user_ids)
         out: dict[str, str] = {}
@@ -594,6 +594,6 @@ def _item_fields(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def _query_hash(text: str | None) -> str:
-    from ranker.serving import query_hash
+    from ranker.live.identity import query_hash
 
     return query_hash(text, None)

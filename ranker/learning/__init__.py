@@ -1,4 +1,4 @@
-"""Stage 5, learning: offline PPO training in the simulator (``offline``) and its baselines (``baselines``); the
+"""Stage 5, learning: offline PPO training in the simulator (``offline``); the
 online learner (``online``: join, replay, update, gate, commit) with its world, the live catalog (``world``), and the
 supervisor that runs it beside a server (``supervisor``).
 

@@ -13,6 +13,17 @@ from ranker.config import default
 from ranker.live.events import REWARD_WEIGHTS
 
 
+@dataclass(frozen=True)
+class HeadSettings:
+    """The head's hyperparameters (``LearnerConfig.head_*``; :mod:`ranker.learning.head` reads them)."""
+
+    half_life_s: float = 3600.0
+    min_rows: int = 2000
+    min_rows_per_position: float = 200.0
+    prior_rows: tuple[float, float, float] = (50.0, 500.0, 50.0)  # Lambda_0 for (score_z, each feature, bias), in rows
+    device: str = "auto"
+
+
 @dataclass
 class LearnerConfig:
     prefix: str = default("prefix")
@@ -42,7 +53,7 @@ class LearnerConfig:
     epochs: int = 30  # at most; an update stops early once the policy moved target_kl from the logging one
     target_kl: float = 0.02
     minibatch_steps: int = 512
-    advantage: str = "critic"  # "critic": the outcome critic's advantages (ranker.learning.critic); "returns": reward-to-go minus the value head
+    advantage: str = "critic"  # "critic": the outcome critic's advantages (ranker.evaluation.critic); "returns": reward-to-go minus the value head
     critic_epochs: int = 30
     critic_max_steps: int = 600  # gradient steps of the critic's fit at most (fewer epochs on a full replay window)
     critic_correction_clip: float = 0.1  # reward units the doubly-robust correction may add or take (a click's worth)
@@ -60,10 +71,8 @@ class LearnerConfig:
     bootstrap: int = 500
     reset_after_rejections: int = 5  # the working line goes back to the serving version after this many rejections in a row
 
-    def head_settings(self) -> Any:
-        """The head's hyperparameters as :class:`ranker.learning.head.HeadSettings` (imported here: head imports this module's users)."""
-        from ranker.learning.head import HeadSettings
-
+    def head_settings(self) -> HeadSettings:
+        """The head's hyperparameters (:mod:`ranker.learning.head`)."""
         return HeadSettings(
             half_life_s=self.head_half_life_s,
             min_rows=self.head_min_rows,

@@ -37,25 +37,16 @@ import numpy as np
 import torch
 
 from ranker.devices import resolve_device
-from ranker.learning.critic import session_live
+from ranker.evaluation.critic import session_live
+from ranker.learning.config import HeadSettings  # noqa: F401  (re-exported: the head's hyperparameters)
 from ranker.learning.replay import Steps
 from ranker.ranking.head import MAX_POSITIONS, SCORE_INPUT, BayesianHead, HeadError, expand
-from ranker.ranking.policy import RankingPolicy, normalised_scores_t
+from ranker.ranking.network import normalised_scores_t
+from ranker.ranking.policy import RankingPolicy
 
 EXAMINATION_RANGE = (0.01, 2.0)
 NOISE_FLOOR = 1e-4  # sigma^2 at least this: a head fitted on a few all-zero rows must not claim certainty
 SOLVE_ROUNDS = 3
-
-
-@dataclass(frozen=True)
-class HeadSettings:
-    """The head's hyperparameters (``LearnerConfig.head_*``)."""
-
-    half_life_s: float = 3600.0
-    min_rows: int = 2000
-    min_rows_per_position: float = 200.0
-    prior_rows: tuple[float, float, float] = (50.0, 500.0, 50.0)  # Lambda_0 for (score_z, each feature, bias), in rows
-    device: str = "auto"
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 stable-baselines3 meets the policy through its extension points, not a fork:
 sb3-contrib's ``MaskablePPO`` with :class:`SlatePolicy`, a
-``MaskableActorCriticPolicy`` whose actor is :class:`ranker.ranking.policy.SlateNet`
+``MaskableActorCriticPolicy`` whose actor is :class:`ranker.ranking.network.SlateNet`
 (its scores are the logits of the masked categorical, so one PPO step is one
 Plackett-Luce position) and whose critic is the net's pooled value head.
 
@@ -36,8 +36,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ranker.devices import resolve_device
+from ranker.ranking.network import SlateNet
 from ranker.ranking.objective import objective_of_purchase_value
-from ranker.ranking.policy import RankingPolicy, SlateNet
+from ranker.ranking.policy import RankingPolicy
 
 
 class SlateObservation(BaseFeaturesExtractor):

@@ -13,7 +13,8 @@ import torch
 from ranker.learning.join import Trajectory
 from ranker.live.events import RankingEvent
 from ranker.ranking.features import FEATURES, SlateFeatures
-from ranker.ranking.policy import SCORE_SCALE, RankingPolicy, logged_log_softmax
+from ranker.ranking.network import logged_log_softmax
+from ranker.ranking.policy import SCORE_SCALE, RankingPolicy
 
 
 class LoggedObservation:

@@ -33,10 +33,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ranker.devices import resolve_device
+from ranker.evaluation.critic import OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
 from ranker.learning.config import LearnerConfig
-from ranker.learning.critic import OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
 from ranker.learning.replay import Steps, action_log_probs
-from ranker.ranking.policy import RankingPolicy, logged_log_softmax
+from ranker.ranking.network import logged_log_softmax
+from ranker.ranking.policy import RankingPolicy
 
 OPTIMISER_FILE = "optimiser.safetensors"
 

@@ -51,7 +51,7 @@ def erase_user(service: RankingService, user_hash: str) -> str | None:
     """Forget the user with keyed hash ``user_hash`` everywhere; returns the pseudonym erased (None: unknown)."""
     token = service.state.erase(user_hash)
     if token is not None:
-        from ranker.serving import limit_windows
+        from ranker.config import limit_windows
 
         config = service.config
         erase_copies(

@@ -42,19 +42,15 @@ from typing import Any
 import numpy as np
 import redis
 
+from ranker.defaults import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S  # noqa: F401  (the defaults' one home; importers read them here too)
 from ranker.live import scripts
 from ranker.live.backend import as_text, key, queue_script
 from ranker.live.state import PROFILE_TTL_S, SESSION_TTL_S, Interaction, SessionRef, activity_key
 from ranker.ranking.features import examination_prior
 
 EVENT_TYPES = ("click", "add_to_cart", "purchase")
-MAX_STREAM_LEN = 250_000  # a ranking with 100 candidates is about 8.3 KB in Redis: about 2 GB at this cap
-MAX_STREAM_AGE_S = 30 * 24 * 3600
 REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
 SERIES_BUCKET_S = 60
-SERIES_TTL_S = 30 * 24 * 3600  # a day's reward series is kept this long after the day ends
-RANKING_TTL_S = 24 * 3600  # how long a served ranking takes feedback
-DEDUP_TTL_S = 7 * 24 * 3600  # how long an event_id is remembered
 
 
 @dataclass(frozen=True)

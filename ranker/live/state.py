@@ -49,12 +49,9 @@ from typing import Any
 import numpy as np
 import redis
 
+from ranker.defaults import PROFILE_TTL_S, PSEUDONYM_TTL_S, SESSION_TTL_S  # noqa: F401  (the defaults' one home; importers read them here too)
 from ranker.live.backend import as_text, key
 from ranker.ranking.features import COUNTERS, UserProfile
-
-PROFILE_TTL_S = 90 * 24 * 3600  # a profile and activity counters expire this long after the user's last event
-PSEUDONYM_TTL_S = 90 * 24 * 3600  # a pseudonym expires this long after the user's last request
-SESSION_TTL_S = 30 * 60  # a session's state is kept this long after its last request or click
 
 
 def user_key_secret(configured: str | None, data_dir: Path) -> bytes:

@@ -1,6 +1,6 @@
 """Why an item ranks where it does: exact Shapley values of the policy's score over named feature groups, and reasons.
 
-What is explained. The policy (:class:`ranker.ranking.policy.SlateNet`) scores
+What is explained. The policy (:class:`ranker.ranking.network.SlateNet`) scores
 a candidate from three parts: its own standardised feature row, the summary
 (the mean standardised row of the candidates still available) and the
 context (user and query). A served item is explained *in the state in which
@@ -16,7 +16,7 @@ Method (``shapley-groups/v1``). The item's row is split into the named groups
 of :data:`GROUPS` (a feature in no group falls in ``other``). A coalition ``S``
 of groups keeps the row's values on the columns of ``S`` and sets every other
 column to its baseline, the feature's training mean (standardised value 0: the
-policy's :class:`~ranker.ranking.standardise.Standardiser` mean; a column with
+policy's :class:`~ranker.ranking.network.Standardiser` mean; a column with
 infinite scale reads 0 whatever its value, so it contributes nothing). With
 ``v(S)`` the policy's score of that row, a group's contribution is its exact
 Shapley value over all ``2^G`` coalitions::

@@ -30,7 +30,7 @@ simulator and live.
 The layout and its versions are in :mod:`ranker.ranking.schema`; the user's
 profile and the session are in :mod:`ranker.ranking.profile`. Schema version 2
 added the debiasing, ``price_vs_category`` and stored input standardisation
-(:class:`ranker.ranking.policy.SlateNet`). Version 3 adds the query's intent (:class:`QueryIntent`, parsed by
+(:class:`ranker.ranking.network.SlateNet`). Version 3 adds the query's intent (:class:`QueryIntent`, parsed by
 :mod:`ranker.retrieval.query_intent`): whether a price range, a brand or a
 colour was asked for (context), how far each item's price is from the range
 and whether its brand and colour match (candidate rows); and, on an index
@@ -77,6 +77,7 @@ from ranker.ranking.schema import (  # noqa: F401  (re-exported: the layout the 
     feature_schema,
     schema_hash,
 )
+from ranker.retrieval.intent import NO_INTENT, QueryIntent  # noqa: F401  (re-exported: the intent the builder reads)
 
 _STATIC_COLUMN = {name: column for column, name in enumerate(STATIC_FEATURES)}
 _RATES = slice(_STATIC_COLUMN["ctr"], _STATIC_COLUMN["ctr"] + 2)
@@ -89,35 +90,6 @@ def mean_examination(slate_size: int) -> float:
     """The mean :func:`examination_prior` over a slate's positions: the exposure of an impression at an unknown
     position (history recorded without positions counts this much per impression)."""
     return float(examination_prior(np.arange(slate_size)).mean())
-
-
-@dataclass(frozen=True)
-class QueryIntent:
-    """What a parsed query asks of the items, as the features read it (names compared case-insensitively).
-
-    A price range is also a hard filter on retrieval; brands and colours are soft: only features.
-    """
-
-    price_min: float | None = None
-    price_max: float | None = None
-    brands: tuple[str, ...] = ()
-    colours: tuple[str, ...] = ()
-
-    @property
-    def has_price(self) -> bool:
-        return self.price_min is not None or self.price_max is not None
-
-    def price_distance(self, log_price: np.ndarray) -> np.ndarray:
-        """[n] log distance of each price to the range's nearest bound: > 0 outside the range, <= 0 inside."""
-        distances = []
-        if self.price_max is not None:
-            distances.append(log_price - math.log(max(self.price_max, 0.01)))
-        if self.price_min is not None:
-            distances.append(math.log(max(self.price_min, 0.01)) - log_price)
-        return np.maximum.reduce(distances) if len(distances) > 1 else distances[0]
-
-
-NO_INTENT = QueryIntent()
 
 
 @dataclass

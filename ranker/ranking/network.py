@@ -2,8 +2,8 @@
 
 Serving never imports this module: :class:`ranker.ranking.policy.RankingPolicy` scores in numpy from the
 artifact's arrays (:mod:`ranker.ranking.scorer`), and builds a :class:`SlateNet` from them only when a trainer asks
-for ``policy.net``. Everything here is re-exported by :mod:`ranker.ranking.policy` (and :class:`Standardiser` by
-:mod:`ranker.ranking.standardise`) on first use, so ``from ranker.ranking.policy import SlateNet`` keeps working.
+for ``policy.net``. Code that trains imports from here (``from ranker.ranking.network import SlateNet``); nothing
+below imports this module back, so loading a policy never loads torch.
 
 :class:`SlateNet` scores every candidate with one shared network from the candidate's features, the context and a
 summary of the candidates still available (a DeepSets mean), so permuting the candidates permutes the scores. A
@@ -16,9 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranker.ranking.policy import MIN_SCORE_SPREAD
 from ranker.ranking.schema import CONTEXT_FEATURES, FEATURES
-from ranker.ranking.standardise import CLIP, CONSTANT_STD, MIN_SCALE, inverse_scales
+from ranker.ranking.standardise import CLIP, CONSTANT_STD, MIN_SCALE, MIN_SCORE_SPREAD, inverse_scales
 
 
 class Standardiser(nn.Module):

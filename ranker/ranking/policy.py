@@ -12,7 +12,7 @@ are read with ``safetensors.numpy`` and scored by
 :class:`ranker.ranking.scorer.PolicyNetwork`; ``policy.net`` builds the torch
 module from them when a trainer asks. ``SlateNet`` and the torch helpers
 (``masked_log_softmax``, ``normalised_scores_t``, ``logged_log_softmax``) are
-re-exported from :mod:`ranker.ranking.network` on first use.
+imported from :mod:`ranker.ranking.network` by the code that trains.
 
 Serving (:class:`RankingPolicy`):
 
@@ -55,6 +55,7 @@ from safetensors.numpy import load_file, save_file
 from ranker.ranking.features import Observation, SlateFeatures, feature_schema, schema_hash
 from ranker.ranking.head import HEAD_FILE, BayesianHead, HeadError
 from ranker.ranking.scorer import PolicyNetwork
+from ranker.ranking.standardise import MIN_SCORE_SPREAD
 
 if TYPE_CHECKING:
     from ranker.ranking.network import SlateNet
@@ -70,7 +71,6 @@ class PolicyError(ValueError):
 
 
 SCORE_SCALE = "z"  # logged with every ranking: its temperatures are in units of standardised scores (normalised_scores)
-MIN_SCORE_SPREAD = 1e-6  # scores this alike are all "the same": standardised to 0, not blown up
 
 
 def normalised_scores(scores: np.ndarray, available: np.ndarray) -> np.ndarray:
@@ -423,19 +423,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-_NETWORK_NAMES = ("SlateNet", "Standardiser", "masked_log_softmax", "normalised_scores_t", "logged_log_softmax")
-
-
-def __getattr__(name: str) -> Any:
-    """The torch side (:mod:`ranker.ranking.network`), re-exported here on first use so trainers' imports stay as they
-    were; serving never touches these names, so it never imports torch."""
-    if name in _NETWORK_NAMES:
-        from ranker.ranking import network
-
-        return getattr(network, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _json_default(value: Any) -> Any:

@@ -22,23 +22,14 @@ re-exported from :mod:`ranker.ranking.network` on first use.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 MIN_SCALE = 1e-2  # a nearly constant column is centred, not blown up
 CONSTANT_STD = 1e-6  # a column this constant in the fitting data carried nothing to learn from: it is always read as 0
+MIN_SCORE_SPREAD = 1e-6  # scores this alike are all "the same": standardised to 0, not blown up
 CLIP = 10.0  # standardised values are clipped to +-CLIP: an input far outside what training saw cannot dominate a score
 
 
 def inverse_scales(scale: np.ndarray) -> np.ndarray:
     """``1 / scale`` as float32 (an infinite scale, a constant column, gives 0): what the numpy forward pass multiplies by."""
     return (1.0 / np.asarray(scale, dtype=np.float32)).astype(np.float32)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Standardiser":  # the torch module: imported only by code that trains
-        from ranker.ranking.network import Standardiser
-
-        return Standardiser
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

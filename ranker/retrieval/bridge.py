@@ -43,9 +43,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ranker.defaults import MIN_PAIRS  # noqa: F401  (the defaults' one home; importers read them here too)
 from ranker.retrieval.fusion import IndexMismatchError
 
-MIN_PAIRS = 200  # below this many (text, picture) items the ImageNet-label bridge serves
 REFIT_SHARE = 0.2  # the bridge is due for a refit once this share of its pairs was added, changed or deleted
 CALIBRATION_SHARE = 0.15  # pairs held out of the head's fit to calibrate the channels on
 HIDDEN = 512

@@ -12,7 +12,7 @@ import torch
 
 from ranker.catalog.images import decode_image
 from ranker.devices import device_name
-from ranker.retrieval.encoders import EncoderInfo, ImageInput, _batches, file_fingerprint, l2_normalise, preprocess_images
+from ranker.retrieval.encoding import EncoderInfo, ImageInput, batches, file_fingerprint, l2_normalise, preprocess_images
 
 
 class ClipEncoder:
@@ -48,7 +48,7 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str], *, progress: bool | None = None) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text (CLIP)"):
+        for start, stop in batches(len(texts), self.batch_size, progress, "encoding text (CLIP)"):
             batch = self.tokenizer(list(texts[start:stop]), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
             batch = {key: value.to(self.device) for key, value in batch.items() if key in ("input_ids", "attention_mask")}
             out[start:stop] = _as_tensor(self.model.get_text_features(**batch)).float().cpu().numpy()
@@ -57,7 +57,7 @@ class ClipEncoder:
     @torch.inference_mode()
     def encode_images(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> np.ndarray:
         out = np.zeros((len(images), self.dim), dtype=np.float32)
-        for start, stop in _batches(len(images), self.batch_size, progress, "encoding images (CLIP)"):
+        for start, stop in batches(len(images), self.batch_size, progress, "encoding images (CLIP)"):
             pixels = torch.from_numpy(preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std))
             out[start:stop] = _as_tensor(self.model.get_image_features(pixel_values=pixels.to(self.device))).float().cpu().numpy()
         return l2_normalise(out)

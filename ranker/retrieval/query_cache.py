@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-QUERY_CACHE_SIZE = 4096  # query text embeddings kept per process by default (1.5 KiB each at 384-d)
+from ranker.defaults import QUERY_CACHE_SIZE  # noqa: F401  (the default size; its one home)
 
 
 def normalise_query(text: str, *, lowercase: bool) -> str:

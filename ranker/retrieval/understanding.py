@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ranker.ranking.features import NO_INTENT, QueryIntent
 from ranker.retrieval.engine import Filters
+from ranker.retrieval.intent import NO_INTENT, QueryIntent
 from ranker.retrieval.query_intent import ParsedQuery
 
 RELAXABLE = ("price", "category")  # the parsed hard constraints, in the order they are given up

@@ -13,10 +13,11 @@ from gymnasium.utils.env_checker import check_env
 from scipy import stats
 
 import envs
-from envs.catalog import SimCatalog, load_sim_catalog, query_variants
+from envs.catalog import SimCatalog, query_variants
 from envs.click_models import Cascade, DependentClick, PositionBased, examination_curve
 from envs.evaluation import compare, format_table, mean_ci95
 from envs.policies import OraclePolicy, RandomPolicy, reference_policies
+from envs.worlds import load_sim_catalog
 from ranker.cli import main
 from ranker.ranking.features import FEATURES, schema_hash
 
@@ -343,7 +344,7 @@ def test_making_an_environment_never_builds_an_index(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_default_demo_catalog_builds_and_passes_the_checker(tmp_path, monkeypatch):
     """The registered default: the demo shop under $RANKER_DATA_DIR, built by the explicit call (minutes)."""
-    from ranker.catalog.demo import ensure_demo_index
+    from ranker.retrieval.demo_index import ensure_demo_index
 
     monkeypatch.setenv("RANKER_DATA_DIR", str(tmp_path / "data"))
     ensure_demo_index(tmp_path / "data")

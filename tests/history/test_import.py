@@ -211,7 +211,7 @@ def test_item_events_add_new_items_to_the_catalog(demo_engine_of, client, prefix
 
 def test_the_learner_fits_its_critic_from_imported_history(demo_engine, client, prefix, tmp_path):
     """The learner's own join, replay and critic fit read the imported history; the critic ranks held-out clicks."""
-    from ranker.learning.critic import OutcomeCritic, fit_critic
+    from ranker.evaluation.critic import OutcomeCritic, fit_critic
     from ranker.learning.replay import replay
 
     path = tmp_path / "events.jsonl"

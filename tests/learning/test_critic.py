@@ -7,11 +7,12 @@ import pytest
 import torch
 from tinyshop import THETA, F, L, W, bad_policy, best_value, log_rankings, policy_value, requests, true_probabilities
 
+from ranker.evaluation.critic import OUTCOMES, OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
 from ranker.learning.config import LearnerConfig
-from ranker.learning.critic import OUTCOMES, OutcomeCritic, critic_advantages, expected_rewards, fit_critic, reward_vector, session_live
 from ranker.learning.update import ppo_update
 from ranker.live.events import REWARD_WEIGHTS
-from ranker.ranking.policy import RankingPolicy, SlateNet
+from ranker.ranking.network import SlateNet
+from ranker.ranking.policy import RankingPolicy
 
 
 # ----------------------------------------------------------------- the critic

@@ -180,7 +180,7 @@ def random_policy(seed: int = 0) -> RankingPolicy:
     """A network over the service's features whose scores spread (its last layer scaled up from the near-uniform start)."""
     import torch
 
-    from ranker.ranking.policy import SlateNet
+    from ranker.ranking.network import SlateNet
 
     torch.manual_seed(seed)
     net = SlateNet()

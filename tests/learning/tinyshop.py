@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ranker.learning.critic import reward_vector
+from ranker.evaluation.critic import reward_vector
 from ranker.learning.replay import Steps
-from ranker.ranking.policy import RankingPolicy, SlateNet
+from ranker.ranking.network import SlateNet
+from ranker.ranking.policy import RankingPolicy
 
 K, L, F = 6, 3, 4
 THETA = np.array([1.0, 0.6, 0.36])

@@ -11,7 +11,8 @@ import torch
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.explain import FALLBACK_REASON, GROUPS, METHOD, OTHER, Facts, explain_slate, feature_groups, group_shapley, reasons_for
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, SlateFeatures, UserProfile
-from ranker.ranking.policy import RankingPolicy, SlateNet
+from ranker.ranking.network import SlateNet
+from ranker.ranking.policy import RankingPolicy
 
 K, SLATE = 30, 8
 COLUMN = {name: index for index, name in enumerate(FEATURES)}

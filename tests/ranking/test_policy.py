@@ -14,7 +14,8 @@ import envs  # noqa: F401  (registers the environments)
 from ranker.cli import main
 from ranker.learning.offline import TrainConfig, train
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES, CandidateSet, FeatureBuilder, UserProfile
-from ranker.ranking.policy import PolicyError, RankingPolicy, SlateNet, masked_log_softmax, normalised_scores
+from ranker.ranking.network import SlateNet, masked_log_softmax
+from ranker.ranking.policy import PolicyError, RankingPolicy, normalised_scores
 from ranker.ranking.schema import FEATURE_SCHEMA_VERSION
 
 K, F, C = 12, len(FEATURES), len(CONTEXT_FEATURES)
@@ -296,7 +297,8 @@ def test_cold_items_get_a_fading_bonus_and_the_logged_propensities_include_it(po
 
 
 def test_standardisation_reads_a_column_constant_in_training_as_zero_and_clips_the_rest():
-    from ranker.ranking.standardise import CLIP, Standardiser
+    from ranker.ranking.network import Standardiser
+    from ranker.ranking.standardise import CLIP
 
     rows = np.column_stack([np.ones(200), np.random.default_rng(0).normal(0.05, 0.01, 200)])  # has_image always 1 in training
     standardiser = Standardiser(2).fit(rows)

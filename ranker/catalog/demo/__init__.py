@@ -16,9 +16,6 @@ be regenerated anywhere instead of being stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 from ranker.catalog.demo.drawing import render_item_image
 from ranker.catalog.demo.generate import generate_items, item_id_for, write_demo_catalog
 from ranker.catalog.demo.tables import (
@@ -45,34 +42,8 @@ __all__ = [
     "Brand",
     "Category",
     "Material",
-    "ensure_demo_index",
     "generate_items",
     "item_id_for",
     "render_item_image",
     "write_demo_catalog",
 ]
-
-
-def ensure_demo_index(data_dir: Path, *, log: Callable[[str], None] = print) -> bool:
-    """Build the demo catalog and its index under ``data_dir`` when no index is there.
-
-    Returns True when it built one. The catalog goes to ``data_dir/demo-catalog``.
-    """
-    from ranker.catalog.items import load_catalog
-    from ranker.retrieval.engine import manifest_path, open_engine
-
-    if manifest_path(data_dir).exists():
-        return False
-    catalog = Path(data_dir) / "demo-catalog" / "catalog.jsonl"
-    if not catalog.exists():
-        log(f"writing the demo catalog to {catalog.parent}")
-        write_demo_catalog(catalog.parent, seed=0)
-    engine = open_engine(Path(data_dir))
-    report = engine.build(load_catalog(catalog, strict=True).items, progress=True)
-    from ranker.retrieval.bridge import refit_bridge
-
-    state = refit_bridge(engine, progress=True)  # as `ranker index build` does
-    log(f"bridge: {state['serving']} ({state['reason']})")
-    engine.save(encoder_spec="default")
-    log(report.summary())
-    return True

@@ -14,7 +14,7 @@ baselines use the session as well as it can be used one page at a time.
   ridge regression of the step's reward on [features, context], acting by
   the upper confidence bound ``theta . x + alpha sqrt(x A^-1 x)``.
 - :class:`CriticGreedy`: the outcome critic of the online learner
-  (:class:`ranker.learning.critic.OutcomeCritic`: P(click), P(cart),
+  (:class:`ranker.evaluation.critic.OutcomeCritic`: P(click), P(cart),
   P(purchase) per candidate at a position) fitted on the logged rows, acting
   by the highest expected reward ``sum_k w_k P_k``.
 
@@ -151,7 +151,7 @@ class CriticGreedy:
         self.reward_weights, self.hidden, self.epochs, self.max_steps, self.seed = reward_weights, hidden, epochs, max_steps, seed
 
     def fit(self, logs: Logs) -> CriticGreedy:
-        from ranker.learning.critic import OutcomeCritic, fit_critic, reward_vector
+        from ranker.evaluation.critic import OutcomeCritic, fit_critic, reward_vector
 
         if logs.outcomes is None or logs.positions is None:
             raise ValueError("logs: the critic needs positions and outcomes (collect them with collect_logs)")

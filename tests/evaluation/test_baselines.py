@@ -10,10 +10,11 @@ import torch
 import envs  # noqa: F401  (registers the environments)
 from envs.evaluation import format_paired, paired, paired_table, run_all
 from envs.policies import SESSION_CONTEXT, SESSION_FEATURES, RandomPolicy, WithoutSession
+from ranker.evaluation.baselines import CriticGreedy, LambdaMART, LinearBandit, collect_logs
 from ranker.evaluation.simulation import evaluate_policies, format_ppo_paired
-from ranker.learning.baselines import CriticGreedy, LambdaMART, LinearBandit, collect_logs
 from ranker.ranking.features import CONTEXT_FEATURES, FEATURES
-from ranker.ranking.policy import RankingPolicy, SlateNet
+from ranker.ranking.network import SlateNet
+from ranker.ranking.policy import RankingPolicy
 
 
 @pytest.fixture(scope="module")

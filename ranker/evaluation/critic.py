@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ranker.live.events import EVENT_TYPES, REWARD_WEIGHTS
-from ranker.ranking.standardise import Standardiser
+from ranker.ranking.network import Standardiser
 
 OUTCOMES = tuple(EVENT_TYPES)  # click, add_to_cart, purchase
 MAX_POSITIONS = 50
