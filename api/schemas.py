@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ranker.catalog.items import ItemFields as CatalogItemFields
 from ranker.catalog.items import ItemId
+from ranker.interactions import EventType
 
 MAX_RESULTS = 100
 MAX_PAGE = 100  # pages of one query in a session
@@ -197,7 +198,7 @@ class RankResponse(BaseModel):
 class FeedbackEvent(Closed):
     event_id: str | None = Field(default=None, min_length=1, max_length=128, description="idempotency key: a repeat is counted as a duplicate")
     item_id: str = Field(min_length=1, max_length=256)
-    type: Literal["click", "add_to_cart", "purchase"]
+    type: EventType
     value: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     ts: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 

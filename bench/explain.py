@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ranker.interactions import EVENT_TYPES
 from ranker.live.registry import STARTING_POLICY
 from ranker.ranking.explain import explain_slate, feature_groups
 from ranker.ranking.features import CandidateSet, FeatureBuilder, Observation, UserProfile
@@ -47,7 +48,7 @@ def request(rng: np.random.Generator, k: int, slate: int) -> Observation:
         channel_scores={"text": rng.uniform(0.2, 0.8, k), "text_to_image": rng.uniform(0.0, 0.4, k)},
     )
     profile = UserProfile()
-    for i, kind in enumerate(("click", "add_to_cart", "purchase")):
+    for i, kind in enumerate(EVENT_TYPES):
         profile.record(kind=kind, category=f"c{i}", brand=f"b{i}", price=30.0 + i * 20, text_vector=vectors[i])
     counts = np.column_stack([rng.integers(0, 500, k), rng.integers(0, 40, k), rng.integers(0, 8, k), rng.uniform(0, 150, k)]).astype(float)
     return FeatureBuilder(k, slate).build(candidates, counts=counts, profile=profile, query_has_text=True, query_has_image=False)

@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from ranker.interactions import EVENT_TYPES, REWARD_WEIGHTS, EventType
+
 Probability = Field(ge=0.0, le=1.0)
 QUERY_MODES = ("text", "image", "text+image")
 
@@ -114,7 +116,7 @@ class ShopperConfig(_Strict):
         return value
 
 
-RewardKind = Literal["click", "add_to_cart", "purchase"]
+RewardKind = EventType
 
 
 class EnvConfig(_Strict):
@@ -122,9 +124,7 @@ class EnvConfig(_Strict):
 
     n_candidates: int = Field(100, ge=1, description="K: candidates retrieved per session, the action space")
     slate_size: int = Field(10, ge=1, description="L: positions in the slate, steps per episode")
-    reward_weights: dict[str, float] = Field(
-        default_factory=lambda: {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}, description="reward per outcome of the item just placed"
-    )
+    reward_weights: dict[str, float] = Field(default_factory=lambda: dict(REWARD_WEIGHTS), description="reward per outcome of the item just placed")
     purchase_value: Literal["flat", "price", "mix"] = Field(
         "flat",
         description="the objective (ranker.ranking.objective): flat = purchases, price = revenue (price / the catalog's median price), mix = half of each",
@@ -140,11 +140,11 @@ class EnvConfig(_Strict):
     @classmethod
     def _weights(cls, value: dict[str, float]) -> dict[str, float]:
         for kind, weight in value.items():
-            if kind not in ("click", "add_to_cart", "purchase"):
+            if kind not in EVENT_TYPES:
                 raise ValueError(f"unknown outcome {kind!r}; use click, add_to_cart or purchase")
             if weight < 0:
                 raise ValueError(f"weight of {kind!r} is {weight}; weights must be >= 0")
-        return {kind: float(value.get(kind, 0.0)) for kind in ("click", "add_to_cart", "purchase")}
+        return {kind: float(value.get(kind, 0.0)) for kind in EVENT_TYPES}
 
     @model_validator(mode="after")
     def _slate_fits(self) -> EnvConfig:

@@ -28,8 +28,9 @@ import numpy as np
 import redis
 
 from ranker.errors import FeedbackError, Unavailable
+from ranker.interactions import EVENT_TYPES
 from ranker.live.backend import confirm_replicated
-from ranker.live.events import EVENT_TYPES, Feedback, FeedbackRateLimited, FeedbackRefused
+from ranker.live.events import Feedback, FeedbackRateLimited, FeedbackRefused
 from ranker.live.state import Interaction
 from ranker.ranking.profile import price_level
 

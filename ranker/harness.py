@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ranker.client import ApiClient
+from ranker.interactions import EVENT_TYPES
 
-EVENT_KINDS = ("click", "add_to_cart", "purchase")
+EVENT_KINDS = EVENT_TYPES  # the feedback a shopper sends, in the funnel's order
 
 
 class Shopper:

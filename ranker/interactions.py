@@ -7,10 +7,10 @@ position's reward is the weighted sum of those (DESIGN.md, "The ranking MDP").
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 EventType = Literal["click", "add_to_cart", "purchase"]
-EVENT_TYPES: Final[tuple[EventType, ...]] = ("click", "add_to_cart", "purchase")  # in the funnel's order
+EVENT_TYPES: Final[tuple[EventType, ...]] = get_args(EventType)  # in the funnel's order
 
 # A position's reward: the weighted sum of its events (a purchase also counts its click and cart add upstream).
 REWARD_WEIGHTS: Final[dict[str, float]] = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ranker.live.events import EVENT_TYPES, REWARD_WEIGHTS
+from ranker.interactions import EVENT_TYPES, REWARD_WEIGHTS
 from ranker.ranking.network import Standardiser
 
 OUTCOMES = tuple(EVENT_TYPES)  # click, add_to_cart, purchase

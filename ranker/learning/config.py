@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ranker.config import default
-from ranker.live.events import REWARD_WEIGHTS
+from ranker.interactions import REWARD_WEIGHTS
 
 
 @dataclass(frozen=True)

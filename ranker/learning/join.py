@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ranker.interactions import EVENT_TYPES
 from ranker.learning.config import LearnerConfig
-from ranker.live.events import EVENT_TYPES, InteractionEvent, RankingEvent
+from ranker.live.events import InteractionEvent, RankingEvent
 from ranker.ranking.features import CONTEXT_FEATURES, STATIC_FEATURES
 
 SKIP_REASONS = ("no_propensity", "schema_mismatch", "not_finite", "unknown_ranking", "expired", "late", "duplicate", "bad_event", "spam", "erased")

@@ -43,13 +43,12 @@ import numpy as np
 import redis
 
 from ranker.defaults import DEDUP_TTL_S, MAX_STREAM_AGE_S, MAX_STREAM_LEN, RANKING_TTL_S, SERIES_TTL_S  # noqa: F401  (the defaults' one home; importers read them here too)
+from ranker.interactions import EVENT_TYPES, REWARD_WEIGHTS  # noqa: F401  (re-exported: the event log speaks them)
 from ranker.live import scripts
 from ranker.live.backend import as_text, key, queue_script
 from ranker.live.state import PROFILE_TTL_S, SESSION_TTL_S, Interaction, SessionRef, activity_key
 from ranker.ranking.features import examination_prior
 
-EVENT_TYPES = ("click", "add_to_cart", "purchase")
-REWARD_WEIGHTS = {"click": 0.1, "add_to_cart": 0.3, "purchase": 1.0}  # a position's reward (DESIGN.md, the ranking MDP)
 SERIES_BUCKET_S = 60
 
 

@@ -1,7 +1,7 @@
 """What the policy optimises: the shop's choice of objective, one definition for every part.
 
 A position's reward is ``w_click [click] + w_cart [add to cart] + w_purchase [purchase] * value``, with the
-weights of :data:`ranker.live.events.REWARD_WEIGHTS` (0.1, 0.3, 1.0) and the purchase's ``value`` set by the
+weights of :data:`ranker.interactions.REWARD_WEIGHTS` (0.1, 0.3, 1.0) and the purchase's ``value`` set by the
 objective (``RANKER_OBJECTIVE``):
 
 - ``purchases`` (default): every purchase is worth 1: conversion;

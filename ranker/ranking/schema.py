@@ -20,9 +20,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+from ranker.interactions import EVENT_TYPES
+
 FEATURE_SCHEMA_VERSION = 4
 COUNTERS: tuple[str, ...] = ("impressions", "clicks", "purchases", "exposure")  # item counter columns, in this order
-INTERACTION_KINDS: tuple[str, ...] = ("click", "add_to_cart", "purchase")
+INTERACTION_KINDS: tuple[str, ...] = EVENT_TYPES  # what a profile records (ranker.interactions)
 STATIC_FEATURES: tuple[str, ...] = (
     "sim_text",  # query text vs item text (0 when the query has no text); raw cosines, also on a calibrated index
     "sim_image",  # query picture vs item picture (0 when either lacks one)
