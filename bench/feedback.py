@@ -44,12 +44,12 @@ import time
 import uuid
 from pathlib import Path
 
-from serve import (
+from common import (
+    FEEDBACK_MIX,
     HOST,
     OUT,
     CpuMeter,
     Gunicorn,
-    bench_http_rank,
     children_of,
     cpu_seconds,
     ensure_catalog,
@@ -59,12 +59,11 @@ from serve import (
     source_state,
     summary_ms,
 )
+from serve import bench_http_rank  # the rankings that take the feedback, served as bench/serve.py serves them
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ranker.client import free_port  # noqa: E402
-
-EVENT_TYPES = ("click", "click", "click", "click", "click", "click", "click", "add_to_cart", "add_to_cart", "purchase")
 
 
 class RawClient:
@@ -126,7 +125,7 @@ def load_process(
     def entry(index: int) -> dict:
         ranking_id, slate = rankings[index % len(rankings)]
         sent = [
-            {"event_id": f"{run_id}-{index}-{j}", "item_id": slate[(index + j) % len(slate)], "type": EVENT_TYPES[(index + j) % len(EVENT_TYPES)]}
+            {"event_id": f"{run_id}-{index}-{j}", "item_id": slate[(index + j) % len(slate)], "type": FEEDBACK_MIX[(index + j) % len(FEEDBACK_MIX)]}
             for j in range(events)
         ]
         return {"ranking_id": ranking_id, "events": sent}

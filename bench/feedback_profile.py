@@ -33,9 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from serve import OUT, cpu_seconds, ensure_catalog, make_queries, prepare_run_dir
-
-EVENT_TYPES = ("click",) * 7 + ("add_to_cart",) * 2 + ("purchase",)
+from common import FEEDBACK_MIX, OUT, cpu_seconds, ensure_catalog, make_queries, prepare_run_dir
 
 
 def wsgi_post(app, path: str, body: bytes) -> tuple[str, bytes]:
@@ -93,7 +91,8 @@ def main() -> None:
         def body(index: int, tag: str) -> bytes:
             ranking_id, slate = rankings[index % len(rankings)]
             events = [
-                {"event_id": f"{tag}-{run}-{index}-{j}", "item_id": slate[(index + j) % len(slate)], "type": EVENT_TYPES[(index + j) % 10]} for j in range(2)
+                {"event_id": f"{tag}-{run}-{index}-{j}", "item_id": slate[(index + j) % len(slate)], "type": FEEDBACK_MIX[(index + j) % len(FEEDBACK_MIX)]}
+                for j in range(2)
             ]
             return json.dumps({"ranking_id": ranking_id, "events": events}).encode()
 

@@ -289,9 +289,9 @@ def main() -> None:
         **{f"purchases_{name}": values for name, values in purchases.items()},
     )
 
-    from ranker.evaluation.simulation import _figure, _save
+    from ranker.evaluation.figures import new_figure, save_figure
 
-    figure, axis = _figure()
+    figure, axis = new_figure()
     x = np.arange(1, args.sessions + 1)
     for name, colour in (("oracle", "tab:green"), ("learning", "tab:blue"), ("frozen", "tab:gray")):
         axis.plot(x, rolling(rewards[name], args.window), label=name, color=colour)
@@ -302,7 +302,7 @@ def main() -> None:
     axis.set_ylabel(f"reward per session (rolling mean of {args.window})")
     axis.set_title("online learning through the HTTP API (vertical lines: new versions serving)")
     axis.legend()
-    _save(figure, OUT / "online.png")
+    save_figure(figure, OUT / "online.png")
 
     print(f"\n{args.sessions} sessions in {elapsed:.0f} s ({args.sessions / elapsed:.1f}/s); shoppers shifted by {json.dumps(args.shift)}")
     print(f"reward per session, last {tail.stop - tail.start}: learning {means['learning']:.3f}  frozen {means['frozen']:.3f}  oracle {means['oracle']:.3f}")

@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serve import THREAD_VARS, Client, Gunicorn, children_of, free_port, machine, make_queries  # noqa: E402
+from common import THREAD_VARS, Client, Gunicorn, children_of, free_port, machine, make_queries  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "soak"
@@ -277,9 +277,9 @@ def main() -> None:
     }
     (OUT / f"{args.name}.json").write_text(json.dumps(figures, indent=2))
 
-    from ranker.evaluation.simulation import _figure, _save
+    from ranker.evaluation.figures import new_figure, save_figure
 
-    figure, axis = _figure()
+    figure, axis = new_figure()
     middles = [m["minute"] - 0.5 for m in minutes]  # a minute's figures sit at its middle, on the same time axis as memory and forks
     axis.plot(middles, p99s, marker="o", label="p99 latency (ms)")
     axis.plot(middles, [m["p50_ms"] for m in minutes], marker=".", label="p50 latency (ms)")
@@ -298,7 +298,7 @@ def main() -> None:
     axis.set_title(f"soak at {rate:.0f} requests/s ({args.share:.0%} of the maximum){cap}")
     handles = [handle for ax in (axis, other) for handle in ax.get_legend_handles_labels()[0]]
     axis.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, fontsize=8)
-    _save(figure, OUT / f"{args.name}.png")
+    save_figure(figure, OUT / f"{args.name}.png")
 
     print(f"\nsoak: {soak['requests']} requests at {rate:.1f}/s over {args.minutes:g} min; errors {len(soak['errors'])}")
     for minute in minutes:

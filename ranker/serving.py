@@ -43,8 +43,8 @@ import redis
 from ranker.catalog.items import Item
 from ranker.config import Settings, default, limit_windows
 from ranker.errors import FeedbackError, RequestError, Unavailable  # noqa: F401  (re-exported: what the service raises)
-from ranker.experiments.interleaving import team_draft
-from ranker.experiments.store import RETRIEVAL_ARM, Assignment, ExperimentStore
+from ranker.experiments.arms import Composed, Sampling, compose, retrieval_order, served_by  # noqa: F401  (re-exported)
+from ranker.experiments.store import Assignment, ExperimentStore
 from ranker.live.catalog_stream import CatalogLog
 from ranker.live.events import (
     EventLog,
@@ -57,7 +57,7 @@ from ranker.live.registry import PolicyCache, PolicyRegistry, install_starting_p
 from ranker.live.state import RedisStateProvider, SessionRead, SessionRef, session_key
 from ranker.ranking.explain import Explanation, PlacedSlate, modality_split
 from ranker.ranking.features import COUNTERS, NO_SESSION, CandidateSet, FeatureBuilder, Observation, SessionState, UserProfile, price_level
-from ranker.ranking.policy import SCORE_SCALE, Ranking, RankingPolicy, cold_start_bonus
+from ranker.ranking.policy import SCORE_SCALE, RankingPolicy, cold_start_bonus
 from ranker.retrieval.engine import Candidate, Filters, QueryVectors, SearchEngine
 from ranker.retrieval.fusion import fuse_scores
 from ranker.retrieval.query_intent import ParsedQuery, QueryParser
@@ -185,30 +185,6 @@ class RankResult:
             "experiment": self.experiment,
             "items": [item.to_json(explain, why) for item, why in zip(self.items, whys)],
         }
-
-
-@dataclass
-class Composed:
-    """A slate and who composed it: the serving policy, an experiment's arm, or an interleaving of two."""
-
-    ranking: Ranking
-    version: str
-    temperature: float
-    arm: str | None = None
-    teams: list[int] | None = None
-    policy: RankingPolicy | None = None  # the one policy that placed every item (None: retrieval order, interleaving)
-
-
-@dataclass
-class Sampling:
-    """How a request's slate is drawn: the temperature (0: greedy), the entropy target and the cold-start bonus."""
-
-    temperature: float
-    target_entropy: float | None = None
-    bonus: np.ndarray | None = None  # [K] logit bonuses (ranker.ranking.policy.cold_start_bonus)
-
-    def rank(self, policy: RankingPolicy, observation: Observation, num_results: int, rng: np.random.Generator) -> Ranking:
-        return policy.rank(observation, num_results, temperature=self.temperature or None, rng=rng, target_entropy=self.target_entropy, bonus=self.bonus)
 
 
 class RankingService:
@@ -404,7 +380,7 @@ class RankingService:
             float(composed.temperature),
             len(candidates),
             watch.total(),
-            experiment=self._served_by(assignment, composed),
+            experiment=served_by(assignment, composed),
             query=understood.to_json(),
             placed=PlacedSlate(composed.policy, observation, ranking.slots, num_results) if explain and composed.policy is not None else None,
         )
@@ -418,37 +394,18 @@ class RankingService:
         policy: RankingPolicy,
         assignment: Assignment | None,
     ) -> Composed | None:
-        """The slate: the serving policy's, the assigned arm's, or a team-draft interleaving of the two arms' rankings
-        (None when an arm's policy cannot be loaded)."""
-        temperature = sampling.temperature
-        if assignment is None:
-            ranking = sampling.rank(policy, observation, num_results, self._rng)
-            return Composed(ranking, self.policies.version or "", ranking.temperature or temperature, policy=policy)
-        experiment = assignment.experiment
-        if experiment.mode == "ab":
-            arm = experiment.arms[assignment.arm]
-            if arm.policy == RETRIEVAL_ARM:
-                return Composed(retrieval_order(retrieval_scores, num_results), RETRIEVAL_ARM, 0.0, arm=arm.name)
-            arm_policy = self._arm_policy(arm.policy)
-            if arm_policy is None:
-                return None
-            ranking = sampling.rank(arm_policy, observation, num_results, self._rng)
-            return Composed(ranking, arm.policy, ranking.temperature or temperature, arm=arm.name, policy=arm_policy)
-        rankings = []
-        for arm in experiment.arms:  # interleaving: each arm's greedy ranking
-            if arm.policy == RETRIEVAL_ARM:
-                rankings.append(retrieval_order(retrieval_scores, num_results))
-                continue
-            arm_policy = self._arm_policy(arm.policy)
-            if arm_policy is None:
-                return None
-            rankings.append(arm_policy.rank(observation, num_results))
-        slots, teams = team_draft(rankings[0].slots, rankings[1].slots, num_results, self._rng)
-        scores = np.zeros(max(len(ranking.scores) for ranking in rankings))
-        for slot, team in zip(slots, teams):  # each item keeps the score its team's ranker gave it
-            scores[slot] = rankings[team].scores[slot]
-        version = "interleaved:" + ",".join(arm.policy for arm in experiment.arms)
-        return Composed(Ranking(slots=[int(slot) for slot in slots], scores=scores), version, 0.0, teams=[int(team) for team in teams])
+        """The slate: the serving policy's, the assigned arm's, or an interleaving (:func:`ranker.experiments.arms.compose`)."""
+        return compose(
+            observation,
+            retrieval_scores,
+            num_results,
+            sampling,
+            policy,
+            assignment,
+            serving_version=self.policies.version or "",
+            load_policy=self._arm_policy,
+            rng=self._rng,
+        )
 
     def _cold_bonus(self, counts: np.ndarray, n_slots: int) -> np.ndarray | None:
         """Cold-start exploration bonuses for the candidates (None when switched off)."""
@@ -466,16 +423,6 @@ class RankingService:
                 log.error("experiment arm policy %s cannot be loaded; serving outside the experiment: %s", version, exc)
                 return None
         return self._arm_policies[version]
-
-    @staticmethod
-    def _served_by(assignment: Assignment | None, composed: Composed) -> dict[str, Any] | None:
-        if assignment is None:
-            return None
-        experiment = assignment.experiment
-        served: dict[str, Any] = {"experiment_id": experiment.experiment_id, "mode": experiment.mode, "arm": composed.arm}
-        if composed.teams is not None:
-            served["teams"] = [experiment.arms[team].name for team in composed.teams]
-        return served
 
     def sync(self) -> str | None:
         """One round trip: the policy pointer, the experiments' revision, and catalog writes to apply; returns the pointer."""
@@ -604,11 +551,6 @@ def logged_bonus(bonus: np.ndarray | None, n_candidates: int) -> dict[str, float
         return None
     rows = np.flatnonzero(bonus[:n_candidates])
     return {str(int(row)): float(bonus[row]) for row in rows} or None
-
-
-def retrieval_order(retrieval_scores: np.ndarray, num_results: int) -> Ranking:
-    """The baseline arm's slate: the candidates as retrieval ordered them (the engine's fused score, best first)."""
-    return Ranking(slots=list(range(min(num_results, len(retrieval_scores)))), scores=np.asarray(retrieval_scores, dtype=np.float64))
 
 
 def query_text_of(text: str | None) -> str | None:

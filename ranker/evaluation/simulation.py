@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ranker.evaluation.baselines import CriticGreedy, LambdaMART, LinearBandit, collect_logs
+from ranker.evaluation.figures import new_figure, save_figure
 from ranker.ranking.policy import RankingPolicy
 
 TABLE_ORDER = (
@@ -111,7 +112,7 @@ def plot_table(table: dict[str, dict[str, Any]], path: Path, *, title: str = "")
         [means[i] - table[name]["reward_ci95"][0] for i, name in enumerate(names)],
         [table[name]["reward_ci95"][1] - means[i] for i, name in enumerate(names)],
     ]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     colours = ["#d62728" if name == "ppo" else "#7f7f7f" if name == "oracle" else "#1f77b4" for name in names]
     axes.bar(names, means, yerr=errors, capsize=4, color=colours)
     for index, name in enumerate(names):
@@ -120,12 +121,12 @@ def plot_table(table: dict[str, dict[str, Any]], path: Path, *, title: str = "")
             axes.annotate(f"{ratio:.0%}", (index, means[index]), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
     axes.set_ylabel("reward per session (95% CI)")
     axes.set_title(title or "policies on the same seeded sessions (% of oracle)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_learning_curve(curve: list[dict[str, Any]], path: Path, *, references: dict[str, float] | None = None) -> Path:
     """Held-out reward per session against training timesteps, with reference lines."""
-    figure, axes = _figure()
+    figure, axes = new_figure()
     if curve:
         steps = [point["timesteps"] for point in curve]
         axes.plot(steps, [point["reward_mean"] for point in curve], marker="o", color="#d62728", label="PPO (held-out worlds)")
@@ -136,25 +137,4 @@ def plot_learning_curve(curve: list[dict[str, Any]], path: Path, *, references: 
     axes.set_ylabel("reward per session")
     axes.set_title("learning curve")
     axes.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
-
-
-def _figure():
-    """A new figure on the headless backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(8, 4))
-
-
-def _save(figure: Any, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -15,18 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _figure() -> Any:
-    from ranker.evaluation.simulation import _figure as figure  # matplotlib (and the simulation's imports): when a plot is drawn
-
-    return figure()
-
-
-def _save(figure: Any, path: Path) -> Path:
-    from ranker.evaluation.simulation import _save as save
-
-    return save(figure, path)
-
+from ranker.evaluation.figures import new_figure, save_figure
 
 P_FLOOR = 1e-12  # a p-value of 0 cannot sit on a log axis
 
@@ -45,7 +34,7 @@ def plots_of(report: dict[str, Any]) -> list[str]:
 def plot_metric(report: dict[str, Any], path: Path) -> Path:
     """The cumulative primary metric per arm as sessions come in, with confidence bands."""
     over_time = report["over_time"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for name, series in over_time["arms"].items():
         _with_band(axes, over_time["n_sessions"], series["value"], series["ci_low"], series["ci_high"], label=name)
     axes.legend(loc="best", fontsize=8)
@@ -55,7 +44,7 @@ def plot_metric(report: dict[str, Any], path: Path) -> Path:
 def plot_p_values(report: dict[str, Any], path: Path) -> Path:
     """Fixed-horizon (Welch) and always-valid (mSPRT) p-values of each treatment arm as sessions come in, log scale."""
     over_time = report["over_time"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for name, series in over_time["p_values"].items():
         line = _p_line(axes, over_time["n_sessions"], series["fixed_horizon"], linestyle="--", label=f"{name}: fixed horizon (Welch)")
         _p_line(axes, over_time["n_sessions"], series["always_valid"], color=line.get_color(), label=f"{name}: always valid (mSPRT)")
@@ -73,7 +62,7 @@ def plot_p_values(report: dict[str, Any], path: Path) -> Path:
 def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
     """delta_ab (> 0: users prefer A) as rankings come in, with its interval."""
     over_time = interleaving["over_time"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     _with_band(
         axes,
         over_time["n_impressions"],
@@ -99,7 +88,7 @@ def plot_preference(interleaving: dict[str, Any], path: Path) -> Path:
 def plot_interleaving_p_value(interleaving: dict[str, Any], path: Path) -> Path:
     """The sign test's p-value as rankings come in, log scale."""
     over_time = interleaving["over_time"]
-    figure, axes = _figure()
+    figure, axes = new_figure()
     _p_line(axes, over_time["n_impressions"], over_time["p_value"], marker=".", color="#1f77b4", label="sign test (fixed horizon)")
     _alpha_line(axes, interleaving["alpha"])
     return _finish(figure, axes, path, "interleaved rankings so far", "p-value", "interleaving: sign test p-value over time")
@@ -126,7 +115,7 @@ def _finish(figure: Any, axes: Any, path: Path, xlabel: str, ylabel: str, title:
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _p_line(axes: Any, x: list[float], p_values: list[float | None], **style: Any) -> Any:
