@@ -32,6 +32,16 @@ def shown(name: str) -> str:
     return f"{default(name)}; env {variable}"
 
 
+def setting_option(*flags: str, name: str, help_extra: str = "", **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option for setting ``name`` whose default, shown default and help all come from
+    :class:`ranker.config.Settings` (the field's description, then ``help_extra``): each is written once, there."""
+    from ranker.config import Settings
+
+    description = Settings.model_fields[name].description or ""
+    help_text = (description[:1].upper() + description[1:] + "." + (" " + help_extra if help_extra else "")).strip()
+    return click.option(*flags, default=setting(name), show_default=shown(name), help=help_text, **kwargs)
+
+
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),

@@ -15,6 +15,7 @@ from ranker.cli.common import (
     _parse_overrides,
     data_dir_option,
     setting,
+    setting_option,
     shown,
 )
 
@@ -188,58 +189,15 @@ def _interrupt(signum: int, frame: object) -> None:
     help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
     show_default=shown("redis_url"),
 )
-@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
-@click.option(
-    "--batch-size", type=click.IntRange(1), default=setting("learn_batch_size"), show_default=shown("learn_batch_size"), help="Trajectories per update."
-)
-@click.option(
-    "--min-batch",
-    type=click.IntRange(1),
-    default=setting("learn_min_batch"),
-    show_default=shown("learn_min_batch"),
-    help="Smallest batch the time trigger may use.",
-)
-@click.option(
-    "--update-interval",
-    type=click.FloatRange(0),
-    default=setting("learn_update_interval_s"),
-    show_default=shown("learn_update_interval_s"),
-    help="Seconds the oldest ready trajectory may wait for a full batch.",
-)
-@click.option(
-    "--label-delay",
-    type=click.FloatRange(0),
-    default=setting("learn_label_delay_s"),
-    show_default=shown("learn_label_delay_s"),
-    help="Seconds a ranking waits after its last activity before it trains.",
-)
-@click.option(
-    "--attribution-window",
-    type=click.FloatRange(0),
-    default=setting("attribution_window_s"),
-    show_default=shown("attribution_window_s"),
-    help="Seconds after a ranking in which its interactions count.",
-)
-@click.option(
-    "--ppo-every",
-    type=click.IntRange(0),
-    default=setting("learn_ppo_every"),
-    show_default=shown("learn_ppo_every"),
-    help="Every n-th update also fine-tunes the network with PPO (the Bayesian head adapts between); 0: never.",
-)
-@click.option(
-    "--gate-env",
-    default=setting("gate_env"),
-    show_default=shown("gate_env"),
-    help="Simulator for the gate ('none' to skip); its world is the live catalog (--data-dir's items and every write through the API since).",
-)
-@click.option(
-    "--gate-episodes",
-    type=click.IntRange(1),
-    default=setting("gate_episodes"),
-    show_default=shown("gate_episodes"),
-    help="Simulated sessions per policy in the gate's catastrophe guard (run when the network changed).",
-)
+@setting_option("--prefix", name="prefix")
+@setting_option("--batch-size", name="learn_batch_size", type=click.IntRange(1))
+@setting_option("--min-batch", name="learn_min_batch", type=click.IntRange(1))
+@setting_option("--update-interval", name="learn_update_interval_s", type=click.FloatRange(0))
+@setting_option("--label-delay", name="learn_label_delay_s", type=click.FloatRange(0))
+@setting_option("--attribution-window", name="attribution_window_s", type=click.FloatRange(0))
+@setting_option("--ppo-every", name="learn_ppo_every", type=click.IntRange(0))
+@setting_option("--gate-env", name="gate_env", help_extra="It holds --data-dir's items and every write through the API since.")
+@setting_option("--gate-episodes", name="gate_episodes", type=click.IntRange(1))
 @click.option(
     "--gate-set",
     "gate_overrides",
@@ -247,21 +205,9 @@ def _interrupt(signum: int, frame: object) -> None:
     metavar="KEY=VALUE",
     help="Configure the gate's simulator like the live shoppers, e.g. --gate-set 'shopper={\"price_sensitivity_mean\": 4}' (repeatable).",
 )
-@click.option(
-    "--sim-tolerance",
-    type=click.FloatRange(0),
-    default=setting("gate_sim_tolerance"),
-    show_default=shown("gate_sim_tolerance"),
-    help="The catastrophe guard rejects a candidate significantly worse in the simulator by more than this reward per session.",
-)
-@click.option(
-    "--ope-tolerance",
-    type=click.FloatRange(0),
-    default=setting("gate_ope_tolerance"),
-    show_default=shown("gate_ope_tolerance"),
-    help="Reward per ranking a candidate may lose in the off-policy estimate.",
-)
-@click.option("--device", default=setting("device"), show_default=shown("device"), help="auto (CUDA when available), cpu or cuda.")
+@setting_option("--sim-tolerance", name="gate_sim_tolerance", type=click.FloatRange(0))
+@setting_option("--ope-tolerance", name="gate_ope_tolerance", type=click.FloatRange(0))
+@setting_option("--device", name="device")
 @click.option(
     "--consumer",
     default=None,
