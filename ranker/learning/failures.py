@@ -1,6 +1,6 @@
 """What the learner does when an update fails, and the fault injection its kill tests use.
 
-:class:`FailedUpdates` holds the rule for the entries of an update that raised (README, "Online learning"): log and
+:class:`FailedUpdates` holds the rule for the entries of an update that raised (docs/learning.md): log and
 count the error, replay each ranking alone to find poison entries, dead-letter those and the ones that failed
 ``max_attempts`` times, retry the rest after a backoff. :class:`ranker.learning.loop.Learner` inherits it; the
 methods read the learner's Redis client, keys, config and queue.
@@ -74,7 +74,7 @@ class FailedUpdates:
             log.warning("could not count a learner error (%s): Redis unavailable", kind)
 
     def _update_failed(self, batch: list[Trajectory], exc: Exception) -> None:
-        """The rule for entries of an update that raised (README, "Online learning"):
+        """The rule for entries of an update that raised (docs/learning.md):
 
         - the error is logged with its traceback and counted by kind (the stage it failed in);
         - every ranking of the batch is replayed on its own against the serving policy: one that fails alone is a

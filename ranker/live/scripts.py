@@ -4,7 +4,7 @@ trip, with the rules that keep live counters honest.
 Every key a script touches carries the deployment's hash tag (``{<prefix>}:``, ``ARGV[1]``), so on a Redis Cluster
 they all lie in the slot of ``KEYS[1]`` and a script never leaves it.
 
-What no one can game (README, "Feedback no one can game"):
+What no one can game (docs/api.md, "Counters no one can game"):
 
 - **idempotency per ranking**: an event is a duplicate when its ``(ranking_id, event_id)`` was seen, so two users'
   rankings may use the same ``event_id``;

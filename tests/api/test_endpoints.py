@@ -472,7 +472,7 @@ def test_redis_going_away_mid_life_loses_nothing_already_stored(make_app, tmp_pa
 
 
 def test_a_full_redis_refuses_writes_so_feedback_is_503_and_ranking_goes_on(make_app, tmp_path):
-    """maxmemory reached under noeviction (README, "Operations"): Redis answers OOM to writes; nothing stored is dropped."""
+    """maxmemory reached under noeviction (docs/operations.md): Redis answers OOM to writes; nothing stored is dropped."""
     from ranker.live.backend import connect
 
     server, app, client, body = one_click_over_its_own_redis(make_app, tmp_path / "full-redis")

@@ -249,7 +249,7 @@ def test_redis_restarted_and_crashed_under_traffic_and_learning_loses_nothing_ac
     """The whole loop under Redis faults, with nothing restarted by hand but Redis.
 
     Debian's redis-server with its append-only file fsynced on every write (``appendfsync always``, so a crash
-    loses no acknowledged write; README, "Operations"); gunicorn with 2 workers, and the learner in a process of its
+    loses no acknowledged write; docs/operations.md); gunicorn with 2 workers, and the learner in a process of its
     own. Two shoppers rank and send feedback, retrying failed feedback with the same event_id as a shop would.
     Redis is stopped cleanly (SIGTERM) and started again, then killed (SIGKILL) and started again.
 

@@ -82,7 +82,7 @@ def test_aa_false_positive_rate_is_within_alpha_and_only_the_always_valid_p_surv
 def test_a_10_percent_lift_is_detected_in_at_least_80_percent_of_runs_at_the_documented_size(pool):
     """A +10% relative lift of the purchase rate, planted in the treatment arm.
 
-    The documented sample size (README, "A/B experiments") is
+    The documented sample size (docs/experiments.md) is
     ``required_users(rate, sd, 0.10, power=0.9)`` users per arm: planned at
     90% so that the 80% the issue asks for holds although the rate and the
     per-user sd are themselves estimates (planned at exactly 80%, the

@@ -1,4 +1,4 @@
-"""The multi-machine deployment of the README on loopback: two API processes (`ranker serve --no-learn`), each with
+"""The multi-machine deployment of docs/operations.md on loopback: two API processes (`ranker serve --no-learn`), each with
 its own copy of one index snapshot, policy versions on shared storage, a learner process as a consumer-group member,
 and one Redis Cluster (three masters, a replica each). A promote and a catalog write made through one API process
 reach the other; what the learner trains is served by both."""
