@@ -2,6 +2,7 @@
 (``simulation``) against the baselines fitted on logged sessions (``baselines``: LambdaMART, LinUCB, a critic's
 greedy ranking).
 
-May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``, ``ranker.live``, ``envs``. Never
+May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``, ``ranker.live``, ``envs`` and
+the foundation modules (``ranker.config``, ``defaults``, ``interactions``, ``errors``, ``devices``, ``lazy``). Never
 ``experiments``, ``learning``, ``serving`` or ``api``.
 """

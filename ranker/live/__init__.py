@@ -2,6 +2,6 @@
 and interactions (``events``), item counters and user profiles (``state``), policy versions and the serving pointer
 (``registry``), and catalog writes shared between processes (``catalog_stream``).
 
-May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking``; redis-py. Never ``learning``,
-``evaluation`` or ``experiments``.
+May import: ``ranker.catalog``, ``ranker.retrieval``, ``ranker.ranking`` and the foundation modules (``ranker.config``, ``defaults``, ``interactions``, ``errors``, ``devices``, ``lazy``); redis-py. Never
+``envs``, ``evaluation``, ``experiments``, ``learning`` or ``serving``.
 """
