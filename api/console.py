@@ -113,10 +113,10 @@ def policies_page() -> Any:
 @bp.get("/console/policies/reward.png")
 def reward_plot() -> Any:
     """Reward per ranking per minute, one line per policy version (from the event log's reward series)."""
-    from ranker.evaluation.simulation import _figure
+    from ranker.evaluation.figures import new_figure
 
     series = service().events.reward_series()
-    figure, axis = _figure()
+    figure, axis = new_figure()
     start = min((points[0][0] for points in series.values()), default=0.0)
     for version, points in sorted(series.items()):
         minutes = [(minute - start) / 60.0 for minute, rankings, _ in points if rankings]
