@@ -102,6 +102,7 @@ def on_exit(server):
         server.log.info("stopping the learner")
         _learner.stop()
     if _maintenance is not None:
+        server.log.info("stopping the maintenance worker (it writes a last index snapshot)")
         _maintenance.stop()
     if _embedded is not None and _embedded.owned:
         server.log.info("stopping the embedded Redis")

@@ -115,8 +115,11 @@ def update_head(head: BayesianHead, rows: HeadRows, *, newest_ts: float, setting
         y = torch.as_tensor(rows.reward, device=device)
         w = torch.as_tensor(rows.weight, device=device)
         position = torch.as_tensor(rows.position, device=device, dtype=torch.long)
-        a.index_add_(0, position, torch.einsum("r,ri,rj->rij", w, phi, phi))
-        b.index_add_(0, position, (w * y)[:, None] * phi)
+        for t in torch.unique(position).tolist():  # one [d, d] product per position (not an [n, d, d] outer-product tensor)
+            at = position == t
+            weighted = w[at, None] * phi[at]
+            a[t] += weighted.T @ phi[at]
+            b[t] += weighted.T @ y[at]
         new.stats_yy = new.stats_yy + np.bincount(rows.position, weights=rows.weight * rows.reward**2, minlength=MAX_POSITIONS)
         new.stats_n = new.stats_n + np.bincount(rows.position, weights=rows.weight, minlength=MAX_POSITIONS)
     new.stats_a, new.stats_b = a.cpu().numpy(), b.cpu().numpy()

@@ -384,6 +384,8 @@ class Learner(FailedUpdates):
         if finetune is None or not finetune_verdict["passed"]:
             self.stage = "gate"
             verdict = gate(candidate, serving, holdout, config, seed=seed, simulate=False, held=self.holdout_inputs.held(candidate, holdout))
+            if finetune is not None:  # what the PPO fine-tune this head update stands in for was judged by (the simulator guard's figures)
+                verdict["finetune"] = {name: finetune_verdict.get(name) for name in ("passed", "deferred", "reasons", "notes", "simulator")}
             clock.lap("gate")
         version = f"ol-{batch_key}"
         training.update(

@@ -68,13 +68,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "image_match": ("sim_image", "has_image"),
     "cross_modal": ("sim_cross",),
     "retrieval": ("retrieval_score", "retrieval_rank"),
-    "price": ("price_z", "price_vs_user", "price_vs_category"),
+    "price": ("price_z", "price_vs_user", "price_vs_category", "price_vs_user_level"),
     "click_rate": ("ctr", "purchase_rate"),
     "popularity": ("log_popularity",),
-    "personal_affinity": ("user_affinity", "user_category_affinity"),
-    "brand_affinity": ("user_brand_affinity",),
+    "personal_affinity": ("user_affinity", "user_category_affinity", "user_colour_lift"),
+    "brand_affinity": ("user_brand_affinity", "user_brand_lift"),
     "diversity": ("max_sim_to_placed", "same_category_placed"),
     "position": ("position",),
+    "session": ("sim_to_clicked", "shown_in_session"),
     "intent_match": ("price_vs_limit", "brand_match", "colour_match"),
 }
 TEXT_CHANNELS = ("text", "text_to_image")  # retrieval channels driven by the query's text
@@ -300,6 +301,7 @@ PHRASES: dict[str, list[tuple[str, Check, str | Callable[[Facts], str]]]] = {
         ("price_z", lambda f: f.share_above("price_z") > 0.5, "cheaper than most results"),
         ("price_vs_user", lambda f: f.value("price_vs_user") < 0, "cheaper than what you usually buy"),
         ("price_vs_category", lambda f: f.value("price_vs_category") < 0, "cheaper than most of its kind here"),
+        ("price_vs_user_level", lambda f: f.value("price_vs_user_level") < 0, "at or below the price level you usually choose"),
         ("price_z", lambda f: f.share_below("price_z") > 0.5, "a premium pick, pricier than most results"),
     ],
     "click_rate": [
@@ -310,14 +312,19 @@ PHRASES: dict[str, list[tuple[str, Check, str | Callable[[Facts], str]]]] = {
     "personal_affinity": [
         ("user_affinity", lambda f: f.value("user_affinity") > 0 and f.high("user_affinity"), "close to what you viewed before"),
         ("user_category_affinity", lambda f: f.value("user_category_affinity") > 0, "from a category you shop"),
+        ("user_colour_lift", lambda f: f.value("user_colour_lift") > 0, "in a colour you pick more often than you are shown it"),
     ],
     # the profile's brand counts fold in clicks and carts as well as purchases: "bought" would overclaim
-    "brand_affinity": [("user_brand_affinity", lambda f: f.value("user_brand_affinity") > 0, "you like this brand")],
+    "brand_affinity": [
+        ("user_brand_affinity", lambda f: f.value("user_brand_affinity") > 0, "you like this brand"),
+        ("user_brand_lift", lambda f: f.value("user_brand_lift") > 0, "a brand you pick more often than you are shown it"),
+    ],
     "diversity": [
         ("max_sim_to_placed", lambda f: f.placed_above and f.deviation("max_sim_to_placed") < 0, "unlike the items above"),
         ("same_category_placed", lambda f: f.placed_above and f.value("same_category_placed") == 0, "a different kind from the items above"),
     ],
     "position": [("position", lambda f: f.value("position") <= 0.2, "shown near the top")],
+    "session": [("sim_to_clicked", lambda f: f.value("sim_to_clicked") > 0 and f.high("sim_to_clicked"), "like what you clicked in this search")],
     "intent_match": [
         ("colour_match", lambda f: f.value("colour_match") > 0.5, "matches the colour you asked for"),
         ("brand_match", lambda f: f.value("brand_match") > 0.5, "matches the brand you asked for"),

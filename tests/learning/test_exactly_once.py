@@ -153,6 +153,7 @@ def run_supervised(shop, client, url: str, prefix: str, run_prefix: str, data_di
         "RANKER_GATE_ENV": "envs/SlateShoppingTiny-v0",
         "RANKER_GATE_EPISODES": "60",
         "RANKER_DEVICE": "cpu",
+        "RANKER_LEARN_PPO_EVERY": "1",  # every update fine-tunes and runs the simulator guard: a gate long enough to be killed in
         "RANKER_LEARN_HEARTBEAT_S": "0.05",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
