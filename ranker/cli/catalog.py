@@ -10,6 +10,7 @@ import click
 from ranker.cli import main
 from ranker.cli.common import (
     data_dir_option,
+    prefix_option,
     setting,
     shown,
 )
@@ -114,7 +115,7 @@ def index_build(
     help="The deployment's Redis [env REDIS_URL]; unset: the embedded one under --data-dir when there is one. Writes made through the API "
     "since the last snapshot are read from its catalog stream, and the new bridge is published there: every server serves it at its next request.",
 )
-@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
+@prefix_option
 def index_bridge(
     data_dir: Path, if_due: bool, min_pairs: int | None, epochs: int | None, device: str, threads: int, redis_url: str | None, prefix: str
 ) -> None:

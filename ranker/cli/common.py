@@ -51,6 +51,17 @@ data_dir_option = click.option(
 )
 
 
+redis_url_option = click.option(
+    "--redis-url",
+    default=setting("redis_url"),
+    help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
+    show_default=shown("redis_url"),
+)
+prefix_option = click.option(
+    "--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix of the deployment [env RANKER_PREFIX]."
+)
+
+
 def _make_env(env_id: str, catalog: str | None, overrides: tuple[str, ...]):
     """A registered simulator environment with CLI overrides, or a ClickException naming the bad setting."""
     import gymnasium as gym

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ranker.cli import main
-from ranker.cli.common import data_dir_option, setting, shown
+from ranker.cli.common import data_dir_option, prefix_option, redis_url_option
 
 
 @main.group("import")
@@ -26,13 +26,8 @@ def import_group() -> None:
     help="metarank: JSON lines of item, ranking and interaction events; obp: a logged-bandit table (CSV); auto: by the file's name.",
 )
 @data_dir_option
-@click.option(
-    "--redis-url",
-    default=setting("redis_url"),
-    help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
-    show_default=shown("redis_url"),
-)
-@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
+@redis_url_option
+@prefix_option
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars on stderr.")
 def import_events(path: Path, fmt: str, data_dir: Path, redis_url: str | None, prefix: str, progress: bool) -> None:
     """Import logged events: warm item counters and user profiles, write rankings and interactions to the event log.

@@ -11,18 +11,13 @@ from pathlib import Path
 import click
 
 from ranker.cli import main
-from ranker.cli.common import data_dir_option, setting, shown
+from ranker.cli.common import data_dir_option, prefix_option, redis_url_option, setting, shown
 
 
 @main.command()
 @data_dir_option
-@click.option(
-    "--redis-url",
-    default=setting("redis_url"),
-    help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
-    show_default=shown("redis_url"),
-)
-@click.option("--prefix", default=setting("prefix"), show_default=shown("prefix"), help="Redis key prefix [env RANKER_PREFIX].")
+@redis_url_option
+@prefix_option
 @click.option("--once", is_flag=True, help="One round (apply the catalog stream, fit when due, compact, snapshot), then exit.")
 @click.option(
     "--interval",

@@ -14,6 +14,7 @@ from ranker.cli import main
 from ranker.cli.common import (
     _parse_overrides,
     data_dir_option,
+    redis_url_option,
     setting,
     setting_option,
     shown,
@@ -183,12 +184,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 @main.command()
 @data_dir_option
-@click.option(
-    "--redis-url",
-    default=setting("redis_url"),
-    help="Redis server [env REDIS_URL]; unset: the embedded server under --data-dir (shared with `ranker serve`).",
-    show_default=shown("redis_url"),
-)
+@redis_url_option
 @setting_option("--prefix", name="prefix")
 @setting_option("--batch-size", name="learn_batch_size", type=click.IntRange(1))
 @setting_option("--min-batch", name="learn_min_batch", type=click.IntRange(1))
